@@ -1,0 +1,114 @@
+"""Exception and warning types raised by pims-videoutils.
+
+Every error the package raises on purpose derives from :class:`PimsVideoutilsError`, and also
+from the built-in exception that fits it, so existing ``except OSError`` / ``except ValueError``
+clauses keep working.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class PimsVideoutilsError(Exception):
+    """Base class of every error raised on purpose by pims-videoutils."""
+
+
+class StackReadError(PimsVideoutilsError, OSError):
+    """A file or dataset cannot be read as an image stack.
+
+    Raised for a missing file, a file that is not a TIFF, an empty, truncated or corrupt file,
+    a broken IFD chain, pages that contradict each other, or a frame whose bytes lie beyond the
+    end of the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file or dataset concerned.
+    reason : str
+        What is wrong, in words a user can act on.
+
+    Attributes
+    ----------
+    path : str
+        The file or dataset concerned.
+    reason : str
+        What is wrong.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class StackNotFoundError(StackReadError, FileNotFoundError):
+    """The file or dataset does not exist (also a :class:`FileNotFoundError`)."""
+
+
+class ReaderClosedError(PimsVideoutilsError, ValueError):
+    """A reader was used after :meth:`close` (like I/O on a closed file)."""
+
+
+class ExportArgumentError(PimsVideoutilsError, ValueError):
+    """An argument of :func:`~pims_videoutils.to_video` is invalid.
+
+    Raised before ffmpeg starts: unknown codec or extension, empty input, ``fps <= 0``,
+    frames of the wrong shape or dtype, a folder that cannot be written.
+    """
+
+
+class FFmpegError(PimsVideoutilsError, RuntimeError):
+    """ffmpeg failed while encoding a video.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    command : list of str
+        The ffmpeg command line that was run.
+    returncode : int or None
+        ffmpeg's exit code, or None when it was stopped by us.
+    stderr_tail : str
+        The last lines ffmpeg wrote to its standard error.
+
+    Attributes
+    ----------
+    command : list of str
+        The ffmpeg command line.
+    returncode : int or None
+        ffmpeg's exit code.
+    stderr_tail : str
+        The last lines of ffmpeg's standard error.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        command: list[str] | None = None,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.message = message
+        self.command = list(command or [])
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        text = message
+        if returncode is not None:
+            text += f" (ffmpeg exit code {returncode})"
+        if stderr_tail:
+            text += "\n--- ffmpeg stderr (last lines) ---\n" + stderr_tail
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.command, self.returncode, self.stderr_tail))
+
+
+class PluginLoadWarning(UserWarning):
+    """A reader registered in the ``pims.readers`` entry-point group failed to load."""

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real files in ../shared/data/real and leak checks for every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of real third-party TIFF files; skips when ``../shared`` is absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data folder {REAL_DATA} is absent")
+    return REAL_DATA
+
+
+def _open_image_files() -> set[str]:
+    """Paths of image and video files this process holds open."""
+    found = set()
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return found
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.lower().endswith((".tif", ".tiff", ".mp4", ".mkv", ".avi", ".webm", ".mov")):
+            found.add(target)
+    return found
+
+
+def _ffmpeg_children() -> set[int]:
+    """Process ids of ffmpeg processes whose parent is this process."""
+    me = os.getpid()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == me and "ffmpeg" in name:
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_files_or_processes():
+    """Fail a test that leaves an image file open or an ffmpeg process running."""
+    files_before = _open_image_files()
+    children_before = _ffmpeg_children()
+    yield
+    leaked_files = _open_image_files() - files_before
+    leaked_children = _ffmpeg_children() - children_before
+    assert not leaked_files, f"test left files open: {sorted(leaked_files)}"
+    assert not leaked_children, f"test left ffmpeg processes running: {sorted(leaked_children)}"
