@@ -1,0 +1,91 @@
+"""Start-up hook of pims-videoutils: load the registered pims readers when pims is imported.
+
+pims finds readers only among classes that are already imported. This module is imported at
+every interpreter start-up by the one-line ``pims_videoutils-autoload.pth`` file that the
+package installs into site-packages. It only puts a small finder on :data:`sys.meta_path` that
+waits for ``import pims``; right after pims's own module has run, it imports every reader
+registered in the entry-point group of :mod:`pims_videoutils._registration`. Nothing else is
+imported at start-up (no numpy, no pims, no :mod:`importlib.metadata`), so interpreters that
+never import pims pay almost nothing.
+
+Set the environment variable ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1`` to switch the hook off (checked
+at start-up and again when pims is imported).
+"""
+
+# No ``from __future__ import annotations``: it imports the __future__ module at start-up.
+import os
+import sys
+
+DISABLE_VARIABLE = "PIMS_VIDEOUTILS_NO_AUTOLOAD"
+
+
+def autoload_disabled() -> bool:
+    """Tell whether the user switched automatic loading off.
+
+    Returns
+    -------
+    bool
+        True when ``PIMS_VIDEOUTILS_NO_AUTOLOAD`` is set to anything but ``""`` or ``"0"``.
+    """
+    return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
+
+
+class _LoaderThenReaders:
+    """Wraps pims's loader: runs pims's module, then loads the registered readers."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+    def exec_module(self, module) -> None:
+        """Execute ``pims`` with its own loader, then import the registered readers."""
+        # pims and everything after it see the real loader, never this wrapper.
+        module.__loader__ = module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        _remove_finder()
+        if autoload_disabled():
+            return
+        from pims_videoutils._registration import ensure_readers_loaded
+
+        ensure_readers_loaded()
+
+
+class PimsImportFinder:
+    """A :data:`sys.meta_path` finder that answers for ``pims`` only, and only once.
+
+    It asks the finders after it for pims's spec and wraps the loader, so that the registered
+    readers are imported as soon as pims's own module has finished executing.
+    """
+
+    @classmethod
+    def find_spec(cls, fullname: str, path=None, target=None):
+        """Return pims's spec with a wrapped loader; None for every other module."""
+        if fullname != "pims" or cls not in sys.meta_path or autoload_disabled():
+            return None
+        for finder in sys.meta_path[sys.meta_path.index(cls) + 1 :]:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = None if find_spec is None else find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            if hasattr(spec.loader, "exec_module"):
+                spec.loader = _LoaderThenReaders(spec.loader)
+            return spec
+        return None
+
+
+def _remove_finder() -> None:
+    """Take the finder off :data:`sys.meta_path` (pims is imported once per process)."""
+    if PimsImportFinder in sys.meta_path:
+        sys.meta_path.remove(PimsImportFinder)
+
+
+def install() -> None:
+    """Put the finder first on :data:`sys.meta_path`, unless switched off or already there."""
+    if autoload_disabled() or PimsImportFinder in sys.meta_path:
+        return
+    sys.meta_path.insert(0, PimsImportFinder)
+
+
+install()

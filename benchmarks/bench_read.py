@@ -1,0 +1,334 @@
+"""Read benchmark: TiffStackND against the physical limit and its peers, fresh process per run.
+
+Generates stacks in a scratch folder (deleted afterwards), then for every (file, reader) runs
+fresh subprocesses: warm cache (open, 200 random frames, full pass) and cold cache (page cache
+of the file dropped with posix_fadvise(DONTNEED) before open; one process for the random frames,
+one for the full pass). Prints medians of the repeats as ratios to the limit measured in the same
+run: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a raw
+np.memmap, whichever is faster (compressed files: tifffile's own per-page decode).
+
+Usage::
+
+    python benchmarks/bench_read.py    # full size: 2000 x 512 x 512 uint16, 100k pages
+    python benchmarks/bench_read.py --frames 200 --size 256 --pages 10000 --repeats 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+N_RANDOM = 200
+
+# --- readers (run inside the child process) ---------------------------------------------------
+
+
+def _plane_offsets(path):
+    """Data offset of every page (computed once in the parent, not timed)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        offsets = [p.dataoffsets[0] for p in tif.pages]
+        return offsets, list(page.shape), str(page.dtype)
+
+
+def _open_reader(name, path, spec):
+    """Return (get(i) -> in-memory ndarray, number of frames, close)."""
+    if name in ("limit-pread", "limit-memmap"):
+        offsets, shape, dtype = spec["offsets"], tuple(spec["shape"]), np.dtype(spec["dtype"])
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if name == "limit-pread":
+            fd = os.open(path, os.O_RDONLY)
+
+            def get(i):
+                out = np.empty(shape, dtype)
+                os.preadv(fd, [out], offsets[i])
+                return out
+
+            return get, len(offsets), lambda: os.close(fd)
+        mm = np.memmap(path, np.uint8, mode="r")
+        return (lambda i: np.array(mm[offsets[i]: offsets[i] + nbytes]).view(dtype)
+                .reshape(shape)), len(offsets), lambda: None
+    if name == "tifffile-page-decode":
+        import tifffile
+
+        tif = tifffile.TiffFile(path)
+        pages = tif.pages
+        pages.cache = True
+        return (lambda i: pages[i].asarray()), len(pages), tif.close
+    if name.startswith("TiffStackND"):
+        from pims_videoutils.readers import TiffStackND
+
+        reader = TiffStackND(path, copy=name != "TiffStackND copy=False")
+        if name == "TiffStackND copy=False":
+            return (lambda i: np.array(reader[i])), len(reader), reader.close
+        return (lambda i: reader[i]), len(reader), reader.close
+    if name == "pims TiffStack":
+        import pims
+
+        reader = pims.TiffStack(path)
+        return (lambda i: reader[i]), len(reader), reader.close
+    if name == "tifffile.memmap":
+        import tifffile
+
+        mm = tifffile.memmap(path, mode="r")
+        return (lambda i: np.array(mm[i])), len(mm), lambda: None
+    if name == "tifffile imread(key=i)":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            n = len(tif.pages)
+        return (lambda i: tifffile.imread(path, key=i)), n, lambda: None
+    if name == "tifffile zarr store":
+        import tifffile
+        import zarr
+
+        store = tifffile.imread(path, aszarr=True)
+        z = zarr.open(store, mode="r")
+        return (lambda i: z[i]), z.shape[0], store.close
+    raise ValueError(name)
+
+
+def _rss_anon():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _drop_cache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _import_for(name):
+    """Import what a reader needs, so that open times exclude module imports."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    modules = {"TiffStackND": ["pims_videoutils.readers"], "pims": ["pims"],
+               "tifffile": ["tifffile"], "tifffile zarr": ["tifffile", "zarr"]}
+    for prefix in sorted(modules, key=len, reverse=True):
+        if name.startswith(prefix):
+            for module in modules[prefix]:
+                importlib.import_module(module)
+            return
+
+
+def child(args):
+    """One measurement in a fresh process; prints a JSON dict."""
+    job = json.loads(args)
+    path, name, mode = job["path"], job["reader"], job["mode"]
+    _import_for(name)
+    base = _rss_anon()
+    if mode != "warm":
+        _drop_cache(path)
+    t0 = time.perf_counter()
+    get, n, close = _open_reader(name, path, job)
+    result = {"open": time.perf_counter() - t0}
+    peak = _rss_anon()
+    if mode in ("warm", "cold-random"):
+        picks = np.random.default_rng(0).integers(0, n, N_RANDOM)
+        t0 = time.perf_counter()
+        for i in picks:
+            get(int(i))
+        result["random"] = time.perf_counter() - t0
+        peak = max(peak, _rss_anon())
+    if mode in ("warm", "cold-full") and not job.get("skip_full"):
+        t0 = time.perf_counter()
+        for i in range(n):
+            get(i)
+            if i % 256 == 0:
+                peak = max(peak, _rss_anon())
+        result["full"] = time.perf_counter() - t0
+    result["anon_mb"] = (max(peak, _rss_anon()) - base) / 2**20
+    close()
+    print(json.dumps(result))
+
+
+# --- parent -------------------------------------------------------------------------------------
+
+
+def _stack(frames, size, dtype="u2"):
+    """Smooth-ish frames (compressible like real images) with a per-frame signature."""
+    yy, xx = np.mgrid[:size, :size]
+    base = ((yy * 7 + xx * 3) % 4096).astype(dtype)
+    rng = np.random.default_rng(1)
+    for k in range(frames):
+        frame = base + rng.integers(0, 16, (size, size), dtype=dtype)
+        frame[0, 0] = k % 65536
+        yield frame
+
+
+def _write_pages(path, frames, bigtiff=False):
+    import tifffile
+
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+        for frame in frames:
+            tif.write(frame, contiguous=False, metadata=None)
+
+
+def make_files(folder, frames, size, pages, only=()):
+    """Write the benchmark files (all kinds, or those in ``only``); return {kind: path}."""
+    import tifffile
+
+    def stack():
+        return np.stack(list(_stack(frames, size)))
+
+    writers = {
+        "shaped": lambda p: tifffile.imwrite(p, stack()),
+        "interleaved": lambda p: _write_pages(p, _stack(frames, size)),
+        "imagej": lambda p: tifffile.imwrite(p, stack(), imagej=True, metadata={"axes": "TYX"}),
+        "bigtiff": lambda p: _write_pages(p, _stack(frames, size), bigtiff=True),
+        "deflate": lambda p: tifffile.imwrite(p, stack(), compression="zlib"),
+        "pages": lambda p: _write_pages(p, _stack(pages, 32)),
+    }
+    files = {}
+    for kind, write in writers.items():
+        if only and kind not in only:
+            continue
+        path = folder / f"{kind}.tif"
+        write(path)
+        files[f"{pages // 1000}k pages 32x32" if kind == "pages" else kind] = path
+    return files
+
+
+READERS = ["limit-pread", "limit-memmap", "tifffile-page-decode", "TiffStackND",
+           "TiffStackND copy=False", "pims TiffStack", "tifffile.memmap",
+           "tifffile imread(key=i)", "tifffile zarr store"]
+
+
+def _readers_for(kind):
+    if kind == "deflate":
+        return ["tifffile-page-decode", "TiffStackND", "pims TiffStack",
+                "tifffile imread(key=i)", "tifffile zarr store"]
+    if "pages" in kind:  # imread(key=i) walks the chain per call: quadratic on 100k pages
+        return [r for r in READERS if r not in ("tifffile imread(key=i)",
+                                                "tifffile-page-decode")]
+    return [r for r in READERS if r != "tifffile-page-decode"]
+
+
+def _skip_full(kind, name):
+    """Full passes that take minutes and say nothing new: imread(key=i) re-walks the IFD chain
+    on every call (quadratic); the zarr store's per-chunk overhead on 100k tiny pages."""
+    return name == "tifffile imread(key=i)" or ("pages" in kind and "zarr" in name)
+
+
+def run_one(job):
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": last[:60]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _warm(path):
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def check_cache_drop(path, spec):
+    """Measure whether posix_fadvise(DONTNEED) really empties the cache (cold vs warm pread)."""
+    _warm(path)
+    warm = run_one({**spec, "path": str(path), "reader": "limit-pread", "mode": "cold-full"})
+    _warm(path)
+    hot = run_one({**spec, "path": str(path), "reader": "limit-pread", "mode": "warm"})
+    return warm.get("full", float("nan")), hot.get("full", float("nan"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=2000, help="frames of the big stacks")
+    parser.add_argument("--size", type=int, default=512, help="frame width and height")
+    parser.add_argument("--pages", type=int, default=100_000, help="pages of the many-page file")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="scratch folder")
+    parser.add_argument("--only", default="", help="comma-separated subset of: shaped, "
+                        "interleaved, imagej, bigtiff, deflate, pages")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bench_read_", dir=args.tmp))
+    try:
+        t0 = time.perf_counter()
+        only = {k.strip() for k in args.only.split(",") if k.strip()}
+        files = make_files(folder, args.frames, args.size, args.pages, only)
+        print(f"# generated {len(files)} files in {time.perf_counter() - t0:.0f} s "
+              f"({args.frames} x {args.size} x {args.size} uint16; {args.pages} pages 32x32)")
+        print(f"# python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of "
+              f"{args.repeats} fresh processes; ratio = time / limit (lower is better)")
+        for kind, path in files.items():
+            report(kind, path, args.repeats)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def report(kind, path, repeats):
+    offsets, shape, dtype = _plane_offsets(path)
+    spec = {"offsets": offsets, "shape": shape, "dtype": dtype}
+    cold_full, warm_full = check_cache_drop(path, spec)
+    print(f"\n## {kind}: {len(offsets)} frames, {path.stat().st_size / 2**20:.0f} MiB "
+          f"(cache drop check: limit full pass cold {cold_full:.3f} s vs warm {warm_full:.3f} s"
+          f"{'' if cold_full > 1.3 * warm_full else ' -- cache drop had little effect'})")
+    results = {}
+    for name in _readers_for(kind):
+        runs = {"warm": [], "cold-random": [], "cold-full": []}
+        for _ in range(repeats):
+            for mode in runs:
+                if mode == "warm":
+                    _warm(path)
+                runs[mode].append(run_one({**spec, "path": str(path), "reader": name,
+                                           "mode": mode, "skip_full": _skip_full(kind, name)}))
+        results[name] = runs
+    limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
+                                                                      "limit-memmap"]
+    cols = [("warm", "random"), ("warm", "full"), ("cold-random", "random"),
+            ("cold-full", "full")]
+    med = {name: {col: _median(runs[col[0]], col[1]) for col in cols}
+           | {"open": _median(runs["warm"], "open"),
+              "anon": _median(runs["warm"] + runs["cold-full"], "anon_mb"),
+              "error": next((r["error"] for v in runs.values() for r in v if "error" in r), None)}
+           for name, runs in results.items()}
+    limit = {col: min(med[n][col] for n in limit_names) for col in cols}
+    print(f"limit: random200 warm {limit[cols[0]]:.3f} s, full warm {limit[cols[1]]:.3f} s, "
+          f"random200 cold {limit[cols[2]]:.3f} s, full cold {limit[cols[3]]:.3f} s")
+    print("(n/a: full pass skipped, see _skip_full)")
+    print("| reader | open ms | random warm | full warm | random cold | full cold | anon MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m in med.items():
+        if m["error"] and np.isnan(m["open"]):
+            print(f"| {name} | fails: {m['error']} | | | | | |")
+            continue
+        cells = [f"{m[col] / limit[col]:.2f}x" if not np.isnan(m[col]) else "n/a" for col in cols]
+        print(f"| {name} | {m['open'] * 1e3:.1f} | " + " | ".join(cells)
+              + f" | {m['anon']:.1f} |")
+    sys.stdout.flush()
+
+
+def _median(runs, key):
+    values = [r[key] for r in runs if key in r]
+    return statistics.median(values) if values else float("nan")
+
+
+if __name__ == "__main__":
+    main()

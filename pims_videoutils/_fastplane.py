@@ -1,0 +1,148 @@
+"""Read one-file-per-frame TIFF sequences with one ``preadv`` per frame, verified per file.
+
+:class:`PlaneTemplate` learns, from the first file of a sequence, where its structure (header,
+IFD, layout-defining tags, image description) and its pixels lie. Reading another file then
+fetches its first bytes and its pixels together and checks those structural bytes against the
+first file's: a file that differs is never guessed at, the caller opens it in full.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+
+import numpy as np
+import tifffile
+
+__all__ = ["PlaneTemplate"]
+
+
+class PlaneTemplate:
+    """Read single-plane files that share the first file's structure with one ``preadv`` each.
+
+    Built from the first file when it holds one uncompressed, contiguous plane in one IFD
+    placed before the pixels (the usual one-file-per-frame sequence). Each read fetches the
+    bytes before the pixels and the pixels together, then verifies, byte for byte, that the
+    file has the first file's header, IFD position, tag list, layout-defining tags (size,
+    samples, bits, compression, strips...), no second IFD and the same image description
+    (ImageJ ``min=``/``max=`` lines aside). A file that differs in any of these is not
+    guessed: :meth:`read` returns None and the caller opens it in full.
+    """
+
+    _CHECKED_TAGS = frozenset(
+        (256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 322, 323, 338, 339, 32997)
+    )
+
+    def __init__(self, tif, dtype: np.dtype, plane_shape: tuple[int, ...]) -> None:
+        page = tif.pages.first
+        self.head = int(page.dataoffsets[0])
+        self.plane_shape = plane_shape
+        self.dtype = dtype
+        self.native = dtype.newbyteorder("=")
+        big = tif.is_bigtiff
+        self._entry = struct.Struct(tif.byteorder + ("4xQQ" if big else "4xII"))
+        pointer = self._pointer = 8 if big else 4
+        entry_size = 20 if big else 12
+        count_size = 8 if big else 2
+        ranges = [(0, 16 if big else 8), (page.offset, page.offset + count_size)]
+        self._description = None
+        self._offset = None  # (position, struct) of a single strip's offset, read per file
+        for tag in page.tags:
+            ranges.append((tag.offset, tag.offset + 2))
+            if tag.code == 270:
+                self._description = tag.offset
+            if tag.code == 273 and tag.count == 1:
+                ranges.append((tag.offset, tag.offset + 4 + pointer))
+                value = {3: "H", 4: "I", 16: "Q"}[tag.dtype]
+                self._offset = (tag.offset + 4 + pointer, struct.Struct(tif.byteorder + value))
+            elif tag.code in self._CHECKED_TAGS:
+                ranges.append((tag.offset, tag.offset + entry_size))
+                if tag.valuebytecount > pointer:
+                    ranges.append((tag.valueoffset, tag.valueoffset + tag.valuebytecount))
+        end_of_ifd = page.offset + count_size + entry_size * len(page.tags)
+        ranges.append((end_of_ifd, end_of_ifd + pointer))
+        if max(stop for _, stop in ranges) > self.head:
+            raise ValueError("the first file's structure does not lie before its pixels")
+        self._positions = np.concatenate([np.arange(a, b) for a, b in ranges])
+        buffer = np.fromfile(tif.filehandle.path, np.uint8, count=self.head)
+        self._expected = buffer[self._positions].tobytes()
+        self._raw_description = self._description_bytes(buffer)
+        self._normalized_description = (
+            None if self._raw_description is None else self._without_min_max(self._raw_description)
+        )
+
+    @classmethod
+    def of(cls, path: str, plane_shape: tuple[int, ...], dtype: np.dtype) -> PlaneTemplate | None:
+        """Build the template of a single-plane file, or None if its layout does not allow one.
+
+        Parameters
+        ----------
+        path : str
+            The first file, already read successfully as a stack of one plane.
+        plane_shape : tuple of int
+            Shape of its plane (``(y, x)`` or ``(y, x, samples)``).
+        dtype : numpy.dtype
+            Its sample type (any byte order: the file's is used).
+        """
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            if len(tif.pages) != 1 or not page.is_contiguous or page.compression != 1:
+                return None
+            dtype = np.dtype(dtype).newbyteorder(tif.byteorder)
+            if sum(page.databytecounts) != math.prod(plane_shape) * dtype.itemsize:
+                return None
+            try:
+                return cls(tif, dtype, plane_shape)
+            except ValueError:
+                return None
+
+    def _description_bytes(self, head: np.ndarray) -> bytes | None:
+        """Read a file's raw image description from its first bytes (None: none)."""
+        if self._description is None:
+            return None
+        count, offset = self._entry.unpack_from(head, self._description)
+        if count <= self._pointer:  # stored in the entry itself
+            offset = self._description + 4 + self._pointer
+        if offset + count > len(head):
+            return b"\0beyond the bytes read"
+        return head[offset : offset + count].tobytes()
+
+    @staticmethod
+    def _without_min_max(text: bytes) -> bytes:
+        """Drop ImageJ's per-file ``min=``/``max=`` display range lines from a description."""
+        lines = text.rstrip(b"\0").split(b"\n")
+        return b"\n".join(line for line in lines if not line.startswith((b"min=", b"max=")))
+
+    def _same_description(self, head: np.ndarray) -> bool:
+        text = self._description_bytes(head)
+        if text == self._raw_description:
+            return True
+        return text is not None and self._without_min_max(text) == self._normalized_description
+
+    def read(self, path: str) -> np.ndarray | None:
+        """Read the plane of ``path``; None if the file's structure differs (or is short)."""
+        head = np.empty(self.head, np.uint8)
+        out = np.empty(self.plane_shape, self.native)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            got = os.preadv(fd, [head, out], 0)
+            if got < head.nbytes or head[self._positions].tobytes() != self._expected:
+                return None
+            if not self._same_description(head):
+                return None
+            if self._offset is not None:
+                position, value = self._offset
+                offset = value.unpack_from(head, position)[0]
+                if offset != self.head:  # the pixels lie elsewhere in this file
+                    got = os.preadv(fd, [out], offset) + head.nbytes
+        finally:
+            os.close(fd)
+        if got != head.nbytes + out.nbytes:
+            return None
+        if not self.dtype.isnative:
+            out.byteswap(inplace=True)
+        return out

@@ -1,0 +1,377 @@
+"""The ffmpeg process: choosing the codec, building the command line, running it safely.
+
+Everything but :class:`FFmpegProcess` is a pure function (tested without running ffmpeg).
+The binary is always the one bundled with ``imageio-ffmpeg`` (``get_ffmpeg_exe()``).
+
+Codecs by extension (the first one is the default; ``lossless=True`` selects ffv1):
+
+====== ========================================== ==================================
+ext    codecs                                     output pixel format
+====== ========================================== ==================================
+.mp4   libx264, libx265                           yuv420p (plays everywhere)
+.mkv   libx264, libx265, ffv1, libvpx-vp9,        yuv420p; ffv1: gray, gray16le or
+       prores_ks                                  gbrp (bit-exact)
+.avi   libx264, ffv1                              as above
+.webm  libvpx-vp9                                 yuv420p
+.mov   prores_ks, libx264, libx265                prores: yuv422p10le
+.gif   gif                                        pal8 (palette generated per movie)
+====== ========================================== ==================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+from ._errors import ExportArgumentError, FFmpegError
+
+__all__ = [
+    "CODECS_BY_EXTENSION",
+    "FFmpegProcess",
+    "build_command",
+    "choose_codec",
+    "ffmpeg_exe",
+    "output_pixel_format",
+    "size_multiple",
+]
+
+CODECS_BY_EXTENSION: dict[str, tuple[str, ...]] = {
+    ".mp4": ("libx264", "libx265"),
+    ".mkv": ("libx264", "libx265", "ffv1", "libvpx-vp9", "prores_ks"),
+    ".avi": ("libx264", "ffv1"),
+    ".webm": ("libvpx-vp9",),
+    ".mov": ("prores_ks", "libx264", "libx265"),
+    ".gif": ("gif",),
+}
+LOSSLESS_CODEC = "ffv1"
+_DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
+_PRESET_CODECS = ("libx264", "libx265")
+_GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
+
+
+def ffmpeg_exe() -> str:
+    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def choose_codec(extension: str, codec: str | None = None, lossless: bool = False) -> str:
+    """Return the encoder for a file extension (table in the module docstring).
+
+    Parameters
+    ----------
+    extension : str
+        The output file's extension, with the dot (any case).
+    codec : str, optional
+        An explicit ffmpeg encoder name; must suit the extension.
+    lossless : bool
+        Ask for a bit-exact encoding (ffv1, in ``.mkv`` or ``.avi``).
+
+    Raises
+    ------
+    ExportArgumentError
+        For an unknown extension, a codec the container cannot hold, or ``lossless`` with a
+        lossy codec or a container without ffv1.
+    """
+    ext = extension.lower()
+    if ext not in CODECS_BY_EXTENSION:
+        known = ", ".join(CODECS_BY_EXTENSION)
+        raise ExportArgumentError(f"unknown video extension {extension!r}: use one of {known}")
+    allowed = CODECS_BY_EXTENSION[ext]
+    if lossless:
+        if codec not in (None, LOSSLESS_CODEC):
+            raise ExportArgumentError(f"lossless=True needs codec ffv1, not {codec!r}")
+        codec = LOSSLESS_CODEC
+    chosen = codec or allowed[0]
+    if chosen not in allowed:
+        if lossless:
+            raise ExportArgumentError(
+                f"lossless=True writes ffv1, which {ext} cannot hold: use .mkv or .avi"
+            )
+        raise ExportArgumentError(
+            f"codec {chosen!r} cannot be written to {ext}: use one of {', '.join(allowed)}"
+        )
+    return chosen
+
+
+def output_pixel_format(codec: str, input_pixel_format: str) -> str:
+    """Return the pixel format ``codec`` stores for input in ``input_pixel_format``.
+
+    ffv1 keeps the input exactly (gray, gray16le; RGB as planar gbrp); libx264/x265/VP9
+    use yuv420p; ProRes yuv422p10le; GIF a palette (pal8).
+
+    Raises
+    ------
+    ExportArgumentError
+        If 16-bit input (gray16le) is sent to a codec other than ffv1.
+    """
+    if codec == LOSSLESS_CODEC:
+        return "gbrp" if input_pixel_format == "rgb24" else input_pixel_format
+    if input_pixel_format == "gray16le":
+        raise ExportArgumentError(
+            "16-bit frames without contrast scaling (contrast=None) need lossless=True "
+            "(ffv1 in .mkv/.avi); use contrast='auto' or (lo, hi) for other formats"
+        )
+    if codec == "gif":
+        return "pal8"
+    if codec == "prores_ks":
+        return "yuv422p10le"
+    return "yuv420p"
+
+
+def size_multiple(pixel_format: str) -> tuple[int, int]:
+    """Return the (height, width) multiples a pixel format needs (chroma subsampling)."""
+    if pixel_format.startswith(("yuv420", "yuvj420")):
+        return 2, 2
+    if pixel_format.startswith(("yuv422", "yuvj422")):
+        return 1, 2
+    return 1, 1
+
+
+def _quality_args(codec: str, crf: float | None, preset: str | None) -> list[str]:
+    """Return the encoder options of ``codec`` for the quality settings.
+
+    Raises
+    ------
+    ExportArgumentError
+        If ``crf`` or ``preset`` is given for a codec without that setting.
+    """
+    if crf is not None and codec not in _DEFAULT_CRF:
+        raise ExportArgumentError(f"crf does not apply to codec {codec!r}")
+    if preset is not None and codec not in _PRESET_CODECS:
+        raise ExportArgumentError(f"preset only applies to {', '.join(_PRESET_CODECS)}")
+    if codec in _PRESET_CODECS:
+        crf_value = _DEFAULT_CRF[codec] if crf is None else crf
+        args = ["-preset", preset or "medium", "-crf", f"{crf_value:g}"]
+        return args + (["-x265-params", "log-level=error"] if codec == "libx265" else [])
+    if codec == "libvpx-vp9":
+        crf_value = _DEFAULT_CRF[codec] if crf is None else crf
+        return ["-crf", f"{crf_value:g}", "-b:v", "0", "-row-mt", "1"]
+    if codec == LOSSLESS_CODEC:
+        # 4 slices + 2 threads: twice as fast as the single-threaded default
+        return ["-level", "3", "-slices", "4", "-threads", "2", "-g", "1"]
+    if codec == "prores_ks":
+        return ["-profile:v", "3"]
+    return []
+
+
+def _filters(
+    width: int, height: int, scale: int | Fraction, padded: tuple[int, int], codec: str
+) -> str:
+    """Return the ``-vf`` filter chain: cropping and scaling, padding, GIF palette.
+
+    Down-scaling by 1/n first drops the last ``width % n`` columns and ``height % n`` rows,
+    so every output pixel is the mean of one n x n block.
+    """
+    parts = []
+    if scale < 1:
+        n = round(1 / scale)
+        cropped = (width // n * n, height // n * n)
+        if cropped != (width, height):
+            parts.append(f"crop={cropped[0]}:{cropped[1]}:0:0")
+    if scale != 1:
+        flags = "neighbor" if scale > 1 else "area"
+        parts.append(f"scale={int(width * scale)}:{int(height * scale)}:flags={flags}")
+    if padded != (int(height * scale), int(width * scale)):
+        parts.append(f"pad={padded[1]}:{padded[0]}:0:0:black")
+    if codec == "gif":
+        parts.append(_GIF_PALETTE)
+    return ",".join(parts)
+
+
+def build_command(
+    *,
+    ffmpeg: str,
+    output: str | os.PathLike[str],
+    width: int,
+    height: int,
+    input_pixel_format: str,
+    fps: Fraction,
+    codec: str,
+    output_pixel_format: str,
+    scale: int | Fraction = 1,
+    padded_size: tuple[int, int] | None = None,
+    crf: float | None = None,
+    preset: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """Build the ffmpeg command reading raw frames on stdin and writing ``output``.
+
+    Every input frame becomes exactly one output frame: constant input rate ``-r fps``
+    and ``-fps_mode passthrough`` (no frame dropped or duplicated).
+
+    Parameters
+    ----------
+    ffmpeg : str
+        The ffmpeg binary.
+    output : path-like
+        The file ffmpeg writes (overwritten); its extension picks the container.
+    width, height : int
+        Size of the raw input frames.
+    input_pixel_format : {"gray", "gray16le", "rgb24"}
+        Layout of the raw input frames.
+    fps : Fraction
+        Frame rate.
+    codec, output_pixel_format : str
+        From :func:`choose_codec` and :func:`output_pixel_format`.
+    scale : int or Fraction
+        Integer up-scaling (nearest neighbour) or 1/n down-scaling (area average).
+    padded_size : (int, int), optional
+        (height, width) after scaling and padding (black at the bottom and right).
+    crf, preset : optional
+        Quality settings (defaults: crf 18 for libx264, preset "medium").
+    extra_args : sequence of str
+        More output options, placed last before the file name (they override ours).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ExportArgumentError
+        If ``crf``/``preset`` do not apply to ``codec``.
+    """
+    scaled = (int(height * scale), int(width * scale))
+    vf = _filters(width, height, scale, padded_size or scaled, codec)
+    rate = f"{fps.numerator}/{fps.denominator}"
+    command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
+    command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]
+    command += ["-r", rate, "-i", "pipe:0", "-an"]
+    if vf:
+        command += ["-vf", vf]
+    command += ["-c:v", codec, *_quality_args(codec, crf, preset)]
+    command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]
+    if os.fspath(output).lower().endswith((".mp4", ".mov")):
+        command += ["-movflags", "+faststart"]
+    command += [*map(str, extra_args), "-y", os.fspath(output)]
+    return command
+
+
+class FFmpegProcess:
+    """A running ffmpeg reading frames from its stdin; a context manager.
+
+    Its stderr is drained continuously by a thread (a full pipe would stall ffmpeg), keeping
+    the last lines for error messages. Leaving the ``with`` block on an exception (including
+    KeyboardInterrupt) kills ffmpeg and waits for it; :meth:`finish` ends a normal run and
+    checks the exit code.
+
+    Parameters
+    ----------
+    command : list of str
+        From :func:`build_command`.
+    tail_lines : int
+        Number of stderr lines kept.
+    pipe_bytes : int, optional
+        Grow the stdin pipe towards this size (Linux; capped by the system's maximum), so
+        ffmpeg reads a whole frame at once instead of 64 KiB at a time.
+
+    Raises
+    ------
+    FFmpegError
+        If the binary cannot be started.
+    """
+
+    def __init__(
+        self, command: Sequence[str], tail_lines: int = 40, pipe_bytes: int | None = None
+    ) -> None:
+        self.command = list(command)
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        try:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
+        if pipe_bytes:
+            _grow_pipe(self._proc.stdin, pipe_bytes)
+        self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        """Read ffmpeg's stderr until it closes, keeping the last lines."""
+        for line in iter(self._proc.stderr.readline, b""):
+            self._tail.append(line.decode("utf-8", "replace").rstrip())
+
+    @property
+    def stderr_tail(self) -> str:
+        """The last lines ffmpeg wrote to stderr so far."""
+        return "\n".join(self._tail)
+
+    def write(self, data: memoryview | bytes) -> None:
+        """Send the bytes of one frame to ffmpeg.
+
+        Raises
+        ------
+        FFmpegError
+            If ffmpeg stopped reading (it exited; its stderr tail is in the error).
+        """
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._fail("ffmpeg stopped reading frames")
+
+    def finish(self) -> None:
+        """Close ffmpeg's input, wait for it to write the file, check its exit code.
+
+        Raises
+        ------
+        FFmpegError
+            If ffmpeg exits with a non-zero code.
+        """
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            self._fail("ffmpeg stopped reading frames")
+        self._wait()
+        if self._proc.returncode != 0:
+            self._fail("ffmpeg failed")
+
+    def _wait(self) -> None:
+        """Wait for ffmpeg to exit and for the stderr thread to read everything."""
+        self._proc.wait()
+        self._thread.join()
+        self._proc.stderr.close()
+
+    def _fail(self, message: str) -> None:
+        """Stop ffmpeg and raise FFmpegError with its exit code and stderr tail."""
+        self.kill()
+        raise FFmpegError(message, self.command, self._proc.returncode, self.stderr_tail)
+
+    def kill(self) -> None:
+        """Kill ffmpeg if it still runs, close its pipes and wait for it (idempotent)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        with contextlib.suppress(BrokenPipeError):  # ffmpeg is gone: unsent bytes are moot
+            self._proc.stdin.close()
+        self._wait()
+
+    def __enter__(self) -> FFmpegProcess:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._proc.returncode is None:
+            self.kill()
+
+
+def _grow_pipe(pipe, size: int) -> None:
+    """Ask Linux for a pipe buffer of ``size`` bytes (fewer wake-ups per frame)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no pipe sizes to set
+        return
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):  # not Linux
+        return
+    with contextlib.suppress(OSError, ValueError):  # an optimisation only: keep the default
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(size, limit))

@@ -1,0 +1,219 @@
+"""Frames for :func:`~pims_videoutils.to_video`: where they come from, which axis is what.
+
+:class:`FrameSource` turns any input (pims reader, numpy/dask array, iterable) into plain
+ndarrays, with a length when known and a sample of frames for the contrast.
+:func:`frame_layout` works out the roles of the axes of a frame and returns a
+:class:`FrameLayout` that turns every raw frame into ``(Y, X)`` or ``(Y, X, C)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import ExportArgumentError
+from .intensity import MAX_SAMPLE_FRAMES, check_dtype, sample_indices
+
+__all__ = ["FrameLayout", "FrameSource", "frame_layout"]
+
+SAMPLE_BUFFER_BYTES = 256 * 2**20
+
+
+class FrameSource:
+    """Frames of any supported input as plain ndarrays, with a length when known.
+
+    ``axis_names`` are the names of each frame's axes for pims N-D readers (their
+    ``bundle_axes``), else None. ``array_axes`` is True when axis numbers count in an array
+    (axis 0 = time) rather than in each frame.
+    """
+
+    def __init__(self, frames: Any) -> None:
+        self.axis_names: tuple[str, ...] | None = None
+        self.array_axes = False
+        self._buffer: list[np.ndarray] = []
+        if _is_array(frames):
+            if frames.ndim < 3:
+                raise ExportArgumentError(
+                    f"an array of frames needs 3 or more axes (T, Y, X...), got {frames.shape}"
+                )
+            self.array_axes = True
+        bundle = getattr(frames, "bundle_axes", None)
+        if bundle is not None and hasattr(frames, "sizes"):
+            self.axis_names = tuple(bundle)
+        indexable = hasattr(frames, "__len__") and hasattr(frames, "__getitem__")
+        self.length = len(frames) if indexable else None
+        self._frames = frames
+        if indexable:
+            self._iter = _iter_indexable(frames)
+        elif isinstance(frames, Iterable):
+            self._iter = iter(frames)
+        else:
+            raise ExportArgumentError(
+                f"frames must be a pims reader, an array or an iterable of arrays, "
+                f"not {type(frames).__name__}"
+            )
+        first = next(self._iter, None)
+        if first is None:
+            raise ExportArgumentError("no frames to write (empty input)")
+        self.first = np.asarray(first)
+        self._buffer.append(self.first)
+
+    def sample(self, canonical: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+        """Return up to 50 frames (through ``canonical``) for the contrast.
+
+        Evenly spaced frames of an indexable input; else the first frames of the iterable
+        (kept to be written later), at most 256 MiB of them.
+        """
+        if self.length is not None:
+            return [canonical(_get(self._frames, int(i))) for i in sample_indices(self.length)]
+        limit = min(MAX_SAMPLE_FRAMES, max(1, SAMPLE_BUFFER_BYTES // max(1, self.first.nbytes)))
+        while len(self._buffer) < limit:
+            frame = next(self._iter, None)
+            if frame is None:
+                break
+            self._buffer.append(np.asarray(frame))
+        return [canonical(f) for f in self._buffer]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        buffered, self._buffer = self._buffer, []
+        return itertools.chain(buffered, self._iter)
+
+
+def _is_array(frames: Any) -> bool:
+    """Return True for numpy and dask arrays (anything with ndim, shape, dtype, indexing)."""
+    return all(hasattr(frames, a) for a in ("ndim", "shape", "dtype", "__getitem__"))
+
+
+def _get(frames: Any, i: int) -> np.ndarray:
+    """Return frame ``i`` of an indexable input as an ndarray."""
+    return np.asarray(frames[i])
+
+
+def _iter_indexable(frames: Any) -> Iterator[np.ndarray]:
+    """Iterate an indexable input; dask arrays one computed chunk at a time."""
+    chunks = getattr(frames, "chunks", None)
+    if chunks is not None and hasattr(frames, "compute"):
+        start = 0
+        for size in chunks[0]:
+            yield from np.asarray(frames[start : start + size])
+            start += size
+    elif _is_array(frames):
+        for i in range(len(frames)):
+            yield np.asarray(frames[i])
+    else:
+        for frame in frames:
+            yield np.asarray(frame)
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Roles of a frame's axes: turns a raw frame into (Y, X) or (Y, X, C), native order."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    projection: str | None
+    projection_axis: int | None
+    order: tuple[int, ...]  # axes of the projected frame in (y, x[, c]) order
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.shape != self.shape or frame.dtype != self.dtype:
+            raise ExportArgumentError(
+                f"frame of shape {frame.shape} and dtype {frame.dtype} differs from the "
+                f"first frame ({self.shape}, {self.dtype})"
+            )
+        if self.projection == "max":
+            frame = frame.max(axis=self.projection_axis)
+        elif self.projection == "mean":
+            frame = frame.mean(axis=self.projection_axis, dtype=np.float32)
+        if self.order != tuple(range(frame.ndim)):
+            frame = frame.transpose(self.order)
+        if not frame.dtype.isnative:
+            frame = frame.astype(frame.dtype.newbyteorder("="))
+        return frame
+
+
+def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes: bool) -> int:
+    """Return the frame axis of a user's axis (a letter for pims readers, else an int)."""
+    if names is not None:
+        if axis not in names:
+            raise ExportArgumentError(f"axis {axis!r} is not a bundled axis {''.join(names)}")
+        return names.index(axis)
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        raise ExportArgumentError(f"axis must be an integer for arrays and iterables: {axis!r}")
+    axis = int(axis)
+    if array_axes and axis >= 0:
+        if axis == 0:
+            raise ExportArgumentError("axis 0 of an array is time; it cannot be this axis")
+        axis -= 1
+    if not -ndim <= axis < ndim:
+        raise ExportArgumentError(f"axis {axis} is out of range for frames of {ndim} axes")
+    return axis % ndim
+
+
+def frame_layout(
+    source: FrameSource, channel_axis: Any, projection: str | None, projection_axis: Any
+) -> FrameLayout:
+    """Work out the roles of the first frame's axes (rules in :func:`to_video`)."""
+    first = source.first
+    check_dtype(first.dtype)
+    names, ndim = source.axis_names, first.ndim
+    if names is not None and len(names) != ndim:
+        names = None  # frames do not follow bundle_axes (flat reader): positional rules
+    idx = {"array_axes": source.array_axes, "names": names, "ndim": ndim}
+    chan = None if channel_axis is None else _axis_index(channel_axis, **idx)
+    proj = None if projection_axis is None else _axis_index(projection_axis, **idx)
+    if names is not None:
+        if "y" not in names or "x" not in names:
+            raise ExportArgumentError(f"frames need bundled axes y and x, got {''.join(names)}")
+        spatial = (names.index("y"), names.index("x"))
+        if chan is None and "c" in names:
+            chan = names.index("c")
+        others = [k for k in range(ndim) if k not in (*spatial, chan)]
+        if proj is None and projection is not None and len(others) == 1:
+            proj = others[0]
+    else:
+        if ndim < 2 or ndim > 4:
+            raise ExportArgumentError(f"frames must have 2 to 4 axes, got shape {first.shape}")
+        if ndim == 3 and projection is not None and proj is None and chan is None:
+            proj = 0
+        if ndim == 3 and projection is None and chan is None:
+            chan = _default_channel_axis(first.shape)
+        spatial = tuple(k for k in range(ndim) if k not in (chan, proj))[-2:]
+        others = [k for k in range(ndim) if k not in (*spatial, chan)]
+    if projection is None and proj is not None:
+        raise ExportArgumentError("projection_axis needs projection='max' or 'mean'")
+    if projection is not None and proj is None:
+        raise ExportArgumentError(
+            f"projection={projection!r}: frames of shape {first.shape} have no axis to project"
+        )
+    if len(spatial) != 2 or (chan is not None and chan == proj) or {chan, proj} & set(spatial):
+        raise ExportArgumentError(
+            f"frames of shape {first.shape}: channel_axis={channel_axis!r} and "
+            f"projection_axis={projection_axis!r} must be two different non-image axes"
+        )
+    if others != ([] if proj is None else [proj]):
+        extra = [names[k] if names else k for k in others]
+        raise ExportArgumentError(
+            f"frames of shape {first.shape} have axes {extra} besides y, x and channels: "
+            f"pass projection='max'/'mean' with projection_axis, or channel_axis"
+        )
+    kept = [k for k in range(ndim) if k != proj]
+    roles = [*spatial] + ([] if chan is None else [chan])
+    order = tuple(kept.index(k) for k in roles)
+    return FrameLayout(first.shape, first.dtype, projection, proj, order)
+
+
+def _default_channel_axis(shape: tuple[int, ...]) -> int:
+    """Return 2 (the last axis) when it alone of a 3-D shape has 1 to 4 elements."""
+    small = [k for k, n in enumerate(shape) if n <= 4]
+    if small == [2]:
+        return 2
+    raise ExportArgumentError(
+        f"frames of shape {shape}: cannot tell which axis holds channels; pass channel_axis "
+        f"(e.g. -1), or projection='max'/'mean'"
+    )

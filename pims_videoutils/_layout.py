@@ -1,0 +1,480 @@
+"""Layout discovery for single-file TIFF stacks (pure: no pims, no resources kept).
+
+:func:`discover` looks at an open :class:`tifffile.TiffFile` and returns a frozen :class:`Layout`:
+the axes and sizes of the stack, the sample type with the file's byte order, and for every plane
+either its byte offset in the file (``storage == 'mapped'``) or the offset of the IFD whose page
+must be decoded (``storage == 'decoded'``), plus the metadata in a normalised dict.
+
+Three routes, chosen from the flags of page 0 (reading page 0 only):
+
+* ImageJ hyperstacks and any tifffile series whose data are one contiguous block
+  (``series.dataoffset``), including ImageJ files over 4 GB with a single IFD: plane offsets are
+  ``dataoffset + k * plane_nbytes``, open cost independent of the page count.
+* plain uniform multi-page files and tifffile "shaped" files: :mod:`._ifd` walks the IFD chain and
+  proves, vectorised, that every page has page 0's layout and where its data lie; anything it
+  cannot prove goes to the next route.
+* everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
+  series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
+
+Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
+(samples per pixel); unknown sequences ``Q`` and ``I`` -> ``t``; positions/tiles/scenes
+``R``, ``V``, ``P``, ``M`` -> ``p``; any other code, or a name already taken, -> the code in lower
+case (then the first free letter).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from . import _ifd
+from ._errors import StackReadError
+
+MAPPED = "mapped"
+DECODED = "decoded"
+
+_DIRECT = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
+_PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p"}
+_SPARE = "abdefghijklmnopqruvw"
+_FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "fluoview",
+                      "nih", "mdgel", "sis", "scn", "svs", "ndpi", "philips", "qpi", "bif",
+                      "scanimage", "eer", "mmstack", "indica", "avs")
+
+
+class _UnsupportedPage(Exception):
+    """A page shape this reader does not handle (internal)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where the planes of one series of a TIFF file are, and what they are.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    kind : str
+        ``'imagej'``, ``'ome'``, ``'shaped'``, ``'uniform'``, ``'ndtiff'``, ``'micromanager'`` or
+        another tifffile series kind.
+    axes : str
+        pims names of the non-plane axes, outermost first (may be empty).
+    shape : tuple of int
+        Sizes of ``axes``.
+    plane_axes : str
+        ``'yx'`` or ``'yxs'`` (samples per pixel last).
+    plane_shape : tuple of int
+        Sizes of ``plane_axes``.
+    dtype : numpy.dtype
+        Sample type with the file's byte order.
+    storage : str
+        ``'mapped'``: ``plane_offsets`` hold the byte offset of every plane;
+        ``'decoded'``: ``ifd_offsets`` hold the IFD offset of every plane's page (-1: missing page,
+        read as zeros).
+    plane_offsets, ifd_offsets : numpy.ndarray or None
+        int64 arrays of ``prod(shape)`` entries, planes in C order of ``axes``.
+    planar : bool
+        Decoded pages come as samples, y, x (planar configuration 2).
+    metadata : dict
+        Normalised metadata (see :class:`~pims_videoutils.readers.TiffStackND`).
+    timestamps : numpy.ndarray or None
+        Per-plane time stamps in seconds (NaN where unknown), or None.
+    """
+
+    path: str
+    kind: str
+    axes: str
+    shape: tuple[int, ...]
+    plane_axes: str
+    plane_shape: tuple[int, ...]
+    dtype: np.dtype
+    storage: str
+    plane_offsets: np.ndarray | None
+    ifd_offsets: np.ndarray | None
+    planar: bool
+    metadata: dict[str, Any]
+    timestamps: np.ndarray | None
+
+    @property
+    def nplanes(self) -> int:
+        """Number of planes."""
+        return math.prod(self.shape)
+
+    @property
+    def plane_nbytes(self) -> int:
+        """Bytes of one plane."""
+        return math.prod(self.plane_shape) * self.dtype.itemsize
+
+
+def pims_axes(codes: str) -> str:
+    """Map tifffile axis codes to one-letter pims axis names (see the module docstring).
+
+    Parameters
+    ----------
+    codes : str
+        tifffile axes such as ``'TZCYX'`` or ``'QYX'``.
+
+    Returns
+    -------
+    str
+        pims axis names, same length and order.
+    """
+    names: list[str | None] = [_DIRECT.get(code) for code in codes]
+    taken = {name for name in names if name}
+    for i, code in enumerate(codes):
+        if names[i] is None:
+            for candidate in (_PREFERRED.get(code), code.lower(), *_SPARE):
+                if candidate and candidate not in taken:
+                    names[i] = candidate
+                    taken.add(candidate)
+                    break
+    return "".join(names)  # type: ignore[arg-type]
+
+
+def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
+    """Describe where the planes of ``series`` are in an open TIFF file.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file (only read).
+    path : str
+        Its path, for messages.
+    series : int
+        Index of the series to describe.
+
+    Returns
+    -------
+    Layout
+
+    Raises
+    ------
+    StackReadError
+        Truncated, corrupt or inconsistent file, unsupported layout, or no such series.
+    """
+    try:
+        page0 = tif.pages.first
+    except IndexError:
+        raise StackReadError(path, "no image in the file (invalid first IFD pointer)") from None
+    flags = set(page0.flags)
+    size = os.fstat(tif.filehandle.fileno()).st_size
+    try:
+        if not flags.intersection(_FLAGS_WITH_SERIES) and not page0.is_tiled:
+            layout = _walked_layout(tif, path, series, size)
+            if layout is not None:
+                return layout
+        return _series_layout(tif, path, series, size)
+    except _UnsupportedPage as exc:
+        raise StackReadError(path, str(exc)) from None
+
+
+# --- route 2: plain and shaped files, proven by the IFD walker --------------------------------
+
+
+def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) -> Layout | None:
+    page0 = tif.pages.first
+    if page0.dtype is None or page0.imagedepth != 1 or page0.is_subifd or page0.subifds:
+        return None
+    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        pages = _ifd.walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0)
+    if isinstance(pages, str):
+        raise StackReadError(path, pages)
+    if pages is None:
+        return None
+    npages = len(pages.ifd_offsets)
+    codes, plane_codes = _page_axes(page0)
+    kind = "uniform"
+    shape: tuple[int, ...] = (npages,) if npages > 1 else ()
+    axes = "I" if npages > 1 else ""
+    if page0.is_shaped:
+        described, described_axes = _shaped_shape(page0.description)
+        if described is not None and math.prod(described) == npages * math.prod(page0.shape):
+            kind = "shaped"
+            outer = len(described) - len(page0.shape)
+            shape = tuple(described[:outer]) if outer >= 0 else ()
+            axes = "Q" * len(shape)
+            if described_axes and described_axes[outer:] == codes:
+                axes = described_axes[:outer]
+            if math.prod(shape) != npages:
+                return None
+        elif described is None or math.prod(described) != math.prod(page0.shape):
+            return None  # several differently shaped series: tifffile knows them
+    if series != 0:
+        raise StackReadError(path, f"series {series} does not exist (the file holds 1 series)")
+    info = [{"index": 0, "shape": (*shape, *page0.shape), "axes": axes + codes,
+             "dtype": str(page0.dtype), "kind": kind}]
+    names = pims_axes(axes + plane_codes)
+    plane_names = names[len(axes):]
+    if pages.data_offsets is not None and _mappable(page0):
+        storage, plane_offsets, ifd_offsets = MAPPED, pages.data_offsets, None
+    else:
+        storage, plane_offsets, ifd_offsets = DECODED, None, pages.ifd_offsets
+    layout = _make_layout(tif, path, kind, names[: len(axes)], shape, plane_names, page0,
+                          storage, plane_offsets, ifd_offsets, info)
+    _check_extent(layout, size)
+    return layout
+
+
+def _shaped_shape(description: str) -> tuple[tuple[int, ...] | None, str | None]:
+    """(shape, tifffile axes or None) from a tifffile "shaped" description."""
+    try:
+        meta = tifffile.tifffile.shaped_description_metadata(description)
+    except ValueError:
+        return None, None
+    shape = meta.get("shape") if isinstance(meta, dict) else None
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(n, int) for n in shape):
+        return None, None
+    axes = meta.get("axes")
+    if not (isinstance(axes, str) and len(axes) == len(shape) and axes.isupper()):
+        axes = None
+    return tuple(shape), axes
+
+
+# --- route 1 and 3: tifffile series ----------------------------------------------------------
+
+
+def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) -> Layout:
+    try:
+        all_series = tif.series
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
+    info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
+             "kind": s.kind} for i, s in enumerate(all_series)]
+    if not 0 <= series < len(all_series):
+        raise StackReadError(
+            path, f"series {series} does not exist (the file holds {len(all_series)} series: "
+            + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
+    ser = all_series[series]
+    key = ser.keyframe
+    if key is None or key.dtype is None:
+        raise StackReadError(path, "unsupported sample format")
+    codes, plane_codes = _page_axes(key)
+    if not ser.axes.endswith(codes) or tuple(ser.shape[len(ser.shape) - len(codes):]) != tuple(
+        key.shape
+    ):
+        raise StackReadError(path, f"unsupported page layout {key.axes} in series {ser.axes}")
+    outer_codes = ser.axes[: len(ser.axes) - len(codes)]
+    shape = tuple(ser.shape[: len(outer_codes)])
+    names = pims_axes(outer_codes + plane_codes)
+    nplanes = math.prod(shape)
+    plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
+    storage, plane_offsets, ifd_offsets = DECODED, None, None
+    if ser.dataoffset is not None and _mappable(key):
+        storage = MAPPED
+        plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
+    else:
+        pages = list(ser.pages)
+        if any(page is not None and page.parent is not tif for page in pages):
+            raise StackReadError(path, f"series {series} spans several files (multi-file "
+                                 "OME-TIFF or Micro-Manager dataset); open one file per position "
+                                 "or use a folder reader")
+        if len(pages) != nplanes:
+            raise StackReadError(
+                path, f"series {series} has {len(pages)} pages for {nplanes} planes")
+        plane_offsets = _page_data_offsets(pages, plane_nbytes) if _mappable(key) else None
+        if plane_offsets is not None:
+            storage = MAPPED
+        else:
+            ifd_offsets = np.array([-1 if p is None else p.offset for p in pages], np.int64)
+    if tif.pages.first.is_imagej and series == 0:
+        declared = (tif.imagej_metadata or {}).get("images")
+        if isinstance(declared, int) and declared != nplanes:
+            raise StackReadError(
+                path, f"ImageJ header declares {declared} images but the file's structure holds "
+                f"{nplanes} planes (truncated or corrupt file)")
+    layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
+                          names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
+                          info, series)
+    _check_extent(layout, size)
+    return layout
+
+
+def _page_data_offsets(pages: list, plane_nbytes: int) -> np.ndarray | None:
+    """Return the data offset of each page if every page is one contiguous block, else None."""
+    offsets = np.empty(len(pages), np.int64)
+    for k, page in enumerate(pages):
+        if page is None:
+            offsets[k] = -1
+            continue
+        starts, counts = page.dataoffsets, page.databytecounts
+        if sum(counts) != plane_nbytes or any(
+            starts[i] + counts[i] != starts[i + 1] for i in range(len(starts) - 1)
+        ):
+            return None
+        offsets[k] = starts[0]
+    return offsets
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def _page_axes(page: tifffile.TiffPage) -> tuple[str, str]:
+    """(tifffile axes of the page as squeezed by tifffile, the same in plane order YX[S])."""
+    codes = page.axes
+    if codes == "YX":
+        return codes, "YX"
+    if codes in ("YXS", "SYX"):
+        return codes, "YXS"
+    raise _UnsupportedPage(f"unsupported page axes {codes!r}")
+
+
+def _mappable(page: tifffile.TiffPage) -> bool:
+    """Tell whether a page's data are raw samples that can be read straight from the file."""
+    return (
+        page.compression == 1
+        and not page.is_tiled
+        and page.fillorder == 1
+        and page.predictor == 1
+        and (page.planarconfig == 1 or page.samplesperpixel == 1)
+        and page.dtype is not None
+        and page.dtype.kind in "uifc"
+        and page.bitspersample == page.dtype.itemsize * 8
+        and page.imagedepth == 1
+    )
+
+
+def _check_extent(layout: Layout, size: int) -> None:
+    offsets = layout.plane_offsets
+    if offsets is None:
+        offsets = layout.ifd_offsets
+        if offsets is not None and offsets.size and offsets.max() >= size:
+            raise StackReadError(layout.path, "an IFD lies beyond the end of the file")
+        return
+    if offsets.size and int(offsets.max()) + layout.plane_nbytes > size:
+        needed = int(offsets.max()) + layout.plane_nbytes
+        raise StackReadError(
+            layout.path,
+            f"file is truncated: planes need {needed} bytes but the file has {size}")
+
+
+def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
+                 ifd_offsets, info, series=0) -> Layout:
+    plane_shape = tuple(key.shape)
+    planar = key.axes == "SYX"
+    if planar:
+        plane_shape = (*plane_shape[1:], plane_shape[0])
+    dtype = key.dtype.newbyteorder(tif.byteorder)
+    metadata, timestamps = _metadata(tif, key, kind, series, axes, shape)
+    metadata["kind"] = kind
+    metadata["storage"] = storage
+    metadata["series"] = info
+    return Layout(
+        path=path, kind=kind, axes=axes.lower(), shape=tuple(int(n) for n in shape),
+        plane_axes=plane_axes.lower(), plane_shape=plane_shape, dtype=dtype, storage=storage,
+        plane_offsets=plane_offsets, ifd_offsets=ifd_offsets, planar=planar,
+        metadata=metadata, timestamps=timestamps)
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _metadata(tif, key, kind, series, axes, shape) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Normalised metadata dict and per-plane time stamps.
+
+    Pixel sizes come from the resolution tags only in centimetres (or ImageJ's own unit):
+    resolutions in inches are the print defaults of most writers (72 dpi), not pixel sizes.
+    """
+    meta: dict[str, Any] = dict.fromkeys(
+        ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval", "channel_names",
+         "software"))
+    page0 = tif.pages.first
+    meta["software"] = page0.software or None
+    xres, yres = page0.resolution
+    if page0.resolutionunit == 3 and xres > 0 and yres > 0 and (xres, yres) != (1, 1):
+        meta.update(pixel_size_x=1e4 / xres, pixel_size_y=1e4 / yres, unit="µm")
+    if key.colormap is not None:
+        meta["colormap"] = key.colormap
+    timestamps = None
+    if tif.is_imagej:
+        _imagej_metadata(tif.imagej_metadata or {}, page0, meta)
+    if tif.is_ome and tif.ome_metadata:
+        timestamps = _ome_metadata(tif.ome_metadata, series, axes, shape, meta)
+    if tif.is_micromanager and tif.micromanager_metadata:
+        _micromanager_metadata(tif.micromanager_metadata, meta)
+    return meta, timestamps
+
+
+def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
+    meta["imagej_metadata"] = ij
+    meta["software"] = meta["software"] or (f"ImageJ {ij['ImageJ']}" if "ImageJ" in ij else None)
+    unit = ij.get("unit")
+    if unit:
+        unit = _unescape(str(unit))
+        meta["unit"] = "µm" if unit in ("micron", "um", "microns") else unit
+        xres, yres = page0.resolution
+        if xres > 0 and yres > 0 and page0.resolutionunit == 1:
+            meta.update(pixel_size_x=1 / xres, pixel_size_y=1 / yres)
+    if ij.get("spacing"):
+        meta["z_step"] = float(ij["spacing"])
+    if ij.get("finterval"):
+        meta["frame_interval"] = float(ij["finterval"])
+    elif ij.get("fps"):
+        meta["frame_interval"] = 1.0 / float(ij["fps"])
+
+
+_TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+
+
+def _ome_metadata(xml: str, series, axes, shape, meta: dict[str, Any]) -> np.ndarray | None:
+    meta["ome_xml"] = xml
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    images = root.findall(f"{ns}Image")
+    if series >= len(images):
+        return None
+    pixels = images[series].find(f"{ns}Pixels")
+    if pixels is None:
+        return None
+    get = pixels.attrib.get
+    if get("PhysicalSizeX"):
+        meta["pixel_size_x"] = float(get("PhysicalSizeX"))
+        meta["pixel_size_y"] = float(get("PhysicalSizeY", get("PhysicalSizeX")))
+        meta["unit"] = get("PhysicalSizeXUnit", "µm")
+    if get("PhysicalSizeZ"):
+        meta["z_step"] = float(get("PhysicalSizeZ"))
+    if get("TimeIncrement"):
+        unit = _TIME_TO_S.get(get("TimeIncrementUnit", "s"), 1.0)
+        meta["frame_interval"] = float(get("TimeIncrement")) * unit
+    names = [c.attrib.get("Name") for c in pixels.findall(f"{ns}Channel")]
+    if names and all(names):
+        meta["channel_names"] = names
+    planes = pixels.findall(f"{ns}Plane")
+    if not planes or not set(axes) <= set("tzc"):
+        return None
+    stamps = np.full(math.prod(shape), np.nan)
+    for plane in planes:
+        att = plane.attrib
+        if "DeltaT" not in att:
+            continue
+        coords = [int(att.get(f"The{ax.upper()}", 0)) for ax in axes]
+        if all(0 <= c < n for c, n in zip(coords, shape, strict=True)):
+            index = int(np.ravel_multi_index(coords, shape)) if shape else 0
+            stamps[index] = float(att["DeltaT"]) * _TIME_TO_S.get(att.get("DeltaTUnit", "s"), 1)
+    return None if np.isnan(stamps).all() else stamps
+
+
+def _micromanager_metadata(mm: dict[str, Any], meta: dict[str, Any]) -> None:
+    meta["micromanager_metadata"] = mm
+    summary = mm.get("Summary") or {}
+    if summary.get("PixelSize_um"):
+        meta.update(pixel_size_x=float(summary["PixelSize_um"]),
+                    pixel_size_y=float(summary["PixelSize_um"]), unit="µm")
+    if summary.get("z-step_um"):
+        meta["z_step"] = float(summary["z-step_um"])
+    if summary.get("Interval_ms"):
+        meta["frame_interval"] = float(summary["Interval_ms"]) / 1000.0
+    if isinstance(summary.get("ChNames"), list):
+        meta["channel_names"] = [str(n) for n in summary["ChNames"]]

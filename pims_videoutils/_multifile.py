@@ -1,0 +1,248 @@
+"""Datasets whose planes live in several TIFF files: multi-file OME-TIFF, NDTiff, Micro-Manager.
+
+:func:`find_dataset` asks tifffile for the series of one file of the dataset. When a series
+spans several files (OME-XML ``TiffData``/``UUID FileName`` references, an ``NDTiff.index``,
+Micro-Manager stacks) or the file holds several positions with one shape (OME images), it
+returns a frozen :class:`PlaneTable`: for every plane, which file and which byte offset.
+tifffile reads and checks every referenced IFD (or index entry) once, at open. Planes are then
+read with one ``os.preadv`` each.
+
+Only uncompressed, contiguous planes are supported here; anything else raises a clear
+:class:`StackReadError`.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ._errors import StackReadError
+from ._layout import pims_axes
+
+__all__ = ["PlaneTable", "find_dataset"]
+
+_DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
+# OME length units -> the unit names used in metadata (micrometre by default in OME)
+_OME_UNITS = {"µm": "µm", "um": "µm", "nm": "nm", "mm": "mm", "m": "m"}
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneTable:
+    """Where every plane of a multi-file dataset is.
+
+    Attributes
+    ----------
+    files : tuple of str
+        The files holding planes.
+    kind : str
+        tifffile's series kind (``'ome'``, ``'ndtiff'``, ``'mmstack'``...).
+    axes : str
+        pims names of the non-plane axes, outermost first (``p`` first for several positions).
+    shape : tuple of int
+        Sizes of ``axes``.
+    plane_axes : str
+        ``'yx'`` or ``'yxs'``.
+    plane_shape : tuple of int
+        Sizes of ``plane_axes``.
+    dtype : numpy.dtype
+        Sample type with the files' byte order.
+    file_index : numpy.ndarray
+        int32 array of ``shape``: index into ``files``, -1 for a plane no file holds.
+    offsets : numpy.ndarray
+        int64 array of ``shape``: byte offset of each plane in its file.
+    metadata : dict
+        ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
+        ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown).
+    """
+
+    files: tuple[str, ...]
+    kind: str
+    axes: str
+    shape: tuple[int, ...]
+    plane_axes: str
+    plane_shape: tuple[int, ...]
+    dtype: np.dtype
+    file_index: np.ndarray
+    offsets: np.ndarray
+    metadata: dict[str, Any]
+
+
+def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
+    """Describe the dataset ``path`` belongs to, if its planes span several files or positions.
+
+    Parameters
+    ----------
+    path : str
+        One TIFF file of the dataset.
+    series : int, default 0
+        The series used when the file's series differ in shape (else all are positions).
+
+    Returns
+    -------
+    PlaneTable or None
+        None for a file that is not OME, NDTiff or Micro-Manager, or whose series lies in this
+        one file and has no sibling positions (read it as a plain stack).
+
+    Raises
+    ------
+    StackReadError
+        The dataset cannot be read: a corrupt file, no such series, compressed or
+        non-contiguous planes, planes that disagree with their series.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not set(tif.flags) & set(_DATASET_FLAGS):
+                return None
+            return _plane_table(tif, path, series)
+    except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
+        raise StackReadError(path, f"cannot read the dataset ({exc})") from None
+
+
+def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable | None:
+    everything = tif.series
+    if not 0 <= series < len(everything):
+        raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
+    chosen = everything[series]
+    same = [
+        s
+        for s in everything
+        if (s.shape, s.axes, s.dtype) == (chosen.shape, chosen.axes, chosen.dtype)
+    ]
+    positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
+    pages = [page for s in positions for page in s.pages]
+    files = sorted({page.parent.filehandle.path for page in pages if page is not None})
+    if len(positions) == 1 and len(files) <= 1:
+        return None
+    codes = chosen.axes
+    plane_codes = "YXS" if codes.endswith("YXS") else "YX"
+    if not codes.endswith(plane_codes):
+        raise StackReadError(path, f"planes with axes {codes!r} are not supported")
+    names = pims_axes(codes)
+    cut = len(codes) - len(plane_codes)
+    axes, plane_axes = names[:cut], names[cut:]
+    shape = tuple(chosen.shape[:cut])
+    plane_shape = tuple(chosen.shape[cut:])
+    if len(positions) > 1:
+        if "p" in axes:
+            raise StackReadError(path, "positions both as series and as an axis")
+        axes, shape = "p" + axes, (len(positions), *shape)
+    dtype = np.dtype(chosen.dtype).newbyteorder(tif.byteorder)
+    nbytes = int(np.prod(plane_shape)) * dtype.itemsize
+    number = {name: i for i, name in enumerate(files)}
+    file_index = np.full(len(pages), -1, np.int32)
+    offsets = np.zeros(len(pages), np.int64)
+    for i, page in enumerate(pages):
+        if page is None:
+            continue
+        key = page.keyframe
+        if key.compression != 1 or not page.is_contiguous or key.planarconfig == 2:
+            raise StackReadError(
+                page.parent.filehandle.path,
+                "compressed, tiled or planar pages in a multi-file dataset are not supported",
+            )
+        if sum(page.databytecounts) != nbytes or key.dtype != chosen.dtype:
+            raise StackReadError(
+                page.parent.filehandle.path,
+                f"page {page.index} does not match its series "
+                f"({key.shape} {key.dtype} vs {plane_shape} {chosen.dtype})",
+            )
+        file_index[i] = number[page.parent.filehandle.path]
+        offsets[i] = page.dataoffsets[0]
+    metadata = _metadata(tif, chosen, everything)
+    return PlaneTable(
+        tuple(files),
+        chosen.kind,
+        axes,
+        shape,
+        plane_axes,
+        plane_shape,
+        dtype,
+        file_index.reshape(shape),
+        offsets.reshape(shape),
+        metadata,
+    )
+
+
+def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
+    """Build the normalised metadata keys of a TiffStackND, from the OME-XML if any."""
+    meta: dict[str, Any] = dict.fromkeys(
+        (
+            "pixel_size_x",
+            "pixel_size_y",
+            "z_step",
+            "unit",
+            "frame_interval",
+            "channel_names",
+            "software",
+        )
+    )
+    meta.update(
+        kind=chosen.kind,
+        storage="mapped",
+        series=[
+            {
+                "index": i,
+                "shape": tuple(s.shape),
+                "axes": s.axes,
+                "dtype": str(s.dtype),
+                "kind": s.kind,
+            }
+            for i, s in enumerate(everything)
+        ],
+    )
+    software = tif.pages.first.software
+    meta["software"] = software or None
+    xml = tif.ome_metadata
+    if xml:
+        meta["ome_xml"] = xml
+        _ome_pixels(xml, everything.index(chosen), meta)
+    return meta
+
+
+def _ome_pixels(xml: str, image: int, meta: dict[str, Any]) -> None:
+    """Fill pixel sizes, units, frame interval and channel names from an OME-XML image."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return
+    images = [el for el in root if el.tag.endswith("}Image") or el.tag == "Image"]
+    if image >= len(images):
+        return
+    pixels = next((el for el in images[image] if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return
+    for key, attribute in (
+        ("pixel_size_x", "PhysicalSizeX"),
+        ("pixel_size_y", "PhysicalSizeY"),
+        ("z_step", "PhysicalSizeZ"),
+        ("frame_interval", "TimeIncrement"),
+    ):
+        value = pixels.get(attribute)
+        meta[key] = float(value) if value else None
+    if meta["pixel_size_x"] is not None:
+        unit = pixels.get("PhysicalSizeXUnit", "µm")
+        meta["unit"] = _OME_UNITS.get(unit, unit)
+    names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
+    meta["channel_names"] = names if any(names) else None
+
+
+def read_plane(fd: int, table: PlaneTable, offset: int, path: str) -> np.ndarray:
+    """Read one plane at ``offset`` of an open file into a fresh native-order array.
+
+    Raises
+    ------
+    StackReadError
+        The file is shorter than the plane's end (truncated since it was indexed).
+    """
+    out = np.empty(table.plane_shape, table.dtype.newbyteorder("="))
+    got = os.preadv(fd, [out], offset)
+    if got != out.nbytes:
+        raise StackReadError(path, f"file is truncated (plane at byte {offset} is incomplete)")
+    if not table.dtype.isnative:
+        out.byteswap(inplace=True)
+    return out

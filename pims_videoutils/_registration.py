@@ -1,0 +1,138 @@
+"""Registration of pims readers through the ``pims.readers`` entry-point group.
+
+pims 0.7 chooses a reader for ``pims.open`` among the subclasses of ``FramesSequence`` that
+are already imported; it never reads entry points. Any package (ours or another) declares its
+readers in the ``pims.readers`` group, for example in ``setup.cfg``::
+
+    [options.entry_points]
+    pims.readers =
+        TiffStackND = pims_videoutils.readers:TiffStackND
+
+and :func:`load_readers` imports them all. The start-up hook ``_pims_videoutils_autoload``
+calls :func:`ensure_readers_loaded` right after ``pims`` is imported, in every process.
+
+This module is the only place that knows the group name. It is cheap to import: pims and
+:mod:`importlib.metadata` are imported only when readers are loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from typing import TYPE_CHECKING
+
+from ._errors import PluginLoadWarning
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+ENTRY_POINT_GROUP = "pims.readers"
+
+_lock = threading.RLock()
+_loaded = False
+
+
+def reader_entry_points() -> list[EntryPoint]:
+    """List the entry points registered in the ``pims.readers`` group.
+
+    Returns
+    -------
+    list of importlib.metadata.EntryPoint
+        One per registered reader, in the order the installed distributions are found. An
+        empty list, after a :class:`~pims_videoutils.PluginLoadWarning`, when the installed
+        distributions' metadata cannot be read.
+    """
+    from importlib.metadata import entry_points
+
+    try:
+        return list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # any installed package's broken metadata must not break pims
+        warnings.warn(
+            f"could not list the {ENTRY_POINT_GROUP!r} entry points: {type(exc).__name__}: {exc}",
+            PluginLoadWarning,
+            stacklevel=2,
+        )
+        return []
+
+
+def _being_imported(module_name: str) -> bool:
+    """Tell whether ``module_name`` is imported right now, further up this call stack.
+
+    This happens when the first import of the process is a reader module that itself imports
+    pims (``import pims_videoutils.readers``): the hook fires while that module is only half
+    executed. It will define its classes when it finishes, so it must not be loaded again.
+    """
+    module = sys.modules.get(module_name)
+    spec = getattr(module, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def _describe(entry_point: EntryPoint) -> str:
+    """Name an entry point and the distribution that declares it, for warnings."""
+    dist = entry_point.dist
+    origin = f" (from {dist.name} {dist.version})" if dist is not None else ""
+    return f"{entry_point.name} = {entry_point.value}{origin}"
+
+
+def load_readers() -> list[type]:
+    """Import every reader registered in the ``pims.readers`` entry-point group.
+
+    Importing a reader class is what makes ``pims.open`` consider it. A plugin that cannot be
+    imported, or that does not name a pims reader class, is reported with a
+    :class:`~pims_videoutils.PluginLoadWarning` and skipped; it never stops the others.
+
+    Returns
+    -------
+    list of type
+        The reader classes that were loaded. Readers whose module is being imported at this
+        moment (further up the stack) are left to finish on their own and are not listed.
+
+    Warns
+    -----
+    PluginLoadWarning
+        For each registered reader that fails to import or is not a subclass of
+        ``pims.FramesSequence``.
+    """
+    from pims import FramesSequence
+
+    readers = []
+    for entry_point in reader_entry_points():
+        if _being_imported(entry_point.module):
+            continue
+        try:
+            reader = entry_point.load()
+        except Exception as exc:  # a third-party plugin may fail in any way; report it
+            warnings.warn(
+                f"pims reader {_describe(entry_point)} could not be loaded: "
+                f"{type(exc).__name__}: {exc}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
+            continue
+        if not (isinstance(reader, type) and issubclass(reader, FramesSequence)):
+            warnings.warn(
+                f"pims reader {_describe(entry_point)} is not a subclass of "
+                f"pims.FramesSequence, so pims.open cannot use it: {reader!r}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
+            continue
+        readers.append(reader)
+    return readers
+
+
+def ensure_readers_loaded() -> None:
+    """Run :func:`load_readers` once per process (thread-safe); later calls do nothing.
+
+    Warns
+    -----
+    PluginLoadWarning
+        On the first call, for each registered reader that cannot be loaded.
+    """
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        load_readers()

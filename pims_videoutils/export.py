@@ -1,0 +1,471 @@
+"""``to_video``: frames (pims readers, arrays, iterables) -> intensity -> colour -> ffmpeg.
+
+This module only wires the pieces: :mod:`.intensity` maps values to 8 bits, :mod:`.colour`
+makes colormaps and composites, :mod:`._ffmpeg` runs the encoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import math
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _ffmpeg
+from ._errors import ExportArgumentError
+from ._frames import FrameLayout, FrameSource, frame_layout
+from .colour import Compositor, apply_lut, colormap_lut, default_channel_colors
+from .intensity import DEFAULT_PERCENTILES, IntensityMap, robust_limits
+
+__all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
+
+DEFAULT_FPS = 10.0
+EMBED_LIMIT_BYTES = 20 * 2**20
+_MIME = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
+_BROWSER_CODECS = ("libx264", "libvpx-vp9")
+_BYTES_PER_PIXEL = {"gray": 1, "gray16le": 2, "rgb24": 3}
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """What :func:`to_video` wrote; shows as an HTML5 video in Jupyter.
+
+    Attributes
+    ----------
+    path : Path
+        The video file.
+    n_frames : int
+        Frames written (one per input frame).
+    fps : float
+        Frame rate.
+    width, height : int
+        Size of the encoded frames (after scaling and padding).
+    codec : str
+        ffmpeg encoder (``libx264``, ``ffv1``...).
+    pixel_format : str
+        Pixel format stored (``yuv420p``, ``gray16le``...).
+    intensity_range : tuple of float, list of tuples, or None
+        The ``(lo, hi)`` mapped to 0-255 (the full dtype range when values were not
+        scaled); one tuple per channel for composites; None for ``contrast="frame"``.
+    padding : tuple of int
+        ``(rows, columns)`` of black added at the bottom and right for the codec.
+    """
+
+    path: Path
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    pixel_format: str
+    intensity_range: Any
+    padding: tuple[int, int]
+
+    def _repr_html_(self) -> str:
+        """Return an inline player: files up to 20 MiB embedded (base64), larger ones linked.
+
+        A linked file is referred to by its path relative to the working directory, which
+        Jupyter serves when the video lies below the notebook's folder.
+
+        GIFs show as an image; what browsers cannot play (ffv1, ProRes, Matroska, AVI) as a
+        one-line summary.
+        """
+        ext = self.path.suffix.lower()
+        summary = html.escape(
+            f"{self.path.name}: {self.n_frames} frames, {self.width}x{self.height}, "
+            f"{self.fps:g} fps, {self.codec} {self.pixel_format}"
+        )
+        if ext != ".gif" and (ext not in _MIME or self.codec not in _BROWSER_CODECS):
+            return f"<p>{summary} (not playable in a browser)</p>"
+        mime = "image/gif" if ext == ".gif" else _MIME[ext]
+        if self.path.stat().st_size <= EMBED_LIMIT_BYTES:
+            data = base64.b64encode(self.path.read_bytes()).decode("ascii")
+            src = f"data:{mime};base64,{data}"
+        else:  # Jupyter serves files below the notebook's folder (the working directory)
+            src = html.escape(Path(os.path.relpath(self.path)).as_posix(), quote=True)
+        if ext == ".gif":
+            return f'<img src="{src}" alt="{summary}"/>'
+        return f'<video controls loop src="{src}" title="{summary}"></video>'
+
+
+def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fraction:
+    """Validate the options that need no frame; return the scale as a Fraction."""
+    if isinstance(contrast, str) and contrast not in ("auto", "frame"):
+        raise ExportArgumentError(
+            f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
+            f"got {contrast!r}"
+        )
+    if projection not in (None, "max", "mean"):
+        raise ExportArgumentError(f"projection must be None, 'max' or 'mean', not {projection!r}")
+    if isinstance(scale, bool) or not isinstance(scale, int | float | Fraction):
+        raise ExportArgumentError(f"scale must be a number, not {scale!r}")
+    factor = Fraction(scale).limit_denominator(1000) if math.isfinite(scale) else Fraction(0)
+    if (
+        factor <= 0
+        or (factor >= 1 and factor.denominator != 1)
+        or (factor < 1 and factor.numerator != 1)
+    ):
+        raise ExportArgumentError(
+            f"scale must be an integer >= 1 (up) or 1/n (down, e.g. 0.5), not {scale!r}"
+        )
+    return factor
+
+
+def _resolve_fps(fps: float | None, frames: Any) -> Fraction:
+    """Return the frame rate: the argument, else the reader's, else :data:`DEFAULT_FPS`.
+
+    The reader's ``frame_rate``, then ``metadata['frame_interval']`` (seconds), are used
+    when they are finite and > 0; an invalid argument raises.
+    """
+    if fps is None:
+        metadata = getattr(frames, "metadata", None)
+        interval = metadata.get("frame_interval") if isinstance(metadata, Mapping) else None
+        candidates = [getattr(frames, "frame_rate", None)]
+        if _positive(interval):
+            candidates.append(1.0 / float(interval))
+        fps = next((c for c in candidates if _positive(c)), DEFAULT_FPS)
+    if not _positive(fps):
+        raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
+    return Fraction(float(fps)).limit_denominator(10_000)
+
+
+def _positive(value: Any) -> bool:
+    """Return True for a real, finite number > 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Fraction | np.number):
+        return False
+    return bool(math.isfinite(value) and value > 0)
+
+
+def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Check that the target can be written; return it as an absolute Path."""
+    target = Path(os.fspath(path)).expanduser().absolute()
+    if target.is_dir():
+        raise ExportArgumentError(f"{target} is a folder, not a video file name")
+    if not target.parent.is_dir():
+        raise ExportArgumentError(f"folder {target.parent} does not exist")
+    if target.exists() and not overwrite:
+        raise ExportArgumentError(f"{target} exists (pass overwrite=True to replace it)")
+    return target
+
+
+def _reserve_temporary(target: Path) -> str:
+    """Create an empty, hidden temporary file beside ``target`` with the same extension.
+
+    Created like any new file (mode 0o666 minus the umask, unlike ``mkstemp``'s 0o600), so
+    the finished video gets the usual permissions.
+    """
+    for _ in range(100):
+        name = target.with_name(f".{target.stem}.tmp-{secrets.token_hex(4)}{target.suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
+        return str(name)
+    raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+# ---- intensity and colour ---------------------------------------------------------------
+
+
+def _channel_contrasts(contrast: Any, n_channels: int) -> list[Any]:
+    """Return one contrast setting per channel."""
+    if contrast is None or isinstance(contrast, str):
+        return [contrast] * n_channels
+    items = list(contrast)
+    if len(items) == 2 and all(np.isscalar(v) for v in items):
+        return [tuple(items)] * n_channels
+    if len(items) != n_channels or not all(np.ndim(v) == 1 and len(v) == 2 for v in items):
+        raise ExportArgumentError(
+            f"contrast must be (lo, hi) or one (lo, hi) per channel ({n_channels}), "
+            f"got {contrast!r}"
+        )
+    return [tuple(v) for v in items]
+
+
+def _intensity_map(
+    dtype: np.dtype, contrast: Any, samples, percentiles, gamma: float, keep_16bit: bool
+) -> IntensityMap:
+    """Build the intensity mapping of one channel (rules in :func:`to_video`)."""
+    if dtype.kind == "b":
+        return IntensityMap.fixed(dtype, 0, 1)
+    unscaled = contrast is None or (isinstance(contrast, str) and contrast == "auto")
+    native = dtype == np.uint8 or (keep_16bit and dtype == np.uint16)
+    if unscaled and native and gamma == 1:
+        return IntensityMap.passthrough(dtype)
+    if unscaled and dtype == np.uint8:
+        return IntensityMap.fixed(dtype, 0, 255, gamma)
+    if contrast is None:
+        raise ExportArgumentError(
+            f"contrast=None sends values unscaled: possible for uint8 data, or uint16 with "
+            f"lossless=True (ffv1, gray, gamma 1); not for {dtype} here. Use 'auto' or (lo, hi)"
+        )
+    if isinstance(contrast, str) and contrast == "frame":
+        return IntensityMap.per_frame(dtype, percentiles, gamma)
+    if isinstance(contrast, str):
+        return IntensityMap.fixed(dtype, *robust_limits(samples(), percentiles), gamma)
+    return IntensityMap.fixed(dtype, *contrast, gamma)
+
+
+class _Renderer:
+    """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24)."""
+
+    def __init__(self, maps: list[IntensityMap], channels: bool, colormap, colors) -> None:
+        self.maps = maps
+        self.channels = channels
+        self.lut = None if colormap is None else colormap_lut(colormap)
+        self.compositor = None
+        gray_channel = channels and len(maps) == 1 and colors in (None, ["gray"], ("gray",))
+        if channels and not gray_channel:  # a composite (channel colours on every channel)
+            if colormap is not None:
+                raise ExportArgumentError("colormap is for one channel: use channel_colors")
+            colors = default_channel_colors(len(maps)) if colors is None else colors
+            if len(colors) != len(maps):
+                raise ExportArgumentError(f"{len(colors)} channel_colors for {len(maps)} channels")
+            self.compositor = Compositor(colors)
+        elif colors is not None and not gray_channel:
+            raise ExportArgumentError("channel_colors needs frames with a channel axis")
+        passthrough = all(m.mode == "pass" for m in maps)
+        rgb_stack = self.compositor is not None and self.compositor.stack_order == (0, 1, 2)
+        self.direct_rgb = passthrough and rgb_stack
+        if self.compositor is not None or self.lut is not None:
+            self.pixel_format = "rgb24"
+        else:
+            self.pixel_format = "gray16le" if maps[0].output_dtype == np.uint16 else "gray"
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.direct_rgb:
+            return frame
+        if self.compositor is None:  # one plane: gray, or coloured by the colormap
+            plane = self.maps[0](frame[..., 0] if self.channels else frame)
+            return plane if self.lut is None else apply_lut(self.lut, plane)
+        return self.compositor([m(frame[..., c]) for c, m in enumerate(self.maps)])
+
+
+# ---- the export ---------------------------------------------------------------------------
+
+
+def to_video(
+    frames: Any,
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    codec: str | None = None,
+    lossless: bool = False,
+    crf: float | None = None,
+    preset: str | None = None,
+    contrast: Any = "auto",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    gamma: float = 1.0,
+    colormap: Any = None,
+    channel_axis: int | str | None = None,
+    channel_colors: Sequence[Any] | None = None,
+    projection: str | None = None,
+    projection_axis: int | str | None = None,
+    scale: float = 1,
+    extra_args: Sequence[str] = (),
+    overwrite: bool = True,
+    progress: bool = True,
+) -> VideoResult:
+    """Write frames to a video file by piping them to ffmpeg.
+
+    Every input frame becomes exactly one video frame. The file is written to a temporary
+    file beside ``path`` and renamed only when ffmpeg succeeded: on any error (a bad frame,
+    ffmpeg failing, Ctrl-C) ffmpeg is stopped, the temporary file removed and an existing
+    file at ``path`` left untouched.
+
+    Parameters
+    ----------
+    frames : pims reader, array or iterable
+        - any pims reader: its ``iter_axes`` give the frames. For N-D readers the bundled
+          axes must be ``y``, ``x``, optionally ``c`` (channels) and one more axis to
+          project (``projection``); ``channel_axis``/``projection_axis`` are axis letters.
+        - a numpy or dask array ``(T, Y, X)`` or ``(T, Y, X, C)``; ``(T, Z, Y, X)`` with
+          ``projection``. Axis numbers count in the array (0 is time). Dask arrays are
+          computed one chunk at a time.
+        - any iterable or generator of 2-D or 3-D arrays (axis numbers count in each frame;
+          length unknown: no progress total).
+
+        Channels: without ``channel_axis``, a 3-D frame's last axis holds channels when it is
+        the only axis of size 1 to 4 (RGB(A), few-channel images); any other 3-D shape must
+        say ``channel_axis`` or ``projection``. With ``projection`` and no axes given, the
+        first frame axis of a 3-D frame is projected.
+    path : str or path-like
+        Output file; its extension picks the format: ``.mp4`` H.264 (default), ``.mkv``,
+        ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
+    fps : float, optional
+        Frame rate; default the reader's ``frame_rate``, else ``1 / metadata
+        ['frame_interval']`` (seconds), else 10.
+    codec : str, optional
+        ffmpeg encoder for the container (see :mod:`pims_videoutils._ffmpeg`).
+    lossless : bool
+        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
+        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``.
+    crf : float, optional
+        Quality for libx264 (default 18), libx265 (22), VP9 (30); lower is better.
+    preset : str, optional
+        x264/x265 speed preset (default ``"medium"``).
+    contrast : "auto", "frame", None, (lo, hi) or list of (lo, hi)
+        ``"auto"``: one range for the whole movie, the ``percentiles`` of up to 50 evenly
+        spaced frames (the first 50 of an iterable); uint8 data are not scaled. ``(lo, hi)``
+        fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
+        None: no scaling (uint8; uint16 with ``lossless``). Bool data become 0/255.
+    percentiles : (float, float)
+        Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).
+    gamma : float
+        Display gamma: ``255 * t ** gamma`` of the scaled value ``t`` in [0, 1].
+    colormap : str, cmap.Colormap or (256, 3) array, optional
+        Colour single-channel frames (``"viridis"``, ``"magma"``...); gray stays gray
+        (sent to ffmpeg as one byte per pixel) otherwise.
+    channel_axis : int or str, optional
+        The channel axis (see ``frames``).
+    channel_colors : sequence, optional
+        One colour or colormap per channel; default 1: gray, 2: green/magenta,
+        3: red/green/blue, 4-7: + gray, cyan, magenta, yellow. Channels are added.
+    projection : {"max", "mean"}, optional
+        Project every frame over ``projection_axis`` (e.g. a max projection over z).
+    projection_axis : int or str, optional
+        Axis to project (see ``frames``).
+    scale : int or float
+        Integer ``n >= 1``: n x n nearest-neighbour up-scaling. ``1/n`` (0.5, 0.25...):
+        n x n block means (the last ``size % n`` rows/columns are dropped).
+    extra_args : sequence of str
+        More ffmpeg output options (they override ours).
+    overwrite : bool
+        Replace an existing ``path`` (only once the new video is complete).
+    progress : bool
+        Show a tqdm progress bar (notebook-aware) when the number of frames is known.
+
+    Returns
+    -------
+    VideoResult
+        Path, frame count, fps, size, codec, pixel format, intensity range, padding.
+        Odd sizes for yuv420p/yuv422p are padded with black at the bottom/right, never
+        stretched: pixel (y, x) of a frame stays at (y, x).
+
+    Raises
+    ------
+    ExportArgumentError
+        Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
+        missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
+        unsupported dtype (complex, object...) or shape, inconsistent options. During the
+        export: a frame whose shape or dtype differs from the first one.
+    FFmpegError
+        ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
+    """
+    factor = _check_options(contrast, projection, scale)
+    target = Path(os.fspath(path))
+    chosen = _ffmpeg.choose_codec(target.suffix, codec, lossless)
+    rate = _resolve_fps(fps, frames)
+    target = _prepare_target(target, overwrite)
+    source = FrameSource(frames)
+    layout = frame_layout(source, channel_axis, projection, projection_axis)
+    sample_cache: list[np.ndarray] = []
+
+    def samples() -> list[np.ndarray]:
+        if not sample_cache:
+            sample_cache.extend(source.sample(layout))
+        return sample_cache
+
+    first = layout(source.first)
+    channels = first.ndim == 3
+    n_channels = first.shape[2] if channels else 1
+    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and not channels and colormap is None
+    maps = [
+        _intensity_map(
+            first.dtype,
+            setting,
+            (lambda c=c: [f[..., c] for f in samples()]) if channels else samples,
+            percentiles,
+            gamma,
+            keep_16bit,
+        )
+        for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
+    ]
+    render = _Renderer(maps, channels, colormap, channel_colors)
+    out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
+    height, width = first.shape[:2]
+    scaled = (int(height * factor), int(width * factor))
+    if min(scaled) < 1:
+        raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
+    my, mx = _ffmpeg.size_multiple(out_pixel_format)
+    padded = (-(-scaled[0] // my) * my, -(-scaled[1] // mx) * mx)
+    tmp_name = _reserve_temporary(target)
+    command = _ffmpeg.build_command(
+        ffmpeg=_ffmpeg.ffmpeg_exe(),
+        output=tmp_name,
+        width=width,
+        height=height,
+        input_pixel_format=render.pixel_format,
+        fps=rate,
+        codec=chosen,
+        output_pixel_format=out_pixel_format,
+        scale=factor,
+        padded_size=padded,
+        crf=crf,
+        preset=preset,
+        extra_args=extra_args,
+    )
+    try:
+        frame_bytes = width * height * _BYTES_PER_PIXEL[render.pixel_format]
+        n_frames = _encode(command, source, layout, render, progress, frame_bytes)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    ranges = [m.limits for m in maps]
+    return VideoResult(
+        path=target,
+        n_frames=n_frames,
+        fps=float(rate),
+        width=padded[1],
+        height=padded[0],
+        codec=chosen,
+        pixel_format=out_pixel_format,
+        intensity_range=ranges if channels else ranges[0],
+        padding=(padded[0] - scaled[0], padded[1] - scaled[1]),
+    )
+
+
+def _encode(
+    command: list[str],
+    source: FrameSource,
+    layout: FrameLayout,
+    render: _Renderer,
+    progress: bool,
+    frame_bytes: int,
+) -> int:
+    """Run ffmpeg on every frame of ``source``; return the number of frames written."""
+    bar = None
+    if progress and source.length is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=source.length, unit="frame", desc="to_video")
+    n_frames = 0
+    try:
+        with _ffmpeg.FFmpegProcess(command, pipe_bytes=frame_bytes) as proc:
+            for raw in source:
+                try:
+                    frame = render(layout(raw))
+                except ExportArgumentError as exc:
+                    raise ExportArgumentError(f"frame {n_frames}: {exc}") from None
+                proc.write(np.ascontiguousarray(frame))
+                n_frames += 1
+                if bar is not None:
+                    bar.update()
+            proc.finish()
+    finally:
+        if bar is not None:
+            bar.close()
+    return n_frames

@@ -1,0 +1,303 @@
+"""Intensity mapping: from any numeric dtype to 8-bit display values (pure numpy).
+
+The contrast limits ``(lo, hi)`` of a movie are computed once, from exact percentiles of the
+values of a sample of frames, so real brightness changes between frames stay visible. Mapping
+a frame is then one table look-up for integer data of up to 16 bits (a 256- or 65536-entry
+``uint8`` table indexed with ``np.take``), or a few float32 operations for other dtypes.
+
+The mapping of a value ``v`` is::
+
+    t = clip((v - lo) / (hi - lo), 0, 1)
+    out = round(255 * t ** gamma)
+
+so ``gamma < 1`` brightens the dark values and ``gamma > 1`` darkens them. When ``hi == lo``
+(a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0,
+``+inf`` to 255, ``-inf`` to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._errors import ExportArgumentError
+
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "IntensityMap",
+    "check_dtype",
+    "exact_percentiles",
+    "intensity_lut",
+    "map_to_uint8",
+    "robust_limits",
+    "sample_indices",
+]
+
+DEFAULT_PERCENTILES = (0.1, 99.9)
+MAX_SAMPLE_FRAMES = 50
+_MAX_FLOAT_SAMPLES = 2_000_000
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """Return ``dtype`` in native byte order, or raise for a dtype that has no intensity.
+
+    Raises
+    ------
+    ExportArgumentError
+        For complex, object, string, structured or datetime dtypes.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise ExportArgumentError(
+            f"cannot make a video of {dtype} data: frames must be bool, integer or float"
+        )
+    return dtype.newbyteorder("=")
+
+
+def _is_table_dtype(dtype: np.dtype) -> bool:
+    """Return True for integer dtypes small enough for a full look-up table (<= 16 bits)."""
+    return dtype.kind in "iu" and dtype.itemsize <= 2
+
+
+def _table_index(plane: np.ndarray) -> np.ndarray:
+    """View a <= 16-bit integer array as the unsigned indices of its look-up table.
+
+    Signed values get their sign bit flipped, so the indices keep the order of the values:
+    index ``i`` stands for the value ``i - 2**(bits-1)``.
+    """
+    unsigned = plane.view(f"u{plane.dtype.itemsize}")
+    if plane.dtype.kind == "i":
+        return unsigned ^ np.array(1 << (8 * plane.dtype.itemsize - 1), unsigned.dtype)
+    return unsigned
+
+
+def _table_values(dtype: np.dtype) -> np.ndarray:
+    """Return the value each index of the look-up table of ``dtype`` stands for (int32)."""
+    n = 1 << (8 * dtype.itemsize)
+    values = np.arange(n, dtype=np.int32)
+    if dtype.kind == "i":
+        values -= n // 2
+    return values
+
+
+def sample_indices(n_frames: int, max_samples: int = MAX_SAMPLE_FRAMES) -> np.ndarray:
+    """Return indices of up to ``max_samples`` evenly spaced frames, first and last included.
+
+    Raises
+    ------
+    ValueError
+        If ``n_frames`` < 1.
+    """
+    if n_frames < 1:
+        raise ValueError("n_frames must be >= 1")
+    k = min(n_frames, max_samples)
+    return np.unique(np.round(np.linspace(0, n_frames - 1, k)).astype(np.intp))
+
+
+def exact_percentiles(
+    planes: Sequence[np.ndarray], percentiles: Sequence[float]
+) -> tuple[float, ...]:
+    """Percentiles of all values of ``planes``, equal to ``np.percentile`` (linear method).
+
+    Integer data of up to 16 bits go through one histogram (``np.bincount``), which is exact
+    and about 5x faster than sorting. Other dtypes use ``np.percentile`` on the finite values
+    of an evenly strided subsample of at most 2 million values (exact when smaller).
+
+    Parameters
+    ----------
+    planes : sequence of ndarray
+        Arrays of one dtype (any shapes).
+    percentiles : sequence of float
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    tuple of float
+
+    Raises
+    ------
+    ExportArgumentError
+        If there are no values, no finite values, or a percentile is outside [0, 100].
+    """
+    qs = np.asarray(percentiles, dtype=np.float64)
+    if np.any((qs < 0) | (qs > 100)) or not np.all(np.isfinite(qs)):
+        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {tuple(percentiles)}")
+    if not planes or sum(p.size for p in planes) == 0:
+        raise ExportArgumentError("no pixel values to compute the contrast from")
+    dtype = planes[0].dtype
+    if dtype.kind == "b":
+        planes = [p.view(np.uint8) for p in planes]
+        dtype = np.dtype(np.uint8)
+    if _is_table_dtype(dtype):
+        n = 1 << (8 * dtype.itemsize)
+        hist = np.zeros(n, dtype=np.int64)
+        for p in planes:
+            hist += np.bincount(_table_index(np.ascontiguousarray(p)).ravel(), minlength=n)
+        cum = np.cumsum(hist)
+        total = int(cum[-1])
+        pos = qs / 100.0 * (total - 1)
+        k0 = np.floor(pos)
+        k1 = np.minimum(k0 + 1, total - 1)
+        values = _table_values(dtype)
+        v0 = values[np.searchsorted(cum, k0, side="right")].astype(np.float64)
+        v1 = values[np.searchsorted(cum, k1, side="right")].astype(np.float64)
+        return tuple(float(x) for x in v0 + (pos - k0) * (v1 - v0))
+    total = sum(p.size for p in planes)
+    step = max(1, -(-total // _MAX_FLOAT_SAMPLES))
+    flat = np.concatenate([np.ravel(p)[::step] for p in planes])
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        raise ExportArgumentError("no finite pixel values to compute the contrast from")
+    return tuple(float(x) for x in np.percentile(flat.astype(np.float64), qs))
+
+
+def robust_limits(
+    planes: Sequence[np.ndarray], percentiles: Sequence[float] = DEFAULT_PERCENTILES
+) -> tuple[float, float]:
+    """Contrast limits ``(lo, hi)``: the two ``percentiles`` of all values of ``planes``.
+
+    Raises
+    ------
+    ExportArgumentError
+        As :func:`exact_percentiles`, or if ``percentiles`` is not two increasing values.
+    """
+    if len(percentiles) != 2 or not percentiles[0] <= percentiles[1]:
+        raise ExportArgumentError(
+            f"percentiles must be two increasing values (low, high), got {percentiles!r}"
+        )
+    lo, hi = exact_percentiles(planes, percentiles)
+    return lo, hi
+
+
+def _scale(values: np.ndarray, lo: float, hi: float, gamma: float) -> np.ndarray:
+    """Apply the mapping formula of the module docstring (float arithmetic) -> uint8."""
+    if hi > lo:
+        t = (values - lo) * (1.0 / (hi - lo))
+        t = np.fmin(np.fmax(t, 0.0), 1.0)  # fmax/fmin map NaN to the bound
+        if gamma != 1.0:
+            t = t**gamma
+        return (t * 255.0 + 0.5).astype(np.uint8)
+    return np.where(values > lo, np.uint8(255), np.uint8(0))
+
+
+def intensity_lut(dtype: np.dtype, lo: float, hi: float, gamma: float = 1.0) -> np.ndarray:
+    """Look-up table mapping every value of an 8/16-bit integer or bool dtype to uint8.
+
+    Index the table with the values viewed as unsigned integers (sign bit flipped for
+    signed dtypes); :class:`IntensityMap` does this.
+
+    Raises
+    ------
+    ExportArgumentError
+        For dtypes wider than 16 bits or floats.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        dtype = np.dtype(np.uint8)
+    if not _is_table_dtype(dtype):
+        raise ExportArgumentError(f"no look-up table for {dtype}")
+    return _scale(_table_values(dtype).astype(np.float64), lo, hi, gamma)
+
+
+def map_to_uint8(plane: np.ndarray, lo: float, hi: float, gamma: float = 1.0) -> np.ndarray:
+    """Map any numeric array to uint8 with limits ``(lo, hi)`` (formula in module docstring).
+
+    Uses a look-up table for 8/16-bit integers and bool, float32 arithmetic otherwise.
+    """
+    if plane.dtype.kind == "b" or _is_table_dtype(plane.dtype):
+        return _take(intensity_lut(plane.dtype, lo, hi, gamma), plane)
+    values = plane.astype(np.float32, copy=False) if plane.dtype.itemsize <= 4 else plane
+    return _scale(values, lo, hi, gamma)
+
+
+class IntensityMap:
+    """Maps the planes of one channel (one dtype) to uint8, or passes them through unchanged.
+
+    Build it with :meth:`fixed`, :meth:`per_frame` or :meth:`passthrough` and call it on
+    2-D planes. ``limits`` is the ``(lo, hi)`` used, or None when it changes every frame.
+    """
+
+    def __init__(
+        self,
+        dtype: np.dtype,
+        mode: str,
+        limits: tuple[float, float] | None = None,
+        gamma: float = 1.0,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    ) -> None:
+        self.dtype = np.dtype(dtype)
+        self.mode = mode
+        self.limits = limits
+        self.gamma = float(gamma)
+        self.percentiles = percentiles
+        self._lut = intensity_lut(self.dtype, *limits, gamma) if mode == "lut" else None
+
+    @classmethod
+    def fixed(cls, dtype: np.dtype, lo: float, hi: float, gamma: float = 1.0) -> IntensityMap:
+        """One contrast ``(lo, hi)`` for every frame.
+
+        Raises
+        ------
+        ExportArgumentError
+            If ``lo > hi``, a limit is not finite or ``gamma <= 0``.
+        """
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ExportArgumentError(f"contrast limits must be finite with lo <= hi: {lo, hi}")
+        _check_gamma(gamma)
+        dtype = np.dtype(dtype)
+        mode = "lut" if dtype.kind == "b" or _is_table_dtype(dtype) else "compute"
+        return cls(dtype, mode, (lo, hi), gamma)
+
+    @classmethod
+    def per_frame(
+        cls,
+        dtype: np.dtype,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        gamma: float = 1.0,
+    ) -> IntensityMap:
+        """Limits from the ``percentiles`` of each plane on its own (brightness flickers).
+
+        Raises
+        ------
+        ExportArgumentError
+            If ``gamma <= 0``.
+        """
+        _check_gamma(gamma)
+        return cls(dtype, "frame", None, gamma, tuple(percentiles))
+
+    @classmethod
+    def passthrough(cls, dtype: np.dtype) -> IntensityMap:
+        """No mapping: planes are sent as they are (uint8, or uint16 for 16-bit codecs)."""
+        dtype = np.dtype(dtype)
+        return cls(dtype, "pass", (0.0, float(np.iinfo(dtype).max)))
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        """The dtype of mapped planes: uint8, or the input dtype when passing through."""
+        return self.dtype if self.mode == "pass" else np.dtype(np.uint8)
+
+    def __call__(self, plane: np.ndarray) -> np.ndarray:
+        """Map one plane of this map's dtype."""
+        if self.mode == "pass":
+            return plane
+        if self.mode == "lut":
+            return _take(self._lut, plane)
+        if self.mode == "frame":
+            lo, hi = robust_limits([plane], self.percentiles)
+            return map_to_uint8(plane, lo, hi, self.gamma)
+        return map_to_uint8(plane, *self.limits, self.gamma)
+
+
+def _take(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """Look up every value of a bool or <= 16-bit integer plane in ``lut``."""
+    if plane.dtype.kind == "b":
+        plane = plane.view(np.uint8)
+    return np.take(lut, _table_index(plane))
+
+
+def _check_gamma(gamma: float) -> None:
+    """Raise ExportArgumentError unless ``gamma`` is a finite number > 0."""
+    if not (np.isfinite(gamma) and gamma > 0):
+        raise ExportArgumentError(f"gamma must be a finite number > 0, got {gamma!r}")

@@ -1,0 +1,588 @@
+"""One N-D reader over many TIFF files: numbered sequences and multi-file datasets.
+
+:class:`TiffSequenceND` has two modes, chosen from the first file:
+
+* Multi-file datasets (OME-XML referencing other files, several OME positions of one shape,
+  NDTiff, Micro-Manager stacks): tifffile indexes every plane once (:mod:`._multifile`); planes
+  are then read with one ``preadv`` from a bounded cache of open files.
+* Numbered sequences: the files are arranged on ``p``, ``t``, ``z``, ``c`` axes read from their
+  names (:mod:`._filenames`), and the axes inside each file come from
+  :class:`~pims_videoutils.readers.TiffStackND`. Opening parses the first file only. Files of
+  one plane are read with one ``preadv`` after verifying their structure against the first
+  file's (:mod:`._fastplane`); other files are opened as ``TiffStackND`` on first use, checked
+  against the first file's layout and kept in a bounded cache (least recently used closed
+  first, never while another thread reads them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from pims import Frame, FramesSequenceND
+
+from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
+from ._fastplane import PlaneTemplate
+from ._filenames import AXIS_ORDER, FileNameError, arrange_files
+from ._multifile import PlaneTable, find_dataset, read_plane
+from .readers import TiffStackND
+
+__all__ = ["TiffSequenceND"]
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_DEFAULT_MAX_OPEN_FILES = 128
+#: Kinds of single-plane first files whose siblings may be read through a PlaneTemplate
+#: (their layout is the file's one IFD; OME or Micro-Manager files may describe more).
+_TEMPLATE_KINDS = ("imagej", "uniform", "shaped")
+
+
+def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them)."""
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if os.path.isdir(text):
+            prefix = os.path.join(text, "")
+            with os.scandir(text) as entries:
+                names = [
+                    prefix + entry.name
+                    for entry in entries
+                    if entry.name.lower().endswith(_TIFF_SUFFIXES)
+                    and not entry.name.startswith(".")
+                    and entry.is_file()
+                ]
+            if not names:
+                raise StackNotFoundError(text, "the folder holds no .tif or .tiff file")
+            return names
+        if _GLOB_CHARS.search(text):
+            names = [name for name in glob.glob(text) if os.path.isfile(name)]
+            if not names:
+                raise StackNotFoundError(text, "no file matches this pattern")
+            return names
+        if not os.path.isfile(text):
+            raise StackNotFoundError(text, "no such file or folder")
+        return [text]
+    names = [os.fspath(name) for name in source]
+    if not names:
+        raise StackNotFoundError("[]", "the list of files is empty")
+    for name in names:
+        if not os.path.isfile(name):
+            raise StackNotFoundError(name, "no such file")
+    return names
+
+
+def _plane_axes(reader: TiffStackND) -> str:
+    """Axes of one plane of a file: ``'yxs'`` for RGB samples, else ``'yx'``."""
+    return "yxs" if "s" in reader.sizes else "yx"
+
+
+def _source_label(source: Any) -> str:
+    """How a source is named in error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    names = [os.fspath(name) for name in source]
+    return f"[{names[0]!r}, ... {len(names)} files]" if len(names) > 1 else repr(names)
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class _OpenFiles:
+    """A bounded, thread-safe LRU cache of open per-file readers (or raw files).
+
+    A reader is closed when it is evicted, but never while another thread uses it: readers
+    in use are counted and stay open (the cache may then exceed its bound briefly) until
+    released.
+    """
+
+    def __init__(self, capacity: int, open_reader) -> None:
+        self._capacity = capacity
+        self._open_reader = open_reader
+        self._lock = threading.Lock()
+        self._readers: OrderedDict[int, _Closeable] = OrderedDict()
+        self._users: dict[int, int] = {}
+        self._closed = False
+
+    def add(self, number: int, reader: _Closeable) -> None:
+        """Put an already open reader in the cache (the first file)."""
+        with self._lock:
+            self._readers[number] = reader
+            self._evict()
+
+    def acquire(self, number: int) -> Any:
+        """Return the open reader of file ``number``, opening it if needed; pair with release."""
+        with self._lock:
+            if self._closed:
+                raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+            reader = self._readers.get(number)
+            if reader is None:
+                reader = self._open_reader(number)
+                self._readers[number] = reader
+            else:
+                self._readers.move_to_end(number)
+            self._users[number] = self._users.get(number, 0) + 1
+            self._evict()
+            return reader
+
+    def release(self, number: int) -> None:
+        """Mark file ``number`` as no longer used by the caller."""
+        with self._lock:
+            left = self._users.pop(number) - 1
+            if left:
+                self._users[number] = left
+            self._evict()
+
+    def _evict(self) -> None:
+        """Close least recently used idle readers beyond the capacity (lock held)."""
+        excess = len(self._readers) - self._capacity
+        if excess <= 0:
+            return
+        idle = [n for n in self._readers if n not in self._users][:excess]
+        for number in idle:
+            self._readers.pop(number).close()
+
+    def open_count(self) -> int:
+        """Count the per-file readers currently open."""
+        with self._lock:
+            return len(self._readers)
+
+    def close(self) -> None:
+        """Close every reader; later acquisitions raise :class:`ReaderClosedError`."""
+        with self._lock:
+            self._closed = True
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for reader in readers:
+            reader.close()
+
+
+class TiffSequenceND(FramesSequenceND):
+    r"""Many TIFF files as one lazy N-D reader with real ``p``, ``t``, ``z``, ``c`` axes.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or sequence of them
+        A folder (its ``.tif``/``.tiff`` files), a glob such as ``"data/img_*.tif"``, or a list
+        of files. Each file may itself be a stack. When the first file belongs to a multi-file
+        dataset (OME-TIFF whose OME-XML references other files or holds several positions,
+        NDTiff, Micro-Manager), the reader spans that whole dataset instead, with positions as
+        the ``p`` axis; any one file of the dataset, or its folder, opens it.
+    pattern : str or re.Pattern, optional
+        Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
+        file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
+        built-in conventions are used: ``img_t0001_z003_c1.tif`` style tokens (also
+        Micro-Manager's ``img_channel000_position000_time000000000_z000.tif``), Micro-Manager
+        1.4 ``img_000000000_DAPI_000.tif``, and plain numbering (``banana0002.tif``: the one
+        varying number becomes ``t``). Giving a pattern also turns off the detection of
+        multi-file datasets: the files are then arranged by their names only.
+    fill_missing : int or float, optional
+        By default a gap in the numbering or a missing combination of coordinates raises
+        :class:`StackReadError`. With a value, the missing planes read as that value.
+    max_open_files : int, default 128
+        At most this many files are kept open; the least recently used is closed first.
+    series : int, default 0
+        The series read in each file (see :class:`~pims_videoutils.readers.TiffStackND`). In
+        a multi-file dataset whose series all share one shape, every series is a position.
+    copy : bool, default True
+        Passed to each file's reader when files are opened as stacks; planes read with one
+        ``preadv`` are always fresh arrays.
+
+    Attributes
+    ----------
+    files : tuple of str
+        The files, in the C order of the file-name axes (for numbered names, their natural
+        order); for a multi-file dataset, sorted by name.
+    grid : FileGrid or None
+        Which file holds which file-name coordinates (None for a multi-file dataset).
+    metadata : dict
+        The keys of ``TiffStackND.metadata`` (from the first file, or the dataset's OME-XML)
+        plus ``files`` (count), ``file_axes`` (axis -> coordinates read from the file names),
+        ``file_pattern`` (the naming convention, or the dataset kind) and ``missing_files``
+        (count of filled gaps or missing planes).
+
+    Raises
+    ------
+    StackNotFoundError
+        The folder, glob or a listed file does not exist, or holds no TIFF file.
+    StackReadError
+        File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
+        a gap without ``fill_missing``), a file-name axis that is also an axis inside the
+        files, or an unreadable first file; a multi-file dataset with missing files (without
+        ``fill_missing``) or compressed planes. A file whose layout differs from the first
+        file's raises when it is first read, naming the file and the difference.
+    ValueError
+        An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
+        type cannot hold.
+
+    Notes
+    -----
+    Axes: the file-name axes (``p, t, z, c`` order) then the axes inside each file; only
+    axes of size > 1 appear, plus ``y``, ``x`` (and ``s`` for RGB samples). Default
+    iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
+    plane axes. Reading is thread-safe. A reader pickles as its source and options and
+    re-lists the files when loaded.
+    """
+
+    #: Just below :class:`~pims_videoutils.readers.TiffStackND` (20): ``pims.open`` on a file
+    #: tries this reader when ``TiffStackND`` refuses a file that belongs to a multi-file
+    #: dataset, and before pims's own TIFF readers (10 and less).
+    class_priority = 19
+
+    @classmethod
+    def class_exts(cls) -> set[str]:
+        """File extensions this reader claims from ``pims.open``."""
+        return {"tif", "tiff", "ome.tif", "ome.tiff"}
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        pattern: str | re.Pattern[str] | None = None,
+        fill_missing: float | None = None,
+        max_open_files: int = _DEFAULT_MAX_OPEN_FILES,
+        series: int = 0,
+        copy: bool = True,
+    ) -> None:
+        super().__init__()
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
+        self._source = source if isinstance(source, (str, os.PathLike)) else tuple(source)
+        self._options = {
+            "pattern": pattern,
+            "fill_missing": fill_missing,
+            "max_open_files": max_open_files,
+            "series": series,
+            "copy": copy,
+        }
+        label = _source_label(self._source)
+        self.files = tuple(_list_files(self._source))
+        self.grid = None
+        self._template = None
+        self._table = None if pattern is not None else self._dataset_of_all(label, series)
+        if self._table is not None:
+            self._init_dataset(self._table, label, fill_missing)
+            self._files = _OpenFiles(max_open_files, self._open_raw)
+            return
+        try:
+            grid = arrange_files(self.files, pattern, fill_missing=fill_missing is not None)
+        except FileNameError as exc:
+            raise StackReadError(label, str(exc)) from None
+        # files in grid order (C order of the file-name axes: natural order of numbered names)
+        ordered = sorted(grid.cells.items())
+        self.files = tuple(self.files[number] for _, number in ordered)
+        self.grid = dataclasses.replace(grid, cells={key: i for i, (key, _) in enumerate(ordered)})
+        self._first_number = 0
+        first = TiffStackND(self.files[self._first_number], series=series, copy=copy)
+        try:
+            self._init_sequence(first, label, fill_missing)
+        except BaseException:
+            first.close()
+            raise
+        if (
+            not self._inner_axes
+            and self._storage == "mapped"
+            and self.metadata["kind"] in _TEMPLATE_KINDS
+        ):
+            self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
+        self._files = _OpenFiles(max_open_files, self._open_file)
+        self._files.add(self._first_number, first)
+
+    def _dataset_of_all(self, label: str, series: int) -> PlaneTable | None:
+        """Return the first file's multi-file dataset, if the source lists only its files."""
+        table = find_dataset(self.files[0], series)
+        if table is None:
+            return None
+        others = {os.path.abspath(f) for f in self.files} - {
+            os.path.abspath(f) for f in table.files
+        }
+        if not others:
+            return table
+        if len(table.files) == 1:  # positions inside each file of a numbered sequence
+            return None
+        raise StackReadError(
+            label,
+            f"{os.path.basename(self.files[0])} belongs to a dataset of {len(table.files)} "
+            f"files, but the source also holds {len(others)} other TIFF files (e.g. "
+            f"{os.path.basename(min(others))}); open one file of the dataset instead",
+        )
+
+    def _init_axes(
+        self,
+        outer: list[tuple[str, int]],
+        plane: list[tuple[str, int]],
+        dtype: np.dtype,
+        fill_missing: float | None,
+    ) -> None:
+        """Declare the axes (outer then plane), the frame getter and the default iteration."""
+        self._dtype = np.dtype(dtype).newbyteorder("=")
+        self._plane_axes = "".join(axis for axis, _ in plane)
+        self._plane_shape = tuple(size for _, size in plane)
+        self._fill = None
+        if fill_missing is not None:
+            self._fill = np.array(fill_missing).astype(self._dtype)
+            both_nan = self._fill != self._fill and fill_missing != fill_missing
+            if self._fill != fill_missing and not both_nan:
+                raise ValueError(f"fill_missing={fill_missing!r} does not fit {self._dtype}")
+        for axis, size in (*outer, *plane):
+            self._init_axis(axis, size)
+        self._plane_reader = self._sequence_plane if self._table is None else self._dataset_plane
+        self._register_get_frame(self.get_plane, self._plane_axes)
+        order = [a for a in AXIS_ORDER if a in self.sizes and a not in self._plane_axes]
+        preferred = [a for a in ("t", "z") if a in self.sizes] or order[:1]
+        self.iter_axes = preferred[:1]
+        self.bundle_axes = self._plane_axes
+
+    def _init_dataset(self, table: PlaneTable, label: str, fill_missing: float | None) -> None:
+        """Set axes, dtype and metadata from a multi-file dataset's plane table."""
+        missing = int(np.count_nonzero(table.file_index < 0))
+        if missing and fill_missing is None:
+            raise StackReadError(
+                label,
+                f"{missing} planes of the dataset are in no file (files missing?); pass "
+                "fill_missing= to fill them",
+            )
+        self.files = table.files
+        self._inner_axes = ()
+        outer = list(zip(table.axes, table.shape, strict=True))
+        plane = list(zip(table.plane_axes, table.plane_shape, strict=True))
+        self._init_axes(outer, plane, table.dtype, fill_missing)
+        self.metadata = dict(table.metadata)
+        self.metadata.update(
+            files=len(table.files), file_axes={}, file_pattern=table.kind, missing_files=missing
+        )
+        interval = self.metadata.get("frame_interval")
+        self._frame_rate = 1.0 / interval if interval else None
+        self._storage = "mapped"
+
+    def _init_sequence(self, first: TiffStackND, label: str, fill_missing: float | None) -> None:
+        """Set axes, dtype and metadata from the first file and the file grid."""
+        plane_axes = _plane_axes(first)
+        file_sizes = {a: n for a, n in first.sizes.items() if a not in plane_axes}
+        clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1]
+        if clashes:
+            axis = clashes[0]
+            raise StackReadError(
+                label,
+                f"the file names number the files along {axis!r}, but each file also has a "
+                f"{axis!r} axis of {file_sizes[axis]}; give pattern= with another axis",
+            )
+        self._file_sizes = file_sizes
+        self._inner_axes = tuple(a for a in file_sizes if a not in self.grid.axes)
+        outer = [*zip(self.grid.axes, self.grid.shape, strict=True)]
+        outer += [(a, file_sizes[a]) for a in self._inner_axes]
+        plane = [(a, first.sizes[a]) for a in plane_axes]
+        self._init_axes(outer, plane, first.pixel_type, fill_missing)
+        self.metadata = dict(first.metadata)
+        self.metadata.update(
+            files=len(self.files),
+            file_axes={a: list(self.grid.values[a]) for a in self.grid.axes},
+            file_pattern=self.grid.pattern,
+            missing_files=len(self.grid.missing),
+        )
+        self._frame_rate = first.frame_rate
+        self._storage = first.storage
+
+    def _open_raw(self, number: int) -> io.FileIO:
+        """Open file ``number`` of a multi-file dataset for reading planes at known offsets."""
+        path = self.files[number]
+        try:
+            return open(path, "rb", buffering=0)  # closed by the cache
+        except FileNotFoundError:
+            raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+
+    def _dataset_plane(self, coords: dict[str, int]) -> np.ndarray:
+        """Read one plane of a multi-file dataset from its file and offset."""
+        files = self._files
+        if files is None:
+            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+        table = self._table
+        index = tuple(int(coords[a]) for a in table.axes)
+        number = int(table.file_index[index])
+        if number < 0:
+            return np.full(self._plane_shape, self._fill, dtype=self._dtype)
+        handle = files.acquire(number)
+        try:
+            return read_plane(
+                handle.fileno(), table, int(table.offsets[index]), table.files[number]
+            )
+        finally:
+            files.release(number)
+
+    def _open_file(self, number: int) -> TiffStackND:
+        """Open file ``number`` and check that it has the first file's layout."""
+        path = self.files[number]
+        reader = TiffStackND(path, series=self._options["series"], copy=self._options["copy"])
+        difference = self._compare_layout(reader)
+        if difference:
+            reader.close()
+            first = os.path.basename(self.files[self._first_number])
+            raise StackReadError(
+                path, f"its layout differs from the first file {first}: {difference}"
+            )
+        return reader
+
+    def _compare_layout(self, reader: TiffStackND) -> str:
+        """Describe how a file's layout differs from the first file's ('' if it does not)."""
+        plane_axes = _plane_axes(reader)
+        plane = tuple(reader.sizes[a] for a in plane_axes)
+        if (plane_axes, plane) != (self._plane_axes, self._plane_shape):
+            return f"planes {plane_axes}={plane} instead of {self._plane_axes}={self._plane_shape}"
+        sizes = {a: n for a, n in reader.sizes.items() if a not in plane_axes}
+        if sizes != self._file_sizes:
+            return f"axes {sizes} instead of {self._file_sizes}"
+        dtype = np.dtype(reader.pixel_type)
+        if dtype != self._dtype:
+            return f"pixel type {dtype} instead of {self._dtype}"
+        return ""
+
+    def get_plane(self, **coords: int) -> np.ndarray:
+        """Read one plane (axes ``plane_axes``) at the given coordinates of the other axes.
+
+        Thread-safe; the cheapest way to read (no :class:`pims.Frame` wrapping).
+
+        Parameters
+        ----------
+        **coords : int
+            Coordinates of the non-plane axes; missing ones take ``default_coords``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A fresh array in native byte order (or what ``TiffStackND.get_plane`` returns for
+            files opened as stacks with ``copy=False``).
+
+        Raises
+        ------
+        ReaderClosedError
+            After :meth:`close`.
+        IndexError
+            A coordinate out of range (coordinates of unknown axes are ignored).
+        StackReadError
+            The plane's file is unreadable, truncated, or differs from the first file.
+        """
+        sizes = self.sizes
+        for axis, value in coords.items():
+            if axis in sizes and not 0 <= value < sizes[axis]:
+                raise IndexError(f"coordinate {axis}={value} out of range 0..{sizes[axis] - 1}")
+        for axis, value in self.default_coords.items():
+            coords.setdefault(axis, value)
+        return self._plane_reader(coords)
+
+    def _sequence_plane(self, coords: dict[str, int]) -> np.ndarray:
+        """Read one plane: find its file from the file-name coordinates, then read inside it."""
+        files = self._files
+        if files is None:
+            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+        number = self.grid.cells.get(tuple(int(coords[a]) for a in self.grid.axes))
+        if number is None:
+            return np.full(self._plane_shape, self._fill, dtype=self._dtype)
+        if self._template is not None:
+            plane = self._template.read(self.files[number])
+            if plane is not None:
+                return plane
+        inner = {a: int(coords[a]) for a in self._inner_axes}
+        reader = files.acquire(number)
+        try:
+            return reader.get_plane(**inner)
+        finally:
+            files.release(number)
+
+    def __len__(self) -> int:
+        return math.prod(self.sizes[axis] for axis in self.iter_axes)
+
+    def get_frame(self, i: int) -> Frame:
+        """Return frame ``i`` of the iteration over ``iter_axes``, bundling ``bundle_axes``.
+
+        Same result as :meth:`pims.FramesSequenceND.get_frame` (a :class:`pims.Frame` with
+        ``frame_no`` and ``metadata['axes']``/``['coords']``) without its per-frame numpy
+        arithmetic, which costs more than reading a small plane.
+
+        Raises
+        ------
+        IndexError
+            ``i`` is outside ``0 <= i < len(self)``.
+        ReaderClosedError
+            After :meth:`close`.
+        """
+        sizes, iter_axes = self.sizes, self.iter_axes
+        count = math.prod(sizes[axis] for axis in iter_axes)
+        if not 0 <= i < count:
+            raise IndexError(f"frame {i} out of range 0..{count - 1}")
+        coords = dict(self.default_coords)
+        rest = int(i)
+        for axis in reversed(iter_axes):
+            rest, coords[axis] = divmod(rest, sizes[axis])
+        bundle = self.bundle_axes
+        result = self._get_frame_wrapped(**coords)
+        metadata = dict(result.metadata) if isinstance(result, Frame) else {}
+        metadata["axes"] = bundle
+        metadata["coords"] = {a: coords[a] for a in sizes if a not in bundle}
+        return Frame(result, frame_no=i, metadata=metadata)
+
+    @property
+    def pixel_type(self) -> np.dtype:
+        """The sample type of the planes (native byte order)."""
+        return self._dtype
+
+    @property
+    def plane_axes(self) -> str:
+        """Axes of one plane: ``'yx'`` or ``'yxs'``."""
+        return self._plane_axes
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second from the first file's frame interval, or None."""
+        return self._frame_rate
+
+    @property
+    def storage(self) -> str:
+        """How the first file's planes are read: ``'mapped'`` or ``'decoded'``."""
+        return self._storage
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._files is None
+
+    def open_file_count(self) -> int:
+        """Count the files currently open (at most ``max_open_files`` when idle)."""
+        return 0 if self._files is None else self._files.open_count()
+
+    def close(self) -> None:
+        """Close every open file (idempotent); reading afterwards raises ReaderClosedError."""
+        files, self._files = self._files, None
+        if files is not None:
+            files.close()
+
+    def __reduce__(self):
+        state = {
+            "iter_axes": self.iter_axes,
+            "bundle_axes": self.bundle_axes,
+            "default_coords": dict(self.default_coords),
+        }
+        return (_restore, (type(self), self._source, self._options, state))
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{a}={n}" for a, n in self.sizes.items())
+        state = "closed" if self.closed else f"{len(self.files)} files"
+        label = _source_label(self._source)
+        return f"<{type(self).__name__} {label} ({state}) {sizes} {self._dtype}>"
+
+
+def _restore(cls: type, source: Any, options: dict[str, Any], state: dict[str, Any]):
+    """Re-open a pickled reader and restore its axis settings."""
+    reader = cls(source, **options)
+    reader.bundle_axes = state["bundle_axes"]
+    reader.iter_axes = state["iter_axes"]
+    reader.default_coords = state["default_coords"]
+    return reader

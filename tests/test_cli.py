@@ -1,0 +1,412 @@
+"""The ``pims-video`` command line, run through its real entry point in subprocesses.
+
+Videos are read back independently (frame counts by imageio-ffmpeg, pixels decoded by PyAV),
+stacks with tifffile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils.sample import write_sample
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"n_frames": 8, "n_z": 3, "n_channels": 2, "height": 64, "width": 96, "n_spots": 12}
+
+
+def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m pims_videoutils ARGS`` with this checkout first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-m", "pims_videoutils", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def read_video(path: Path, pix_fmt: str = "rgb24") -> tuple[dict, np.ndarray]:
+    """Decode a video with PyAV: ({'fps', 'size'}, frames as (T, Y, X[, 3]) array)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        meta = {"fps": float(stream.average_rate), "size": (stream.width, stream.height)}
+        frames = [frame.to_ndarray(format=pix_fmt) for frame in container.decode(stream)]
+    return meta, np.stack(frames)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(float).ravel(), b.astype(float).ravel())[0, 1])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Path:
+    return write_sample(tmp_path_factory.mktemp("stack") / "sample.tif", seed=1, **SIZES)
+
+
+@pytest.fixture(scope="module")
+def pixels(stack) -> np.ndarray:
+    return tifffile.imread(stack)  # TZCYX, tifffile's own decoding
+
+
+# ---- help, version, sample ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["batch"], ["sample"]])
+def test_help_has_examples(tmp_path, command):
+    result = run(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Examples:" in result.stdout
+    assert "pims-video " + (command[0] if command else "") in result.stdout
+
+
+def test_console_script_is_registered():
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    if "pims-video" not in scripts:
+        pytest.skip("package not installed (pip install -e . --no-deps)")
+    assert scripts["pims-video"] == "pims_videoutils.cli:main"
+    result = subprocess.run([shutil.which("pims-video"), "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "pims-video" in result.stdout
+
+
+def test_sample_command_writes_the_python_sample(tmp_path):
+    result = run("sample", "s.tif", "--seed", "5", "--frames", "4", "--z", "2", "--channels", "2",
+                 "--size", "48", "64", "--spots", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = write_sample(tmp_path / "py.tif", seed=5, n_frames=4, n_z=2, n_channels=2,
+                            height=48, width=64, n_spots=5)
+    written = tifffile.imread(tmp_path / "s.tif")
+    assert written.shape == (4, 2, 2, 48, 64)
+    assert np.array_equal(written, tifffile.imread(expected))
+
+
+# ---- info -----------------------------------------------------------------------------------
+
+
+def test_info_reports_what_tifffile_sees(stack, tmp_path):
+    result = run("info", str(stack), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with tifffile.TiffFile(stack) as tif:
+        shape, axes = tif.series[0].shape, tif.series[0].axes
+        meta = tif.imagej_metadata
+        x_resolution = tif.pages[0].tags["XResolution"].value
+    out = result.stdout
+    sizes = " ".join(f"{a.lower()}={n}" for a, n in zip(axes, shape, strict=True))
+    assert f"axes:           {sizes}" in out
+    assert "dtype:          uint16" in out
+    assert "storage:        mapped" in out
+    pixel = x_resolution[1] / x_resolution[0]
+    assert f"pixel size:     {pixel:.6g} x {pixel:.6g}" in out
+    assert f"z step:         {meta['spacing']:.6g}" in out
+    assert f"frame interval: {meta['finterval']:.6g} s" in out
+    assert "software:       tifffile.py" in out
+
+
+def test_info_several_paths_one_bad(stack, tmp_path):
+    result = run("info", str(stack), str(tmp_path / "missing.tif"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert str(stack) in result.stdout
+    assert result.stderr.startswith("pims-video: error: ")
+    assert "missing.tif" in result.stderr
+
+
+# ---- convert --------------------------------------------------------------------------------
+
+
+def test_convert_default_is_composite_max_projection_over_time(stack, pixels, tmp_path):
+    result = run("convert", str(stack), "out.mp4", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    n_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "out.mp4"))
+    assert n_frames == SIZES["n_frames"]
+    meta, video = read_video(tmp_path / "out.mp4")
+    assert meta["size"] == (SIZES["width"], SIZES["height"])
+    assert meta["fps"] == pytest.approx(10.0)  # ImageJ finterval 0.1 s
+    projection = pixels.max(axis=1)  # T C Y X: max over z
+    # Default colours: channel 0 green, channel 1 magenta (red + blue).
+    for t in (0, SIZES["n_frames"] - 1):
+        assert correlation(video[t, ..., 1], projection[t, 0]) > 0.8
+        assert correlation(video[t, ..., 0], projection[t, 1]) > 0.8
+        assert correlation(video[t, ..., 2], projection[t, 1]) > 0.8
+
+
+def test_convert_one_channel_one_plane(stack, pixels, tmp_path):
+    result = run("convert", str(stack), "c1z2.mp4", "--channels", "1", "--project", "none",
+                 "--coords", "z=2", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, video = read_video(tmp_path / "c1z2.mp4", pix_fmt="gray")
+    t = 3
+    scores = {(z, c): correlation(video[t], pixels[t, z, c])
+              for z in range(SIZES["n_z"]) for c in range(SIZES["n_channels"])}
+    assert max(scores, key=scores.get) == (2, 1)
+
+
+def test_convert_animates_z_and_takes_a_frame_range(stack, pixels, tmp_path):
+    result = run("convert", str(stack), "z.mp4", "--axis", "z", "--coords", "t=5",
+                 "--channels", "0", "--fps", "4", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    meta, video = read_video(tmp_path / "z.mp4", pix_fmt="gray")
+    assert len(video) == SIZES["n_z"] and meta["fps"] == pytest.approx(4)
+    for z in range(SIZES["n_z"]):
+        assert correlation(video[z], pixels[5, z, 0]) > 0.9
+
+    result = run("convert", str(stack), "range.mp4", "--start", "1", "--stop", "7", "--step", "3",
+                 "--channels", "0", "--coords", "z=0", "--project", "none", "--no-progress",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    meta, video = read_video(tmp_path / "range.mp4", pix_fmt="gray")
+    assert len(video) == 2 and meta["fps"] == pytest.approx(10.0)
+    for frame, t in zip(video, (1, 4), strict=True):
+        scores = [correlation(frame, pixels[u, 0, 0]) for u in range(SIZES["n_frames"])]
+        assert int(np.argmax(scores)) == t
+
+
+def test_convert_lossless_round_trip(stack, pixels, tmp_path):
+    result = run("convert", str(stack), "exact.mkv", "--lossless", "--channels", "0",
+                 "--project", "none", "--coords", "z=1", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, video = read_video(tmp_path / "exact.mkv", pix_fmt="gray16le")
+    assert np.array_equal(video, pixels[:, 1, 0])
+
+
+@pytest.fixture
+def plane_files(pixels, tmp_path) -> Path:
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    for t in range(5):
+        tifffile.imwrite(folder / f"img_t{t:03d}.tif", pixels[t, 0, 0])
+    return folder
+
+
+@pytest.mark.parametrize("pattern", ["{folder}", "{folder}/img_t*.tif"], ids=["folder", "glob"])
+def test_convert_folder_and_glob(plane_files, pixels, tmp_path, pattern):
+    source = pattern.format(folder=plane_files)
+    result = run("convert", source, "seq.mp4", "--fps", "5", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    meta, video = read_video(tmp_path / "seq.mp4", pix_fmt="gray")
+    assert len(video) == 5 and meta["fps"] == pytest.approx(5)
+    for t in range(5):
+        assert correlation(video[t], pixels[t, 0, 0]) > 0.9
+
+
+# ---- batch ----------------------------------------------------------------------------------
+
+
+def test_batch_reports_a_bad_input_and_converts_the_others(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name, frames in (("a", 3), ("b", 5)):
+        write_sample(inputs / f"{name}.tif", seed=2, n_frames=frames, n_z=1, n_channels=1,
+                     height=32, width=48, n_spots=3)
+    (inputs / "bad.tif").write_text("not a tiff")
+    result = run("batch", str(inputs / "a.tif"), str(inputs / "bad.tif"), str(inputs / "b.tif"),
+                 "--out", "movies", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "FAILED" in result.stderr and "bad.tif" in result.stderr
+    assert "2 of 3 converted" in result.stdout and "1 failed" in result.stdout
+    movies = tmp_path / "movies"
+    assert sorted(p.name for p in movies.iterdir()) == ["a.mp4", "b.mp4"]
+    for name, frames in (("a", 3), ("b", 5)):
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == frames
+
+
+def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
+    other = tmp_path / "x"
+    other.mkdir()
+    shutil.copy(stack, other / stack.name)
+    result = run("batch", str(stack), str(other / stack.name), "--out", "movies", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "would both write" in result.stderr
+    assert not (tmp_path / "movies").exists()
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pims-video: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_input_is_one_line_error(tmp_path):
+    result = run("convert", "missing.tif", "out.mp4", cwd=tmp_path)
+    _assert_one_line_error(result, "missing.tif")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_not_a_tiff_is_one_line_error(tmp_path):
+    (tmp_path / "bad.tif").write_text("hello")
+    _assert_one_line_error(run("info", "bad.tif", cwd=tmp_path), "bad.tif")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--coords", "q=0"], "no axis 'q'"),
+        (["--coords", "z=7"], "out of range"),
+        (["--channels", "5"], "out of range"),
+        (["--axis", "y"], "image axis"),
+        (["--start", "50"], "selects no frame"),
+        (["--scale", "0.3"], "scale"),
+        (["--codec", "nonsense"], "nonsense"),
+        (["--preset", "nope"], "invalid preset 'nope'"),  # ffmpeg itself fails
+    ],
+)
+def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment):
+    result = run("convert", str(stack), "out.mp4", "--no-progress", *options, cwd=tmp_path)
+    _assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["convert", "a.tif"],
+        ["convert", "a.tif", "b.mp4", "--bogus"],
+        ["convert", "a.tif", "b.mp4", "--coords", "z1"],
+        ["convert", "a.tif", "b.mp4", "--contrast", "bright"],
+        ["convert", "a.tif", "b.mp4", "--fps", "-3"],
+        ["batch", "a.tif"],
+        ["nocommand"],
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Usage:" in result.stderr and "Error:" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("--debug", "info", "missing.tif", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "StackNotFoundError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pims-video: error: ")
+
+
+def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
+    write_sample(tmp_path / "long.tif", n_frames=400, n_z=1, n_channels=1, height=256,
+                 width=256, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "convert", "long.tif", "long.mp4",
+         "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        seen = ""  # wait until frames flow to ffmpeg (the progress bar counts some)
+        while not re.search(r" [1-9]\d*/400 ", seen) and process.poll() is None:
+            seen += process.stderr.read(1)
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, seen + rest
+    assert "interrupted" in rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.tif"]
+
+
+
+def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
+    # Like Ctrl-C in a terminal: SIGINT to the whole process group (workers, ffmpeg too).
+    for i in range(3):
+        write_sample(tmp_path / f"s{i}.tif", seed=i, n_frames=300, n_z=1, n_channels=1,
+                     height=128, width=128, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "s2.tif",
+         "--out", "movies", "--jobs", "2", "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
+            if len(started) == 2:  # both workers are encoding
+                break
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert list(movies.iterdir()) == []  # no movie, no partial file, s2 never started
+
+
+# ---- the option -> reader translation, in process -------------------------------------------
+
+
+def _write(path: Path, shape: tuple[int, ...], axes: str) -> Path:
+    """A small stack: an ImageJ hyperstack, or an RGB image for axes YXS."""
+    if axes == "YXS":
+        tifffile.imwrite(path, np.zeros(shape, np.uint8), photometric="rgb")
+    else:
+        data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+        tifffile.imwrite(path, data, imagej=True, metadata={"axes": axes})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "expected_len", "expected_bundle", "expected_layout"),
+    [
+        # channels only: one composite frame, not one frame per channel
+        ((3, 16, 20), "CYX", 1, ["c", "y", "x"], {"channel_axis": "c"}),
+        # a z-stack animates z (nothing left to project)
+        ((5, 16, 20), "ZYX", 5, ["y", "x"], {"channel_axis": None}),
+        # time and z: z is max-projected
+        ((4, 3, 16, 20), "TZYX", 4, ["z", "y", "x"],
+         {"channel_axis": None, "projection": "max", "projection_axis": "z"}),
+        # RGB samples are the colour
+        ((16, 20, 3), "YXS", 1, ["y", "x", "s"], {"channel_axis": "s"}),
+    ],
+    ids=["CYX", "ZYX", "TZYX", "YXS"],
+)
+def test_select_frames_defaults(tmp_path, shape, axes, expected_len, expected_bundle,
+                                expected_layout):
+    from pims_videoutils.cli import open_stack, select_frames
+
+    reader = open_stack(str(_write(tmp_path / "s.tif", shape, axes)))
+    try:
+        frames, layout = select_frames(reader)
+        assert frames is reader
+        assert len(frames) == expected_len
+        assert reader.bundle_axes == expected_bundle
+        assert layout == expected_layout
+        assert frames[0].shape == tuple(reader.sizes[a] for a in expected_bundle)
+    finally:
+        reader.close()
+
+
+def test_select_frames_slice_uses_axis_numbers(tmp_path):
+    from pims_videoutils.cli import open_stack, select_frames
+
+    path = _write(tmp_path / "s.tif", (6, 3, 2, 16, 20), "TZCYX")
+    reader = open_stack(str(path))
+    try:
+        frames, layout = select_frames(reader, frame_range=slice(1, None, 2))
+        assert len(frames) == 3
+        assert layout == {"channel_axis": 1, "projection": "max", "projection_axis": 0}
+        expected = tifffile.imread(path)[3]  # frame 1 of the slice is t=3: Z C Y X
+        assert np.array_equal(frames[1], expected)
+    finally:
+        reader.close()

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pims_videoutils import ExportArgumentError
+from pims_videoutils.colour import (
+    Compositor,
+    apply_lut,
+    channel_lut,
+    colormap_lut,
+    default_channel_colors,
+)
+
+RAMP = np.arange(256, dtype=np.uint8)
+
+
+def test_viridis_end_points_are_the_published_ones():
+    lut = colormap_lut("viridis")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8 and lut.flags.c_contiguous
+    # viridis starts at #440154 and ends at #FDE725
+    np.testing.assert_array_equal(lut[0], [0x44, 0x01, 0x54])
+    np.testing.assert_array_equal(lut[255], [0xFD, 0xE7, 0x25])
+
+
+def test_gray_and_reversed_gray():
+    np.testing.assert_array_equal(colormap_lut("gray"), np.stack([RAMP] * 3, axis=1))
+    np.testing.assert_array_equal(colormap_lut("gray_r"), np.stack([RAMP[::-1]] * 3, axis=1))
+
+
+def test_explicit_tables():
+    table = np.zeros((256, 3), np.uint8)
+    table[:, 2] = RAMP
+    np.testing.assert_array_equal(colormap_lut(table), table)
+    np.testing.assert_array_equal(colormap_lut(table / 255.0), table)
+    with pytest.raises(ExportArgumentError):
+        colormap_lut(np.zeros((10, 3)))
+    with pytest.raises(ExportArgumentError):
+        colormap_lut("no-such-colormap")
+
+
+def test_channel_colours_are_ramps_from_black():
+    green = channel_lut("green")
+    np.testing.assert_array_equal(green[:, 1], RAMP)
+    assert not green[:, [0, 2]].any()
+    orange = channel_lut("#ff8800")
+    expected = np.round(np.outer(np.linspace(0, 1, 256), [255, 0x88, 0])).astype(np.uint8)
+    np.testing.assert_array_equal(orange, expected)
+    np.testing.assert_array_equal(channel_lut((1.0, 0.0, 1.0)), channel_lut("magenta"))
+    # not a colour: a colormap
+    np.testing.assert_array_equal(channel_lut("viridis"), colormap_lut("viridis"))
+    with pytest.raises(ExportArgumentError):
+        channel_lut("not-a-colour-or-map")
+
+
+def test_default_channel_colors():
+    assert default_channel_colors(1) == ("gray",)
+    assert default_channel_colors(2) == ("green", "magenta")
+    assert default_channel_colors(3) == ("red", "green", "blue")
+    assert default_channel_colors(5) == ("red", "green", "blue", "gray", "cyan")
+    for bad in (0, 8):
+        with pytest.raises(ExportArgumentError):
+            default_channel_colors(bad)
+
+
+def test_apply_lut_equals_fancy_indexing():
+    lut = colormap_lut("magma")
+    plane = np.random.default_rng(0).integers(0, 256, (17, 23), dtype=np.uint8)
+    out = apply_lut(lut, plane)
+    assert out.shape == (17, 23, 3)
+    np.testing.assert_array_equal(out, lut[plane])
+
+
+def planes(n, shape=(9, 11), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+def test_rgb_composite_is_a_plain_stack():
+    comp = Compositor(["red", "green", "blue"])
+    assert comp.stack_order == (0, 1, 2)
+    p = planes(3)
+    np.testing.assert_array_equal(comp(p), np.stack(p, axis=-1))
+    bgr = Compositor(["blue", "green", "red"])
+    np.testing.assert_array_equal(bgr(p), np.stack(p[::-1], axis=-1))
+
+
+def test_green_magenta_composite():
+    comp = Compositor(default_channel_colors(2))
+    assert comp.stack_order is None
+    a, b = planes(2)
+    out = comp([a, b])
+    np.testing.assert_array_equal(out, np.stack([b, a, b], axis=-1))
+
+
+def test_composite_adds_and_saturates():
+    a, b = planes(2, seed=4)
+    out = Compositor(["red", "yellow"])([a, b])
+    red = np.minimum(a.astype(int) + b, 255)
+    np.testing.assert_array_equal(out[..., 0], red)
+    np.testing.assert_array_equal(out[..., 1], b)
+    assert not out[..., 2].any()
+
+
+def test_single_channel_with_colormap_and_wrong_count():
+    (a,) = planes(1)
+    np.testing.assert_array_equal(Compositor(["viridis"])([a]), colormap_lut("viridis")[a])
+    with pytest.raises(ExportArgumentError):
+        Compositor(["red", "green"])([a])

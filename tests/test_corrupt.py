@@ -1,0 +1,188 @@
+"""Bad input: one documented error (StackReadError with the path), no hang, no write."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils import StackNotFoundError, StackReadError
+from pims_videoutils.readers import TiffStackND
+
+
+def _interleaved(path, n=6, bigtiff=False):
+    data = np.arange(n * 20 * 24, dtype="u2").reshape(n, 20, 24)
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+        for page in data:
+            tif.write(page, contiguous=False, metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        return [(p.offset, len(p.tags)) for p in tif.pages]
+
+
+def _next_pointer_at(offset, ntags, bigtiff=False):
+    return offset + (8 + ntags * 20 if bigtiff else 2 + ntags * 12)
+
+
+def _patch(path, position, value, fmt="<I"):
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(struct.pack(fmt, value))
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_read_error(path, match):
+    before = _digest(path)
+    with pytest.raises(StackReadError, match=match) as info:
+        TiffStackND(path)
+    assert info.value.path == os.fspath(path)
+    assert _digest(path) == before
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.tif"
+    with pytest.raises(StackNotFoundError) as info:
+        TiffStackND(path)
+    assert isinstance(info.value, FileNotFoundError)
+    assert info.value.path == os.fspath(path)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(StackReadError):
+        TiffStackND(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.tif"
+    path.write_bytes(b"")
+    _assert_read_error(path, "empty")
+
+
+def test_not_a_tiff(tmp_path):
+    path = tmp_path / "text.tif"
+    path.write_text("this is not an image\n" * 10)
+    _assert_read_error(path, "not a readable TIFF")
+
+
+def test_truncated_header(tmp_path):
+    path = tmp_path / "header.tif"
+    _interleaved(path)
+    path.write_bytes(path.read_bytes()[:5])
+    _assert_read_error(path, "TIFF")
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "shaped", "imagej", "imagej-truncated", "ome"])
+def test_truncated_in_the_data(tmp_path, layout):
+    path = tmp_path / f"{layout}.tif"
+    data = np.ones((6, 20, 24), "u2")
+    if layout == "interleaved":
+        _interleaved(path)
+        with tifffile.TiffFile(path) as tif:
+            cut = tif.pages[-1].dataoffsets[0] + 10
+    else:
+        kwargs = {"shaped": {}, "imagej": {"imagej": True},
+                  "imagej-truncated": {"imagej": True, "truncate": True},
+                  "ome": {"ome": True}}[layout]
+        tifffile.imwrite(path, data, **kwargs)
+        with tifffile.TiffFile(path) as tif:  # cut inside the last plane's data
+            last = tif.pages[-1]
+            cut = last.dataoffsets[0] + last.databytecounts[0] - 10
+            if layout != "ome":  # one block of data
+                cut = tif.series[0].dataoffset + data.nbytes - 10
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    _assert_read_error(path, "truncated|beyond|outside|cannot parse")
+
+
+@pytest.mark.parametrize("bigtiff", [False, True], ids=["classic", "bigtiff"])
+@pytest.mark.parametrize("target", ["itself", "earlier", "first"])
+def test_ifd_loop(tmp_path, bigtiff, target):
+    path = tmp_path / "loop.tif"
+    pages = _interleaved(path, bigtiff=bigtiff)
+    offset, ntags = pages[3]
+    goto = {"itself": offset, "earlier": pages[1][0], "first": pages[0][0]}[target]
+    _patch(path, _next_pointer_at(offset, ntags, bigtiff), goto, "<Q" if bigtiff else "<I")
+    _assert_read_error(path, "loops")
+
+
+def test_pointer_beyond_end_of_file(tmp_path):
+    path = tmp_path / "beyond.tif"
+    pages = _interleaved(path)
+    offset, ntags = pages[2]
+    _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
+    _assert_read_error(path, "outside the file")
+
+
+def test_first_ifd_beyond_end_of_file(tmp_path):
+    path = tmp_path / "first.tif"
+    _interleaved(path)
+    _patch(path, 4, path.stat().st_size + 1000)
+    _assert_read_error(path, "invalid first IFD")
+
+
+def test_strip_offset_beyond_end_of_file(tmp_path):
+    """Pages that disagree with the file: one page's data pointer beyond the end."""
+    path = tmp_path / "strip.tif"
+    _interleaved(path)
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[4].tags["StripOffsets"]
+        position = tag.offset + 8  # the inline value of the entry
+    _patch(path, position, path.stat().st_size + 10)
+    _assert_read_error(path, "truncated|beyond")
+
+
+def test_inconsistent_imagej_image_count(tmp_path):
+    """ImageJ header claims more images than the file holds."""
+    path = tmp_path / "count.tif"
+    tifffile.imwrite(path, np.ones((3, 20, 24), "u2"), imagej=True, truncate=True)
+    raw = path.read_bytes()
+    patched = raw.replace(b"images=3", b"images=9")
+    assert patched != raw
+    path.write_bytes(patched)
+    _assert_read_error(path, "truncated|pages for")
+
+
+def test_file_truncated_after_open(tmp_path):
+    path = tmp_path / "shrinks.tif"
+    _interleaved(path)
+    with TiffStackND(path) as reader:
+        with open(path, "r+b") as f:
+            f.truncate(200)
+        with pytest.raises(StackReadError, match="shorter"):
+            reader[5]
+
+
+def test_corrupt_compressed_data_fails_at_read(tmp_path):
+    path = tmp_path / "deflate.tif"
+    tifffile.imwrite(path, np.arange(5 * 20 * 24, dtype="u2").reshape(5, 20, 24),
+                     compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        start, count = tif.pages[2].dataoffsets[0], tif.pages[2].databytecounts[0]
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(b"\xff" * count)
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(reader[1], tifffile.imread(path, key=1))
+        with pytest.raises(StackReadError, match="cannot decode page 2"):
+            reader[2]
+
+
+def test_missing_codec_names_imagecodecs(tmp_path, monkeypatch):
+    """Without imagecodecs, tifffile cannot decode zstd: the error says what to install."""
+    import types
+
+    import tifffile.tifffile as tiffmodule
+
+    path = tmp_path / "zstd.tif"
+    tifffile.imwrite(path, np.ones((5, 20, 24), "u2"), compression="zstd")
+    monkeypatch.setattr(tiffmodule, "imagecodecs", types.SimpleNamespace())
+    monkeypatch.setattr(tifffile.TIFF.DECOMPRESSORS, "_codecs", {})
+    with TiffStackND(path) as reader:
+        with pytest.raises(StackReadError, match="pip install imagecodecs"):
+            reader[0]

@@ -1,0 +1,662 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils import ExportArgumentError, FFmpegError, VideoResult, to_video
+from pims_videoutils import _ffmpeg as ffmpeg_module
+from pims_videoutils.readers import TiffStackND
+
+# ---- independent decoding -------------------------------------------------------------
+
+
+def read_back(path, pix_fmt="gray"):
+    """Decode a video with PyAV (ffmpeg's libraries): (frames array, stream facts)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([f.to_ndarray(format=pix_fmt) for f in container.decode(stream)])
+        meta = {
+            "size": (stream.width, stream.height),
+            "fps": float(stream.average_rate),
+            "pix_fmt": stream.codec_context.pix_fmt,
+        }
+    return frames, meta
+
+
+def count(path):
+    return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+
+
+def display(values, lo, hi):
+    """The documented 8-bit mapping, computed independently."""
+    t = np.clip((np.asarray(values, np.float64) - lo) / (hi - lo), 0, 1)
+    return np.floor(255 * t + 0.5)
+
+
+def gradient_movie(n=12, h=48, w=64, dtype=np.uint16, base=300, step=150, spread=2000):
+    """A smooth diagonal gradient getting brighter frame by frame."""
+    y, x = np.mgrid[0:h, 0:w]
+    plane = (y / (h - 1) + x / (w - 1)) / 2 * spread
+    return np.stack([plane + base + step * t for t in range(n)]).astype(dtype)
+
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+@pytest.fixture
+def no_ffmpeg(monkeypatch):
+    """Fail if ffmpeg would start (for errors that must come before it)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ffmpeg was started")
+
+    monkeypatch.setattr(ffmpeg_module, "FFmpegProcess", refuse)
+
+
+# ---- arrays -----------------------------------------------------------------------------
+
+
+def test_uint16_default_contrast_values(tmp_path):
+    movie = gradient_movie()
+    result = to_video(movie, tmp_path / "m.mp4", fps=12, crf=1, progress=False)
+    assert isinstance(result, VideoResult)
+    lo, hi = np.percentile(movie, (0.1, 99.9))  # <= 50 frames: all are sampled
+    np.testing.assert_allclose(result.intensity_range, (lo, hi))
+    frames, meta = read_back(result.path)
+    assert frames.shape == movie.shape
+    assert meta["fps"] == 12
+    assert count(result.path) == len(movie) == result.n_frames
+    assert (result.width, result.height, result.padding) == (64, 48, (0, 0))
+    assert (result.codec, result.pixel_format) == ("libx264", "yuv420p")
+    assert np.abs(frames.astype(int) - display(movie, lo, hi)).max() <= 2
+
+
+def test_brightness_ramp_stays_a_ramp(tmp_path):
+    rng = np.random.default_rng(0)
+    movie = gradient_movie(n=20, spread=400, step=100)
+    movie = (movie + rng.normal(0, 20, movie.shape)).astype(np.uint16)
+    to_video(movie, tmp_path / "auto.mp4", progress=False)
+    means = read_back(tmp_path / "auto.mp4")[0].mean(axis=(1, 2))
+    assert np.all(np.diff(means) > 0)
+    assert means[-1] - means[0] > 150
+    # per-frame contrast (opt-in) flattens the ramp: what the default avoids
+    result = to_video(movie, tmp_path / "frame.mp4", contrast="frame", progress=False)
+    assert result.intensity_range is None
+    flat = read_back(tmp_path / "frame.mp4")[0].mean(axis=(1, 2))
+    assert np.ptp(flat) < 10
+
+
+def test_fixed_contrast_and_gamma(tmp_path):
+    movie = gradient_movie(n=4)
+    result = to_video(
+        movie, tmp_path / "m.mkv", contrast=(500, 1500), lossless=True, gamma=0.5, progress=False
+    )
+    assert result.intensity_range == (500.0, 1500.0)
+    frames, _ = read_back(result.path)
+    t = np.clip((movie.astype(float) - 500) / 1000, 0, 1)
+    np.testing.assert_array_equal(frames, np.floor(255 * np.sqrt(t) + 0.5))
+
+
+def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    movie = rng.integers(0, 65536, (7, 33, 45), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False)
+    assert (result.codec, result.pixel_format) == ("ffv1", "gray16le")
+    assert result.intensity_range == (0.0, 65535.0)
+    frames, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(frames, movie)
+
+
+def test_uint8_ffv1_avi_round_trip_is_bit_exact(tmp_path):
+    movie = np.random.default_rng(2).integers(0, 256, (5, 20, 30), dtype=np.uint8)
+    result = to_video(movie, tmp_path / "exact.avi", lossless=True, progress=False)
+    assert result.pixel_format == "gray"
+    np.testing.assert_array_equal(read_back(result.path)[0], movie)
+
+
+def test_odd_size_is_padded_not_scaled(tmp_path):
+    movie = gradient_movie(n=3, h=31, w=41, dtype=np.uint8, base=20, step=30, spread=150)
+    result = to_video(movie, tmp_path / "odd.mp4", crf=0, progress=False)
+    assert (result.height, result.width, result.padding) == (32, 42, (1, 1))
+    frames, meta = read_back(result.path)
+    assert meta["size"] == (42, 32)
+    assert np.abs(frames[:, :31, :41].astype(int) - movie).max() <= 2
+    assert frames[:, 31, :].max() <= 2 and frames[:, :, 41].max() <= 2
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64, np.int32])
+def test_other_dtypes_use_percentiles(tmp_path, dtype):
+    movie = gradient_movie(n=5, spread=1000, base=0, step=0).astype(np.int32) - 500
+    movie = movie.astype(dtype)
+    result = to_video(movie, tmp_path / "m.mkv", lossless=True, progress=False)
+    lo, hi = np.percentile(movie.astype(np.float64), (0.1, 99.9))
+    np.testing.assert_allclose(result.intensity_range, (lo, hi), rtol=1e-6)
+    frames, _ = read_back(result.path)
+    assert np.abs(frames.astype(int) - display(movie, lo, hi)).max() <= 1
+
+
+def test_float_nan_is_black(tmp_path):
+    movie = np.linspace(0, 1, 4 * 8 * 10, dtype=np.float32).reshape(4, 8, 10)
+    movie[:, 0, 0] = np.nan
+    result = to_video(movie, tmp_path / "m.mkv", lossless=True, contrast=(0, 1), progress=False)
+    frames, _ = read_back(result.path)
+    assert (frames[:, 0, 0] == 0).all()
+    np.testing.assert_array_equal(frames[:, 1:], display(movie[:, 1:], 0, 1))
+
+
+def test_bool_is_0_or_255(tmp_path):
+    movie = np.zeros((3, 10, 12), bool)
+    movie[:, 2:5, 3:9] = True
+    result = to_video(movie, tmp_path / "b.mkv", lossless=True, progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], movie * 255)
+
+
+def test_every_frame_is_one_output_frame(tmp_path):
+    movie = gradient_movie(n=37, h=16, w=16, dtype=np.uint8, spread=100, step=1)
+    result = to_video(movie, tmp_path / "m.mp4", fps=7.5, progress=False)
+    n, secs = imageio_ffmpeg.count_frames_and_secs(str(result.path))
+    assert n == 37 and result.fps == 7.5
+    assert abs(secs - 37 / 7.5) < 0.2
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mov", ".gif", ".mkv"])
+def test_other_formats(tmp_path, ext):
+    movie = gradient_movie(n=6, h=30, w=40, dtype=np.uint8, base=10, step=20, spread=100)
+    result = to_video(movie, tmp_path / f"m{ext}", fps=5, progress=False)
+    assert count(result.path) == 6
+    frames, meta = read_back(result.path)
+    assert meta["size"] == (result.width, result.height)
+    assert np.abs(frames[:, :30, :40].astype(int) - movie).mean() < 3
+
+
+def test_rgb_frames(tmp_path):
+    rgb = np.zeros((4, 24, 32, 3), np.uint8)
+    rgb[:, :, :10] = (200, 30, 40)
+    rgb[:, :, 10:20] = (20, 180, 60)
+    rgb[:, :, 20:] = (40, 50, 220)
+    result = to_video(rgb, tmp_path / "rgb.mp4", crf=1, progress=False)
+    assert result.intensity_range == [(0.0, 255.0)] * 3
+    frames, _ = read_back(result.path, "rgb24")
+    centres = frames[:, 12, [4, 15, 27]].astype(int)
+    assert np.abs(centres - rgb[:, 12, [4, 15, 27]]).max() <= 6
+
+
+def test_two_channel_composite_is_green_and_magenta(tmp_path):
+    movie = np.zeros((3, 16, 32, 2), np.uint16)
+    movie[:, :, :16, 0] = 1000  # channel 0 bright on the left
+    movie[:, :, 16:, 1] = 50  # channel 1 bright on the right
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, progress=False)
+    assert result.pixel_format == "gbrp"
+    frames, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(frames[:, :, :16], np.broadcast_to([0, 255, 0], (3, 16, 16, 3)))
+    np.testing.assert_array_equal(
+        frames[:, :, 16:], np.broadcast_to([255, 0, 255], (3, 16, 16, 3))
+    )
+    assert result.intensity_range == [(0.0, 1000.0), (0.0, 50.0)]
+
+
+def test_channel_colors_and_per_channel_contrast(tmp_path):
+    movie = np.full((2, 8, 8, 2), 100, np.uint16)
+    result = to_video(
+        movie,
+        tmp_path / "c.mkv",
+        lossless=True,
+        channel_axis=-1,
+        channel_colors=["red", "blue"],
+        contrast=[(0, 200), (0, 100)],
+        progress=False,
+    )
+    frames, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(frames[0, 0, 0], [128, 0, 255])
+
+
+def test_colormap(tmp_path):
+    movie = np.zeros((2, 8, 8), np.uint8)
+    movie[:, :, 4:] = 255
+    result = to_video(movie, tmp_path / "v.mkv", lossless=True, colormap="viridis", progress=False)
+    frames, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(frames[0, 0, 0], [0x44, 0x01, 0x54])
+    np.testing.assert_array_equal(frames[0, 0, 7], [0xFD, 0xE7, 0x25])
+
+
+def test_max_and_mean_projection(tmp_path):
+    rng = np.random.default_rng(3)
+    movie = rng.integers(0, 256, (4, 5, 12, 14), dtype=np.uint8)  # T, Z, Y, X
+    result = to_video(
+        movie,
+        tmp_path / "max.mkv",
+        lossless=True,
+        projection="max",
+        projection_axis=1,
+        progress=False,
+    )
+    np.testing.assert_array_equal(read_back(result.path)[0], movie.max(axis=1))
+    result = to_video(
+        movie,
+        tmp_path / "mean.mkv",
+        lossless=True,
+        projection="mean",
+        projection_axis=1,
+        contrast=(0, 255),
+        progress=False,
+    )
+    expected = display(movie.mean(axis=1), 0, 255)
+    assert np.abs(read_back(result.path)[0] - expected).max() <= 1
+
+
+def test_scaling(tmp_path):
+    movie = np.random.default_rng(4).integers(0, 256, (2, 6, 8), dtype=np.uint8)
+    up = to_video(movie, tmp_path / "up.mkv", lossless=True, scale=3, progress=False)
+    assert (up.height, up.width) == (18, 24)
+    np.testing.assert_array_equal(read_back(up.path)[0], movie.repeat(3, 1).repeat(3, 2))
+    odd = np.random.default_rng(5).integers(0, 256, (2, 7, 9), dtype=np.uint8)
+    down = to_video(odd, tmp_path / "down.mkv", lossless=True, scale=0.5, progress=False)
+    assert (down.height, down.width) == (3, 4)
+    blocks = odd[:, :6, :8].reshape(2, 3, 2, 4, 2).mean(axis=(2, 4))
+    assert np.abs(read_back(down.path)[0] - blocks).max() <= 1
+
+
+def test_dask_array(tmp_path):
+    da = pytest.importorskip("dask.array")
+    movie = np.random.default_rng(6).integers(0, 65536, (9, 10, 12), dtype=np.uint16)
+    lazy = da.from_array(movie, chunks=(4, 5, 12))
+    result = to_video(lazy, tmp_path / "d.mkv", lossless=True, progress=False)
+    np.testing.assert_array_equal(read_back(result.path, "gray16le")[0], movie)
+
+
+def test_big_endian_array(tmp_path):
+    movie = np.arange(2 * 4 * 6, dtype=">u2").reshape(2, 4, 6) * 1000
+    result = to_video(movie, tmp_path / "be.mkv", lossless=True, progress=False)
+    np.testing.assert_array_equal(read_back(result.path, "gray16le")[0], movie)
+
+
+# ---- generators and progress ------------------------------------------------------------
+
+
+def test_generator_of_unknown_length(tmp_path, capsys):
+    movie = gradient_movie(n=60, h=16, w=20)
+
+    def frames():
+        yield from movie
+
+    result = to_video(frames(), tmp_path / "g.mp4", progress=True)
+    assert result.n_frames == 60 == count(result.path)
+    # contrast from the first 50 frames of a generator
+    np.testing.assert_allclose(result.intensity_range, np.percentile(movie[:50], (0.1, 99.9)))
+    assert "to_video" not in capsys.readouterr().err  # no bar without a length
+
+
+def test_progress_bar_when_length_known(tmp_path, capsys):
+    to_video(gradient_movie(n=5, h=8, w=8), tmp_path / "p.mp4", progress=True)
+    assert "5/5" in capsys.readouterr().err
+    to_video(gradient_movie(n=5, h=8, w=8), tmp_path / "q.mp4", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_list_of_frames(tmp_path):
+    frames = [np.full((6, 8), v, np.uint8) for v in (0, 100, 200)]
+    result = to_video(frames, tmp_path / "l.mkv", lossless=True, progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], np.stack(frames))
+
+
+# ---- pims readers -----------------------------------------------------------------------
+
+
+def write_hyperstack(path, shape=(6, 3, 2, 20, 24), interval=0.25):
+    """An ImageJ TZCYX hyperstack whose pixels encode t, z, c."""
+    t, z, c, y, x = np.indices(shape)
+    data = (1000 * t + 100 * z + 10 * c + (y + x) % 7).astype(np.uint16)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZCYX", "finterval": interval})
+    return data
+
+
+def test_tiffstacknd_round_trip(tmp_path):
+    data = write_hyperstack(tmp_path / "h.tif")
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = "t"
+        reader.bundle_axes = "yx"
+        reader.default_coords["z"] = 1
+        reader.default_coords["c"] = 1
+        result = to_video(reader, tmp_path / "h.mkv", lossless=True, progress=False)
+    finally:
+        reader.close()
+    assert result.fps == 4.0  # from the ImageJ frame interval
+    assert result.n_frames == 6
+    expected = tifffile.imread(tmp_path / "h.tif")[:, 1, 1]
+    np.testing.assert_array_equal(read_back(result.path, "gray16le")[0], expected)
+    np.testing.assert_array_equal(expected, data[:, 1, 1])
+
+
+def test_tiffstacknd_projection_and_channels(tmp_path):
+    data = write_hyperstack(tmp_path / "h.tif")
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = "t"
+        reader.bundle_axes = "czyx"
+        with pytest.raises(ExportArgumentError, match="projection"):
+            to_video(reader, tmp_path / "no.mp4", progress=False)
+        result = to_video(
+            reader,
+            tmp_path / "h.mkv",
+            lossless=True,
+            projection="max",
+            contrast=[(0, 6000), (0, 6000)],
+            progress=False,
+        )
+    finally:
+        reader.close()
+    assert result.n_frames == 6 and result.pixel_format == "gbrp"
+    frames, _ = read_back(result.path, "rgb24")
+    mip = data.max(axis=1)  # T, C, Y, X
+    green = display(mip[:, 0], 0, 6000)
+    magenta = display(mip[:, 1], 0, 6000)
+    np.testing.assert_array_equal(frames[..., 1], green)
+    np.testing.assert_array_equal(frames[..., 0], magenta)
+
+
+def test_pims_video_reader(tmp_path, real_data):
+    pims = pytest.importorskip("pims")
+    pytest.importorskip("av")
+    reader = pims.PyAVReaderIndexed(str(real_data / "pims" / "bulk-water.mov"))
+    try:
+        part = reader[:24]
+        result = to_video(part, tmp_path / "water.mp4", fps=24, crf=4, progress=False)
+    finally:
+        reader.close()
+    assert result.n_frames == 24 == count(result.path)
+    assert (result.width, result.height) == (640, 424)
+    frames, _ = read_back(result.path, "rgb24")
+    frame0 = np.load(real_data / "pims" / "bulk-water_frame0.npy")
+    assert frames[0].shape == frame0.shape
+    assert np.abs(frames[0].astype(int) - frame0).mean() < 3
+
+
+def test_fps_from_metadata_interval(tmp_path):
+    class Frames(list):
+        @property
+        def metadata(self):
+            return {"frame_interval": 0.5}
+
+    result = to_video(Frames([np.zeros((4, 4), np.uint8)] * 3), tmp_path / "f.mp4", progress=False)
+    assert result.fps == 2.0
+    result = to_video([np.zeros((4, 4), np.uint8)], tmp_path / "d.mp4", progress=False)
+    assert result.fps == 10.0
+
+    class Unknown(list):
+        frame_rate = 0.0  # a reader that does not know: the default applies
+
+    result = to_video(Unknown([np.zeros((4, 4), np.uint8)]), tmp_path / "u.mp4", progress=False)
+    assert result.fps == 10.0
+    result = to_video(
+        Unknown([np.zeros((4, 4), np.uint8)]), tmp_path / "u.mp4", fps=29.97, progress=False
+    )
+    assert result.fps == pytest.approx(29.97)
+    assert read_back(result.path)[1]["fps"] == pytest.approx(29.97)
+
+
+# ---- failures leave nothing behind ------------------------------------------------------
+
+
+def test_bad_shape_mid_stream(tmp_path):
+    def frames():
+        for _ in range(5):
+            yield np.zeros((8, 8), np.uint8)
+        yield np.zeros((8, 9), np.uint8)
+
+    with pytest.raises(ExportArgumentError, match="frame 5"):
+        to_video(frames(), tmp_path / "bad.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_target_survives_a_failure(tmp_path):
+    target = tmp_path / "keep.mp4"
+    target.write_bytes(b"precious")
+
+    def frames():
+        yield np.zeros((8, 8), np.uint8)
+        yield np.zeros((8, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError):
+        to_video(frames(), target, progress=False)
+    assert target.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == ["keep.mp4"]
+
+
+def test_ffmpeg_failure(tmp_path):
+    target = tmp_path / "keep.mp4"
+    target.write_bytes(b"precious")
+    with pytest.raises(FFmpegError) as info:
+        to_video(
+            gradient_movie(n=30), target, extra_args=["-profile:v", "nonsense"], progress=False
+        )
+    assert "nonsense" in info.value.stderr_tail
+    assert info.value.command[0] == imageio_ffmpeg.get_ffmpeg_exe()
+    assert target.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == ["keep.mp4"]
+
+
+def test_keyboard_interrupt_from_generator(tmp_path):
+    def frames():
+        for i in range(100):
+            if i == 60:
+                raise KeyboardInterrupt
+            yield np.zeros((16, 16), np.uint8)
+
+    with pytest.raises(KeyboardInterrupt):
+        to_video(frames(), tmp_path / "ctrl-c.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("frames", "kwargs", "match"),
+    [
+        (np.zeros((0, 4, 4), np.uint8), {}, "empty"),
+        (iter([]), {}, "empty"),
+        (np.zeros((2, 4, 4), np.uint8), {"fps": 0}, "fps"),
+        (np.zeros((2, 4, 4), np.uint8), {"fps": -3}, "fps"),
+        (np.zeros((2, 4, 4), np.uint8), {"fps": float("nan")}, "fps"),
+        (np.zeros((2, 4, 4), np.uint8), {"fps": "25"}, "fps"),
+        (np.zeros((2, 4, 4), np.complex64), {}, "complex"),
+        (np.zeros((2, 4, 4), object), {}, "object"),
+        (np.zeros((4, 4), np.uint8), {}, "3 or more axes"),
+        (np.zeros((2, 4, 4, 5), np.uint8), {}, "channel_axis"),
+        (np.zeros((2, 3, 4, 3), np.uint8), {}, "channel_axis"),
+        (np.zeros((2, 4, 4), np.uint8), {"codec": "h264_nope"}, "codec"),
+        (np.zeros((2, 4, 4), np.uint8), {"lossless": True}, "lossless"),
+        (np.zeros((2, 4, 4), np.uint8), {"contrast": "max"}, "contrast"),
+        (np.zeros((2, 4, 4), np.uint16), {"contrast": None}, "contrast=None"),
+        (np.zeros((2, 4, 4), np.uint8), {"scale": 1.5}, "scale"),
+        (np.zeros((2, 4, 4), np.uint8), {"projection": "median"}, "projection"),
+        (np.zeros((2, 4, 4), np.uint8), {"projection": "max"}, "no axis to project"),
+        (np.zeros((2, 4, 4), np.uint8), {"projection_axis": 1}, "projection_axis needs"),
+        (np.zeros((2, 4, 4), np.uint8), {"channel_axis": 1}, "different non-image axes"),
+        (
+            np.zeros((2, 3, 8, 8), np.uint8),
+            {"channel_axis": 1, "projection": "max", "projection_axis": 1},
+            "different",
+        ),
+        (np.zeros((2, 3, 2, 8, 8), np.uint8), {"channel_axis": 1}, "besides y, x"),
+        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": 0}, "axis 0"),
+        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": "c"}, "integer"),
+        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": 4}, "out of range"),
+        (np.zeros((2, 4, 4), np.uint8), {"channel_colors": ["red"]}, "channel"),
+        (np.zeros((2, 8, 8, 2), np.uint8), {"colormap": "viridis"}, "colormap"),
+        (np.zeros((2, 4, 4), np.uint8), {"colormap": "no-such-map"}, "colormap"),
+        (42, {}, "frames must be"),
+    ],
+)
+def test_bad_arguments_fail_before_ffmpeg(tmp_path, no_ffmpeg, frames, kwargs, match):
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(frames, tmp_path / "x.mp4", progress=False, **kwargs)
+    assert leftovers(tmp_path) == []
+
+
+def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
+    movie = np.zeros((2, 4, 4), np.uint8)
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "exists.mp4").write_bytes(b"old")
+    for target, match in [
+        (tmp_path / "missing" / "x.mp4", "does not exist"),
+        (tmp_path / "file" / "x.mp4", "does not exist"),
+        (tmp_path / "x.png", "extension"),
+        (tmp_path / "exists.mp4", "overwrite"),
+    ]:
+        with pytest.raises(ExportArgumentError, match=match):
+            to_video(movie, target, overwrite=False, progress=False)
+    assert (tmp_path / "exists.mp4").read_bytes() == b"old"
+    assert leftovers(tmp_path) == ["exists.mp4", "file"]
+
+
+def test_unwritable_folder(tmp_path, no_ffmpeg):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(ExportArgumentError, match="cannot write"):
+            to_video(np.zeros((2, 4, 4), np.uint8), folder / "x.mp4", progress=False)
+    finally:
+        folder.chmod(0o700)
+
+
+# ---- notebook display -------------------------------------------------------------------
+
+
+def test_repr_html(tmp_path):
+    movie = gradient_movie(n=3, h=8, w=8, dtype=np.uint8, spread=100)
+    mp4 = to_video(movie, tmp_path / "a.mp4", progress=False)._repr_html_()
+    assert mp4.startswith("<video controls") and "data:video/mp4;base64," in mp4
+    gif = to_video(movie, tmp_path / "a.gif", progress=False)._repr_html_()
+    assert gif.startswith("<img") and "data:image/gif;base64," in gif
+    mkv = to_video(movie, tmp_path / "a.mkv", lossless=True, progress=False)._repr_html_()
+    assert "<video" not in mkv and "a.mkv" in mkv
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_folder_refusing_files(no_ffmpeg):
+    # /proc refuses new files even for root
+    with pytest.raises(ExportArgumentError, match="cannot write"):
+        to_video(np.zeros((2, 4, 4), np.uint8), "/proc/pims-videoutils-test.mp4", progress=False)
+
+
+def test_channel_axis_in_the_middle_and_single_channel(tmp_path):
+    movie = np.zeros((2, 2, 8, 10), np.uint8)  # T, C, Y, X
+    movie[:, 0, :, :5] = 255
+    movie[:, 1, :, 5:] = 255
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, channel_axis=1, progress=False)
+    frames, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(frames[0, 0, 0], [0, 255, 0])
+    np.testing.assert_array_equal(frames[0, 0, 9], [255, 0, 255])
+    one = movie[:, :1].transpose(0, 2, 3, 1)  # T, Y, X, 1
+    gray = to_video(one, tmp_path / "g.mkv", lossless=True, channel_axis=-1, progress=False)
+    assert gray.pixel_format == "gray"
+    np.testing.assert_array_equal(read_back(gray.path)[0], one[..., 0])
+    coloured = to_video(
+        one,
+        tmp_path / "v.mkv",
+        lossless=True,
+        channel_axis=-1,
+        colormap="viridis",
+        progress=False,
+    )
+    np.testing.assert_array_equal(read_back(coloured.path, "rgb24")[0][0, 0, 0], [253, 231, 37])
+
+
+def test_uint8_unscaled_and_gamma(tmp_path):
+    movie = np.random.default_rng(7).integers(0, 256, (3, 8, 10), dtype=np.uint8)
+    exact = to_video(movie, tmp_path / "a.mkv", lossless=True, contrast=None, progress=False)
+    np.testing.assert_array_equal(read_back(exact.path)[0], movie)
+    assert exact.intensity_range == (0.0, 255.0)
+    bright = to_video(movie, tmp_path / "b.mkv", lossless=True, gamma=0.5, progress=False)
+    expected = np.floor(255 * np.sqrt(movie / 255.0) + 0.5)
+    np.testing.assert_array_equal(read_back(bright.path)[0], expected)
+
+
+def test_tiffstacknd_bundle_xy_is_shown_upright(tmp_path):
+    data = np.random.default_rng(8).integers(0, 256, (4, 10, 14), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, metadata={"axes": "TYX"})
+    reader = TiffStackND(str(tmp_path / "s.tif"))
+    try:
+        reader.bundle_axes = "xy"  # as pimsviewer sets it
+        result = to_video(reader, tmp_path / "s.mkv", lossless=True, progress=False)
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(read_back(result.path)[0], tifffile.imread(tmp_path / "s.tif"))
+
+
+def test_repr_html_links_large_files(tmp_path, monkeypatch):
+    from pims_videoutils import export
+
+    movie = gradient_movie(n=3, h=8, w=8, dtype=np.uint8, spread=100)
+    result = to_video(movie, tmp_path / "big.mp4", progress=False)
+    monkeypatch.setattr(export, "EMBED_LIMIT_BYTES", 10)
+    monkeypatch.chdir(tmp_path)
+    assert 'src="big.mp4"' in result._repr_html_()
+
+
+def test_real_imagej_stack_bit_exact(tmp_path, real_data):
+    path = real_data / "pims" / "tiff_stack.tif"  # ImageJ 1.46a, big-endian uint16 ZYX
+    reader = TiffStackND(str(path))
+    try:
+        reader.iter_axes = "z"
+        result = to_video(reader, tmp_path / "stack.mkv", lossless=True, progress=False)
+    finally:
+        reader.close()
+    expected = tifffile.imread(path)
+    assert result.n_frames == len(expected) == 5
+    np.testing.assert_array_equal(read_back(result.path, "gray16le")[0], expected)
+
+
+def test_real_composite_three_channels(tmp_path, real_data):
+    path = real_data / "imagej" / "IXMtest_A02_s9.tif"  # ImageJ composite, 3 x 395 x 695
+    reader = TiffStackND(str(path))
+    try:
+        reader.iter_axes = ""
+        reader.bundle_axes = "cyx"
+        result = to_video(reader, tmp_path / "cells.mp4", progress=False)
+    finally:
+        reader.close()
+    data = tifffile.imread(path).astype(np.float64)
+    assert (result.width, result.height, result.padding) == (696, 396, (1, 1))
+    frames, _ = read_back(result.path, "rgb24")
+    assert frames.shape == (1, 396, 696, 3)
+    for c in range(3):  # red, green, blue: each channel with its own percentiles
+        lo, hi = np.percentile(data[c], (0.1, 99.9))
+        assert result.intensity_range[c] == pytest.approx((lo, hi))
+        expected = display(data[c], lo, hi)
+        assert np.abs(frames[0, :395, :695, c] - expected).mean() < 4
+
+
+def test_video_gets_the_usual_file_permissions(tmp_path):
+    reference = tmp_path / "reference"
+    reference.touch()
+    result = to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / "m.mp4", progress=False)
+    assert result.path.stat().st_mode == reference.stat().st_mode
+
+
+def test_named_axes_errors(tmp_path, no_ffmpeg):
+    write_hyperstack(tmp_path / "h.tif")
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = "t"
+        reader.bundle_axes = "cyx"
+        for kwargs, match in [
+            ({"channel_axis": "y"}, "different non-image axes"),
+            ({"channel_axis": "z"}, "not a bundled axis"),
+            ({"projection": "max", "projection_axis": "q"}, "not a bundled axis"),
+            ({"projection": "max"}, "no axis to project"),
+        ]:
+            with pytest.raises(ExportArgumentError, match=match):
+                to_video(reader, tmp_path / "x.mp4", progress=False, **kwargs)
+    finally:
+        reader.close()
+    assert leftovers(tmp_path) == ["h.tif"]

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+from fractions import Fraction
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from pims_videoutils import ExportArgumentError, FFmpegError
+from pims_videoutils._ffmpeg import (
+    FFmpegProcess,
+    build_command,
+    choose_codec,
+    ffmpeg_exe,
+    output_pixel_format,
+    size_multiple,
+)
+
+
+@pytest.mark.parametrize(
+    ("ext", "codec", "lossless", "expected"),
+    [
+        (".mp4", None, False, "libx264"),
+        (".MP4", None, False, "libx264"),
+        (".mkv", None, False, "libx264"),
+        (".mkv", None, True, "ffv1"),
+        (".avi", None, True, "ffv1"),
+        (".webm", None, False, "libvpx-vp9"),
+        (".mov", None, False, "prores_ks"),
+        (".gif", None, False, "gif"),
+        (".mp4", "libx265", False, "libx265"),
+        (".mkv", "ffv1", False, "ffv1"),
+    ],
+)
+def test_choose_codec(ext, codec, lossless, expected):
+    assert choose_codec(ext, codec, lossless) == expected
+
+
+@pytest.mark.parametrize(
+    ("ext", "codec", "lossless"),
+    [
+        (".png", None, False),
+        ("", None, False),
+        (".mp4", "ffv1", False),
+        (".mp4", None, True),
+        (".webm", "libx264", False),
+        (".mkv", "libx264", True),
+        (".mkv", "no-such-codec", False),
+    ],
+)
+def test_choose_codec_rejects(ext, codec, lossless):
+    with pytest.raises(ExportArgumentError):
+        choose_codec(ext, codec, lossless)
+
+
+def test_output_pixel_formats():
+    assert output_pixel_format("libx264", "gray") == "yuv420p"
+    assert output_pixel_format("libx264", "rgb24") == "yuv420p"
+    assert output_pixel_format("ffv1", "gray") == "gray"
+    assert output_pixel_format("ffv1", "gray16le") == "gray16le"
+    assert output_pixel_format("ffv1", "rgb24") == "gbrp"
+    assert output_pixel_format("prores_ks", "gray") == "yuv422p10le"
+    assert output_pixel_format("gif", "rgb24") == "pal8"
+    with pytest.raises(ExportArgumentError):
+        output_pixel_format("libx264", "gray16le")
+    assert size_multiple("yuv420p") == (2, 2)
+    assert size_multiple("yuv422p10le") == (1, 2)
+    assert size_multiple("gray16le") == (1, 1)
+
+
+def command(**kw):
+    base = dict(
+        ffmpeg="ffmpeg",
+        output="out.mp4",
+        width=41,
+        height=31,
+        input_pixel_format="gray",
+        fps=Fraction(30000, 1001),
+        codec="libx264",
+        output_pixel_format="yuv420p",
+    )
+    base.update(kw)
+    return build_command(**base)
+
+
+def option(cmd, name, nth=0):
+    positions = [i for i, a in enumerate(cmd) if a == name]
+    return cmd[positions[nth] + 1]
+
+
+def test_build_command_input_and_timing():
+    cmd = command(padded_size=(32, 42))
+    i = cmd.index("-i")
+    assert cmd[i + 1] == "pipe:0"
+    assert option(cmd, "-f") == "rawvideo"
+    assert option(cmd, "-pix_fmt", 0) == "gray"  # input: gray stays gray
+    assert option(cmd, "-s") == "41x31"
+    assert option(cmd, "-r") == "30000/1001"
+    assert cmd.index("-r") < i  # a constant rate on the input
+    assert option(cmd, "-fps_mode") == "passthrough"
+    assert option(cmd, "-pix_fmt", 1) == "yuv420p"
+    assert option(cmd, "-vf") == "pad=42:32:0:0:black"
+    assert option(cmd, "-c:v") == "libx264"
+    assert option(cmd, "-crf") == "18" and option(cmd, "-preset") == "medium"
+    assert cmd[-2:] == ["-y", "out.mp4"]
+
+
+def test_build_command_options():
+    cmd = command(crf=23, preset="ultrafast", extra_args=["-tune", "film"])
+    assert option(cmd, "-crf") == "23" and option(cmd, "-preset") == "ultrafast"
+    assert cmd[-4:] == ["-tune", "film", "-y", "out.mp4"]
+    assert "-vf" not in cmd
+    up = command(scale=2, padded_size=(62, 82))
+    assert option(up, "-vf") == "scale=82:62:flags=neighbor"
+    down = command(scale=Fraction(1, 2), padded_size=(16, 20))
+    assert option(down, "-vf") == "crop=40:30:0:0,scale=20:15:flags=area,pad=20:16:0:0:black"
+    ffv1 = command(codec="ffv1", output_pixel_format="gray16le", output="a.mkv")
+    assert option(ffv1, "-slices") == "4" and option(ffv1, "-threads") == "2"
+    assert "-crf" not in ffv1 and "-movflags" not in ffv1
+    gif = command(codec="gif", output_pixel_format="pal8", output="a.gif")
+    assert "palettegen" in option(gif, "-vf") and "paletteuse" in option(gif, "-vf")
+    for bad in (dict(codec="ffv1", crf=3), dict(codec="libvpx-vp9", preset="fast")):
+        with pytest.raises(ExportArgumentError):
+            command(**bad)
+
+
+def real_command(tmp_path, *extra, fps=5, name="a.mkv"):
+    return build_command(
+        ffmpeg=ffmpeg_exe(),
+        output=tmp_path / name,
+        width=16,
+        height=8,
+        input_pixel_format="gray",
+        fps=Fraction(fps),
+        codec="ffv1",
+        output_pixel_format="gray",
+        extra_args=extra,
+    )
+
+
+def test_process_writes_every_frame(tmp_path):
+    frames = np.arange(12 * 8 * 16, dtype=np.uint8).reshape(12, 8, 16)
+    with FFmpegProcess(real_command(tmp_path)) as proc:
+        for frame in frames:
+            proc.write(frame)
+        proc.finish()
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "a.mkv")) == (12, 2.4)
+
+
+def test_process_drains_verbose_stderr(tmp_path):
+    # ffmpeg at debug level writes far more than a 64 KiB pipe: it must not stall
+    frame = np.zeros((8, 16), np.uint8)
+    with FFmpegProcess(real_command(tmp_path, "-loglevel", "debug")) as proc:
+        for _ in range(200):
+            proc.write(frame)
+        proc.finish()
+    assert proc.stderr_tail  # the tail was kept
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "a.mkv"))[0] == 200
+
+
+def test_process_failure_carries_command_and_stderr(tmp_path):
+    cmd = real_command(tmp_path, "-no-such-option", "1")
+    frame = np.zeros((8, 16), np.uint8)
+    with pytest.raises(FFmpegError) as info, FFmpegProcess(cmd) as proc:
+        for _ in range(1000):
+            proc.write(frame)
+        proc.finish()
+    err = info.value
+    assert err.command == cmd
+    assert err.returncode not in (0, None)
+    assert "no-such-option" in err.stderr_tail
+    assert "no-such-option" in str(err)
+    assert proc._proc.poll() is not None
+
+
+def test_process_is_killed_on_exception(tmp_path):
+    frame = np.zeros((8, 16), np.uint8)
+    with pytest.raises(KeyboardInterrupt), FFmpegProcess(real_command(tmp_path)) as proc:
+        proc.write(frame)
+        raise KeyboardInterrupt
+    assert proc._proc.returncode is not None
+
+
+def test_missing_binary():
+    with pytest.raises(FFmpegError):
+        FFmpegProcess(["/no/such/ffmpeg", "-version"])
+
+
+def test_pipe_is_grown_to_a_frame(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are Linux-only")
+    with FFmpegProcess(real_command(tmp_path), pipe_bytes=1 << 20) as proc:
+        size = fcntl.fcntl(proc._proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        proc.write(np.zeros((8, 16), np.uint8))
+        proc.finish()
+    assert size > 65536

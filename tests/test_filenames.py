@@ -1,0 +1,188 @@
+"""Tests of the pure file-name parsing in pims_videoutils._filenames."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from pims_videoutils._filenames import FileNameError, arrange_files, natural_key, natural_sorted
+
+
+def test_natural_order_puts_2_before_10():
+    names = ["img10.tif", "img2.tif", "img1.tif", "IMG3.tif", "img0020.tif"]
+    assert natural_sorted(names) == [
+        "img1.tif",
+        "img2.tif",
+        "IMG3.tif",
+        "img10.tif",
+        "img0020.tif",
+    ]
+
+
+def test_natural_key_is_total_on_mixed_names():
+    names = [
+        f"{prefix}{n}{suffix}"
+        for prefix in ("a", "a_", "b")
+        for n in (1, 10, 2)
+        for suffix in ("", ".tif", "x3")
+    ]
+    shuffled = names[:]
+    random.Random(0).shuffle(shuffled)
+    assert natural_sorted(shuffled) == natural_sorted(names)
+    assert natural_key("a2") < natural_key("a10") < natural_key("b1")
+
+
+def test_plain_numbering_is_t_and_keeps_the_file_numbers():
+    names = [f"banana{i:04d}.tif" for i in range(2, 27)]
+    grid = arrange_files(names)
+    assert grid.axes == ("t",)
+    assert grid.values["t"] == tuple(range(2, 27))
+    assert [grid.cells[(i,)] for i in range(25)] == list(range(25))
+    assert grid.pattern == "numbered"
+
+
+def test_input_order_does_not_matter():
+    names = [f"Stack-{i}.tif" for i in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)]
+    grid = arrange_files(names)
+    assert [names[grid.cells[(i,)]] for i in range(10)] == [f"Stack-{i}.tif" for i in range(1, 11)]
+
+
+def test_tokens_t_z_c():
+    names = [
+        f"/data/run2/img_t{t:04d}_z{z:03d}_c{c}.tif"
+        for c in (1, 2)
+        for z in range(3)
+        for t in range(5)
+    ]
+    grid = arrange_files(names)
+    assert grid.axes == ("t", "z", "c")
+    assert grid.shape == (5, 3, 2)
+    assert grid.values["c"] == (1, 2)
+    for (t, z, c), number in grid.cells.items():
+        assert names[number].endswith(f"img_t{t:04d}_z{z:03d}_c{c + 1}.tif")
+    assert grid.missing == ()
+
+
+def test_micromanager2_names_and_constant_axes():
+    names = [
+        f"img_channel{c:03d}_position{p:03d}_time{t:09d}_z000.tif"
+        for c in range(2)
+        for p in range(3)
+        for t in range(4)
+    ]
+    grid = arrange_files(names)
+    assert grid.axes == ("p", "t", "c")
+    assert grid.shape == (3, 4, 2)
+    assert grid.constants == {"z": 0}
+    number = grid.cells[(2, 1, 0)]
+    assert names[number] == "img_channel000_position002_time000000001_z000.tif"
+
+
+def test_micromanager14_named_channels():
+    names = [
+        f"img_{t:09d}_{ch}_{z:03d}.tif"
+        for t in range(3)
+        for ch in ("GFP", "DAPI")
+        for z in range(2)
+    ]
+    grid = arrange_files(names)
+    assert grid.pattern == "micromanager1.4"
+    assert grid.axes == ("t", "z", "c")
+    assert grid.values["c"] == ("DAPI", "GFP")
+    assert names[grid.cells[(2, 1, 0)]] == "img_000000002_DAPI_001.tif"
+
+
+def test_tokens_without_separators_and_site_wave_keys():
+    grid = arrange_files(["x_t1z2c3.tif", "x_t2z2c3.tif"])
+    assert grid.axes == ("t",)
+    assert grid.constants == {"z": 2, "c": 3}
+    grid = arrange_files([f"IXM_A02_s{s}_w{w}.TIF" for s in (9, 10) for w in (1, 2)])
+    assert grid.axes == ("p", "c")
+    assert grid.values == {"p": (9, 10), "c": (1, 2)}
+
+
+def test_user_regex_with_named_groups():
+    names = [f"cell{p}-frame{t}-{ch}.tif" for p in (1, 2) for t in range(3) for ch in ("r", "g")]
+    grid = arrange_files(names, pattern=r"cell(?P<p>\d+)-frame(?P<t>\d+)-(?P<c>[a-z])")
+    assert grid.axes == ("p", "t", "c")
+    assert grid.values["c"] == ("g", "r")
+    assert names[grid.cells[(1, 2, 0)]] == "cell2-frame2-g.tif"
+    grid = arrange_files(names, pattern=re.compile(r"cell(?P<p>\d+)-frame(?P<t>\d+)-(?P<c>\w)"))
+    assert grid.shape == (2, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"frame\d+", r"(?P<q>\d+)", r"(?P<t>\d+"],
+    ids=["no-groups", "unknown-group", "invalid"],
+)
+def test_bad_user_regex(pattern):
+    with pytest.raises(ValueError, match="pattern"):
+        arrange_files(["frame1.tif", "frame2.tif"], pattern=pattern)
+
+
+def test_name_not_matching_user_regex():
+    with pytest.raises(FileNameError, match="does not match"):
+        arrange_files(["frame1.tif", "other.tif"], pattern=r"frame(?P<t>\d+)")
+
+
+def test_gap_in_numbering_is_an_error_naming_the_gap():
+    with pytest.raises(FileNameError, match=r"gap \(3 is followed by 5\).*fill_missing"):
+        arrange_files([f"a{i}.tif" for i in (1, 2, 3, 5, 6)])
+
+
+def test_gap_filled_on_request():
+    grid = arrange_files([f"a{i}.tif" for i in (1, 2, 3, 5, 6)], fill_missing=True)
+    assert grid.values["t"] == (1, 2, 3, 4, 5, 6)
+    assert grid.missing == ((3,),)
+    assert grid.cells[(4,)] == 3
+
+
+def test_regular_step_is_not_a_gap():
+    grid = arrange_files([f"z{i}.tif" for i in (0, 10, 20, 30)])
+    assert grid.values["z"] == (0, 10, 20, 30)
+
+
+def test_missing_combination_error_and_fill():
+    names = ["img_t1_c1.tif", "img_t2_c1.tif", "img_t1_c2.tif"]
+    with pytest.raises(FileNameError, match="no file for t=2, c=2"):
+        arrange_files(names)
+    grid = arrange_files(names, fill_missing=True)
+    assert grid.missing == ((1, 1),)
+
+
+def test_sparse_numbers_refuse_to_fill():
+    with pytest.raises(FileNameError, match="too sparse"):
+        arrange_files(["a1.tif", "a2.tif", "a100000.tif"], fill_missing=True)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "no files"),
+        (["a1.tif", "b1.tif"], "different patterns"),
+        (["t1.tif", "t01.tif"], "same coordinates"),
+        (["x1_2.tif", "x2_3.tif"], "several varying numbers"),
+        (["a_t1_5.tif", "a_t2_6.tif"], "several varying numbers"),
+        (["a_t1_t2.tif", "a_t2_t3.tif"], "names an axis twice"),
+    ],
+    ids=["empty", "templates", "duplicates", "two-unnamed", "unnamed-and-t", "axis-twice"],
+)
+def test_ambiguous_names(names, message):
+    with pytest.raises(FileNameError, match=message):
+        arrange_files(names)
+
+
+def test_single_file_has_no_file_axes():
+    grid = arrange_files(["only_t3.tif"])
+    assert grid.axes == ()
+    assert grid.constants == {"t": 3}
+    assert grid.cells == {(): 0}
+
+
+def test_constant_numbers_are_ignored_and_ome_extension_stripped():
+    grid = arrange_files([f"exp2_{i}.ome.tif" for i in range(3)])
+    assert grid.axes == ("t",)
+    assert grid.values["t"] == (0, 1, 2)

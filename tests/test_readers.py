@@ -1,0 +1,474 @@
+"""TiffStackND on synthetic files written by tifffile: every layout, checked against tifffile."""
+
+from __future__ import annotations
+
+import multiprocessing
+import operator
+import pickle
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+
+from pims_videoutils import ReaderClosedError, StackReadError
+from pims_videoutils.readers import TiffStackND
+
+RNG = np.random.default_rng(7)
+
+
+def _data(shape, dtype="u2"):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return RNG.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+
+
+def _pages(path, data, **kwargs):
+    """One write per page: IFD, data, IFD, data... (the layout tifffile.memmap refuses)."""
+    with tifffile.TiffWriter(path, bigtiff=kwargs.pop("bigtiff", False),
+                             byteorder=kwargs.pop("byteorder", None)) as tif:
+        for page in data:
+            tif.write(page, contiguous=False, **kwargs)
+
+
+def _write(kind, path):
+    """Write a file of the given kind; return the expected planes (non-plane axes..., plane)."""
+    if kind == "shaped":
+        data = _data((6, 20, 24))
+        tifffile.imwrite(path, data)
+    elif kind == "shaped-bigendian":
+        data = _data((6, 20, 24))
+        tifffile.imwrite(path, data, byteorder=">")
+    elif kind == "shaped-4d":
+        data = _data((3, 2, 20, 24))
+        tifffile.imwrite(path, data)
+    elif kind == "interleaved-plain":
+        data = _data((7, 20, 24))
+        _pages(path, data, metadata=None)
+    elif kind == "interleaved-shaped-pages":
+        data = _data((7, 20, 24))
+        _pages(path, data)
+    elif kind == "interleaved-bigendian":
+        data = _data((7, 20, 24))
+        _pages(path, data, metadata=None, byteorder=">")
+    elif kind == "interleaved-bigtiff":
+        data = _data((7, 20, 24))
+        _pages(path, data, metadata=None, bigtiff=True)
+    elif kind == "bigtiff-shaped":
+        data = _data((5, 20, 24))
+        tifffile.imwrite(path, data, bigtiff=True)
+    elif kind == "multistrip":
+        data = _data((5, 20, 24))
+        _pages(path, data, metadata=None, rowsperstrip=3)
+    elif kind == "imagej-tzcyx":
+        data = _data((3, 4, 2, 20, 24))
+        tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZCYX"})
+    elif kind == "imagej-bigendian":
+        data = _data((4, 20, 24))
+        tifffile.imwrite(path, data, imagej=True, byteorder=">", metadata={"axes": "ZYX"})
+    elif kind == "imagej-truncated":
+        data = _data((5, 3, 20, 24))
+        tifffile.imwrite(path, data, imagej=True, truncate=True, metadata={"axes": "TCYX"})
+    elif kind == "rgb":
+        data = _data((4, 20, 24, 3), "u1")
+        tifffile.imwrite(path, data, photometric="rgb")
+    elif kind == "rgb16-interleaved":
+        data = _data((4, 20, 24, 3), "u2")
+        _pages(path, data, photometric="rgb", metadata=None)
+    elif kind == "rgb-planar":
+        data = _data((3, 3, 20, 24), "u1")
+        _pages(path, data, photometric="rgb", planarconfig="separate", metadata=None)
+        data = np.moveaxis(data, 1, -1)
+    elif kind == "palette":
+        data = _data((3, 20, 24), "u1")
+        cmap = _data((3, 256), "u2")
+        tifffile.imwrite(path, data, photometric="palette", colormap=cmap)
+    elif kind in ("deflate", "lzw", "packbits"):
+        data = _data((5, 20, 24))
+        data[:, :10] = 3
+        tifffile.imwrite(path, data, compression={"deflate": "zlib"}.get(kind, kind))
+    elif kind == "deflate-predictor":
+        data = _data((5, 20, 24))
+        tifffile.imwrite(path, data, compression="zlib", predictor=True)
+    elif kind == "tiled":
+        data = _data((4, 32, 48))
+        tifffile.imwrite(path, data, tile=(16, 16), photometric="minisblack")
+    elif kind == "ome":
+        data = _data((2, 3, 20, 24))
+        tifffile.imwrite(path, data, ome=True, metadata={"axes": "TCYX"})
+    elif kind == "single-page":
+        data = _data((20, 24))
+        tifffile.imwrite(path, data, metadata=None)
+    else:
+        raise AssertionError(kind)
+    return data
+
+
+KINDS = ["shaped", "shaped-bigendian", "shaped-4d", "interleaved-plain",
+         "interleaved-shaped-pages", "interleaved-bigendian", "interleaved-bigtiff",
+         "bigtiff-shaped", "multistrip", "imagej-tzcyx", "imagej-bigendian", "imagej-truncated",
+         "rgb", "rgb16-interleaved", "rgb-planar", "palette", "deflate", "lzw", "packbits",
+         "deflate-predictor", "tiled", "ome", "single-page"]
+EXPECTED = {  # kind: (sizes, storage, metadata kind)
+    "shaped": ({"t": 6}, "mapped", "shaped"),
+    "shaped-bigendian": ({"t": 6}, "mapped", "shaped"),
+    "shaped-4d": ({"t": 3, "q": 2}, "mapped", "shaped"),  # unknown Q twice: t, then q
+    "interleaved-plain": ({"t": 7}, "mapped", "uniform"),
+    "interleaved-shaped-pages": ({"t": 7}, "mapped", "uniform"),
+    "interleaved-bigendian": ({"t": 7}, "mapped", "uniform"),
+    "interleaved-bigtiff": ({"t": 7}, "mapped", "uniform"),
+    "bigtiff-shaped": ({"t": 5}, "mapped", "shaped"),
+    "multistrip": ({"t": 5}, "mapped", "uniform"),
+    "imagej-tzcyx": ({"t": 3, "z": 4, "c": 2}, "mapped", "imagej"),
+    "imagej-bigendian": ({"z": 4}, "mapped", "imagej"),
+    "imagej-truncated": ({"t": 5, "c": 3}, "mapped", "imagej"),
+    "rgb": ({"t": 4, "s": 3}, "mapped", "shaped"),
+    "rgb16-interleaved": ({"t": 4, "s": 3}, "mapped", "uniform"),
+    "rgb-planar": ({"t": 3, "s": 3}, "decoded", "uniform"),
+    "palette": ({"t": 3}, "mapped", "shaped"),
+    "deflate": ({"t": 5}, "decoded", "shaped"),
+    "lzw": ({"t": 5}, "decoded", "shaped"),
+    "packbits": ({"t": 5}, "decoded", "shaped"),
+    "deflate-predictor": ({"t": 5}, "decoded", "shaped"),
+    "tiled": ({"t": 4}, "decoded", "shaped"),
+    "ome": ({"t": 2, "c": 3}, "mapped", "ome"),
+    "single-page": ({}, "mapped", "uniform"),
+}
+
+
+def non_plane_axes(reader):
+    return [a for a in reader.axes if a not in "yxs"]
+
+
+def assert_planes_equal(reader, expected):
+    """Every plane of the reader equals ``expected[coords]``, native byte order."""
+    axes = non_plane_axes(reader)
+    assert expected.shape[: len(axes)] == tuple(reader.sizes[a] for a in axes)
+    for index in np.ndindex(*expected.shape[: len(axes)]):
+        plane = reader.get_plane(**dict(zip(axes, index, strict=True)))
+        assert plane.dtype.isnative
+        assert plane.dtype == expected.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(plane, expected[index])
+
+
+@pytest.fixture(params=KINDS)
+def written(request, tmp_path):
+    path = tmp_path / f"{request.param}.tif"
+    data = _write(request.param, path)
+    return request.param, path, data
+
+
+def test_layout_reads_like_tifffile(written):
+    kind, path, data = written
+    sizes, storage, meta_kind = EXPECTED[kind]
+    with TiffStackND(path) as reader:
+        outer = {k: v for k, v in sizes.items() if k != "s"}
+        plane_sizes = {"y": data.shape[len(outer)], "x": data.shape[len(outer) + 1]}
+        assert reader.sizes == {**outer, **plane_sizes,
+                                **({"s": sizes["s"]} if "s" in sizes else {})}
+        assert reader.storage == storage == reader.metadata["storage"]
+        assert reader.metadata["kind"] == meta_kind
+        assert_planes_equal(reader, data)
+        assert reader.bundle_axes == (["y", "x", "s"] if "s" in sizes else ["y", "x"])
+
+
+def test_reference_is_tifffile_decoding(written):
+    """The expected planes above are also what tifffile's own series decoding returns."""
+    kind, path, data = written
+    with tifffile.TiffFile(path) as tif:
+        if kind == "interleaved-shaped-pages":
+            ref = np.stack([s.asarray() for s in tif.series])
+        else:
+            ref = tif.series[0].asarray()
+    if kind == "rgb-planar":
+        ref = np.moveaxis(ref, 1, -1)
+    np.testing.assert_array_equal(ref.reshape(data.shape), data)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4",
+                                   "f8", "c8"])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_every_sample_type(tmp_path, dtype, byteorder):
+    data = _data((3, 5, 6), "f4").astype(dtype) if dtype[0] == "c" else _data((3, 5, 6), dtype)
+    path = tmp_path / "dtype.tif"
+    _pages(path, data, metadata=None, byteorder=byteorder)
+    with TiffStackND(path) as reader:
+        assert reader.storage == "mapped"
+        assert reader.pixel_type == np.dtype(dtype)
+        assert_planes_equal(reader, data)
+        frames = np.stack(list(reader))
+        np.testing.assert_array_equal(frames, tifffile.imread(path))
+
+
+def test_non_uniform_pages_fall_back_to_tifffile_series(tmp_path):
+    path = tmp_path / "mixed.tif"
+    first, second = _data((3, 20, 24)), _data((2, 10, 12), "u1")
+    with tifffile.TiffWriter(path) as tif:
+        for page in first:
+            tif.write(page, contiguous=False, metadata=None)
+        for page in second:
+            tif.write(page, contiguous=False, metadata=None)
+    with TiffStackND(path) as reader:
+        series = reader.metadata["series"]
+        assert len(series) == 2
+        with tifffile.TiffFile(path) as tif:
+            expected = [s.asarray() for s in tif.series]
+        assert_planes_equal(reader, expected[0])
+    with TiffStackND(path, series=1) as reader:
+        assert_planes_equal(reader, expected[1])
+    with pytest.raises(StackReadError, match="series 5 does not exist"):
+        TiffStackND(path, series=5)
+
+
+def test_change_of_tag_count_mid_file_is_still_proven(tmp_path):
+    """A page with an extra tag breaks the guessed IFD progression; the walk resumes."""
+    path = tmp_path / "extra.tif"
+    data = _data((9, 20, 24))
+    with tifffile.TiffWriter(path) as tif:
+        for k, page in enumerate(data):
+            tif.write(page, contiguous=False, metadata=None,
+                      description="hello" if k == 4 else None)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["kind"] == "uniform"
+        assert reader.sizes["t"] == 9
+        assert_planes_equal(reader, data)
+
+
+def test_ome_two_series(tmp_path):
+    path = tmp_path / "two.ome.tif"
+    first, second = _data((3, 20, 24)), _data((2, 4, 10, 12), "u1")
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(first, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5,
+                                   "PhysicalSizeZ": 2.0})
+        tif.write(second, metadata={"axes": "TCYX", "TimeIncrement": 0.25,
+                                    "Channel": {"Name": ["a", "b", "c", "d"]}})
+    with TiffStackND(path) as reader:
+        assert [s["shape"] for s in reader.metadata["series"]] == [(3, 20, 24), (2, 4, 10, 12)]
+        assert reader.sizes == {"z": 3, "y": 20, "x": 24}
+        assert reader.metadata["pixel_size_x"] == 0.5
+        assert reader.metadata["z_step"] == 2.0
+        assert_planes_equal(reader, first)
+    with TiffStackND(path, series=1) as reader:
+        assert reader.sizes == {"t": 2, "c": 4, "y": 10, "x": 12}
+        assert reader.metadata["frame_interval"] == 0.25
+        assert reader.frame_rate == 4.0
+        assert reader.metadata["channel_names"] == ["a", "b", "c", "d"]
+        assert_planes_equal(reader, second)
+
+
+def test_imagej_metadata(tmp_path):
+    path = tmp_path / "ij.tif"
+    data = _data((3, 2, 20, 24))
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
+                     metadata={"axes": "TZYX", "spacing": 1.5, "unit": "um", "finterval": 0.1})
+    with TiffStackND(path) as reader:
+        meta = reader.metadata
+        assert meta["pixel_size_x"] == pytest.approx(0.25)
+        assert meta["z_step"] == 1.5
+        assert meta["unit"] == "µm"
+        assert meta["frame_interval"] == pytest.approx(0.1)
+        assert reader.frame_rate == pytest.approx(10)
+        assert meta["imagej_metadata"]["spacing"] == 1.5
+        assert meta["software"].startswith("ImageJ") or meta["software"] == "tifffile.py"
+
+
+def test_metadata_keys_always_present(written):
+    _, path, _ = written
+    with TiffStackND(path) as reader:
+        for key in ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval",
+                    "channel_names", "software", "kind", "storage", "series"):
+            assert key in reader.metadata
+
+
+def test_palette_returns_indices_and_colormap(tmp_path):
+    path = tmp_path / "palette.tif"
+    data = _write("palette", path)
+    with TiffStackND(path) as reader, tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(reader.metadata["colormap"], tif.pages[0].colormap)
+        np.testing.assert_array_equal(reader[1], data[1])
+
+
+# --- pims machinery --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hyperstack(tmp_path):
+    path = tmp_path / "hyper.tif"
+    data = _write("imagej-tzcyx", path)  # t=3 z=4 c=2 y=20 x=24
+    return path, data
+
+
+def test_pims_defaults_and_len(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        assert reader.iter_axes == ["t"]
+        assert len(reader) == 3
+        frame = reader[2]
+        assert isinstance(frame, pims.Frame)
+        assert frame.frame_no == 2
+        assert frame.metadata["coords"] == {"t": 2, "z": 0, "c": 0}
+        np.testing.assert_array_equal(frame, data[2, 0, 0])
+
+
+def test_pims_bundle_iter_default_coords(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        reader.bundle_axes = "xy"
+        reader.default_coords["c"] = 1
+        np.testing.assert_array_equal(reader[1], data[1, 0, 1].T)
+        reader.bundle_axes = "zyx"
+        reader.iter_axes = "ct"
+        assert len(reader) == 6
+        np.testing.assert_array_equal(reader[3], data[0, :, 1])  # c=1, t=0
+        reader.bundle_axes = "czyx"
+        reader.iter_axes = "t"
+        np.testing.assert_array_equal(reader[2], data[2].transpose(1, 0, 2, 3))
+        assert reader.frame_shape == (2, 4, 20, 24)
+        assert reader[-1].frame_no == 2
+
+
+def test_out_of_range_coordinates(hyperstack):
+    path, _ = hyperstack
+    with TiffStackND(path) as reader:
+        with pytest.raises(IndexError):
+            reader.get_plane(t=3)
+        with pytest.raises(IndexError):
+            reader[3]
+
+
+def test_pims_open_picks_this_reader(hyperstack):
+    path, _ = hyperstack
+    with pims.open(str(path)) as reader:
+        assert isinstance(reader, TiffStackND)
+
+
+def test_frames_are_writable_copies(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        frame = reader[0]
+        frame[:] = 0
+        np.testing.assert_array_equal(reader[0], data[0, 0, 0])
+
+
+# --- copy=False, close, pickle, threads ----------------------------------------------------
+
+
+def test_copy_false_gives_read_only_views(tmp_path):
+    path = tmp_path / "le.tif"
+    data = _write("interleaved-plain", path)
+    with TiffStackND(path, copy=False) as reader:
+        plane = reader.get_plane(t=3)
+        assert not plane.flags.writeable
+        np.testing.assert_array_equal(plane, data[3])
+        with pytest.raises(ValueError):
+            plane[0, 0] = 1
+        del plane
+
+
+def test_copy_false_refuses_foreign_byte_order(tmp_path):
+    path = tmp_path / "be.tif"
+    _write("interleaved-bigendian", path)
+    with pytest.raises(ValueError, match="byte order"):
+        TiffStackND(path, copy=False)
+
+
+def test_close_and_context_manager(hyperstack):
+    path, _ = hyperstack
+    reader = TiffStackND(path)
+    with reader:
+        assert not reader.closed
+    assert reader.closed
+    with pytest.raises(ReaderClosedError):
+        reader[0]
+    reader.close()  # idempotent
+
+
+def test_closed_decoded_reader(tmp_path):
+    path = tmp_path / "z.tif"
+    _write("deflate", path)
+    reader = TiffStackND(path)
+    reader.close()
+    with pytest.raises(ReaderClosedError):
+        reader.get_plane(t=0)
+
+
+@pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
+def test_pickle_round_trip(tmp_path, kind):
+    path = tmp_path / f"{kind}.tif"
+    _write(kind, path)
+    with TiffStackND(path) as reader:
+        reader.bundle_axes = "xy"
+        reader.iter_axes = "t"
+        reader.default_coords["t"] = 1
+        blob = pickle.dumps(reader)
+        assert len(blob) < 10_000
+        with pickle.loads(blob) as clone:
+            assert clone.bundle_axes == ["x", "y"]
+            assert clone.sizes == reader.sizes
+            assert dict(clone.default_coords) == dict(reader.default_coords)
+            for i in range(len(reader)):
+                np.testing.assert_array_equal(clone[i], reader[i])
+
+
+def test_pickle_across_spawned_processes(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(2) as pool:
+            frames = pool.starmap(operator.getitem, [(reader, i) for i in range(3)])
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame, data[i, 0, 0])
+
+
+@pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])
+def test_threads_read_what_one_thread_reads(tmp_path, kind):
+    path = tmp_path / f"{kind}.tif"
+    _write(kind, path)
+    with tifffile.TiffFile(path) as tif:
+        ref = tif.series[0].asarray()
+    ref = ref.reshape(-1, *ref.shape[-2:])
+    with TiffStackND(path) as reader:
+        reader.iter_axes = non_plane_axes(reader)
+        picks = [random.Random(i).randrange(len(reader)) for i in range(400)]
+        with ThreadPoolExecutor(8) as pool:
+            frames = list(pool.map(reader.__getitem__, picks))
+    for i, frame in zip(picks, frames, strict=True):
+        np.testing.assert_array_equal(frame, ref[i])
+
+
+def test_ome_plane_timestamps(tmp_path):
+    path = tmp_path / "stamps.ome.tif"
+    data = _data((3, 2, 20, 24))
+    stamps = [0.0, 0.1, 0.5, 0.6, 1.0, 1.1]
+    tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "TCYX", "Plane": {"DeltaT": stamps, "DeltaTUnit": ["ms"] * 6}})
+    with TiffStackND(path) as reader:
+        assert [reader[t].metadata["timestamp"] for t in range(3)] == pytest.approx(
+            [0.0, 0.0005, 0.001])
+        reader.default_coords["c"] = 1
+        frame = reader[2]
+        assert frame.metadata["timestamp"] == pytest.approx(0.0011)
+        assert frame.metadata["coords"] == {"t": 2, "c": 1}
+        np.testing.assert_array_equal(frame, data[2, 1])
+
+
+def test_get_plane_ignores_plane_axes_and_uses_defaults(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        reader.default_coords["z"] = 3
+        np.testing.assert_array_equal(reader.get_plane(t=1, c=1, y=5, x=7), data[1, 3, 1])
+        assert "t=3, z=4, c=2" in repr(reader)
+
+
+def test_copy_false_on_decoded_storage_gives_fresh_arrays(tmp_path):
+    path = tmp_path / "lzw.tif"
+    data = _write("lzw", path)
+    with TiffStackND(path, copy=False) as reader:
+        assert reader.storage == "decoded"
+        frame = reader[2]
+        assert frame.flags.writeable
+        np.testing.assert_array_equal(frame, data[2])

@@ -1,0 +1,89 @@
+"""TiffStackND on the real third-party files of ../shared/data/real (skipped when absent)."""
+
+from __future__ import annotations
+
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from pims.tests.test_common import _image_series
+
+from pims_videoutils.readers import TiffStackND
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"  # as conftest.py
+
+# file: (sizes as documented in PROVENANCE.md, in pims names, and the expected storage)
+REAL_FILES = {
+    "pims/stuck.tif": ({"t": 5, "y": 512, "x": 512}, "mapped"),
+    "pims/tiff_stack.tif": ({"z": 5, "y": 512, "x": 512}, "mapped"),
+    "imagej/IXMtest_A02_s9.tif": ({"c": 3, "y": 395, "x": 695}, "mapped"),
+    "imagej/Bead_Image1_crop.tif": ({"z": 41, "y": 150, "x": 150}, "mapped"),
+    "imagej/hela-cells.tif": ({"y": 512, "x": 672, "s": 3}, "mapped"),
+    "imagej/gray8-3x2-stack.tif": ({"z": 2, "y": 2, "x": 3}, "mapped"),
+    "tifffile/cancer_cell_migration_crop.tif": ({"t": 48, "y": 130, "x": 130}, "mapped"),
+    "ome-bioformats/CZT_peaks.ome.tif": ({"t": 4, "z": 4, "y": 48, "x": 56}, "mapped"),
+    "ndtiff/ndtiff3.2_multichannel/NDTiff3.2_multichannel_NDTiffStack.tif": (
+        {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}, "mapped"),
+    "compressed/nuclei_deflate.tif": ({"t": 60, "y": 256, "x": 256}, "decoded"),
+    "pillow/hopper_bigtiff.tif": ({"y": 128, "x": 128, "s": 3}, "mapped"),
+    "pillow/tiff_tiled_planar_lzw.tiff": ({"y": 374, "x": 278, "s": 3}, "decoded"),
+    "pillow/16bit.MM.deflate.tif": ({"y": 64, "x": 64}, "decoded"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILES))
+def test_real_file_equals_tifffile(real_data, name):
+    path = real_data / name
+    sizes, storage = REAL_FILES[name]
+    with TiffStackND(path) as reader, tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        ref = series.asarray()
+        assert reader.sizes == sizes
+        assert reader.storage == storage
+        assert reader.metadata["kind"] == series.kind
+        if series.axes.endswith("SYX"):
+            ref = np.moveaxis(ref, -3, -1)
+        axes = [a for a in reader.axes if a not in "yxs"]
+        ref = ref.reshape(*(sizes[a] for a in axes), *ref.shape[len(ref.shape) - 2 - (
+            "s" in sizes):])
+        for index in np.ndindex(*(sizes[a] for a in axes)):
+            plane = reader.get_plane(**dict(zip(axes, index, strict=True)))
+            assert plane.dtype.isnative
+            np.testing.assert_array_equal(plane, ref[index])
+
+
+def test_real_metadata(real_data):
+    with TiffStackND(real_data / "imagej/Bead_Image1_crop.tif") as reader:
+        meta = reader.metadata
+        assert meta["z_step"] == 0.125
+        assert meta["unit"] == "µm"
+        assert meta["software"] == "ImageJ 1.53f"
+        assert meta["colormap"].shape == (3, 256)
+    with TiffStackND(real_data / "ome-bioformats/CZT_peaks.ome.tif") as reader:
+        assert reader.metadata["software"] == "OME Bio-Formats"
+        assert reader.metadata["ome_xml"].lstrip().startswith("<")
+        assert reader.metadata["pixel_size_x"] is not None
+
+
+def _stuck_case(name):
+    class Case(_image_series, unittest.TestCase):
+        def setUp(self):
+            if not REAL_DATA.is_dir():
+                self.skipTest("real data absent")
+            self.v = TiffStackND(REAL_DATA / "pims" / name)
+            self.frame0 = np.load(REAL_DATA / "pims/stuck_frame0.npy")
+            self.frame1 = np.load(REAL_DATA / "pims/stuck_frame1.npy")
+            self.expected_shape = (512, 512)
+            self.expected_len = 5
+
+        def tearDown(self):
+            self.v.close()
+
+    Case.__name__ = Case.__qualname__ = f"TestPimsMixin_{name.replace('.', '_')}"
+    return Case
+
+
+TestPimsMixinStuck = _stuck_case("stuck.tif")
+TestPimsMixinTiffStack = _stuck_case("tiff_stack.tif")

@@ -1,0 +1,503 @@
+"""Registration through the ``pims.readers`` entry points and the start-up hook.
+
+Fresh interpreters run in subprocesses on a fake site-packages folder (see FakeSite) holding
+what ``pip install`` would put there: the start-up ``.pth`` line read from setup.py, a
+``*.dist-info`` with the entry points declared in setup.cfg, and fake plugins. No pip is needed,
+except in the ``slow`` tests at the end, which really install the package into a throwaway venv.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+
+import pims_videoutils
+from pims_videoutils import PluginLoadWarning, StackNotFoundError, StackReadError
+from pims_videoutils._registration import ENTRY_POINT_GROUP, load_readers
+
+ROOT = Path(__file__).resolve().parents[1]
+SWITCH = "PIMS_VIDEOUTILS_NO_AUTOLOAD"
+
+FAKE_PLUGIN = '''
+import pims
+
+class FakeReader(pims.FramesSequence):
+    """Claims the made-up extension .fakestack."""
+
+    class_priority = 30
+
+    @classmethod
+    def class_exts(cls):
+        return {"fakestack"}
+
+    def __init__(self, path):
+        self.path = path
+
+    def __len__(self):
+        return 1
+
+    def get_frame(self, i):
+        return pims.Frame([[i]])
+
+    @property
+    def frame_shape(self):
+        return (1, 1)
+
+    @property
+    def pixel_type(self):
+        return "uint8"
+
+NOT_A_READER = 42
+'''
+
+
+def _setup_py_constants() -> dict[str, str]:
+    """PTH_NAME and PTH_LINE as written in setup.py (read, not executed)."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id.startswith("PTH_")
+    }
+
+
+def _declared_reader_entry_points() -> str:
+    """The ``pims.readers`` section of setup.cfg's entry points."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    return config["options.entry_points"][ENTRY_POINT_GROUP]
+
+
+def _add_dist(site: Path, name: str, entry_points: str) -> None:
+    """Write a minimal ``*.dist-info`` declaring ``entry_points`` in the pims.readers group."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entry_points}\n")
+
+
+class FakeSite:
+    """A site-packages folder with pims-videoutils 'installed' and optional fake plugins.
+
+    Interpreters started with :meth:`env` process it at start-up like site-packages (its .pth
+    files run): a ``sitecustomize`` module on ``PYTHONPATH`` calls ``site.addsitedir``. This
+    works in venvs too (where user site-packages are off) and in spawned child processes.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.site = base / "site-packages"
+        self.site.mkdir()
+        # The project on sys.path, as an editable install does (sorts before the hook's .pth).
+        (self.site / "00-pims-videoutils-source.pth").write_text(f"{ROOT}\n")
+        pth = _setup_py_constants()
+        (self.site / pth["PTH_NAME"]).write_text(pth["PTH_LINE"])
+        _add_dist(self.site, "pims_videoutils", _declared_reader_entry_points())
+        self.startup = base / "startup"
+        self.startup.mkdir()
+        (self.startup / "sitecustomize.py").write_text(
+            f"import site\nsite.addsitedir({str(self.site)!r})\n"
+        )
+        self.workdir = base
+
+    def add_plugin(self, entry_points: str, module_source: str = FAKE_PLUGIN) -> None:
+        """Install the module ``fakeplug`` and a dist declaring ``entry_points``."""
+        (self.site / "fakeplug.py").write_text(module_source)
+        _add_dist(self.site, "fakeplug", entry_points)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != SWITCH}
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(self.startup), env.get("PYTHONPATH")])
+        )
+        env.update(extra)
+        return env
+
+    def run(self, code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run ``code`` in a fresh interpreter; return the finished process (checked)."""
+        proc = subprocess.run(
+            [sys.executable, *args, "-c", textwrap.dedent(code)],
+            cwd=self.workdir,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path) -> FakeSite:
+    return FakeSite(tmp_path)
+
+
+@pytest.fixture
+def stack_tif(tmp_path: Path) -> Path:
+    path = tmp_path / "stack.tif"
+    data = np.arange(4 * 6 * 5, dtype=np.uint16).reshape(4, 6, 5)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TYX"})
+    return path
+
+
+# --------------------------------------------------------------------------- start-up hook
+
+
+def test_hook_adds_one_small_module_at_startup(fake_site: FakeSite) -> None:
+    code = "import sys, json; print(json.dumps(sorted(sys.modules)))"
+    with_hook = set(json.loads(fake_site.run(code).stdout))
+    plain = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    without_site = set(json.loads(plain))
+    assert "_pims_videoutils_autoload" in with_hook
+    # nothing else (sitecustomize is this test's way of processing the fake site)
+    assert with_hook - without_site <= {"_pims_videoutils_autoload", "sitecustomize"}
+    for heavy in ("numpy", "pims", "importlib.metadata", "pims_videoutils"):
+        assert heavy not in with_hook
+
+
+def test_fresh_interpreter_pims_open_finds_registered_plugin(fake_site: FakeSite) -> None:
+    fake_site.add_plugin("Fake = fakeplug:FakeReader")
+    (fake_site.workdir / "x.fakestack").touch()
+    out = fake_site.run(
+        """
+        import sys
+        import _pims_videoutils_autoload as hook
+        assert hook.PimsImportFinder in sys.meta_path
+        import pims
+        print(type(pims.open("x.fakestack")).__name__)
+        print(type(pims.__loader__).__name__, type(pims.__spec__.loader).__name__)
+        print(hook.PimsImportFinder in sys.meta_path)
+        """
+    ).stdout.split("\n")
+    assert out[0] == "FakeReader"
+    assert out[1] == "SourceFileLoader SourceFileLoader"  # the wrapper never stays
+    assert out[2] == "False"  # one shot
+
+
+def test_fresh_interpreter_pims_open_gets_tiffstacknd(
+    fake_site: FakeSite, stack_tif: Path
+) -> None:
+    code = f"""
+        import pims
+        reader = pims.open({str(stack_tif)!r})
+        print(type(reader).__module__, type(reader).__name__)
+        reader.close()
+        """
+    assert fake_site.run(code).stdout.split() == ["pims_videoutils.readers", "TiffStackND"]
+    opted_out = fake_site.run(code, **{SWITCH: "1"}).stdout.split()
+    assert opted_out == ["pims.tiff_stack", "TiffStack_tifffile"]
+    assert fake_site.run(code, **{SWITCH: "0"}).stdout.split()[1] == "TiffStackND"
+
+
+def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
+    fake_site.add_plugin("Fake = fakeplug:FakeReader")
+    out = fake_site.run(
+        f"""
+        import os, sys
+        os.environ[{SWITCH!r}] = "1"
+        import pims
+        print("fakeplug" in sys.modules, "pims_videoutils" in sys.modules)
+        """
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_find_spec_probe_does_not_consume_the_hook(fake_site: FakeSite) -> None:
+    fake_site.add_plugin("Fake = fakeplug:FakeReader")
+    (fake_site.workdir / "x.fakestack").touch()
+    out = fake_site.run(
+        """
+        import importlib.util
+        assert importlib.util.find_spec("pims") is not None  # "is pims installed?"
+        import pims
+        print(type(pims.open("x.fakestack")).__name__)
+        """
+    )
+    assert out.stdout.strip() == "FakeReader"
+
+
+def test_broken_plugins_warn_and_others_still_load(fake_site: FakeSite) -> None:
+    fake_site.add_plugin(
+        "Missing = nosuchmodule:Reader\n"
+        "NotAReader = fakeplug:NOT_A_READER\n"
+        "NoAttr = fakeplug:NoSuchClass\n"
+        "Fake = fakeplug:FakeReader"
+    )
+    (fake_site.workdir / "x.fakestack").touch()
+    proc = fake_site.run(
+        """
+        import pims
+        print(type(pims.open("x.fakestack")).__name__)
+        """,
+        "-W",
+        "always",
+    )
+    assert proc.stdout.strip() == "FakeReader"
+    assert proc.stderr.count("PluginLoadWarning") == 3
+    assert "Missing = nosuchmodule:Reader (from fakeplug 1.0)" in proc.stderr
+    assert "ModuleNotFoundError" in proc.stderr
+    assert "NotAReader = fakeplug:NOT_A_READER" in proc.stderr
+    assert "is not a subclass of pims.FramesSequence" in proc.stderr
+    assert "NoAttr = fakeplug:NoSuchClass" in proc.stderr
+
+
+def test_plugin_raising_at_import_does_not_break_import_pims(fake_site: FakeSite) -> None:
+    fake_site.add_plugin("Crash = fakeplug:FakeReader", "raise RuntimeError('plugin bug')\n")
+    proc = fake_site.run("import pims; print(pims.__name__)", "-W", "always")
+    assert proc.stdout.strip() == "pims"
+    assert "PluginLoadWarning" in proc.stderr
+    assert "RuntimeError: plugin bug" in proc.stderr
+
+
+def test_plugin_module_imported_first_is_not_loaded_twice(fake_site: FakeSite) -> None:
+    # The plugin module imports pims itself: the hook fires while it is half executed.
+    fake_site.add_plugin("Fake = fakeplug:FakeReader")
+    (fake_site.workdir / "x.fakestack").touch()
+    proc = fake_site.run(
+        """
+        import fakeplug
+        import pims
+        print(type(pims.open("x.fakestack")).__name__)
+        """,
+        "-W",
+        "error",
+    )
+    assert proc.stdout.strip() == "FakeReader"
+    assert "PluginLoadWarning" not in proc.stderr
+
+
+def test_first_import_of_our_reader_module(fake_site: FakeSite, stack_tif: Path) -> None:
+    proc = fake_site.run(
+        f"""
+        from pims_videoutils.readers import TiffStackND
+        import pims
+        reader = pims.open({str(stack_tif)!r})
+        print(type(reader) is TiffStackND)
+        reader.close()
+        """,
+        "-W",
+        "error::UserWarning",
+    )
+    assert proc.stdout.strip() == "True"
+
+
+SPAWN_SCRIPT = """
+import multiprocessing
+import sys
+
+
+def reader_kind(path):
+    import pims
+
+    reader = pims.open(path)
+    try:
+        return type(reader).__name__, sorted(m for m in sys.modules if m.startswith("fakeplug"))
+    finally:
+        reader.close()
+
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        name, plugins = pool.apply(reader_kind, (sys.argv[1],))
+    print(name, plugins, "pims" in sys.modules)
+"""
+
+
+def test_spawn_worker_gets_registered_readers(fake_site: FakeSite, stack_tif: Path) -> None:
+    fake_site.add_plugin("Fake = fakeplug:FakeReader")
+    script = fake_site.workdir / "spawn_check.py"
+    script.write_text(SPAWN_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(stack_tif)],
+        cwd=fake_site.workdir,
+        env=fake_site.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The parent never imported pims: the worker found both readers on its own.
+    assert proc.stdout.strip() == "TiffStackND ['fakeplug'] False"
+
+
+# ------------------------------------------------------------------- load_readers in process
+
+
+def test_load_readers_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "fakeplug_inproc.py").write_text(FAKE_PLUGIN)
+    _add_dist(
+        tmp_path,
+        "fakeplug_inproc",
+        "Fake = fakeplug_inproc:FakeReader\nBad = fakeplug_inproc:NOT_A_READER",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fakeplug_inproc", raising=False)
+    with pytest.warns(PluginLoadWarning, match="Bad = fakeplug_inproc:NOT_A_READER"):
+        readers = load_readers()
+    fake = sys.modules["fakeplug_inproc"].FakeReader
+    assert fake in readers
+    assert all(isinstance(reader, type) for reader in readers)
+    monkeypatch.delitem(sys.modules, "fakeplug_inproc")
+
+
+# --------------------------------------------------------------------- pims_videoutils.open
+
+
+def test_open_accepts_path_and_returns_our_reader(stack_tif: Path) -> None:
+    with pims_videoutils.open(stack_tif) as reader:
+        assert type(reader).__name__ == "TiffStackND"
+        np.testing.assert_array_equal(np.asarray(reader[2]), tifffile.imread(stack_tif)[2])
+
+
+def test_open_glob_with_one_match(stack_tif: Path) -> None:
+    with pims_videoutils.open(stack_tif.parent / "st*.tif") as reader:
+        assert reader.path == str(stack_tif)
+
+
+def test_open_glob_with_several_matches_is_pims_image_sequence(tmp_path: Path) -> None:
+    planes = np.arange(2 * 5 * 4, dtype=np.uint8).reshape(2, 5, 4)
+    for i, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"img{i}.tif", plane)
+    sequence = pims_videoutils.open(tmp_path / "img*.tif")
+    try:
+        assert isinstance(sequence, pims.ImageSequence)
+        np.testing.assert_array_equal(np.stack(list(sequence)), planes)
+    finally:
+        sequence.close()
+
+
+def test_open_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StackNotFoundError) as info:
+        pims_videoutils.open(tmp_path / "absent.tif")
+    assert isinstance(info.value, FileNotFoundError)
+    assert info.value.path == str(tmp_path / "absent.tif")
+
+
+def test_open_lists_why_every_reader_failed(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"this is not a TIFF file at all" * 10)
+    with pytest.raises(StackReadError) as info:
+        pims_videoutils.open(bad)
+    message = str(info.value)
+    assert "pims_videoutils.readers.TiffStackND: StackReadError" in message
+    assert "pims.tiff_stack.TiffStack_tifffile: " in message
+    # highest priority first; the first failure is the cause
+    assert message.index("TiffStackND") < message.index("TiffStack_tifffile")
+    assert isinstance(info.value.__cause__, StackReadError)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("noextension", "no file extension"), ("x.unknownext", "no installed pims reader")],
+)
+def test_open_unusable_names(tmp_path: Path, name: str, reason: str) -> None:
+    (tmp_path / name).write_bytes(b"data")
+    with pytest.raises(StackReadError, match=reason):
+        pims_videoutils.open(tmp_path / name)
+
+
+def test_open_folder(tmp_path: Path) -> None:
+    with pytest.raises(StackReadError, match="is a folder"):
+        pims_videoutils.open(tmp_path)
+
+
+def test_open_rejects_non_paths() -> None:
+    with pytest.raises(TypeError):
+        pims_videoutils.open(42)
+
+
+def test_open_passes_kwargs_to_the_reader(stack_tif: Path) -> None:
+    with (
+        pims_videoutils.open(stack_tif) as copying,
+        pims_videoutils.open(stack_tif, copy=False) as viewing,
+    ):
+        assert copying[0].flags.writeable
+        assert not viewing[0].flags.writeable  # a read-only view of the mapping
+        np.testing.assert_array_equal(viewing[0], tifffile.imread(stack_tif)[0])
+
+
+def test_pims_open_agrees_with_our_open(stack_tif: Path) -> None:
+    from pims_videoutils import readers  # pims.open needs the class imported (no hook here)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pims.open(str(stack_tif)) as theirs, pims_videoutils.open(stack_tif) as ours:
+            assert type(theirs) is type(ours) is readers.TiffStackND
+
+
+# ------------------------------------------------------------- real installs (slow, pip)
+
+
+def _venv(tmp_path: Path) -> Path:
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
+    return venv / "bin" / "python"
+
+
+def _source_copy(tmp_path: Path) -> Path:
+    """A copy of the project (no build litter in the shared checkout)."""
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "*.tif"
+        ),
+    )
+    return source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("editable", [False, True], ids=["regular", "editable"])
+def test_pip_install_registers_reader(tmp_path: Path, stack_tif: Path, editable: bool) -> None:
+    python = _venv(tmp_path)
+    source = _source_copy(tmp_path)
+    target = ["-e", str(source)] if editable else [str(source)]
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    env = {k: v for k, v in os.environ.items() if k not in (SWITCH, "PYTHONPATH")}
+    subprocess.run([*pip, "install", "--quiet", "--no-deps", *target], check=True, env=env)
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    assert (Path(site) / _setup_py_constants()["PTH_NAME"]).is_file()
+    check = f"""
+        import sys, pims, pims_videoutils
+        reader = pims.open({str(stack_tif)!r})
+        print(type(reader).__name__, pims_videoutils.__file__)
+        reader.close()
+        """
+    out = subprocess.run(
+        [str(python), "-c", textwrap.dedent(check)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    ).stdout.split()
+    assert out[0] == "TiffStackND"
+    assert out[1].startswith(str(source) if editable else site)
+    subprocess.run([*pip, "uninstall", "--quiet", "--yes", "pims-videoutils"], check=True, env=env)
+    assert not (Path(site) / _setup_py_constants()["PTH_NAME"]).exists()

@@ -1,0 +1,115 @@
+"""The built-in sample: deterministic, a valid ImageJ hyperstack, spots where they should be."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+import pims_videoutils
+from pims_videoutils.sample import spot_positions, write_sample
+
+SMALL = {"n_frames": 6, "n_z": 3, "n_channels": 2, "height": 64, "width": 80, "n_spots": 8}
+
+
+def _read(path):
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return series.axes, tif.asarray(), tif.imagej_metadata, tif.pages[0]
+
+
+def _page_tags(page):
+    return {name: page.tags[name].value for name in ("XResolution", "YResolution")}
+
+
+def test_write_sample_is_an_imagej_hyperstack(tmp_path):
+    path = pims_videoutils.write_sample(
+        tmp_path / "s.tif", **SMALL, pixel_size=0.25, z_step=0.5, frame_interval=2.0
+    )
+    assert path == tmp_path / "s.tif"
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        series = tif.series[0]
+        assert series.axes == "TZCYX"
+        assert series.shape == (6, 3, 2, 64, 80)
+        assert series.dtype == np.uint16
+        meta = tif.imagej_metadata
+        tags = _page_tags(tif.pages[0])
+    assert meta["spacing"] == pytest.approx(0.5)
+    assert meta["finterval"] == pytest.approx(2.0)
+    assert meta["unit"] == "um"
+    assert (meta["frames"], meta["slices"], meta["channels"]) == (6, 3, 2)
+    for numerator, denominator in tags.values():
+        assert numerator / denominator == pytest.approx(1 / 0.25)  # pixels per µm
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]  # no temporary file left
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(tmp_path):
+    a = write_sample(tmp_path / "a.tif", seed=7, **SMALL)
+    b = write_sample(tmp_path / "b.tif", seed=7, **SMALL)
+    c = write_sample(tmp_path / "c.tif", seed=8, **SMALL)
+    pixels_a, pixels_b, pixels_c = (tifffile.imread(p) for p in (a, b, c))
+    assert pixels_a.tobytes() == pixels_b.tobytes()
+    assert not np.array_equal(pixels_a, pixels_c)
+
+
+def test_spots_are_sharp_at_their_position_in_their_own_plane(tmp_path):
+    sizes = {"n_frames": 4, "n_z": 3, "n_channels": 2, "height": 96, "width": 96, "n_spots": 10}
+    path = write_sample(tmp_path / "s.tif", seed=3, **sizes, read_noise=2.0)
+    data = tifffile.imread(path).astype(float)
+    truth = spot_positions(seed=3, **sizes)
+    assert truth.yx.shape == (4, 10, 2)
+    checked = 0
+    for t in range(sizes["n_frames"]):
+        for i in range(sizes["n_spots"]):
+            y, x = truth.yx[t, i]
+            others = np.delete(truth.yx[t], i, axis=0)
+            if np.min(np.hypot(*(others - (y, x)).T)) < 8:
+                continue  # a neighbour would move the maximum
+            iy, ix = round(y), round(x)
+            for c in np.flatnonzero(truth.channels[:, i]):
+                window = data[t, :, c, iy - 3 : iy + 4, ix - 3 : ix + 4]
+                in_focus = window[truth.z[i]]
+                peak = np.unravel_index(np.argmax(in_focus), in_focus.shape)
+                assert np.hypot(peak[0] - 3 - (y - iy), peak[1] - 3 - (x - ix)) <= 1.5
+                # The in-focus plane has the highest peak of all planes.
+                assert np.argmax(window.max(axis=(1, 2))) == truth.z[i]
+                checked += 1
+    assert checked >= 10
+
+
+def test_noise_is_shot_noise_plus_offset_plus_read_noise(tmp_path):
+    # One dim spot: almost every pixel is background. For two frames of the same expected
+    # image, var(a - b) / 2 = photons + read_noise ** 2, and mean = offset + photons.
+    path = write_sample(
+        tmp_path / "s.tif", n_frames=2, n_z=1, n_channels=1, height=128, width=128,
+        n_spots=1, offset=300, read_noise=3.0,
+    )
+    frames = tifffile.imread(path).astype(float).reshape(2, 128, 128)
+    photons = frames.mean() - 300
+    variance = np.var(frames[0] - frames[1]) / 2
+    assert 5 < photons < 50
+    assert variance == pytest.approx(photons + 9.0, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"n_frames": 0}, {"height": 10}, {"n_spots": 1.5}, {"pixel_size": 0}, {"read_noise": -1}],
+)
+def test_bad_options_raise_before_writing(tmp_path, options):
+    with pytest.raises(ValueError):
+        write_sample(tmp_path / "s.tif", **options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_folder_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder does not exist"):
+        write_sample(tmp_path / "missing" / "s.tif", n_frames=1)
+    assert not any(tmp_path.iterdir())
+
+
+def test_existing_file_is_replaced(tmp_path):
+    target = tmp_path / "s.tif"
+    target.write_bytes(b"old")
+    write_sample(target, **SMALL)
+    assert tifffile.imread(target).shape == (6, 3, 2, 64, 80)

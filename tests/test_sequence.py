@@ -1,0 +1,713 @@
+"""Tests of TiffSequenceND against tifffile's own decoding of each file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import struct
+import threading
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+from pims.tests.test_common import _image_series
+
+from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
+from pims_videoutils.sequence import TiffSequenceND
+from tests.conftest import REAL_DATA
+
+
+def _write(path: Path, data: np.ndarray, **kwargs) -> Path:
+    tifffile.imwrite(path, data, **kwargs)
+    return path
+
+
+def _planes(seed: int, count: int, shape=(6, 7), dtype=np.uint16) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 60000, shape).astype(dtype) for _ in range(count)]
+
+
+def _open_fds_under(folder: Path) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        count += target.startswith(str(folder))
+    return count
+
+
+@pytest.fixture
+def numbered(tmp_path):
+    """Twelve single-plane files f1.tif ... f12.tif (natural order differs from sorted)."""
+    for i, plane in enumerate(_planes(1, 12), start=1):
+        _write(tmp_path / f"f{i}.tif", plane)
+    return tmp_path
+
+
+# --- the shared real folders -----------------------------------------------------------------
+
+
+def test_banana_folder(real_data):
+    folder = real_data / "sequences" / "banana"
+    files = sorted(folder.glob("banana*.tif"))
+    with TiffSequenceND(folder) as reader:
+        assert reader.sizes == {"t": 25, "y": 384, "x": 384}
+        assert reader.iter_axes == ["t"] and reader.bundle_axes == ["y", "x"]
+        assert len(reader) == 25
+        assert reader.metadata["file_axes"] == {"t": list(range(2, 27))}
+        assert reader.pixel_type == np.dtype("uint16")
+        for i, path in enumerate(files):
+            frame = reader[i]
+            expected = tifffile.imread(path)
+            assert frame.dtype.isnative
+            np.testing.assert_array_equal(frame, expected)
+            assert frame.frame_no == i
+
+
+class TestBananaWithPimsMixin(_image_series, unittest.TestCase):
+    """pims's own reader checks (slicing, iteration, pipelines, frame_no) on the banana folder."""
+
+    def setUp(self):
+        folder = REAL_DATA / "sequences" / "banana"
+        if not folder.is_dir():
+            self.skipTest(f"real data folder {folder} is absent")
+        self.v = TiffSequenceND(folder)
+        self.expected_shape = (384, 384)
+        self.expected_len = 25
+        self.frame0 = tifffile.imread(folder / "banana0002.tif")
+        self.frame1 = tifffile.imread(folder / "banana0003.tif")
+
+
+def test_stack_list_folder(real_data):
+    folder = real_data / "sequences" / "stack_list"
+    with TiffSequenceND(folder) as reader:
+        assert reader.sizes == {"t": 4, "z": 5, "y": 172, "x": 165}
+        assert reader.iter_axes == ["t"]
+        reader.bundle_axes = "zyx"
+        for i in range(4):
+            np.testing.assert_array_equal(
+                reader[i], tifffile.imread(folder / f"Stack-{i + 1}.tif")
+            )
+        reader.bundle_axes = "yx"
+        reader.iter_axes = "tz"
+        assert len(reader) == 20
+        np.testing.assert_array_equal(reader[7], tifffile.imread(folder / "Stack-2.tif")[2])
+
+
+# --- sources and order -------------------------------------------------------------------------
+
+
+def test_natural_order_from_folder_glob_and_list(numbered):
+    expected = [tifffile.imread(numbered / f"f{i}.tif") for i in range(1, 13)]
+    shuffled = [numbered / f"f{i}.tif" for i in range(1, 13)]
+    random.Random(2).shuffle(shuffled)
+    for source in (numbered, str(numbered / "f*.tif"), shuffled):
+        with TiffSequenceND(source) as reader:
+            assert len(reader) == 12
+            assert [Path(f).name for f in reader.files] == [f"f{i}.tif" for i in range(1, 13)]
+            for i in (0, 1, 9, 11):
+                np.testing.assert_array_equal(reader[i], expected[i])
+
+
+def test_folder_ignores_other_files(numbered):
+    (numbered / "notes.txt").write_text("not an image")
+    (numbered / ".hidden.tif").write_bytes(b"junk")
+    with TiffSequenceND(numbered) as reader:
+        assert len(reader.files) == 12
+
+
+@pytest.mark.parametrize("kind", ["folder", "empty-folder", "glob", "list"])
+def test_missing_sources(tmp_path, kind):
+    source = {
+        "folder": tmp_path / "absent",
+        "empty-folder": tmp_path,
+        "glob": str(tmp_path / "*.tif"),
+        "list": [tmp_path / "absent.tif"],
+    }[kind]
+    with pytest.raises(StackNotFoundError):
+        TiffSequenceND(source)
+    with pytest.raises(FileNotFoundError):
+        TiffSequenceND(source)
+
+
+def test_not_a_tiff_first_file(tmp_path):
+    (tmp_path / "a1.tif").write_bytes(b"this is not a tiff file at all")
+    _write(tmp_path / "a2.tif", _planes(0, 1)[0])
+    with pytest.raises(StackReadError, match=r"a1\.tif"):
+        TiffSequenceND(tmp_path)
+
+
+# --- axes from names -----------------------------------------------------------------------------
+
+
+def test_t_z_c_tokens(tmp_path):
+    planes = iter(_planes(3, 4 * 3 * 2))
+    truth = {}
+    for t in range(4):
+        for z in range(3):
+            for c in (1, 2):
+                path = _write(tmp_path / f"img_t{t:04d}_z{z:03d}_c{c}.tif", next(planes))
+                truth[t, z, c - 1] = path
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 4, "z": 3, "c": 2, "y": 6, "x": 7}
+        assert reader.iter_axes == ["t"]
+        reader.iter_axes = "tzc"
+        assert len(reader) == 24
+        for i, (t, z, c) in enumerate(sorted(truth)):
+            frame = reader[i]
+            assert frame.metadata["coords"] == {"t": t, "z": z, "c": c}
+            np.testing.assert_array_equal(frame, tifffile.imread(truth[t, z, c]))
+        reader.bundle_axes = "czyx"
+        reader.iter_axes = "t"
+        np.testing.assert_array_equal(
+            reader[3][1, 2], tifffile.imread(tmp_path / "img_t0003_z002_c2.tif")
+        )
+
+
+def test_micromanager_positions(tmp_path):
+    planes = iter(_planes(4, 2 * 3 * 2))
+    for c in range(2):
+        for p in range(3):
+            for t in range(2):
+                name = f"img_channel{c:03d}_position{p:03d}_time{t:09d}_z000.tif"
+                _write(tmp_path / name, next(planes))
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"p": 3, "t": 2, "c": 2, "y": 6, "x": 7}
+        reader.default_coords["p"] = 2
+        reader.default_coords["c"] = 1
+        expected = tifffile.imread(tmp_path / "img_channel001_position002_time000000001_z000.tif")
+        np.testing.assert_array_equal(reader[1], expected)
+
+
+def test_position_only_dataset_iterates_positions(tmp_path):
+    for p, plane in enumerate(_planes(5, 3)):
+        _write(tmp_path / f"well_pos{p}.tif", plane)
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.iter_axes == ["p"]
+        np.testing.assert_array_equal(reader[2], tifffile.imread(tmp_path / "well_pos2.tif"))
+
+
+def test_user_regex(tmp_path):
+    planes = iter(_planes(6, 4))
+    for p in (1, 2):
+        for t in (5, 6):
+            _write(tmp_path / f"cell{p}-{t}.tif", next(planes))
+    with pytest.raises(StackReadError, match="several varying numbers"):
+        TiffSequenceND(tmp_path)
+    with TiffSequenceND(tmp_path, pattern=r"cell(?P<p>\d+)-(?P<t>\d+)") as reader:
+        assert reader.sizes == {"p": 2, "t": 2, "y": 6, "x": 7}
+        reader.default_coords["p"] = 1
+        np.testing.assert_array_equal(reader[0], tifffile.imread(tmp_path / "cell2-5.tif"))
+    with pytest.raises(ValueError, match="named groups"):
+        TiffSequenceND(tmp_path, pattern=r"cell(\d+)")
+
+
+# --- gaps, mixed layouts -------------------------------------------------------------------------
+
+
+def test_gap_is_an_error_by_default_and_filled_on_request(tmp_path):
+    planes = _planes(7, 5)
+    for t, plane in zip((1, 2, 3, 5, 6), planes, strict=True):
+        _write(tmp_path / f"frame_{t}.tif", plane)
+    with pytest.raises(StackReadError, match="gap"):
+        TiffSequenceND(tmp_path)
+    with TiffSequenceND(tmp_path, fill_missing=7) as reader:
+        assert len(reader) == 6
+        assert reader.metadata["missing_files"] == 1
+        np.testing.assert_array_equal(reader[3], np.full((6, 7), 7, np.uint16))
+        assert reader[3].dtype == np.uint16
+        np.testing.assert_array_equal(reader[4], tifffile.imread(tmp_path / "frame_5.tif"))
+    with pytest.raises(ValueError, match="fill_missing"):
+        TiffSequenceND(tmp_path, fill_missing=-1)
+
+
+def test_missing_combination_filled(tmp_path):
+    for name, plane in zip(("t1_c1", "t2_c1", "t1_c2"), _planes(8, 3), strict=True):
+        _write(tmp_path / f"{name}.tif", plane)
+    with pytest.raises(StackReadError, match="no file for t=2, c=2"):
+        TiffSequenceND(tmp_path)
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        reader.iter_axes = "tc"
+        assert not reader[3].any()
+        np.testing.assert_array_equal(reader[2], tifffile.imread(tmp_path / "t2_c1.tif"))
+
+
+@pytest.mark.parametrize(
+    ("odd", "message"),
+    [
+        (np.zeros((6, 8), np.uint16), r"planes yx=\(6, 8\) instead of yx=\(6, 7\)"),
+        (np.zeros((6, 7), np.uint8), "pixel type uint8 instead of uint16"),
+        (np.zeros((2, 6, 7), np.uint16), "axes"),
+        (np.zeros((6, 7, 3), np.uint16), "planes yxs"),
+    ],
+    ids=["shape", "dtype", "stack", "rgb"],
+)
+def test_mixed_layouts_raise_naming_the_file(numbered, odd, message):
+    _write(
+        numbered / "f7.tif",
+        odd,
+        photometric="rgb" if odd.ndim == 3 and odd.shape[-1] == 3 else None,
+    )
+    with TiffSequenceND(numbered) as reader:
+        np.testing.assert_array_equal(reader[5], tifffile.imread(numbered / "f6.tif"))
+        with pytest.raises(StackReadError, match=message) as info:
+            reader.get_frame(6)
+        assert info.value.path.endswith("f7.tif")
+        assert "f1.tif" in str(info.value)
+        np.testing.assert_array_equal(reader[7], tifffile.imread(numbered / "f8.tif"))
+
+
+def test_corrupt_later_file_raises_naming_it(numbered):
+    (numbered / "f3.tif").write_bytes(b"not a tiff file")
+    with TiffSequenceND(numbered) as reader:
+        with pytest.raises(StackReadError) as info:
+            reader.get_frame(2)
+        assert info.value.path.endswith("f3.tif")
+
+
+# --- each file a stack ---------------------------------------------------------------------------
+
+
+def test_each_file_a_z_stack_and_rgb(tmp_path):
+    rng = np.random.default_rng(9)
+    for t in range(3):
+        _write(
+            tmp_path / f"vol_{t}.tif",
+            rng.integers(0, 255, (4, 5, 6), np.uint8),
+            imagej=True,
+            metadata={"axes": "ZYX"},
+        )
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 3, "z": 4, "y": 5, "x": 6}
+        reader.bundle_axes = "zyx"
+        np.testing.assert_array_equal(reader[2], tifffile.imread(tmp_path / "vol_2.tif"))
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    for t in range(2):
+        _write(rgb / f"c{t}.tif", rng.integers(0, 255, (5, 6, 3), np.uint8), photometric="rgb")
+    with TiffSequenceND(rgb) as reader:
+        assert reader.bundle_axes == ["y", "x", "s"]
+        np.testing.assert_array_equal(reader[1], tifffile.imread(rgb / "c1.tif"))
+
+
+def test_name_axis_clashing_with_file_axis(tmp_path):
+    for i in range(2):
+        _write(
+            tmp_path / f"movie_{i}.tif",
+            np.zeros((3, 4, 5), np.uint8),
+            imagej=True,
+            metadata={"axes": "TYX"},
+        )
+    with pytest.raises(StackReadError, match="each file also has a 't' axis"):
+        TiffSequenceND(tmp_path)
+    with TiffSequenceND(tmp_path, pattern=r"_(?P<p>\d+)$") as reader:
+        assert reader.sizes == {"p": 2, "t": 3, "y": 4, "x": 5}
+
+
+def test_big_endian_files_read_native(tmp_path):
+    planes = _planes(10, 3)
+    for i, plane in enumerate(planes):
+        _write(tmp_path / f"be{i}.tif", plane, byteorder=">")
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.pixel_type.isnative
+        for i, plane in enumerate(planes):
+            np.testing.assert_array_equal(reader[i], plane)
+
+
+# --- resources: LRU, threads, pickling, closing --------------------------------------------------
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    """Twelve two-plane ZYX files vol1.tif ... vol12.tif (each file kept open while used)."""
+    rng = np.random.default_rng(12)
+    for i in range(1, 13):
+        data = rng.integers(0, 60000, (2, 6, 7), np.uint16)
+        _write(tmp_path / f"vol{i}.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    return tmp_path
+
+
+def test_lru_bound_is_honoured(stacks):
+    with TiffSequenceND(stacks, max_open_files=3) as reader:
+        assert reader.sizes == {"t": 12, "z": 2, "y": 6, "x": 7}
+        assert reader.open_file_count() == 1
+        for i in range(12):
+            reader.get_frame(i)
+            assert reader.open_file_count() <= 3
+            assert _open_fds_under(stacks) <= 3
+        assert reader.open_file_count() == 3
+    assert _open_fds_under(stacks) == 0
+    with pytest.raises(ValueError, match="max_open_files"):
+        TiffSequenceND(stacks, max_open_files=0)
+
+
+def test_single_plane_files_are_not_kept_open(numbered):
+    with TiffSequenceND(numbered, max_open_files=3) as reader:
+        for i in range(12):
+            reader.get_frame(i)
+        assert _open_fds_under(numbered) <= 1
+
+
+@pytest.mark.parametrize("kind", ["numbered", "stacks"])
+def test_threads_share_a_small_cache(request, kind):
+    folder = request.getfixturevalue(kind)
+    with TiffSequenceND(folder, max_open_files=2) as reader:
+        reader.iter_axes = [a for a in reader.sizes if a not in "yx"]
+        expected = [
+            plane
+            for path in reader.files
+            for plane in tifffile.imread(path).reshape(-1, *reader.frame_shape)
+        ]
+        assert len(reader) == len(expected)
+    errors = []
+    with TiffSequenceND(folder, max_open_files=2) as reader:
+        reader.iter_axes = [a for a in reader.sizes if a not in "yx"]
+
+        def work(seed):
+            order = random.Random(seed).choices(range(len(expected)), k=300)
+            try:
+                for i in order:
+                    if not np.array_equal(reader[i], expected[i]):
+                        errors.append(f"frame {i} differs")
+            except Exception as exc:  # reported by the main thread
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert reader.open_file_count() <= 2
+    assert errors == []
+
+
+def test_pickle_round_trip_keeps_source_options_and_axes(tmp_path):
+    for t in range(3):
+        for c in range(2):
+            _write(tmp_path / f"s_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(str(tmp_path / "s_*.tif"), max_open_files=5) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 2
+        data = pickle.dumps(reader)
+        assert len(data) < 2000
+        with pickle.loads(data) as clone:
+            assert clone.sizes == reader.sizes
+            assert clone.iter_axes == ["c"]
+            assert clone._options == reader._options
+            for i in range(2):
+                np.testing.assert_array_equal(clone[i], reader[i])
+                np.testing.assert_array_equal(
+                    clone[i], tifffile.imread(tmp_path / f"s_t2_c{i}.tif")
+                )
+
+
+def test_closed_reader(numbered):
+    reader = TiffSequenceND(numbered)
+    reader.get_frame(3)
+    reader.close()
+    reader.close()
+    assert reader.closed
+    assert reader.open_file_count() == 0
+    with pytest.raises(ReaderClosedError):
+        reader.get_frame(0)
+    with pytest.raises(ValueError):
+        reader.get_frame(5)
+
+
+def test_many_files_open_lazily(tmp_path):
+    count = 10_000
+    data = np.random.default_rng(11).integers(0, 255, (count, 4, 4), np.uint8)
+    tifffile.imwrite(tmp_path / "img00000.tif", data[0])
+    template = (tmp_path / "img00000.tif").read_bytes()
+    head = len(template) - data[0].nbytes  # tifffile writes the pixels last
+    for i in range(1, count):  # same structure, other pixels: fast to write
+        (tmp_path / f"img{i:05d}.tif").write_bytes(template[:head] + data[i].tobytes())
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "img09999.tif"), data[9999])
+    with TiffSequenceND(tmp_path, max_open_files=16) as reader:
+        assert len(reader) == count
+        assert reader.open_file_count() == 1
+        for i in (0, 1, 4999, 9998, 9999):
+            np.testing.assert_array_equal(reader[i], data[i])
+        assert reader.open_file_count() <= 16
+
+
+def test_file_with_other_tags_is_verified_in_full(numbered):
+    plane = _planes(13, 1)[0]
+    _write(numbered / "f4.tif", plane, description="written by another program")
+    with TiffSequenceND(numbered) as reader:
+        np.testing.assert_array_equal(reader[3], plane)
+        np.testing.assert_array_equal(reader[4], tifffile.imread(numbered / "f5.tif"))
+
+
+def test_truncated_later_file_raises_naming_it(numbered):
+    path = numbered / "f5.tif"
+    path.write_bytes(path.read_bytes()[:-10])
+    with TiffSequenceND(numbered) as reader:
+        np.testing.assert_array_equal(reader[3], tifffile.imread(numbered / "f4.tif"))
+        with pytest.raises(StackReadError) as info:
+            reader.get_frame(4)
+        assert info.value.path.endswith("f5.tif")
+
+
+def test_file_deleted_after_opening(numbered):
+    with TiffSequenceND(numbered) as reader:
+        (numbered / "f6.tif").unlink()
+        with pytest.raises(StackNotFoundError):
+            reader.get_frame(5)
+
+
+# --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
+
+
+def _write_multifile_ome(folder: Path, data: np.ndarray) -> None:
+    """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME."""
+    positions, times, height, width = data.shape
+    names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
+    uuids = {key: f"urn:uuid:00000000-0000-0000-0000-{i:012d}" for i, key in enumerate(names)}
+    half = times // 2
+    for key, name in names.items():
+        images = []
+        for p in range(positions):
+            tiffdata = "".join(
+                f'<TiffData FirstT="{half * k}" IFD="0" PlaneCount="{half}">'
+                f'<UUID FileName="{names[p, k]}">{uuids[p, k]}</UUID></TiffData>'
+                for k in range(2)
+            )
+            images.append(
+                f'<Image ID="Image:{p}" Name="pos{p}"><Pixels ID="Pixels:{p}" '
+                f'DimensionOrder="XYZCT" Type="uint16" SizeX="{width}" SizeY="{height}" '
+                f'SizeZ="1" SizeC="1" SizeT="{times}" PhysicalSizeX="0.5" PhysicalSizeY="0.5">'
+                f'<Channel ID="Channel:{p}:0" Name="GFP" SamplesPerPixel="1"/>'
+                f"{tiffdata}</Pixels></Image>"
+            )
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+            f'UUID="{uuids[key]}">{"".join(images)}</OME>'
+        )
+        p, k = key
+        tifffile.imwrite(
+            folder / name, data[p, half * k : half * (k + 1)], description=xml, metadata=None
+        )
+
+
+@pytest.fixture
+def multifile_ome(tmp_path):
+    data = np.random.default_rng(20).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data)
+    return tmp_path, data
+
+
+@pytest.mark.parametrize("entry", ["pos1_part1.ome.tif", "pos0_part0.ome.tif", "folder"])
+def test_multifile_ome_opens_whole_dataset_from_any_file(multifile_ome, entry):
+    folder, data = multifile_ome
+    source = folder if entry == "folder" else folder / entry
+    with TiffSequenceND(source) as reader:
+        assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
+        assert len(reader.files) == 4
+        assert reader.metadata["kind"] == "ome"
+        assert reader.metadata["pixel_size_x"] == 0.5
+        assert reader.metadata["channel_names"] == ["GFP"]
+        reader.iter_axes = "pt"
+        for i in range(8):
+            np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
+        with tifffile.TiffFile(folder / "pos0_part0.ome.tif") as tif:  # tifffile's own reading
+            np.testing.assert_array_equal(tif.series[1].asarray()[3], reader[7])
+
+
+def test_multifile_ome_lru_pickle_and_threads(multifile_ome):
+    folder, data = multifile_ome
+    flat = data.reshape(-1, 16, 24)
+    with TiffSequenceND(folder / "pos0_part0.ome.tif", max_open_files=1) as reader:
+        reader.iter_axes = "pt"
+        errors = []
+
+        def work(seed):
+            for i in random.Random(seed).choices(range(8), k=200):
+                if not np.array_equal(reader[i], flat[i]):
+                    errors.append(i)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert reader.open_file_count() <= 1
+        with pickle.loads(pickle.dumps(reader)) as clone:
+            assert clone.iter_axes == ["p", "t"]
+            np.testing.assert_array_equal(clone[5], flat[5])
+
+
+def test_multifile_ome_missing_file(multifile_ome):
+    folder, data = multifile_ome
+    (folder / "pos1_part1.ome.tif").unlink()
+    with pytest.raises(StackReadError, match="fill_missing"):
+        TiffSequenceND(folder / "pos0_part0.ome.tif")
+    with TiffSequenceND(folder / "pos0_part0.ome.tif", fill_missing=0) as reader:
+        assert reader.metadata["missing_files"] == 2
+        reader.iter_axes = "pt"
+        np.testing.assert_array_equal(reader[5], data[1, 1])
+        assert not reader[6].any()
+
+
+def test_single_file_ome_with_positions(tmp_path):
+    data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as writer:
+        for position in data:
+            writer.write(position, metadata={"axes": "ZYX"})
+    with TiffSequenceND(path) as reader:
+        assert reader.sizes == {"p": 3, "z": 2, "y": 8, "x": 9}
+        reader.iter_axes = "pz"
+        with tifffile.TiffFile(path) as tif:
+            expected = np.stack([series.asarray() for series in tif.series])
+        np.testing.assert_array_equal(expected, data)
+        for i in range(6):
+            np.testing.assert_array_equal(reader[i], data.reshape(-1, 8, 9)[i])
+
+
+def test_standalone_ome_files_are_a_numbered_sequence(tmp_path):
+    planes = _planes(22, 3)
+    for t, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"frame{t}.ome.tif", plane, ome=True)
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 3, "y": 6, "x": 7}
+        for t, plane in enumerate(planes):
+            np.testing.assert_array_equal(reader[t], plane)
+
+
+def test_ndtiff_dataset(real_data):
+    folder = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    expected = tifffile.imread(folder / "NDTiff3.2_multichannel_NDTiffStack.tif")
+    assert expected.shape == (8, 2, 16, 64, 64)
+    for source in (folder, folder / "NDTiff3.2_multichannel_NDTiffStack.tif"):
+        with TiffSequenceND(source) as reader:
+            assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+            reader.bundle_axes = "czyx"
+            for t in (0, 3, 7):
+                np.testing.assert_array_equal(reader[t], expected[t])
+
+
+def test_get_plane_defaults_and_bounds(tmp_path):
+    for t in range(3):
+        for c in range(2):
+            _write(tmp_path / f"x_t{t}_c{c}.tif", _planes(30 + 2 * t + c, 1)[0])
+    with TiffSequenceND(tmp_path) as reader:
+        reader.default_coords["c"] = 1
+        np.testing.assert_array_equal(
+            reader.get_plane(t=2), tifffile.imread(tmp_path / "x_t2_c1.tif")
+        )
+        np.testing.assert_array_equal(
+            reader.get_plane(t=1, c=0), tifffile.imread(tmp_path / "x_t1_c0.tif")
+        )
+        for bad in ({"t": 3}, {"t": -1}, {"c": 2}):
+            with pytest.raises(IndexError):
+                reader.get_plane(**bad)
+        with pytest.raises(IndexError):
+            reader[3]
+
+
+def _write_ndtiff_index(path: Path, entries) -> None:
+    """Write NDTiff.index entries in the format tifffile.read_ndtiff_index parses."""
+    with open(path, "wb") as index:
+        for axes, filename, *numbers in entries:
+            text = json.dumps(axes).encode()
+            name = filename.encode()
+            index.write(struct.pack("<I", len(text)) + text + struct.pack("<I", len(name)) + name)
+            index.write(struct.pack("<IiiiiIii", *numbers))
+
+
+def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
+    source = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    original = tifffile.imread(source / "NDTiff3.2_multichannel_NDTiffStack.tif")
+    first, second = tmp_path / "ds_NDTiffStack.tif", tmp_path / "ds_NDTiffStack_1.tif"
+    raw = (source / "NDTiff3.2_multichannel_NDTiffStack.tif").read_bytes()
+    first.write_bytes(raw)
+    second.write_bytes(raw)
+    index = list(tifffile.read_ndtiff_index(source / "NDTiff.index"))
+    entries = []
+    moved = 0
+    with open(first, "r+b") as one, open(second, "r+b") as two:
+        for axes, _, offset, width, height, *rest in index:
+            if axes["time"] < 4:
+                entries.append((axes, first.name, offset, width, height, *rest))
+                continue
+            # move the plane to the second file, inverted, in the slot the first file's
+            # plane number `moved` has there (so the second file starts with its first plane)
+            size = width * height * 2
+            plane = np.frombuffer(raw[offset : offset + size], "<u2")
+            one.seek(offset)
+            one.write(bytes(size))
+            target = index[moved][2]
+            two.seek(target)
+            two.write((65535 - plane).astype("<u2").tobytes())
+            entries.append((axes, second.name, target, width, height, *rest))
+            moved += 1
+    _write_ndtiff_index(tmp_path / "NDTiff.index", entries)
+    expected = tifffile.imread(first)  # tifffile's own reading of the two-file dataset
+    np.testing.assert_array_equal(expected[:4], original[:4])
+    np.testing.assert_array_equal(expected[4:], 65535 - original[4:])
+    for entry in (tmp_path, first, second):
+        with TiffSequenceND(entry) as reader:
+            assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+            assert len(reader.files) == 2
+            reader.bundle_axes = "czyx"
+            for t in range(8):
+                np.testing.assert_array_equal(reader[t], expected[t])
+
+
+def test_multifile_dataset_mixed_with_other_files(multifile_ome):
+    folder, _ = multifile_ome
+    _write(folder / "zz_other.tif", np.zeros((16, 24), np.uint16))
+    with pytest.raises(StackReadError, match="open one file of the dataset"):
+        TiffSequenceND(folder)
+    with TiffSequenceND(folder / "pos0_part1.ome.tif") as reader:
+        assert reader.sizes["p"] == 2
+
+
+def test_numbered_multiposition_ome_files_read_series_option(tmp_path):
+    data = np.random.default_rng(23).integers(0, 255, (3, 2, 5, 6), np.uint8)  # T, P, Y, X
+    for t, positions in enumerate(data):
+        with tifffile.TiffWriter(tmp_path / f"tp{t}.ome.tif", ome=True) as writer:
+            for plane in positions:
+                writer.write(plane)
+    for series in (0, 1):
+        with TiffSequenceND(tmp_path, series=series) as reader:
+            assert reader.sizes == {"t": 3, "y": 5, "x": 6}
+            for t in range(3):
+                np.testing.assert_array_equal(reader[t], data[t, series])
+
+
+def test_float_files_filled_with_nan(tmp_path):
+    for t in (0, 1, 3):
+        _write(tmp_path / f"f_{t}.tif", np.full((3, 4), t, np.float32))
+    with TiffSequenceND(tmp_path, fill_missing=np.nan) as reader:
+        assert np.isnan(reader[2]).all()
+        np.testing.assert_array_equal(reader[3], tifffile.imread(tmp_path / "f_3.tif"))
+
+
+def test_pattern_is_not_silently_ignored_on_dataset_files(multifile_ome):
+    folder, _ = multifile_ome
+    # the names are used, so each file is read on its own: TiffStackND refuses a file whose
+    # series continues in other files
+    with pytest.raises(StackReadError, match="pos0_part0"):
+        TiffSequenceND(folder, pattern=r"pos(?P<p>\d)_part(?P<t>\d)")
+
+
+def test_pims_open_on_one_file_of_a_multifile_dataset(multifile_ome):
+    folder, data = multifile_ome
+    # TiffStackND (priority 20) refuses a series that continues in other files; pims then
+    # tries TiffSequenceND (19), which reads the whole dataset
+    with pims.open(str(folder / "pos1_part0.ome.tif")) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
+        reader.iter_axes = "pt"
+        np.testing.assert_array_equal(reader[6], data[1, 2])
