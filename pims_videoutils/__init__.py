@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from ._open import open
     from .export import VideoResult, to_video
     from .readers import TiffStackND
+    from .sequence import TiffSequenceND
     from .sample import write_sample
 
 _LAZY = {
+    "TiffSequenceND": "sequence",
     "TiffStackND": "readers",
     "VideoResult": "export",
     "open": "_open",
@@ -42,6 +44,7 @@ __all__ = [
     "ReaderClosedError",
     "StackNotFoundError",
     "StackReadError",
+    "TiffSequenceND",
     "TiffStackND",
     "VideoResult",
     "__version__",

@@ -54,7 +54,9 @@ class PlaneTemplate:
                 self._description = tag.offset
             if tag.code == 273 and tag.count == 1:
                 ranges.append((tag.offset, tag.offset + 4 + pointer))
-                value = {3: "H", 4: "I", 16: "Q"}[tag.dtype]
+                value = {3: "H", 4: "I", 16: "Q"}.get(tag.dtype)
+                if value is None:
+                    raise ValueError(f"strip offsets of TIFF type {tag.dtype}")
                 self._offset = (tag.offset + 4 + pointer, struct.Struct(tif.byteorder + value))
             elif tag.code in self._CHECKED_TAGS:
                 ranges.append((tag.offset, tag.offset + entry_size))

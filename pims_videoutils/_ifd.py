@@ -35,7 +35,7 @@ _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
 _MAX_TAGS = 4096
-_MAX_RUNS = 2000  # more irregular runs than this: let tifffile build the series
+_MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
 
 
 @dataclass(frozen=True)
@@ -156,12 +156,13 @@ def _head(buf, fmt: _Format, offset: int, size: int) -> tuple[int, int]:
 def _chain(buf, fmt: _Format, first: int, size: int) -> list[tuple[int, int, int, int]]:
     """Return runs (start, step, count, ntags) of IFDs covering the whole chain, in order."""
     runs: list[tuple[int, int, int, int]] = []
+    progressions: list[tuple[int, int, int, int]] = []  # the runs of several IFDs
     singles: set[int] = set()
     offset = first
     while offset:
         if offset in singles or any(
-            step and start <= offset <= start + step * (count - 1) and (offset - start) % step == 0
-            for start, step, count, _ in runs
+            start <= offset <= start + step * (count - 1) and (offset - start) % step == 0
+            for start, step, count, _ in progressions
         ):
             raise _Corrupt(f"IFD chain loops back to byte {offset}")
         ntags, nxt = _head(buf, fmt, offset, size)
@@ -174,6 +175,8 @@ def _chain(buf, fmt: _Format, first: int, size: int) -> list[tuple[int, int, int
         else:
             singles.add(offset)
         runs.append((offset, step if count > 1 else 0, count, ntags))
+        if count > 1:
+            progressions.append(runs[-1])
         if len(runs) > _MAX_RUNS:
             raise _Unproven
         offset = nxt

@@ -7,13 +7,15 @@ returns a frozen :class:`PlaneTable`: for every plane, which file and which byte
 tifffile reads and checks every referenced IFD (or index entry) once, at open. Planes are then
 read with one ``os.preadv`` each.
 
-Only uncompressed, contiguous planes are supported here; anything else raises a clear
-:class:`StackReadError`.
+Uncompressed, contiguous planes are read with one ``os.preadv`` each; other planes
+(compressed, tiled) are decoded one page at a time by tifffile from their IFD offset. Planar
+RGB pages raise a clear :class:`StackReadError`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +23,12 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ._errors import StackReadError
+from ._errors import StackNotFoundError, StackReadError
 from ._layout import pims_axes
 
-__all__ = ["PlaneTable", "find_dataset"]
+__all__ = ["DatasetFile", "PlaneTable", "find_dataset"]
 
+MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 # OME length units -> the unit names used in metadata (micrometre by default in OME)
 _OME_UNITS = {"µm": "µm", "um": "µm", "nm": "nm", "mm": "mm", "m": "m"}
@@ -51,10 +54,14 @@ class PlaneTable:
         Sizes of ``plane_axes``.
     dtype : numpy.dtype
         Sample type with the files' byte order.
+    storage : str
+        ``'mapped'``: every plane is uncompressed and contiguous, ``offsets`` are the offsets
+        of its pixels; ``'decoded'``: ``offsets`` are the offsets of the planes' IFDs, decoded
+        by tifffile.
     file_index : numpy.ndarray
         int32 array of ``shape``: index into ``files``, -1 for a plane no file holds.
     offsets : numpy.ndarray
-        int64 array of ``shape``: byte offset of each plane in its file.
+        int64 array of ``shape``: byte offset of each plane's pixels or IFD in its file.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown).
@@ -67,6 +74,7 @@ class PlaneTable:
     plane_axes: str
     plane_shape: tuple[int, ...]
     dtype: np.dtype
+    storage: str
     file_index: np.ndarray
     offsets: np.ndarray
     metadata: dict[str, Any]
@@ -135,25 +143,32 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
     nbytes = int(np.prod(plane_shape)) * dtype.itemsize
     number = {name: i for i, name in enumerate(files)}
     file_index = np.full(len(pages), -1, np.int32)
-    offsets = np.zeros(len(pages), np.int64)
+    data_offsets = np.zeros(len(pages), np.int64)
+    ifd_offsets = np.zeros(len(pages), np.int64)
+    mapped = True
     for i, page in enumerate(pages):
         if page is None:
             continue
         key = page.keyframe
-        if key.compression != 1 or not page.is_contiguous or key.planarconfig == 2:
+        where = page.parent.filehandle.path
+        if tuple(key.shape) != plane_shape or key.dtype != chosen.dtype:
             raise StackReadError(
-                page.parent.filehandle.path,
-                "compressed, tiled or planar pages in a multi-file dataset are not supported",
-            )
-        if sum(page.databytecounts) != nbytes or key.dtype != chosen.dtype:
-            raise StackReadError(
-                page.parent.filehandle.path,
+                where,
                 f"page {page.index} does not match its series "
                 f"({key.shape} {key.dtype} vs {plane_shape} {chosen.dtype})",
             )
-        file_index[i] = number[page.parent.filehandle.path]
-        offsets[i] = page.dataoffsets[0]
+        if key.planarconfig == 2 and len(plane_shape) == 3:
+            raise StackReadError(where, "planar RGB pages in a multi-file dataset")
+        file_index[i] = number[where]
+        mapped = mapped and (
+            key.compression == 1 and page.is_contiguous and sum(page.databytecounts) == nbytes
+        )
+        data_offsets[i] = page.dataoffsets[0] if page.dataoffsets else -1
+        ifd_offsets[i] = -1 if page.offset is None else page.offset
+    if not mapped and (ifd_offsets[file_index >= 0] < 0).any():
+        raise StackReadError(path, "compressed planes indexed without their IFD")
     metadata = _metadata(tif, chosen, everything)
+    metadata["storage"] = MAPPED if mapped else DECODED
     return PlaneTable(
         tuple(files),
         chosen.kind,
@@ -162,8 +177,9 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
         plane_axes,
         plane_shape,
         dtype,
+        MAPPED if mapped else DECODED,
         file_index.reshape(shape),
-        offsets.reshape(shape),
+        (data_offsets if mapped else ifd_offsets).reshape(shape),
         metadata,
     )
 
@@ -183,7 +199,6 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
     )
     meta.update(
         kind=chosen.kind,
-        storage="mapped",
         series=[
             {
                 "index": i,
@@ -231,18 +246,73 @@ def _ome_pixels(xml: str, image: int, meta: dict[str, Any]) -> None:
     meta["channel_names"] = names if any(names) else None
 
 
-def read_plane(fd: int, table: PlaneTable, offset: int, path: str) -> np.ndarray:
-    """Read one plane at ``offset`` of an open file into a fresh native-order array.
+class DatasetFile:
+    """One open file of a multi-file dataset; its planes are read by offset (thread-safe).
+
+    Parameters
+    ----------
+    path : str
+        The file (opened read-only).
+    storage : str
+        The table's storage: ``'decoded'`` also opens the file with tifffile.
 
     Raises
     ------
+    StackNotFoundError
+        The file does not exist (any more).
     StackReadError
-        The file is shorter than the plane's end (truncated since it was indexed).
+        tifffile cannot open it.
     """
-    out = np.empty(table.plane_shape, table.dtype.newbyteorder("="))
-    got = os.preadv(fd, [out], offset)
-    if got != out.nbytes:
-        raise StackReadError(path, f"file is truncated (plane at byte {offset} is incomplete)")
-    if not table.dtype.isnative:
-        out.byteswap(inplace=True)
-    return out
+
+    def __init__(self, path: str, storage: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._tif = None
+        try:
+            self._file = open(path, "rb", buffering=0)  # closed by close()
+        except FileNotFoundError:
+            raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        if storage == DECODED:
+            try:
+                self._tif = tifffile.TiffFile(self._file)
+            except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
+                self._file.close()
+                raise StackReadError(path, f"not a readable TIFF file ({exc})") from None
+
+    def read(self, table: PlaneTable, offset: int) -> np.ndarray:
+        """Read the plane at ``offset`` (pixels or IFD, see the table) into a fresh array.
+
+        Raises
+        ------
+        StackReadError
+            The file is shorter than the plane's end, or the page cannot be decoded.
+        """
+        native = table.dtype.newbyteorder("=")
+        if self._tif is None:
+            out = np.empty(table.plane_shape, native)
+            got = os.preadv(self._file.fileno(), [out], offset)
+            if got != out.nbytes:
+                raise StackReadError(
+                    self.path, f"file is truncated (plane at byte {offset} is incomplete)"
+                )
+            if not table.dtype.isnative:
+                out.byteswap(inplace=True)
+            return out
+        try:
+            with self._lock:
+                self._tif.filehandle.seek(offset)
+                page = tifffile.TiffPage(self._tif, 0)
+            data = page.asarray(lock=self._lock)
+        except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
+            raise StackReadError(
+                self.path, f"cannot decode the page at byte {offset} ({exc})"
+            ) from None
+        return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        with self._lock:
+            if self._tif is not None:
+                self._tif.close()
+                self._tif = None
+            self._file.close()

@@ -24,7 +24,7 @@ import click
 from ._errors import FFmpegError, PimsVideoutilsError
 from ._version import __version__
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "describe", "main", "open_stack", "select_frames", "summarize"]
 
 _PROG = "pims-video"
 #: Axes that stay in every frame of the movie (the image plane, and RGB samples if any).
@@ -119,7 +119,7 @@ def _video_options(function):
     options = [
         click.option("--fps", type=click.FloatRange(min=0, min_open=True),
                      help="Frame rate of the movie [default: from the file's frame interval, "
-                          "else to_video's default]."),
+                          "else 10]."),
         click.option("--codec", help="ffmpeg encoder, e.g. libx264, libx265, ffv1, "
                                      "libvpx-vp9, prores_ks, gif [default: from the extension]."),
         click.option("--crf", type=click.IntRange(min=0),
@@ -416,8 +416,13 @@ def _format_number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def describe(source: str, reader: Any) -> list[str]:
-    """Lines that ``pims-video info`` prints about an open reader.
+#: Metadata keys of our readers that ``info`` reports (other readers may lack them).
+_INFO_METADATA = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval",
+                  "channel_names", "software", "kind", "files", "series")
+
+
+def summarize(source: str, reader: Any) -> dict[str, Any]:
+    """Collect what ``pims-video info`` reports about an open reader, as a JSON-ready dict.
 
     Parameters
     ----------
@@ -428,56 +433,87 @@ def describe(source: str, reader: Any) -> list[str]:
 
     Returns
     -------
-    list of str
-        ``name: value`` lines; values the reader does not know are left out.
+    dict
+        ``path``, ``reader`` (class name), ``frames`` (``len(reader)``), ``frame_shape``,
+        ``dtype``, ``sizes``, ``iter_axes`` and ``bundle_axes`` (None for readers without named
+        axes), ``storage``, ``frame_rate`` and the metadata keys of our readers (None when
+        unknown).
     """
     import numpy as np
 
     metadata = getattr(reader, "metadata", None)
     metadata = metadata if isinstance(metadata, dict) else {}
-    lines = [source, f"  reader:         {type(reader).__name__}"]
-    if metadata.get("files"):
-        lines.append(f"  files:          {metadata['files']}")
-    if hasattr(reader, "sizes"):
-        sizes = " ".join(f"{axis}={size}" for axis, size in reader.sizes.items())
+    named = hasattr(reader, "sizes")
+    record = {
+        "path": source,
+        "reader": type(reader).__name__,
+        "frames": len(reader),
+        "frame_shape": list(reader.frame_shape),
+        "dtype": np.dtype(reader.pixel_type).name,
+        "sizes": dict(reader.sizes) if named else None,
+        "iter_axes": "".join(reader.iter_axes) if named else None,
+        "bundle_axes": "".join(reader.bundle_axes) if named else None,
+        "storage": getattr(reader, "storage", None) or metadata.get("storage"),
+        "frame_rate": getattr(reader, "frame_rate", None),
+    }
+    record.update({key: metadata.get(key) for key in _INFO_METADATA})
+    return record
+
+
+def describe(record: dict[str, Any]) -> list[str]:
+    """Format a :func:`summarize` record as the lines ``pims-video info`` prints.
+
+    Parameters
+    ----------
+    record : dict
+        From :func:`summarize`.
+
+    Returns
+    -------
+    list of str
+        ``name: value`` lines; values that are unknown are left out.
+    """
+    lines = [record["path"], f"  reader:         {record['reader']}"]
+    if record["files"]:
+        lines.append(f"  files:          {record['files']}")
+    shape = tuple(record["frame_shape"])
+    if record["sizes"] is not None:
+        sizes = " ".join(f"{axis}={size}" for axis, size in record["sizes"].items())
         lines.append(f"  axes:           {sizes}")
-        along = f" along {''.join(reader.iter_axes)}" if reader.iter_axes else ""
+        along = f" along {record['iter_axes']}" if record["iter_axes"] else ""
         lines.append(
-            f"  frames:         {len(reader)}{along}, each {''.join(reader.bundle_axes)} "
-            f"{tuple(reader.frame_shape)}"
+            f"  frames:         {record['frames']}{along}, each {record['bundle_axes']} {shape}"
         )
     else:
-        lines.append(f"  frames:         {len(reader)}, each {tuple(reader.frame_shape)}")
-    lines.append(f"  dtype:          {np.dtype(reader.pixel_type).name}")
-    storage = getattr(reader, "storage", None) or metadata.get("storage")
-    if storage:
-        lines.append(f"  storage:        {storage}")
-    unit = metadata.get("unit") or "?"
-    size_x, size_y = metadata.get("pixel_size_x"), metadata.get("pixel_size_y")
-    if size_x and size_y:
+        lines.append(f"  frames:         {record['frames']}, each {shape}")
+    lines.append(f"  dtype:          {record['dtype']}")
+    if record["storage"]:
+        lines.append(f"  storage:        {record['storage']}")
+    unit = record["unit"] or "?"
+    if record["pixel_size_x"] and record["pixel_size_y"]:
         lines.append(
-            f"  pixel size:     {_format_number(size_x)} x {_format_number(size_y)} {unit} (x, y)"
+            f"  pixel size:     {_format_number(record['pixel_size_x'])} x "
+            f"{_format_number(record['pixel_size_y'])} {unit} (x, y)"
         )
-    if metadata.get("z_step"):
-        lines.append(f"  z step:         {_format_number(metadata['z_step'])} {unit}")
-    interval = metadata.get("frame_interval")
-    if interval:
-        lines.append(f"  frame interval: {_format_number(interval)} s")
-    frame_rate = getattr(reader, "frame_rate", None)
-    if frame_rate:
-        lines.append(f"  frame rate:     {_format_number(frame_rate)} fps")
-    if metadata.get("channel_names"):
-        lines.append(f"  channels:       {', '.join(map(str, metadata['channel_names']))}")
-    elif getattr(reader, "sizes", {}).get("c", 1) > 1:
-        lines.append(f"  channels:       {reader.sizes['c']} (no names in the file)")
-    if metadata.get("software"):
-        lines.append(f"  software:       {metadata['software']}")
-    if metadata.get("kind"):
-        lines.append(f"  kind:           {metadata['kind']}")
-    for series in metadata.get("series") or ():
-        shape = "x".join(str(n) for n in series.get("shape", ()))
+    if record["z_step"]:
+        lines.append(f"  z step:         {_format_number(record['z_step'])} {unit}")
+    if record["frame_interval"]:
+        lines.append(f"  frame interval: {_format_number(record['frame_interval'])} s")
+    if record["frame_rate"]:
+        lines.append(f"  frame rate:     {_format_number(record['frame_rate'])} fps")
+    n_channels = (record["sizes"] or {}).get("c", 1)
+    if record["channel_names"]:
+        lines.append(f"  channels:       {', '.join(map(str, record['channel_names']))}")
+    elif n_channels > 1:
+        lines.append(f"  channels:       {n_channels} (no names in the file)")
+    if record["software"]:
+        lines.append(f"  software:       {record['software']}")
+    if record["kind"]:
+        lines.append(f"  kind:           {record['kind']}")
+    for series in record["series"] or ():
+        shape_text = "x".join(str(n) for n in series.get("shape", ()))
         lines.append(
-            f"  series {series.get('index')}:       {shape} {series.get('axes', '')} "
+            f"  series {series.get('index')}:       {shape_text} {series.get('axes', '')} "
             f"{series.get('dtype', '')}".rstrip()
         )
     return lines
@@ -513,25 +549,34 @@ def cli(state: dict[str, bool], debug: bool) -> None:
 @cli.command(context_settings=_CONTEXT, epilog=_examples(
     "pims-video info sample.tif",
     "pims-video info data/*.tif",
+    "pims-video info --json sample.tif > sample.json",
     'pims-video info "frames/img_*.tif"',
 ))
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-def info(paths: tuple[str, ...]) -> int:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list with one object per PATH instead of text.")
+def info(paths: tuple[str, ...], as_json: bool) -> int:
     """Show what a reader sees in each PATH (file, folder or glob).
 
-    Axes and sizes, dtype, storage (mapped: frames are views of the file; decoded: frames are
-    read and decoded), pixel size, z step, frame interval, channels, writer software and the
-    series in the file.
+    Axes and sizes, dtype, storage (mapped: planes read straight from their place in the file;
+    decoded: pages decoded), pixel size, z step, frame interval, channels, writer software and
+    the series in the file.
     """
-    for i, source in enumerate(paths):
+    import json
+
+    records = []
+    for source in paths:
         reader = open_stack(source)
         try:
-            lines = describe(source, reader)
+            records.append(summarize(source, reader))
         finally:
             reader.close()
-        if i:
-            click.echo()
-        click.echo("\n".join(lines))
+        if not as_json:  # print as we go: a later bad path still shows the earlier ones
+            if len(records) > 1:
+                click.echo()
+            click.echo("\n".join(describe(records[-1])))
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
     return 0
 
 

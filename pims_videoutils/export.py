@@ -12,6 +12,7 @@ import html
 import math
 import os
 import secrets
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -449,7 +450,11 @@ def _encode(
     """Run ffmpeg on every frame of ``source``; return the number of frames written."""
     bar = None
     if progress and source.length is not None:
-        from tqdm.auto import tqdm
+        from tqdm import TqdmWarning
+
+        with warnings.catch_warnings():  # no ipywidgets in Jupyter: the text bar is fine
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
 
         bar = tqdm(total=source.length, unit="frame", desc="to_video")
     n_frames = 0

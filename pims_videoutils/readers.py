@@ -211,13 +211,24 @@ class TiffStackND(FramesSequenceND):
         StackReadError
             The file was truncated or changed since it was opened, or a page cannot be decoded.
         """
-        layout = self._layout
+        defaults = self._default_coords
+        return self._read_plane(self._plane_index(
+            {name: coords[name] if name in coords else defaults.get(name, 0)
+             for name in self._layout.axes}))
+
+    def _plane_index(self, coords: dict[str, int]) -> int:
+        """Index of the plane at ``coords`` (one per non-plane axis), checking the ranges."""
         index = 0
-        for name, size in zip(layout.axes, layout.shape, strict=True):
-            value = int(coords[name] if name in coords else self.default_coords.get(name, 0))
+        for name, size in zip(self._layout.axes, self._layout.shape, strict=True):
+            value = int(coords[name])
             if not 0 <= value < size:
                 raise IndexError(f"coordinate {name}={value} out of range 0..{size - 1}")
             index = index * size + value
+        return index
+
+    def _read_plane(self, index: int) -> np.ndarray:
+        """Plane number ``index`` (C order of the non-plane axes)."""
+        layout = self._layout
         file = self._file
         if file is None:
             raise ReaderClosedError(f"{self._path}: reader is closed")
@@ -242,14 +253,14 @@ class TiffStackND(FramesSequenceND):
         bundle = self._bundle_axes
         if len(bundle) != len(self._plane_set) or not self._plane_set.issuperset(bundle):
             return super().get_frame(i)
-        coords = dict(self._default_coords)
+        coords = {name: self._default_coords.get(name, 0) for name in self._layout.axes}
         rest = int(i)
         for name in reversed(self._iter_axes):
             rest, coords[name] = divmod(rest, self._sizes[name])
         if rest:
             raise IndexError(f"frame {i} out of range ({len(self)} frames)")
-        plane = self.get_plane(**coords)
-        metadata = {"axes": list(bundle), "coords": {a: coords[a] for a in self._layout.axes}}
+        plane = self._read_plane(self._plane_index(coords))
+        metadata = {"axes": list(bundle), "coords": coords}
         if isinstance(plane, Frame):  # carries a time stamp
             metadata.update(plane.metadata)
         if bundle != self._plane_list:
@@ -263,14 +274,15 @@ class TiffStackND(FramesSequenceND):
         if self._mmap is not None:
             return np.ndarray(layout.plane_shape, layout.dtype, buffer=self._mmap, offset=offset)
         out = np.empty(layout.plane_shape, self._native)
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < len(view):
-            got = os.preadv(file.fileno(), [view[done:]], offset + done)
-            if got == 0:
-                raise StackReadError(self._path, "file is shorter than when it was opened "
-                                     f"(plane at byte {offset} is truncated)")
-            done += got
+        done = os.preadv(file.fileno(), [out], offset)
+        if done < out.nbytes:  # a short read: continue, or fail at the end of the file
+            view = memoryview(out).cast("B")
+            while done < out.nbytes:
+                got = os.preadv(file.fileno(), [view[done:]], offset + done)
+                if got == 0:
+                    raise StackReadError(self._path, "file is shorter than when it was opened "
+                                         f"(plane at byte {offset} is truncated)")
+                done += got
         if not layout.dtype.isnative:
             out.byteswap(inplace=True)
         return out

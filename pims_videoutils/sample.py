@@ -30,6 +30,8 @@ _BOTH_CHANNELS = 1 / 3
 _DEPTH_OF_FIELD = 0.5
 #: Margin (pixels) that diffusing spots keep from the image border.
 _MARGIN = 6.0
+#: RGB weights of the ImageJ lookup tables of the channels, in order (then repeated).
+_CHANNEL_COLORS = ((0, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 1))
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,12 @@ def _background(height: int, width: int, n_channels: int) -> np.ndarray:
     return np.stack(planes)
 
 
+def _lookup_table(channel: int) -> np.ndarray:
+    """Return the ImageJ lookup table (3 x 256 uint8) of a channel: green, magenta, cyan..."""
+    weights = np.array(_CHANNEL_COLORS[channel % len(_CHANNEL_COLORS)], dtype=np.uint16)
+    return (weights[:, None] * np.arange(256, dtype=np.uint16)[None, :]).astype(np.uint8)
+
+
 def write_sample(
     path: str | os.PathLike[str],
     *,
@@ -178,8 +186,9 @@ def write_sample(
     Spots diffuse in y and x (see :func:`spot_positions`); each is sharp (Gaussian of
     ``spot_sigma`` pixels) in its own z plane and blurred, with the same number of photons, in
     the others. The camera adds Poisson shot noise to the expected photons, an ``offset`` and
-    Gaussian read noise, and clips to uint16. With the defaults the file is 50 t x 3 z x 2 c x
-    256 x 256 (38 MiB) and takes about a second to write.
+    Gaussian read noise, and clips to uint16. ImageJ shows the channels as a composite
+    (green, magenta, then cyan, yellow, red, blue). With the defaults the file is
+    50 t x 3 z x 2 c x 256 x 256 (38 MiB) and takes a few seconds to write.
 
     The file is written to a temporary name in the same folder and renamed when complete, so
     an interrupted call leaves no partial file; an existing file at ``path`` is replaced.
@@ -259,6 +268,7 @@ def write_sample(
         "unit": "um",
         "finterval": frame_interval,
         "mode": "composite",
+        "LUTs": [_lookup_table(c) for c in range(n_channels)],
         "Info": (
             f"pims-videoutils synthetic sample: seed={seed}, n_spots={n_spots}, "
             f"spot_sigma={spot_sigma} px, offset={offset}, read_noise={read_noise}"

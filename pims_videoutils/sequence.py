@@ -4,7 +4,8 @@
 
 * Multi-file datasets (OME-XML referencing other files, several OME positions of one shape,
   NDTiff, Micro-Manager stacks): tifffile indexes every plane once (:mod:`._multifile`); planes
-  are then read with one ``preadv`` from a bounded cache of open files.
+  are then read with one ``preadv`` each (or decoded page by page when compressed) from a
+  bounded cache of open files.
 * Numbered sequences: the files are arranged on ``p``, ``t``, ``z``, ``c`` axes read from their
   names (:mod:`._filenames`), and the axes inside each file come from
   :class:`~pims_videoutils.readers.TiffStackND`. Opening parses the first file only. Files of
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import math
 import os
 import re
@@ -33,7 +33,7 @@ from pims import Frame, FramesSequenceND
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files
-from ._multifile import PlaneTable, find_dataset, read_plane
+from ._multifile import DatasetFile, PlaneTable, find_dataset
 from .readers import TiffStackND
 
 __all__ = ["TiffSequenceND"]
@@ -173,10 +173,10 @@ class TiffSequenceND(FramesSequenceND):
     ----------
     source : str, os.PathLike or sequence of them
         A folder (its ``.tif``/``.tiff`` files), a glob such as ``"data/img_*.tif"``, or a list
-        of files. Each file may itself be a stack. When the first file belongs to a multi-file
-        dataset (OME-TIFF whose OME-XML references other files or holds several positions,
-        NDTiff, Micro-Manager), the reader spans that whole dataset instead, with positions as
-        the ``p`` axis; any one file of the dataset, or its folder, opens it.
+        of files. Each file may itself be a stack. When the files are one multi-file dataset
+        (OME-TIFF whose OME-XML references other files or holds several positions, NDTiff,
+        Micro-Manager), the reader spans that dataset instead, with positions as the ``p``
+        axis; any one file of the dataset, or its folder, opens it.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -218,7 +218,7 @@ class TiffSequenceND(FramesSequenceND):
         File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
         a gap without ``fill_missing``), a file-name axis that is also an axis inside the
         files, or an unreadable first file; a multi-file dataset with missing files (without
-        ``fill_missing``) or compressed planes. A file whose layout differs from the first
+        ``fill_missing``) or planar RGB pages. A file whose layout differs from the first
         file's raises when it is first read, naming the file and the difference.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
@@ -281,21 +281,20 @@ class TiffSequenceND(FramesSequenceND):
         ordered = sorted(grid.cells.items())
         self.files = tuple(self.files[number] for _, number in ordered)
         self.grid = dataclasses.replace(grid, cells={key: i for i, (key, _) in enumerate(ordered)})
-        self._first_number = 0
-        first = TiffStackND(self.files[self._first_number], series=series, copy=copy)
+        first = TiffStackND(self.files[0], series=series, copy=copy)
         try:
             self._init_sequence(first, label, fill_missing)
+            if (
+                not self._inner_axes
+                and self._storage == "mapped"
+                and self.metadata["kind"] in _TEMPLATE_KINDS
+            ):
+                self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
         except BaseException:
             first.close()
             raise
-        if (
-            not self._inner_axes
-            and self._storage == "mapped"
-            and self.metadata["kind"] in _TEMPLATE_KINDS
-        ):
-            self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
         self._files = _OpenFiles(max_open_files, self._open_file)
-        self._files.add(self._first_number, first)
+        self._files.add(0, first)
 
     def _dataset_of_all(self, label: str, series: int) -> PlaneTable | None:
         """Return the first file's multi-file dataset, if the source lists only its files."""
@@ -335,6 +334,7 @@ class TiffSequenceND(FramesSequenceND):
                 raise ValueError(f"fill_missing={fill_missing!r} does not fit {self._dtype}")
         for axis, size in (*outer, *plane):
             self._init_axis(axis, size)
+        self._outer_axes = tuple(axis for axis, _ in outer)
         self._plane_reader = self._sequence_plane if self._table is None else self._dataset_plane
         self._register_get_frame(self.get_plane, self._plane_axes)
         order = [a for a in AXIS_ORDER if a in self.sizes and a not in self._plane_axes]
@@ -362,7 +362,7 @@ class TiffSequenceND(FramesSequenceND):
         )
         interval = self.metadata.get("frame_interval")
         self._frame_rate = 1.0 / interval if interval else None
-        self._storage = "mapped"
+        self._storage = table.storage
 
     def _init_sequence(self, first: TiffStackND, label: str, fill_missing: float | None) -> None:
         """Set axes, dtype and metadata from the first file and the file grid."""
@@ -392,13 +392,9 @@ class TiffSequenceND(FramesSequenceND):
         self._frame_rate = first.frame_rate
         self._storage = first.storage
 
-    def _open_raw(self, number: int) -> io.FileIO:
+    def _open_raw(self, number: int) -> DatasetFile:
         """Open file ``number`` of a multi-file dataset for reading planes at known offsets."""
-        path = self.files[number]
-        try:
-            return open(path, "rb", buffering=0)  # closed by the cache
-        except FileNotFoundError:
-            raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        return DatasetFile(self.files[number], self._table.storage)
 
     def _dataset_plane(self, coords: dict[str, int]) -> np.ndarray:
         """Read one plane of a multi-file dataset from its file and offset."""
@@ -406,15 +402,13 @@ class TiffSequenceND(FramesSequenceND):
         if files is None:
             raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
         table = self._table
-        index = tuple(int(coords[a]) for a in table.axes)
+        index = tuple([coords[a] for a in table.axes])
         number = int(table.file_index[index])
         if number < 0:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         handle = files.acquire(number)
         try:
-            return read_plane(
-                handle.fileno(), table, int(table.offsets[index]), table.files[number]
-            )
+            return handle.read(table, int(table.offsets[index]))
         finally:
             files.release(number)
 
@@ -425,7 +419,7 @@ class TiffSequenceND(FramesSequenceND):
         difference = self._compare_layout(reader)
         if difference:
             reader.close()
-            first = os.path.basename(self.files[self._first_number])
+            first = os.path.basename(self.files[0])
             raise StackReadError(
                 path, f"its layout differs from the first file {first}: {difference}"
             )
@@ -470,12 +464,18 @@ class TiffSequenceND(FramesSequenceND):
         StackReadError
             The plane's file is unreadable, truncated, or differs from the first file.
         """
+        full = dict(self.default_coords)
+        full.update(coords)
+        return self._checked_plane(full)
+
+    def _checked_plane(self, coords: dict[str, int]) -> np.ndarray:
+        """Read the plane at ``coords`` (every axis given) after checking their ranges."""
         sizes = self.sizes
-        for axis, value in coords.items():
-            if axis in sizes and not 0 <= value < sizes[axis]:
-                raise IndexError(f"coordinate {axis}={value} out of range 0..{sizes[axis] - 1}")
-        for axis, value in self.default_coords.items():
-            coords.setdefault(axis, value)
+        for axis in self._outer_axes:
+            if not 0 <= coords[axis] < sizes[axis]:
+                raise IndexError(
+                    f"coordinate {axis}={coords[axis]} out of range 0..{sizes[axis] - 1}"
+                )
         return self._plane_reader(coords)
 
     def _sequence_plane(self, coords: dict[str, int]) -> np.ndarray:
@@ -483,14 +483,14 @@ class TiffSequenceND(FramesSequenceND):
         files = self._files
         if files is None:
             raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
-        number = self.grid.cells.get(tuple(int(coords[a]) for a in self.grid.axes))
+        number = self.grid.cells.get(tuple([coords[a] for a in self.grid.axes]))
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:
             plane = self._template.read(self.files[number])
             if plane is not None:
                 return plane
-        inner = {a: int(coords[a]) for a in self._inner_axes}
+        inner = {a: coords[a] for a in self._inner_axes}
         reader = files.acquire(number)
         try:
             return reader.get_plane(**inner)
@@ -523,11 +523,17 @@ class TiffSequenceND(FramesSequenceND):
         for axis in reversed(iter_axes):
             rest, coords[axis] = divmod(rest, sizes[axis])
         bundle = self.bundle_axes
-        result = self._get_frame_wrapped(**coords)
+        if "".join(bundle) == self._plane_axes:  # one plane as stored: no pims bundling
+            result = self._checked_plane(coords)
+        else:
+            result = self._get_frame_wrapped(**coords)
         metadata = dict(result.metadata) if isinstance(result, Frame) else {}
         metadata["axes"] = bundle
         metadata["coords"] = {a: coords[a] for a in sizes if a not in bundle}
-        return Frame(result, frame_no=i, metadata=metadata)
+        frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
+        frame.frame_no = i
+        frame.metadata = metadata
+        return frame
 
     @property
     def pixel_type(self) -> np.dtype:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
+import pims
 import pytest
 import tifffile
 
@@ -363,7 +364,6 @@ def test_tiffstacknd_projection_and_channels(tmp_path):
 
 
 def test_pims_video_reader(tmp_path, real_data):
-    pims = pytest.importorskip("pims")
     pytest.importorskip("av")
     reader = pims.PyAVReaderIndexed(str(real_data / "pims" / "bulk-water.mov"))
     try:

@@ -39,6 +39,11 @@ def test_write_sample_is_an_imagej_hyperstack(tmp_path):
     assert meta["finterval"] == pytest.approx(2.0)
     assert meta["unit"] == "um"
     assert (meta["frames"], meta["slices"], meta["channels"]) == (6, 3, 2)
+    assert meta["mode"] == "composite"
+    luts = np.asarray(meta["LUTs"])  # channel 0 green, channel 1 magenta
+    assert luts.shape == (2, 3, 256)
+    assert np.array_equal(luts[0, 1], np.arange(256)) and not luts[0, [0, 2]].any()
+    assert np.array_equal(luts[1, 0], luts[1, 2]) and not luts[1, 1].any()
     for numerator, denominator in tags.values():
         assert numerator / denominator == pytest.approx(1 / 0.25)  # pixels per µm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]  # no temporary file left

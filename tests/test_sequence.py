@@ -264,8 +264,11 @@ def test_mixed_layouts_raise_naming_the_file(numbered, odd, message):
         np.testing.assert_array_equal(reader[7], tifffile.imread(numbered / "f8.tif"))
 
 
-def test_corrupt_later_file_raises_naming_it(numbered):
-    (numbered / "f3.tif").write_bytes(b"not a tiff file")
+@pytest.mark.parametrize(
+    "content", [b"not a tiff file", b"II*\x00garbage"], ids=["not-tiff", "bad-ifd-pointer"]
+)
+def test_corrupt_later_file_raises_naming_it(numbered, content):
+    (numbered / "f3.tif").write_bytes(content)
     with TiffSequenceND(numbered) as reader:
         with pytest.raises(StackReadError) as info:
             reader.get_frame(2)
@@ -466,7 +469,7 @@ def test_file_deleted_after_opening(numbered):
 # --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
 
 
-def _write_multifile_ome(folder: Path, data: np.ndarray) -> None:
+def _write_multifile_ome(folder: Path, data: np.ndarray, **kwargs) -> None:
     """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME."""
     positions, times, height, width = data.shape
     names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
@@ -494,7 +497,11 @@ def _write_multifile_ome(folder: Path, data: np.ndarray) -> None:
         )
         p, k = key
         tifffile.imwrite(
-            folder / name, data[p, half * k : half * (k + 1)], description=xml, metadata=None
+            folder / name,
+            data[p, half * k : half * (k + 1)],
+            description=xml,
+            metadata=None,
+            **kwargs,
         )
 
 
@@ -544,6 +551,23 @@ def test_multifile_ome_lru_pickle_and_threads(multifile_ome):
         with pickle.loads(pickle.dumps(reader)) as clone:
             assert clone.iter_axes == ["p", "t"]
             np.testing.assert_array_equal(clone[5], flat[5])
+
+
+@pytest.mark.parametrize(
+    "options", [{"compression": "zlib"}, {"tile": (16, 16)}], ids=["zlib", "tiled"]
+)
+def test_multifile_ome_decoded_pages(tmp_path, options):
+    data = np.random.default_rng(24).integers(0, 60000, (2, 4, 32, 48), np.uint16)
+    _write_multifile_ome(tmp_path, data, **options)
+    with TiffSequenceND(tmp_path / "pos0_part0.ome.tif", max_open_files=2) as reader:
+        assert reader.storage == "decoded"
+        assert reader.sizes == {"p": 2, "t": 4, "y": 32, "x": 48}
+        reader.iter_axes = "pt"
+        with tifffile.TiffFile(tmp_path / "pos1_part1.ome.tif") as tif:
+            reference = np.stack([series.asarray() for series in tif.series])
+        np.testing.assert_array_equal(reference, data)
+        for i in range(8):
+            np.testing.assert_array_equal(reader[i], reference.reshape(-1, 32, 48)[i])
 
 
 def test_multifile_ome_missing_file(multifile_ome):
@@ -711,3 +735,36 @@ def test_pims_open_on_one_file_of_a_multifile_dataset(multifile_ome):
         assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
         reader.iter_axes = "pt"
         np.testing.assert_array_equal(reader[6], data[1, 2])
+
+
+def test_multifile_ome_decoded_pages_from_threads(tmp_path):
+    data = np.random.default_rng(25).integers(0, 60000, (2, 4, 32, 48), np.uint16)
+    _write_multifile_ome(tmp_path, data, compression="zlib")
+    flat = data.reshape(-1, 32, 48)
+    errors = []
+    with TiffSequenceND(tmp_path / "pos1_part0.ome.tif", max_open_files=1) as reader:
+        reader.iter_axes = "pt"
+
+        def work(seed):
+            try:
+                for i in random.Random(seed).choices(range(8), k=100):
+                    if not np.array_equal(reader[i], flat[i]):
+                        errors.append(i)
+            except Exception as exc:  # reported by the main thread
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
+def test_bundle_xy_is_transposed_like_pimsviewer_asks(numbered):
+    with TiffSequenceND(numbered) as reader:
+        reader.bundle_axes = "xy"
+        frame = reader[4]
+        assert frame.shape == (7, 6)
+        assert frame.metadata["axes"] == ["x", "y"]
+        np.testing.assert_array_equal(frame, tifffile.imread(numbered / "f5.tif").T)
