@@ -1,15 +1,17 @@
-"""Start-up hook of pims-videoutils: load the registered pims readers when pims is imported.
+"""Start-up hook of pims-videoutils: wrap ``pims.open`` when pims is imported.
 
 pims finds readers only among classes that are already imported. This module is imported at
 every interpreter start-up by the one-line ``pims_videoutils-autoload.pth`` file that the
 package installs into site-packages. It only puts a small finder on :data:`sys.meta_path` that
-waits for ``import pims``; right after pims's own module has run, it imports every reader
-registered in the entry-point group of :mod:`pims_videoutils._registration`. Nothing else is
-imported at start-up (no numpy, no pims, no :mod:`importlib.metadata`), so interpreters that
+waits for ``import pims``. Right after pims's own module has run, it replaces ``pims.open`` (and
+``pims.api.open``) by the thin wrapper of :func:`pims_videoutils._open.wrap_pims_open`, which
+imports the registered readers at its first call and sends folders and globs of TIFF files to
+``TiffSequenceND``. No reader is imported in the middle of someone else's import. Nothing else
+is imported at start-up (no numpy, no pims, no :mod:`importlib.metadata`), so interpreters that
 never import pims pay almost nothing.
 
 Set the environment variable ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1`` to switch the hook off (checked
-at start-up and again when pims is imported).
+at start-up and again when pims is imported): pims is then left untouched.
 """
 
 # No ``from __future__ import annotations``: it imports the __future__ module at start-up.
@@ -30,8 +32,8 @@ def autoload_disabled() -> bool:
     return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
 
 
-class _LoaderThenReaders:
-    """Wraps pims's loader: runs pims's module, then loads the registered readers."""
+class _LoaderThenWrap:
+    """Wraps pims's loader: runs pims's module, then wraps its ``open``."""
 
     def __init__(self, loader) -> None:
         self._loader = loader
@@ -40,23 +42,24 @@ class _LoaderThenReaders:
         return getattr(self._loader, name)
 
     def exec_module(self, module) -> None:
-        """Execute ``pims`` with its own loader, then import the registered readers."""
+        """Execute ``pims`` with its own loader, then replace ``pims.open`` by the wrapper."""
         # pims and everything after it see the real loader, never this wrapper.
         module.__loader__ = module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         _remove_finder()
         if autoload_disabled():
             return
-        from pims_videoutils._registration import ensure_readers_loaded
+        from pims_videoutils._open import wrap_pims_open
 
-        ensure_readers_loaded()
+        wrap_pims_open(module)
 
 
 class PimsImportFinder:
     """A :data:`sys.meta_path` finder that answers for ``pims`` only, and only once.
 
-    It asks the finders after it for pims's spec and wraps the loader, so that the registered
-    readers are imported as soon as pims's own module has finished executing.
+    It asks the finders after it for pims's spec and wraps the loader, so that ``pims.open``
+    is wrapped as soon as pims's own module has finished executing. A ``find_spec`` probe
+    without import leaves the finder in place.
     """
 
     @classmethod
@@ -70,7 +73,7 @@ class PimsImportFinder:
             if spec is None:
                 continue
             if hasattr(spec.loader, "exec_module"):
-                spec.loader = _LoaderThenReaders(spec.loader)
+                spec.loader = _LoaderThenWrap(spec.loader)
             return spec
         return None
 

@@ -4,8 +4,11 @@
    (``pims_videoutils-autoload.pth`` + ``_pims_videoutils_autoload.py``, as pip installs them);
    runs alternate between the two. Also ``-X importtime``'s own figure for the hook module.
 2. ``python -c "import pims"`` in this interpreter (which must have pims-videoutils
-   installed), hook on vs ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1``: the price of loading the
-   registered readers, paid only by processes that import pims.
+   installed), hook on vs ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1``: the price of wrapping
+   ``pims.open`` (no reader is imported yet), paid only by processes that import pims.
+3. ``import pims; pims.open("stack.tif")`` (a small TIFF), hook on vs off: the first call
+   also imports every registered reader, and then opens with ``TiffStackND`` instead of pims's
+   ``TiffStack_tifffile``; paid once per process that opens a file.
 
 Prints medians of wall time and of CPU time (user + sys, which a busy machine disturbs less)
 and ratios (with / without). Usage::
@@ -124,13 +127,23 @@ def main() -> None:
     pims_cmd = [sys.executable, "-c", "import pims"]
     without, with_ = alternate(pims_cmd, pims_cmd, off, env, max(runs // 10, 10))
     line("python -c 'import pims'", without, with_)
+    with tempfile.TemporaryDirectory() as tmp:
+        import numpy as np
+        import tifffile
+
+        stack = Path(tmp, "stack.tif")
+        tifffile.imwrite(stack, np.zeros((10, 64, 64), np.uint16), imagej=True)
+        code = f"import pims; pims.open({str(stack)!r}).close()"
+        open_cmd = [sys.executable, "-W", "ignore", "-c", code]
+        without, with_ = alternate(open_cmd, open_cmd, off, env, max(runs // 10, 10))
+        line("import pims; pims.open(tif)", without, with_)
     print(
         f"\n-X importtime, _pims_videoutils_autoload: self {own:.0f} us, cumulative "
         f"{cumulative:.0f} us (median)"
     )
     print(
-        "'import pims' row: 'without' = PIMS_VIDEOUTILS_NO_AUTOLOAD=1, 'with' = hook on "
-        "(loads every registered reader, so it includes importing pims_videoutils.readers)"
+        "'import pims' rows: 'without' = PIMS_VIDEOUTILS_NO_AUTOLOAD=1, 'with' = hook on; "
+        "'import pims' only wraps pims.open, the first pims.open imports the registered readers"
     )
 
 

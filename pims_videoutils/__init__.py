@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from ._open import open
     from .export import VideoResult, to_video
     from .readers import TiffStackND
-    from .sequence import TiffSequenceND
     from .sample import write_sample
+    from .sequence import TiffSequenceND
 
 _LAZY = {
     "TiffSequenceND": "sequence",

@@ -293,10 +293,17 @@ class FFmpegProcess:
             )
         except OSError as exc:
             raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
-        if pipe_bytes:
-            _grow_pipe(self._proc.stdin, pipe_bytes)
-        self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
-        self._thread.start()
+        try:  # until the stderr thread runs, no ``with`` block guards ffmpeg: do it here
+            if pipe_bytes:
+                _grow_pipe(self._proc.stdin, pipe_bytes)
+            self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
+            self._thread.start()
+        except BaseException:  # e.g. Ctrl-C: an orphaned ffmpeg would write its file later
+            self._proc.kill()
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._proc.stderr.close()
+            raise
 
     def _drain(self) -> None:
         """Read ffmpeg's stderr until it closes, keeping the last lines."""

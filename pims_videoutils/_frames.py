@@ -9,7 +9,8 @@ ndarrays, with a length when known and a sample of frames for the contrast.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,29 +27,28 @@ SAMPLE_BUFFER_BYTES = 256 * 2**20
 class FrameSource:
     """Frames of any supported input as plain ndarrays, with a length when known.
 
-    ``axis_names`` are the names of each frame's axes for pims N-D readers (their
-    ``bundle_axes``), else None. ``array_axes`` is True when axis numbers count in an array
-    (axis 0 = time) rather than in each frame.
+    A pims reader (a ``FramesSequence``, or anything with ``frame_shape`` such as a lazy
+    slice ``reader[10:50:2]``) is read frame by frame even when it also looks like an array
+    (``ndim``, ``shape``, ``dtype``). ``axis_names`` name the axes of each frame: the
+    ``metadata['axes']`` of the first frame (pims N-D readers and their slices put the
+    bundled axes there), else the reader's ``bundle_axes``, else None. ``array_axes`` is True
+    when axis numbers count in an array (axis 0 = time) rather than in each frame.
     """
 
     def __init__(self, frames: Any) -> None:
-        self.axis_names: tuple[str, ...] | None = None
         self.array_axes = False
         self._buffer: list[np.ndarray] = []
-        if _is_array(frames):
+        if not _is_reader(frames) and _is_array(frames):
             if frames.ndim < 3:
                 raise ExportArgumentError(
                     f"an array of frames needs 3 or more axes (T, Y, X...), got {frames.shape}"
                 )
             self.array_axes = True
-        bundle = getattr(frames, "bundle_axes", None)
-        if bundle is not None and hasattr(frames, "sizes"):
-            self.axis_names = tuple(bundle)
         indexable = hasattr(frames, "__len__") and hasattr(frames, "__getitem__")
         self.length = len(frames) if indexable else None
         self._frames = frames
         if indexable:
-            self._iter = _iter_indexable(frames)
+            self._iter = _iter_indexable(frames, self.array_axes)
         elif isinstance(frames, Iterable):
             self._iter = iter(frames)
         else:
@@ -59,6 +59,7 @@ class FrameSource:
         first = next(self._iter, None)
         if first is None:
             raise ExportArgumentError("no frames to write (empty input)")
+        self.axis_names = _axis_names(frames, first)
         self.first = np.asarray(first)
         self._buffer.append(self.first)
 
@@ -83,9 +84,32 @@ class FrameSource:
         return itertools.chain(buffered, self._iter)
 
 
+def _is_reader(frames: Any) -> bool:
+    """Return True for pims readers and their lazy slices (they carry ``frame_shape``)."""
+    pims = sys.modules.get("pims")
+    if pims is not None and isinstance(frames, pims.FramesSequence):
+        return True
+    return hasattr(frames, "frame_shape")
+
+
 def _is_array(frames: Any) -> bool:
     """Return True for numpy and dask arrays (anything with ndim, shape, dtype, indexing)."""
     return all(hasattr(frames, a) for a in ("ndim", "shape", "dtype", "__getitem__"))
+
+
+def _axis_names(frames: Any, first: Any) -> tuple[str, ...] | None:
+    """Return the names of a frame's axes, or None.
+
+    The frame's ``metadata['axes']`` (pims N-D readers and their slices), else the reader's
+    ``bundle_axes`` (N-D readers, with ``sizes``).
+    """
+    metadata = getattr(first, "metadata", None)
+    names = metadata.get("axes") if isinstance(metadata, Mapping) else None
+    if names is None and hasattr(frames, "sizes"):
+        names = getattr(frames, "bundle_axes", None)
+    if names is None or not all(isinstance(a, str) for a in names):
+        return None
+    return tuple(names)
 
 
 def _get(frames: Any, i: int) -> np.ndarray:
@@ -93,20 +117,22 @@ def _get(frames: Any, i: int) -> np.ndarray:
     return np.asarray(frames[i])
 
 
-def _iter_indexable(frames: Any) -> Iterator[np.ndarray]:
-    """Iterate an indexable input; dask arrays one computed chunk at a time."""
+def _iter_indexable(frames: Any, is_array: bool) -> Iterator[Any]:
+    """Iterate an indexable input; dask arrays one computed chunk at a time.
+
+    Frames of readers are yielded as they come (pims ``Frame``, with their metadata).
+    """
     chunks = getattr(frames, "chunks", None)
-    if chunks is not None and hasattr(frames, "compute"):
+    if is_array and chunks is not None and hasattr(frames, "compute"):
         start = 0
         for size in chunks[0]:
             yield from np.asarray(frames[start : start + size])
             start += size
-    elif _is_array(frames):
+    elif is_array:
         for i in range(len(frames)):
             yield np.asarray(frames[i])
     else:
-        for frame in frames:
-            yield np.asarray(frame)
+        yield from frames
 
 
 @dataclass(frozen=True)
@@ -138,13 +164,17 @@ class FrameLayout:
 
 
 def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes: bool) -> int:
-    """Return the frame axis of a user's axis (a letter for pims readers, else an int)."""
-    if names is not None:
+    """Return the frame axis of a user's axis: a letter of named axes, or an integer."""
+    if isinstance(axis, str):
+        if names is None:
+            raise ExportArgumentError(
+                f"axis {axis!r}: these frames have no axis names; give an integer axis"
+            )
         if axis not in names:
             raise ExportArgumentError(f"axis {axis!r} is not a bundled axis {''.join(names)}")
         return names.index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-        raise ExportArgumentError(f"axis must be an integer for arrays and iterables: {axis!r}")
+        raise ExportArgumentError(f"axis must be an axis letter or an integer, not {axis!r}")
     axis = int(axis)
     if array_axes and axis >= 0:
         if axis == 0:

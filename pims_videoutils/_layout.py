@@ -10,9 +10,9 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
 * ImageJ hyperstacks and any tifffile series whose data are one contiguous block
   (``series.dataoffset``), including ImageJ files over 4 GB with a single IFD: plane offsets are
   ``dataoffset + k * plane_nbytes``, open cost independent of the page count.
-* plain uniform multi-page files and tifffile "shaped" files: :mod:`._ifd` walks the IFD chain and
-  proves, vectorised, that every page has page 0's layout and where its data lie; anything it
-  cannot prove goes to the next route.
+* plain and tifffile "shaped" files with uncompressed, untiled pages: :mod:`._ifd` walks the IFD
+  chain and proves, vectorised, that every page has page 0's layout and where its data lie;
+  anything it cannot prove goes to the next route.
 * everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
   series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
 
@@ -167,7 +167,9 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
     flags = set(page0.flags)
     size = os.fstat(tif.filehandle.fileno()).st_size
     try:
-        if not flags.intersection(_FLAGS_WITH_SERIES) and not page0.is_tiled:
+        # compressed pages differ in size, so their IFDs are irregular: nothing to gain
+        if (not flags.intersection(_FLAGS_WITH_SERIES) and page0.compression == 1
+                and not page0.is_tiled):
             layout = _walked_layout(tif, path, series, size)
             if layout is not None:
                 return layout

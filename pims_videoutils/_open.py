@@ -1,15 +1,112 @@
-"""``open``: :func:`pims.open` that takes paths and says why every candidate reader failed."""
+"""Opening files and folders: :func:`open`, and the wrapper the start-up hook puts on pims.open.
+
+Both decide with :func:`opens_as_sequence` (the only place that does) whether a path names many
+TIFF files, read as one :class:`~pims_videoutils.TiffSequenceND`: a folder holding TIFF files,
+or a glob pattern matching several files that all end in ``.tif``/``.tiff``. pims's own
+``open`` hands every multi-file glob to ``pims.ImageSequence`` and fails on folders.
+
+* :func:`open` is :func:`pims.open` that also takes paths and, when every candidate reader
+  fails, says why each one failed.
+* :func:`wrap_pims_open` replaces ``pims.open`` by a thin wrapper (run by the start-up hook
+  ``_pims_videoutils_autoload`` right after pims is imported). At its first call the wrapper
+  imports the readers registered in the ``pims.readers`` entry-point group; it sends what
+  :func:`opens_as_sequence` accepts to ``TiffSequenceND`` and everything else, unchanged, to
+  pims's own ``open``.
+"""
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+from types import ModuleType
 from typing import Any
 
 from ._errors import StackNotFoundError, StackReadError
 from ._registration import ensure_readers_loaded
 
-__all__ = ["open"]
+__all__ = ["open", "opens_as_sequence", "wrap_pims_open"]
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _folder_holds_tiff(folder: str) -> bool:
+    """Tell whether ``folder`` holds a (non-hidden) ``.tif``/``.tiff`` file; stops at the first."""
+    with os.scandir(folder) as entries:
+        return any(
+            entry.name.lower().endswith(_TIFF_SUFFIXES)
+            and not entry.name.startswith(".")
+            and entry.is_file()
+            for entry in entries
+        )
+
+
+def opens_as_sequence(path: str) -> bool:
+    """Tell whether ``path`` names many TIFF files, to be read as one ``TiffSequenceND``.
+
+    Parameters
+    ----------
+    path : str
+        What was given to ``open``: a file, a folder or a glob pattern.
+
+    Returns
+    -------
+    bool
+        True for a folder holding at least one ``.tif``/``.tiff`` file (hidden files aside),
+        and for a glob pattern that matches several paths, all ending in ``.tif``/``.tiff``
+        (any case). False otherwise, e.g. for one file, a pattern with one match, or a
+        pattern that also matches other files (such as PNG images).
+    """
+    if os.path.isdir(path):
+        return _folder_holds_tiff(path)
+    matches = glob.glob(path)
+    return len(matches) > 1 and all(m.lower().endswith(_TIFF_SUFFIXES) for m in matches)
+
+
+def _open_sequence(path: str, kwargs: dict[str, Any]) -> Any:
+    """Open what :func:`opens_as_sequence` accepted."""
+    from .sequence import TiffSequenceND
+
+    return TiffSequenceND(path, **kwargs)
+
+
+def wrap_pims_open(pims_module: ModuleType) -> None:
+    """Replace ``pims.open`` and ``pims.api.open`` by a wrapper that knows our readers.
+
+    The wrapper keeps the name, signature and docstring of pims's ``open`` (through
+    :func:`functools.wraps`; the original is its ``__wrapped__``). At its first call (once per
+    process, thread-safe) it imports every reader registered in the ``pims.readers``
+    entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
+    files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes
+    unchanged to pims's ``open``, which chooses among the (now imported) readers as usual.
+
+    Parameters
+    ----------
+    pims_module : module
+        The ``pims`` package, right after its module has executed.
+
+    Warns
+    -----
+    PluginLoadWarning
+        At the wrapper's first call, for each registered reader that cannot be loaded.
+    """
+    original = pims_module.open
+
+    @functools.wraps(original)
+    def open(sequence, **kwargs):
+        ensure_readers_loaded()
+        path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
+        if isinstance(path, str) and opens_as_sequence(path):
+            return _open_sequence(path, kwargs)
+        return original(sequence, **kwargs)
+
+    open.__doc__ = (original.__doc__ or "") + (
+        "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
+        "\n    are imported at the first call; a folder of TIFF files or a glob matching several"
+        "\n    TIFF files opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
+        "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
+    )
+    pims_module.open = pims_module.api.open = open
 
 
 def _reader_classes() -> set[type]:
@@ -51,36 +148,46 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     readers of pims-videoutils are always candidates; a missing file raises
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
-    A path that does not exist is read as a glob pattern: one match is opened, several are
-    handed to :func:`pims.open` unchanged (it returns a ``pims.ImageSequence``).
+    A folder holding TIFF files, or a glob pattern matching several files that are all TIFF
+    files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
+    :func:`opens_as_sequence`). Any other path that does not exist is read as a glob pattern:
+    one match is opened, several are handed to :func:`pims.open` (which returns a
+    ``pims.ImageSequence``).
 
     Parameters
     ----------
     path : str or os.PathLike
-        The file to open, or a glob pattern.
+        The file to open, a folder of TIFF files, or a glob pattern.
     **kwargs
         Passed to the reader's constructor (to each candidate in turn).
 
     Returns
     -------
     pims.FramesSequence
-        The reader of highest ``class_priority`` that accepted the file.
+        The reader of highest ``class_priority`` that accepted the file, or a
+        ``TiffSequenceND`` for a folder or glob of TIFF files.
 
     Raises
     ------
     TypeError
-        If ``path`` is neither a string nor ``os.PathLike``.
+        If ``path`` is neither a string nor ``os.PathLike[str]``.
     StackNotFoundError
         If nothing exists at ``path`` and the pattern matches no file.
     StackReadError
-        If ``path`` is a folder or has no extension, if no reader handles its extension, or
-        if every candidate reader raised (the message lists each one and its error; the
-        highest-priority reader's exception is the ``__cause__``).
+        If ``path`` is a folder without TIFF files or has no extension, if no reader handles
+        its extension, or if every candidate reader raised (the message lists each one and
+        its error; the highest-priority reader's exception is the ``__cause__``); for a
+        folder or glob of TIFF files, as raised by ``TiffSequenceND`` (e.g. file names that
+        cannot be arranged, or a gap in their numbering).
     """
-    from . import readers  # noqa: F401  (our own readers are candidates, installed or not)
+    from . import sequence  # noqa: F401  (our own readers are candidates, installed or not)
 
     ensure_readers_loaded()
     target = os.fspath(path)
+    if not isinstance(target, str):
+        raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
+    if opens_as_sequence(target):
+        return _open_sequence(target, kwargs)
     if not os.path.exists(target):
         matches = glob.glob(target)
         if len(matches) > 1:
@@ -91,9 +198,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
             raise StackNotFoundError(target, "no such file")
         target = matches[0]
     if os.path.isdir(target):
-        raise StackReadError(
-            target, "is a folder; pass a file, or a glob pattern such as 'folder/*.tif'"
-        )
+        raise StackReadError(target, "is a folder without .tif or .tiff files; pass a file")
     extension = os.path.splitext(target)[1].lower().lstrip(".")
     if not extension:
         raise StackReadError(

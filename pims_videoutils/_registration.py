@@ -8,8 +8,11 @@ readers in the ``pims.readers`` group, for example in ``setup.cfg``::
     pims.readers =
         TiffStackND = pims_videoutils.readers:TiffStackND
 
-and :func:`load_readers` imports them all. The start-up hook ``_pims_videoutils_autoload``
-calls :func:`ensure_readers_loaded` right after ``pims`` is imported, in every process.
+and :func:`load_readers` imports them all. :func:`ensure_readers_loaded` does so once per
+process; it is called by ``pims.open`` (wrapped by the start-up hook ``_pims_videoutils_autoload``
+when pims is imported, see :func:`pims_videoutils._open.wrap_pims_open`) and by
+:func:`pims_videoutils.open`, at their first call: never in the middle of an import, so a reader
+module is never loaded while another is half executed.
 
 This module is the only place that knows the group name. It is cheap to import: pims and
 :mod:`importlib.metadata` are imported only when readers are loaded.
@@ -17,7 +20,6 @@ This module is the only place that knows the group name. It is cheap to import: 
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 from typing import TYPE_CHECKING
@@ -56,18 +58,6 @@ def reader_entry_points() -> list[EntryPoint]:
         return []
 
 
-def _being_imported(module_name: str) -> bool:
-    """Tell whether ``module_name`` is imported right now, further up this call stack.
-
-    This happens when the first import of the process is a reader module that itself imports
-    pims (``import pims_videoutils.readers``): the hook fires while that module is only half
-    executed. It will define its classes when it finishes, so it must not be loaded again.
-    """
-    module = sys.modules.get(module_name)
-    spec = getattr(module, "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
-
-
 def _describe(entry_point: EntryPoint) -> str:
     """Name an entry point and the distribution that declares it, for warnings."""
     dist = entry_point.dist
@@ -85,8 +75,7 @@ def load_readers() -> list[type]:
     Returns
     -------
     list of type
-        The reader classes that were loaded. Readers whose module is being imported at this
-        moment (further up the stack) are left to finish on their own and are not listed.
+        The reader classes that were loaded.
 
     Warns
     -----
@@ -98,8 +87,6 @@ def load_readers() -> list[type]:
 
     readers = []
     for entry_point in reader_entry_points():
-        if _being_imported(entry_point.module):
-            continue
         try:
             reader = entry_point.load()
         except Exception as exc:  # a third-party plugin may fail in any way; report it

@@ -1,8 +1,8 @@
 """The ``pims-video`` command line: ``info``, ``convert``, ``batch`` and ``sample``.
 
 Argument parsing and exit codes only. Every command is a few calls of the Python API:
-:func:`pims_videoutils.open`, the reader's ``iter_axes`` / ``bundle_axes`` / ``default_coords``
-and lazy slicing, :func:`pims_videoutils.to_video` and :func:`pims_videoutils.write_sample`.
+:mod:`pims_videoutils.stacks` (open a file, folder or glob; describe it; select the frames of a
+movie), :func:`pims_videoutils.to_video` and :func:`pims_videoutils.write_sample`.
 
 Exit codes: 0 success; 1 an error of the package (a stack that cannot be read, a bad export
 argument, ffmpeg failing, a file that cannot be written) or any failed input of a batch; 2 a
@@ -23,17 +23,18 @@ import click
 
 from ._errors import FFmpegError, PimsVideoutilsError
 from ._version import __version__
+from .stacks import describe, open_stack, select_frames, summarize
 
-__all__ = ["cli", "describe", "main", "open_stack", "select_frames", "summarize"]
+__all__ = ["cli", "main"]
 
 _PROG = "pims-video"
-#: Axes that stay in every frame of the movie (the image plane, and RGB samples if any).
-_IMAGE_AXES = ("y", "x", "s")
 _GLOB_CHARS = frozenset("*?[")
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: Modules that ``import pims`` pulls in for its notebook display helpers only (pims.display
-#: imports matplotlib.pyplot and moviepy.editor, which imports IPython): 3-4 s of the 4-5 s
-#: that ``import pims`` took on our machines. The command line never displays anything.
+#: imports matplotlib.pyplot and moviepy.editor, which imports IPython). The command line never
+#: displays anything. Measured (median of 5, twice, 2 shared cores): ``pims-video info
+#: file.tif`` 0.9-1.0 s with the skip, 2.1 s without; ``--help`` does not import pims (no gain).
+#: Each batch worker process imports pims again and saves the same second.
 _DISPLAY_ONLY_MODULES = ("matplotlib.pyplot", "moviepy.editor")
 
 
@@ -118,8 +119,11 @@ def _video_options(function):
     """Add the options shared by ``convert`` and ``batch`` (those of ``to_video``)."""
     options = [
         click.option("--fps", type=click.FloatRange(min=0, min_open=True),
-                     help="Frame rate of the movie [default: from the file's frame interval, "
-                          "else 10]."),
+                     help="Frame rate of the movie [default: 1 / the file's frame interval, "
+                          "so movie time is real time (a slow time-lapse, one frame every "
+                          "10 s, plays at 0.1 fps: give e.g. --fps 10 to speed it up); else "
+                          "10]. --step keeps the file's rate (the movie plays STEP times "
+                          "faster)."),
         click.option("--codec", help="ffmpeg encoder, e.g. libx264, libx265, ffv1, "
                                      "libvpx-vp9, prores_ks, gif [default: from the extension]."),
         click.option("--crf", type=click.IntRange(min=0),
@@ -195,192 +199,13 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 # From options to API calls
 
 
-def select_frames(
-    reader: Any,
-    *,
-    axis: str | None = None,
-    coords: dict[str, int] | None = None,
-    channel: int | None = None,
-    project: str = "auto",
-    project_axis: str = "z",
-    frame_range: slice = slice(None),
-) -> tuple[Any, dict[str, Any]]:
-    """Set up a pims reader for a movie as the ``convert`` options describe.
-
-    This is what ``pims-video convert`` does between opening the file and ``to_video``; in
-    Python the same is done by setting ``reader.iter_axes``, ``reader.bundle_axes`` and
-    ``reader.default_coords`` and slicing the reader.
-
-    Parameters
-    ----------
-    reader : pims.FramesSequence
-        The reader; an N-D reader (with ``sizes``) is modified in place.
-    axis : str, optional
-        Axes to animate, outermost first; default the reader's ``iter_axes`` without the
-        channel axis ``c`` (channels make a composite; a stack with only channels gives a
-        one-frame movie).
-    coords : dict, optional
-        Fixed coordinates of axes that are neither animated nor bundled.
-    channel : int, optional
-        One channel to show; default a composite of all channels.
-    project : {'auto', 'max', 'mean', 'none'}
-        Projection over ``project_axis``; ``auto`` is ``max`` when that axis has several planes
-        and is neither animated nor fixed.
-    project_axis : str
-        The axis collapsed by the projection.
-    frame_range : slice
-        Which of the animated frames to keep.
-
-    Returns
-    -------
-    frames : pims.FramesSequence
-        The reader, or a lazy slice of it.
-    layout : dict
-        ``channel_axis``, ``projection`` and ``projection_axis`` keyword arguments of
-        :func:`~pims_videoutils.to_video` that describe the bundled axes.
-
-    Raises
-    ------
-    ExportArgumentError
-        If an axis does not exist, is used twice, a coordinate is out of range, or the frame
-        range selects no frame.
-    """
-    from ._errors import ExportArgumentError
-
-    coords = dict(coords or {})
-    if not hasattr(reader, "sizes"):
-        if axis or coords or channel is not None or project not in ("auto", "none"):
-            raise ExportArgumentError(
-                f"{type(reader).__name__} has no named axes: --axis, --coords, --channels "
-                "and --project do not apply"
-            )
-        return _frame_range(reader, frame_range), {}
-
-    sizes = dict(reader.sizes)
-    names = "".join(sizes)
-
-    def check_axis(name: str, role: str) -> None:
-        if name not in sizes:
-            raise ExportArgumentError(f"{role}: no axis {name!r} in this stack (axes: {names})")
-
-    if axis:
-        animate = list(axis.lower())
-    else:  # the reader's iteration axes, but several channels make a composite, not frames
-        animate = [a for a in reader.iter_axes if a != "c" or sizes["c"] == 1]
-    for name in animate:
-        check_axis(name, "--axis")
-        if name in _IMAGE_AXES:
-            raise ExportArgumentError(f"--axis: cannot animate the image axis {name!r}")
-    for name, index in coords.items():
-        check_axis(name, "--coords")
-        if name in animate or name in _IMAGE_AXES:
-            raise ExportArgumentError(f"--coords: axis {name!r} is animated or in the image")
-        if not 0 <= index < sizes[name]:
-            raise ExportArgumentError(
-                f"--coords: {name}={index} is out of range (size of {name}: {sizes[name]})"
-            )
-
-    bundle = [a for a in reader.bundle_axes if a in _IMAGE_AXES]
-    # Colour comes from RGB samples (s) when the frames have them, else from the channels (c).
-    composite = "s" if "s" in bundle else None
-    if "c" in sizes and "c" not in animate:
-        if channel is not None:
-            if "c" in coords:
-                raise ExportArgumentError("give the channel with --channels or --coords, not both")
-            if not 0 <= channel < sizes["c"]:
-                raise ExportArgumentError(
-                    f"--channels: channel {channel} is out of range ({sizes['c']} channels)"
-                )
-            coords["c"] = channel
-        elif composite is None and "c" not in coords and sizes["c"] > 1:
-            composite = "c"
-            bundle.insert(0, "c")
-    elif channel is not None:
-        raise ExportArgumentError("--channels: the stack has no channel axis c, or it is animated")
-
-    if project == "auto":
-        free = project_axis in sizes and project_axis not in animate and project_axis not in coords
-        project = "max" if free and sizes[project_axis] > 1 else "none"
-    layout: dict[str, Any] = {"channel_axis": composite}
-    if project != "none":
-        check_axis(project_axis, "--project-axis")
-        if project_axis in animate or project_axis in coords or project_axis in bundle:
-            raise ExportArgumentError(
-                f"--project-axis: axis {project_axis!r} is animated, fixed or shown as colour"
-            )
-        bundle.insert(0, project_axis)
-        layout.update(projection=project, projection_axis=project_axis)
-
-    reader.bundle_axes = bundle
-    reader.iter_axes = animate
-    reader.default_coords = coords
-    frames = _frame_range(reader, frame_range)
-    if frames is not reader:
-        # A slice of a reader has no axis names: to_video then takes axis numbers.
-        layout = {k: bundle.index(v) if k.endswith("_axis") and v else v
-                  for k, v in layout.items()}
-    return frames, layout
-
-
-def _frame_range(frames: Any, frame_range: slice) -> Any:
-    from ._errors import ExportArgumentError
-
-    if frame_range == slice(None):
-        return frames
-    selected = range(len(frames))[frame_range]
-    if not selected:
-        raise ExportArgumentError(
-            f"frame range {frame_range.start}:{frame_range.stop}:{frame_range.step} selects no "
-            f"frame of {len(frames)}"
-        )
-    return frames[frame_range]
-
-
-def open_stack(source: str) -> Any:
-    """Open a file, a folder of TIFFs or a glob as one pims reader (the opener of every command).
-
-    Parameters
-    ----------
-    source : str
-        A file (any format :func:`pims_videoutils.open` reads), a folder, or a glob pattern.
-
-    Returns
-    -------
-    pims.FramesSequence
-        :class:`~pims_videoutils.sequence.TiffSequenceND` for a folder or a pattern matching
-        several files, else the reader :func:`pims_videoutils.open` chooses.
-
-    Raises
-    ------
-    StackNotFoundError
-        If nothing exists at ``source`` and the pattern matches no file.
-    StackReadError
-        If the stack cannot be read.
-    """
-    import glob
-
-    from ._open import open as open_file
-
-    if os.path.isdir(source) or (
-        not os.path.exists(source) and len(glob.glob(source)) > 1
-    ):
-        from .sequence import TiffSequenceND
-
-        return TiffSequenceND(source)
-    return open_file(source)
-
-
 def _convert(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
     """Open ``source``, select its frames and write the movie; close the reader."""
     from . import to_video
-    from .export import _resolve_fps
 
     reader = open_stack(source)
     try:
         frames, layout = select_frames(reader, **selection)
-        if export["fps"] is None and frames is not reader:
-            # A slice forgets the reader's frame rate: resolve it from the reader.
-            export = {**export, "fps": float(_resolve_fps(None, reader))}
         return to_video(frames, output, **export, **layout)
     finally:
         reader.close()
@@ -410,113 +235,6 @@ def _output_name(source: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
-
-
-def _format_number(value: float) -> str:
-    return f"{value:.6g}"
-
-
-#: Metadata keys of our readers that ``info`` reports (other readers may lack them).
-_INFO_METADATA = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval",
-                  "channel_names", "software", "kind", "files", "series")
-
-
-def summarize(source: str, reader: Any) -> dict[str, Any]:
-    """Collect what ``pims-video info`` reports about an open reader, as a JSON-ready dict.
-
-    Parameters
-    ----------
-    source : str
-        The path or pattern the reader was opened from.
-    reader : pims.FramesSequence
-        The open reader.
-
-    Returns
-    -------
-    dict
-        ``path``, ``reader`` (class name), ``frames`` (``len(reader)``), ``frame_shape``,
-        ``dtype``, ``sizes``, ``iter_axes`` and ``bundle_axes`` (None for readers without named
-        axes), ``storage``, ``frame_rate`` and the metadata keys of our readers (None when
-        unknown).
-    """
-    import numpy as np
-
-    metadata = getattr(reader, "metadata", None)
-    metadata = metadata if isinstance(metadata, dict) else {}
-    named = hasattr(reader, "sizes")
-    record = {
-        "path": source,
-        "reader": type(reader).__name__,
-        "frames": len(reader),
-        "frame_shape": list(reader.frame_shape),
-        "dtype": np.dtype(reader.pixel_type).name,
-        "sizes": dict(reader.sizes) if named else None,
-        "iter_axes": "".join(reader.iter_axes) if named else None,
-        "bundle_axes": "".join(reader.bundle_axes) if named else None,
-        "storage": getattr(reader, "storage", None) or metadata.get("storage"),
-        "frame_rate": getattr(reader, "frame_rate", None),
-    }
-    record.update({key: metadata.get(key) for key in _INFO_METADATA})
-    return record
-
-
-def describe(record: dict[str, Any]) -> list[str]:
-    """Format a :func:`summarize` record as the lines ``pims-video info`` prints.
-
-    Parameters
-    ----------
-    record : dict
-        From :func:`summarize`.
-
-    Returns
-    -------
-    list of str
-        ``name: value`` lines; values that are unknown are left out.
-    """
-    lines = [record["path"], f"  reader:         {record['reader']}"]
-    if record["files"]:
-        lines.append(f"  files:          {record['files']}")
-    shape = tuple(record["frame_shape"])
-    if record["sizes"] is not None:
-        sizes = " ".join(f"{axis}={size}" for axis, size in record["sizes"].items())
-        lines.append(f"  axes:           {sizes}")
-        along = f" along {record['iter_axes']}" if record["iter_axes"] else ""
-        lines.append(
-            f"  frames:         {record['frames']}{along}, each {record['bundle_axes']} {shape}"
-        )
-    else:
-        lines.append(f"  frames:         {record['frames']}, each {shape}")
-    lines.append(f"  dtype:          {record['dtype']}")
-    if record["storage"]:
-        lines.append(f"  storage:        {record['storage']}")
-    unit = record["unit"] or "?"
-    if record["pixel_size_x"] and record["pixel_size_y"]:
-        lines.append(
-            f"  pixel size:     {_format_number(record['pixel_size_x'])} x "
-            f"{_format_number(record['pixel_size_y'])} {unit} (x, y)"
-        )
-    if record["z_step"]:
-        lines.append(f"  z step:         {_format_number(record['z_step'])} {unit}")
-    if record["frame_interval"]:
-        lines.append(f"  frame interval: {_format_number(record['frame_interval'])} s")
-    if record["frame_rate"]:
-        lines.append(f"  frame rate:     {_format_number(record['frame_rate'])} fps")
-    n_channels = (record["sizes"] or {}).get("c", 1)
-    if record["channel_names"]:
-        lines.append(f"  channels:       {', '.join(map(str, record['channel_names']))}")
-    elif n_channels > 1:
-        lines.append(f"  channels:       {n_channels} (no names in the file)")
-    if record["software"]:
-        lines.append(f"  software:       {record['software']}")
-    if record["kind"]:
-        lines.append(f"  kind:           {record['kind']}")
-    for series in record["series"] or ():
-        shape_text = "x".join(str(n) for n in series.get("shape", ()))
-        lines.append(
-            f"  series {series.get('index')}:       {shape_text} {series.get('axes', '')} "
-            f"{series.get('dtype', '')}".rstrip()
-        )
-    return lines
 
 
 def _examples(*lines: str) -> str:
@@ -601,13 +319,14 @@ def convert(source: str, output: str, **options: Any) -> int:
     shows all channels as one colour composite, and max-projects over z when there are several
     z planes and z is not animated; every other axis stays at index 0 unless given with
     --coords. One contrast is computed for the whole movie (--contrast auto), so brightness
-    changes stay visible.
+    changes stay visible. The movie plays in real time (the file's frame interval) unless
+    --fps says otherwise: use --fps for slow time-lapses.
     """
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)
     click.echo(
         f"wrote {result.path}: {result.n_frames} frames, {result.width}x{result.height}, "
-        f"{_format_number(result.fps)} fps, {result.codec}"
+        f"{result.fps:.6g} fps, {result.codec}"
     )
     return 0
 

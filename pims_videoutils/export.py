@@ -124,19 +124,36 @@ def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fractio
 def _resolve_fps(fps: float | None, frames: Any) -> Fraction:
     """Return the frame rate: the argument, else the reader's, else :data:`DEFAULT_FPS`.
 
-    The reader's ``frame_rate``, then ``metadata['frame_interval']`` (seconds), are used
-    when they are finite and > 0; an invalid argument raises.
+    The reader's ``frame_rate``, then ``1 / metadata['frame_interval']`` (seconds), are used
+    when they are finite and > 0. A lazy slice of a reader (``reader[10:50:2]``, a
+    ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
+    ``_ancestor``) is asked. An invalid argument raises.
     """
     if fps is None:
-        metadata = getattr(frames, "metadata", None)
-        interval = metadata.get("frame_interval") if isinstance(metadata, Mapping) else None
-        candidates = [getattr(frames, "frame_rate", None)]
-        if _positive(interval):
-            candidates.append(1.0 / float(interval))
-        fps = next((c for c in candidates if _positive(c)), DEFAULT_FPS)
+        rates = (_reader_rate(source) for source in _rate_sources(frames))
+        fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
         raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
     return Fraction(float(fps)).limit_denominator(10_000)
+
+
+def _rate_sources(frames: Any) -> list[Any]:
+    """Return ``frames``, then the reader it is a lazy slice of (if it is one)."""
+    from slicerator import Slicerator
+
+    if isinstance(frames, Slicerator):
+        return [frames, frames._ancestor]  # slicerator passes on no frame rate or metadata
+    return [frames]
+
+
+def _reader_rate(frames: Any) -> float | None:
+    """Return a reader's ``frame_rate``, else ``1 / metadata['frame_interval']``, else None."""
+    rate = getattr(frames, "frame_rate", None)
+    if _positive(rate):
+        return rate
+    metadata = getattr(frames, "metadata", None)
+    interval = metadata.get("frame_interval") if isinstance(metadata, Mapping) else None
+    return 1.0 / float(interval) if _positive(interval) else None
 
 
 def _positive(value: Any) -> bool:
@@ -288,9 +305,12 @@ def to_video(
     Parameters
     ----------
     frames : pims reader, array or iterable
-        - any pims reader: its ``iter_axes`` give the frames. For N-D readers the bundled
-          axes must be ``y``, ``x``, optionally ``c`` (channels) and one more axis to
-          project (``projection``); ``channel_axis``/``projection_axis`` are axis letters.
+        - any pims reader, or a lazy slice of one (``reader[10:50:2]``): its ``iter_axes``
+          give the frames, even when the reader also has ``ndim``/``shape``/``dtype``. For
+          N-D readers the bundled axes (named by each frame's ``metadata['axes']``) must be
+          ``y``, ``x``, optionally ``c`` (channels) and one more axis to project
+          (``projection``); ``channel_axis``/``projection_axis`` are axis letters (or
+          integers counting in each frame).
         - a numpy or dask array ``(T, Y, X)`` or ``(T, Y, X, C)``; ``(T, Z, Y, X)`` with
           ``projection``. Axis numbers count in the array (0 is time). Dask arrays are
           computed one chunk at a time.
@@ -305,8 +325,11 @@ def to_video(
         Output file; its extension picks the format: ``.mp4`` H.264 (default), ``.mkv``,
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
     fps : float, optional
-        Frame rate; default the reader's ``frame_rate``, else ``1 / metadata
-        ['frame_interval']`` (seconds), else 10.
+        Frame rate. Default: the reader's ``frame_rate``, else ``1 / metadata
+        ['frame_interval']`` (seconds), so that movie time is real time; else 10. A lazy
+        slice ``reader[a:b:n]`` plays at its reader's rate (a step ``n`` makes the movie n
+        times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
+        0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster.
     codec : str, optional
         ffmpeg encoder for the container (see :mod:`pims_videoutils._ffmpeg`).
     lossless : bool
@@ -402,22 +425,22 @@ def to_video(
     my, mx = _ffmpeg.size_multiple(out_pixel_format)
     padded = (-(-scaled[0] // my) * my, -(-scaled[1] // mx) * mx)
     tmp_name = _reserve_temporary(target)
-    command = _ffmpeg.build_command(
-        ffmpeg=_ffmpeg.ffmpeg_exe(),
-        output=tmp_name,
-        width=width,
-        height=height,
-        input_pixel_format=render.pixel_format,
-        fps=rate,
-        codec=chosen,
-        output_pixel_format=out_pixel_format,
-        scale=factor,
-        padded_size=padded,
-        crf=crf,
-        preset=preset,
-        extra_args=extra_args,
-    )
     try:
+        command = _ffmpeg.build_command(
+            ffmpeg=_ffmpeg.ffmpeg_exe(),
+            output=tmp_name,
+            width=width,
+            height=height,
+            input_pixel_format=render.pixel_format,
+            fps=rate,
+            codec=chosen,
+            output_pixel_format=out_pixel_format,
+            scale=factor,
+            padded_size=padded,
+            crf=crf,
+            preset=preset,
+            extra_args=extra_args,
+        )
         frame_bytes = width * height * _BYTES_PER_PIXEL[render.pixel_format]
         n_frames = _encode(command, source, layout, render, progress, frame_bytes)
         os.replace(tmp_name, target)

@@ -201,8 +201,6 @@ def test_convert_lossless_round_trip(stack, pixels, tmp_path):
     assert np.array_equal(video, pixels[:, 1, 0])
 
 
-@pytest.mark.xfail(strict=True, reason="export._is_array takes a TiffStackND (it has ndim, "
-                   "shape, dtype) for an array: a single-plane file is refused")
 def test_convert_single_plane_file(tmp_path, pixels):
     tifffile.imwrite(tmp_path / "plane.tif", pixels[0, 0, 0])
     result = run("convert", "plane.tif", "plane.mp4", "--no-progress", cwd=tmp_path)
@@ -383,63 +381,7 @@ def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
     assert list(movies.iterdir()) == []  # no movie, no partial file, s2 never started
 
 
-# ---- the option -> reader translation, in process -------------------------------------------
-
-
-def _write(path: Path, shape: tuple[int, ...], axes: str) -> Path:
-    """A small stack: an ImageJ hyperstack, or an RGB image for axes YXS."""
-    if axes == "YXS":
-        tifffile.imwrite(path, np.zeros(shape, np.uint8), photometric="rgb")
-    else:
-        data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
-        tifffile.imwrite(path, data, imagej=True, metadata={"axes": axes})
-    return path
-
-
-@pytest.mark.parametrize(
-    ("shape", "axes", "expected_len", "expected_bundle", "expected_layout"),
-    [
-        # channels only: one composite frame, not one frame per channel
-        ((3, 16, 20), "CYX", 1, ["c", "y", "x"], {"channel_axis": "c"}),
-        # a z-stack animates z (nothing left to project)
-        ((5, 16, 20), "ZYX", 5, ["y", "x"], {"channel_axis": None}),
-        # time and z: z is max-projected
-        ((4, 3, 16, 20), "TZYX", 4, ["z", "y", "x"],
-         {"channel_axis": None, "projection": "max", "projection_axis": "z"}),
-        # RGB samples are the colour
-        ((16, 20, 3), "YXS", 1, ["y", "x", "s"], {"channel_axis": "s"}),
-    ],
-    ids=["CYX", "ZYX", "TZYX", "YXS"],
-)
-def test_select_frames_defaults(tmp_path, shape, axes, expected_len, expected_bundle,
-                                expected_layout):
-    from pims_videoutils.cli import open_stack, select_frames
-
-    reader = open_stack(str(_write(tmp_path / "s.tif", shape, axes)))
-    try:
-        frames, layout = select_frames(reader)
-        assert frames is reader
-        assert len(frames) == expected_len
-        assert reader.bundle_axes == expected_bundle
-        assert layout == expected_layout
-        assert frames[0].shape == tuple(reader.sizes[a] for a in expected_bundle)
-    finally:
-        reader.close()
-
-
-def test_select_frames_slice_uses_axis_numbers(tmp_path):
-    from pims_videoutils.cli import open_stack, select_frames
-
-    path = _write(tmp_path / "s.tif", (6, 3, 2, 16, 20), "TZCYX")
-    reader = open_stack(str(path))
-    try:
-        frames, layout = select_frames(reader, frame_range=slice(1, None, 2))
-        assert len(frames) == 3
-        assert layout == {"channel_axis": 1, "projection": "max", "projection_axis": 0}
-        expected = tifffile.imread(path)[3]  # frame 1 of the slice is t=3: Z C Y X
-        assert np.array_equal(frames[1], expected)
-    finally:
-        reader.close()
+# ---- helpers of the commands -----------------------------------------------------------
 
 
 def test_batch_movie_names(tmp_path):

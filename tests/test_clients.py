@@ -161,6 +161,26 @@ def test_dask_image_plain_stack(
     assert worker == "TiffStackND"
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_image_glob_of_numbered_tiffs(
+    fake_site: FakeSite, tmp_path: Path, scheduler: str
+) -> None:
+    import dask
+    from dask_image.imread import imread
+
+    # numbered 1..12 without padding: natural order (dask-image's and ours) puts 10 after 9
+    data = np.random.default_rng(4).integers(0, 4096, (12, 8, 6), dtype=np.uint16)
+    for number, plane in enumerate(data, start=1):
+        tifffile.imwrite(tmp_path / f"cell{number}.tif", plane)
+    pattern = str(tmp_path / "cell*.tif")
+    array = imread(pattern)
+    assert (array.shape, array.dtype) == (data.shape, data.dtype)
+    np.testing.assert_array_equal(array.compute(scheduler=scheduler), data)
+    # pims.open itself, in a worker, reads the glob as one sequence (pims: ImageSequence)
+    worker = dask.delayed(_PROBE["reader_in_worker"])(pattern).compute(scheduler=scheduler)
+    assert worker == "TiffSequenceND"
+
+
 def _bundle(data: np.ndarray, axes: str, bundle_axes: str, coords: dict[str, int]) -> np.ndarray:
     """The frame a pims reader should return, cut from tifffile's ``data`` (axes ``axes``)."""
     plane = data[tuple(slice(None) if a in bundle_axes else coords[a] for a in axes)]

@@ -660,3 +660,71 @@ def test_named_axes_errors(tmp_path, no_ffmpeg):
     finally:
         reader.close()
     assert leftovers(tmp_path) == ["h.tif"]
+
+
+def test_single_plane_reader_is_a_reader_not_an_array(tmp_path, real_data):
+    # TiffStackND has ndim/shape/dtype like an array; a one-plane file must still be 1 frame
+    path = real_data / "pillow" / "16bit.MM.deflate.tif"
+    reader = TiffStackND(str(path))
+    try:
+        result = to_video(reader, tmp_path / "plane.mkv", lossless=True, progress=False)
+    finally:
+        reader.close()
+    video, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(video, tifffile.imread(path)[np.newaxis])
+
+
+def test_slice_of_a_reader_keeps_names_and_frame_rate(tmp_path):
+    data = write_hyperstack(tmp_path / "h.tif", interval=0.25)
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = "t"
+        reader.bundle_axes = "czyx"
+        part = reader[1:5:2]
+        assert not hasattr(part, "bundle_axes") and not hasattr(part, "frame_rate")
+        result = to_video(part, tmp_path / "part.mkv", lossless=True, projection="max",
+                          projection_axis="z", channel_axis="c",
+                          contrast=[(0, 6000), (0, 6000)], progress=False)
+    finally:
+        reader.close()
+    assert result.fps == 4.0  # the reader's frame interval, 0.25 s
+    frames, meta = read_back(result.path, "rgb24")
+    assert meta["fps"] == pytest.approx(4.0)
+    mip = data[1:5:2].max(axis=1)  # T, C, Y, X
+    np.testing.assert_array_equal(frames[..., 1], display(mip[:, 0], 0, 6000))
+    np.testing.assert_array_equal(frames[..., 0], display(mip[:, 1], 0, 6000))
+
+
+def test_bad_quality_option_leaves_no_temporary_file(tmp_path):
+    with pytest.raises(ExportArgumentError, match="crf"):
+        to_video(gradient_movie(n=2), tmp_path / "x.mkv", lossless=True, crf=3, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_while_ffmpeg_starts_leaves_no_process_and_no_file(tmp_path, monkeypatch):
+    import subprocess
+    import threading
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ffmpeg_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(threading.Thread, "start", interrupt)  # the stderr thread's start
+    with pytest.raises(KeyboardInterrupt):
+        to_video(gradient_movie(n=3), tmp_path / "x.mp4", progress=False)
+    monkeypatch.undo()
+    assert len(started) == 1
+    try:
+        assert started[0].returncode is not None  # ffmpeg was killed and reaped
+    finally:
+        if started[0].poll() is None:  # without the fix: do not leak the orphan
+            started[0].kill()
+            started[0].wait()
+    assert leftovers(tmp_path) == []

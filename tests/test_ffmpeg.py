@@ -195,3 +195,38 @@ def test_pipe_is_grown_to_a_frame(tmp_path):
         proc.write(np.zeros((8, 16), np.uint8))
         proc.finish()
     assert size > 65536
+
+
+@pytest.mark.parametrize("where", ["pipe", "thread"])
+def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
+    import subprocess
+    import threading
+
+    from pims_videoutils import _ffmpeg
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_ffmpeg.subprocess, "Popen", popen)
+    if where == "pipe":
+        monkeypatch.setattr(_ffmpeg, "_grow_pipe", interrupt)
+    else:
+        monkeypatch.setattr(threading.Thread, "start", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        FFmpegProcess(real_command(tmp_path), pipe_bytes=1 << 20)
+    monkeypatch.undo()
+    try:
+        assert started[0].returncode is not None  # killed and reaped: no orphan, no zombie
+        assert started[0].stdin.closed and started[0].stderr.closed
+    finally:
+        if started[0].poll() is None:
+            started[0].kill()
+            started[0].wait()
+    assert not (tmp_path / "a.mkv").exists()

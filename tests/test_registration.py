@@ -26,6 +26,7 @@ import tifffile
 
 import pims_videoutils
 from pims_videoutils import PluginLoadWarning, StackNotFoundError, StackReadError
+from pims_videoutils._open import opens_as_sequence
 from pims_videoutils._registration import ENTRY_POINT_GROUP, load_readers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,14 +181,18 @@ def test_fresh_interpreter_pims_open_finds_registered_plugin(fake_site: FakeSite
         import _pims_videoutils_autoload as hook
         assert hook.PimsImportFinder in sys.meta_path
         import pims
+        print("fakeplug" in sys.modules, "pims_videoutils.readers" in sys.modules)
         print(type(pims.open("x.fakestack")).__name__)
+        print("fakeplug" in sys.modules, "pims_videoutils.readers" in sys.modules)
         print(type(pims.__loader__).__name__, type(pims.__spec__.loader).__name__)
         print(hook.PimsImportFinder in sys.meta_path)
         """
     ).stdout.split("\n")
-    assert out[0] == "FakeReader"
-    assert out[1] == "SourceFileLoader SourceFileLoader"  # the wrapper never stays
-    assert out[2] == "False"  # one shot
+    assert out[0] == "False False"  # importing pims imports no reader...
+    assert out[1] == "FakeReader"
+    assert out[2] == "True True"  # ...its first open imports them all
+    assert out[3] == "SourceFileLoader SourceFileLoader"  # the loader wrapper never stays
+    assert out[4] == "False"  # one shot
 
 
 def test_fresh_interpreter_pims_open_gets_tiffstacknd(
@@ -205,6 +210,25 @@ def test_fresh_interpreter_pims_open_gets_tiffstacknd(
     assert fake_site.run(code, **{SWITCH: "0"}).stdout.split()[1] == "TiffStackND"
 
 
+PIMS_OPEN_IDENTITY = """
+    import sys
+    import pims
+    import pims.api
+    original = getattr(pims.open, "__wrapped__", pims.open)
+    print(original.__module__, original.__code__.co_filename.endswith("api.py"))
+    print(pims.open is pims.api.open, original is pims.open)
+    print(pims.open.__module__, pims.open.__name__, "pims_videoutils" in sys.modules)
+    """
+
+
+def test_pims_open_is_wrapped_and_opt_out_leaves_pims_untouched(fake_site: FakeSite) -> None:
+    wrapped = fake_site.run(PIMS_OPEN_IDENTITY).stdout.splitlines()
+    assert wrapped == ["pims.api True", "True False", "pims.api open True"]
+    opted_out = fake_site.run(PIMS_OPEN_IDENTITY, **{SWITCH: "1"}).stdout.splitlines()
+    # pims's own function object, in both of its places; nothing of ours imported
+    assert opted_out == ["pims.api True", "True True", "pims.api open False"]
+
+
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     out = fake_site.run(
@@ -212,7 +236,7 @@ def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
         import os, sys
         os.environ[{SWITCH!r}] = "1"
         import pims
-        print("fakeplug" in sys.modules, "pims_videoutils" in sys.modules)
+        print(hasattr(pims.open, "__wrapped__"), "pims_videoutils" in sys.modules)
         """
     )
     assert out.stdout.split() == ["False", "False"]
@@ -257,12 +281,26 @@ def test_broken_plugins_warn_and_others_still_load(fake_site: FakeSite) -> None:
     assert "NoAttr = fakeplug:NoSuchClass" in proc.stderr
 
 
-def test_plugin_raising_at_import_does_not_break_import_pims(fake_site: FakeSite) -> None:
+def test_plugin_raising_at_import_does_not_break_pims(
+    fake_site: FakeSite, stack_tif: Path
+) -> None:
     fake_site.add_plugin("Crash = fakeplug:FakeReader", "raise RuntimeError('plugin bug')\n")
-    proc = fake_site.run("import pims; print(pims.__name__)", "-W", "always")
-    assert proc.stdout.strip() == "pims"
-    assert "PluginLoadWarning" in proc.stderr
-    assert "RuntimeError: plugin bug" in proc.stderr
+    proc = fake_site.run(
+        f"""
+        import sys
+        import pims
+        print("imported", file=sys.stderr)
+        with pims.open({str(stack_tif)!r}) as reader:
+            print(type(reader).__name__)
+        """,
+        "-W",
+        "always",
+    )
+    assert proc.stdout.strip() == "TiffStackND"
+    imported, after = proc.stderr.split("imported", 1)
+    assert "PluginLoadWarning" not in imported  # import pims loads nothing
+    assert "PluginLoadWarning" in after
+    assert "RuntimeError: plugin bug" in after
 
 
 def test_plugin_module_imported_first_is_not_loaded_twice(fake_site: FakeSite) -> None:
@@ -283,18 +321,104 @@ def test_plugin_module_imported_first_is_not_loaded_twice(fake_site: FakeSite) -
 
 
 def test_first_import_of_our_reader_module(fake_site: FakeSite, stack_tif: Path) -> None:
+    # readers.py imports pims: the hook fires while readers.py is half executed.
     proc = fake_site.run(
         f"""
+        import sys
         from pims_videoutils.readers import TiffStackND
+        print("pims_videoutils.sequence" in sys.modules)
         import pims
         reader = pims.open({str(stack_tif)!r})
-        print(type(reader) is TiffStackND)
+        print(type(reader) is TiffStackND, "pims_videoutils.sequence" in sys.modules)
         reader.close()
         """,
         "-W",
-        "error::UserWarning",
+        "error",
     )
-    assert proc.stdout.strip() == "True"
+    assert proc.stdout.split() == ["False", "True", "True"]
+
+
+def test_first_open_from_many_threads_waits_for_the_readers(fake_site: FakeSite) -> None:
+    # A slow plugin import: threads that arrive meanwhile must wait for it, not fall through
+    # to pims.open before FakeReader exists (UnknownFormatError).
+    fake_site.add_plugin(
+        "Fake = fakeplug:FakeReader", "import time\ntime.sleep(0.5)\n" + FAKE_PLUGIN
+    )
+    (fake_site.workdir / "x.fakestack").touch()
+    out = fake_site.run(
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        import pims
+        with ThreadPoolExecutor(8) as pool:
+            kinds = pool.map(lambda _: type(pims.open("x.fakestack")).__name__, range(8))
+        print(sorted(set(kinds)))
+        """,
+        "-W",
+        "error",
+    )
+    assert out.stdout.strip() == "['FakeReader']"
+
+
+# ------------------------------------------------- pims.open on folders and globs (fresh)
+
+
+@pytest.fixture
+def numbered_tiffs(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A folder of 11 single-plane TIFFs numbered 1..11 unpadded (natural order matters)."""
+    folder = tmp_path / "numbered"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    files = []
+    for number in range(1, 12):
+        files.append(folder / f"img{number}.tif")
+        tifffile.imwrite(files[-1], rng.integers(0, 60000, (6, 9), dtype=np.uint16))
+    return folder, files
+
+
+def _check_sequence_code(source: str, files: list[Path]) -> str:
+    """Code that opens ``source`` with pims.open and compares it with tifffile, file by file."""
+    return f"""
+        import numpy as np
+        import pims
+        import tifffile
+
+        expected = np.stack([tifffile.imread(name) for name in {[str(f) for f in files]!r}])
+        with pims.open({source!r}) as reader:
+            np.testing.assert_array_equal(np.stack([np.asarray(f) for f in reader]), expected)
+            print(type(reader).__module__, type(reader).__name__, len(reader))
+        """
+
+
+@pytest.mark.parametrize("form", ["folder", "glob"])
+def test_pims_open_folder_or_tiff_glob_is_tiff_sequence(
+    fake_site: FakeSite, numbered_tiffs: tuple[Path, list[Path]], form: str
+) -> None:
+    folder, files = numbered_tiffs
+    source = str(folder) if form == "folder" else str(folder / "img*.tif")
+    out = fake_site.run(_check_sequence_code(source, files), "-W", "error").stdout.split()
+    assert out == ["pims_videoutils.sequence", "TiffSequenceND", "11"]
+
+
+def test_pims_open_png_glob_is_still_image_sequence(fake_site: FakeSite, tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    planes = np.random.default_rng(8).integers(0, 255, (3, 7, 5), dtype=np.uint8)
+    for i, plane in enumerate(planes):
+        iio.imwrite(tmp_path / f"frame{i}.png", plane)
+    out = fake_site.run(
+        f"""
+        import numpy as np
+        import pims
+        reader = pims.open({str(tmp_path / "frame*.png")!r})
+        print(type(reader).__module__, type(reader).__name__)
+        np.save({str(tmp_path / "read.npy")!r}, np.stack([np.asarray(f) for f in reader]))
+        reader.close()
+        """,
+        "-W",
+        "error",
+    ).stdout.split()
+    assert out == ["pims.image_sequence", "ImageSequence"]
+    np.testing.assert_array_equal(np.load(tmp_path / "read.npy"), planes)
 
 
 SPAWN_SCRIPT = """
@@ -370,16 +494,49 @@ def test_open_glob_with_one_match(stack_tif: Path) -> None:
         assert reader.path == str(stack_tif)
 
 
-def test_open_glob_with_several_matches_is_pims_image_sequence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["folder", "glob"])
+def test_open_folder_or_tiff_glob_is_tiff_sequence(
+    numbered_tiffs: tuple[Path, list[Path]], form: str
+) -> None:
+    from pims_videoutils import TiffSequenceND
+
+    folder, files = numbered_tiffs
+    source = folder if form == "folder" else folder / "img*.tif"
+    with pims_videoutils.open(source) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        expected = np.stack([tifffile.imread(name) for name in files])
+        np.testing.assert_array_equal(np.stack([np.asarray(f) for f in reader]), expected)
+
+
+def test_open_png_glob_is_pims_image_sequence(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
     planes = np.arange(2 * 5 * 4, dtype=np.uint8).reshape(2, 5, 4)
     for i, plane in enumerate(planes):
-        tifffile.imwrite(tmp_path / f"img{i}.tif", plane)
-    sequence = pims_videoutils.open(tmp_path / "img*.tif")
+        iio.imwrite(tmp_path / f"img{i}.png", plane)
+    sequence = pims_videoutils.open(tmp_path / "img*.png")
     try:
         assert isinstance(sequence, pims.ImageSequence)
         np.testing.assert_array_equal(np.stack(list(sequence)), planes)
     finally:
         sequence.close()
+
+
+@pytest.mark.parametrize(
+    ("names", "pattern", "expected"),
+    [
+        (["a1.tif", "a2.TIFF"], "a*", True),
+        (["a1.tif", "a2.png"], "a*", False),  # not all TIFF: pims.open's ImageSequence
+        (["a1.tif", "b1.tif"], "a*.tif", False),  # one match: a file
+        (["a1.tif"], "", True),  # the folder itself
+        ([".hidden.tif", "a.png"], "", False),  # a folder without visible TIFF files
+        ([], "", False),
+    ],
+)
+def test_opens_as_sequence(tmp_path: Path, names: list[str], pattern: str, expected: bool) -> None:
+    for name in names:
+        (tmp_path / name).touch()
+    assert opens_as_sequence(os.path.join(tmp_path, pattern)) is expected
 
 
 def test_open_missing_file(tmp_path: Path) -> None:
@@ -412,14 +569,16 @@ def test_open_unusable_names(tmp_path: Path, name: str, reason: str) -> None:
         pims_videoutils.open(tmp_path / name)
 
 
-def test_open_folder(tmp_path: Path) -> None:
-    with pytest.raises(StackReadError, match="is a folder"):
+def test_open_folder_without_tiff_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").touch()
+    with pytest.raises(StackReadError, match="is a folder without"):
         pims_videoutils.open(tmp_path)
 
 
-def test_open_rejects_non_paths() -> None:
+@pytest.mark.parametrize("path", [42, b"stack.tif"])
+def test_open_rejects_non_paths(path: object) -> None:
     with pytest.raises(TypeError):
-        pims_videoutils.open(42)
+        pims_videoutils.open(path)
 
 
 def test_open_passes_kwargs_to_the_reader(stack_tif: Path) -> None:
@@ -433,7 +592,8 @@ def test_open_passes_kwargs_to_the_reader(stack_tif: Path) -> None:
 
 
 def test_pims_open_agrees_with_our_open(stack_tif: Path) -> None:
-    from pims_videoutils import readers  # pims.open needs the class imported (no hook here)
+    # pims.open needs the class imported when the hook is not installed in this interpreter
+    from pims_videoutils import readers
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -468,7 +628,9 @@ def _source_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["regular", "editable"])
-def test_pip_install_registers_reader(tmp_path: Path, stack_tif: Path, editable: bool) -> None:
+def test_pip_install_registers_reader(
+    tmp_path: Path, stack_tif: Path, numbered_tiffs: tuple[Path, list[Path]], editable: bool
+) -> None:
     python = _venv(tmp_path)
     source = _source_copy(tmp_path)
     target = ["-e", str(source)] if editable else [str(source)]
@@ -488,6 +650,8 @@ def test_pip_install_registers_reader(tmp_path: Path, stack_tif: Path, editable:
         reader = pims.open({str(stack_tif)!r})
         print(type(reader).__name__, pims_videoutils.__file__)
         reader.close()
+        with pims.open({str(numbered_tiffs[0])!r}) as folder:
+            print(type(folder).__name__)
         """
     out = subprocess.run(
         [str(python), "-c", textwrap.dedent(check)],
@@ -499,5 +663,6 @@ def test_pip_install_registers_reader(tmp_path: Path, stack_tif: Path, editable:
     ).stdout.split()
     assert out[0] == "TiffStackND"
     assert out[1].startswith(str(source) if editable else site)
+    assert out[2] == "TiffSequenceND"
     subprocess.run([*pip, "uninstall", "--quiet", "--yes", "pims-videoutils"], check=True, env=env)
     assert not (Path(site) / _setup_py_constants()["PTH_NAME"]).exists()
