@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import unittest
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils.readers import TiffStackND
-
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"  # as conftest.py
 
 # file: (sizes as documented in PROVENANCE.md, in pims names, and the expected storage)
 REAL_FILES = {

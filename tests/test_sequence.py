@@ -15,11 +15,11 @@ import numpy as np
 import pims
 import pytest
 import tifffile
+from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
 from pims_videoutils.sequence import TiffSequenceND
-from tests.conftest import REAL_DATA
 
 
 def _write(path: Path, data: np.ndarray, **kwargs) -> Path:
