@@ -40,6 +40,9 @@ from ._errors import StackReadError
 
 MAPPED = "mapped"
 DECODED = "decoded"
+#: The normalised metadata keys every reader has (None where the file does not say).
+PHYSICAL_METADATA_KEYS = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval",
+                          "channel_names", "software")
 
 _DIRECT = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
 _PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p"}
@@ -391,9 +394,7 @@ def _metadata(tif, key, kind, series, axes, shape) -> tuple[dict[str, Any], np.n
     Pixel sizes come from the resolution tags only in centimetres (or ImageJ's own unit):
     resolutions in inches are the print defaults of most writers (72 dpi), not pixel sizes.
     """
-    meta: dict[str, Any] = dict.fromkeys(
-        ("pixel_size_x", "pixel_size_y", "z_step", "unit", "frame_interval", "channel_names",
-         "software"))
+    meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
     xres, yres = page0.resolution
@@ -405,10 +406,15 @@ def _metadata(tif, key, kind, series, axes, shape) -> tuple[dict[str, Any], np.n
     if tif.is_imagej:
         _imagej_metadata(tif.imagej_metadata or {}, page0, meta)
     if tif.is_ome and tif.ome_metadata:
-        timestamps = _ome_metadata(tif.ome_metadata, series, axes, shape, meta)
+        timestamps = ome_metadata(tif.ome_metadata, series, axes, shape, meta)
     if tif.is_micromanager and tif.micromanager_metadata:
         _micromanager_metadata(tif.micromanager_metadata, meta)
     return meta, timestamps
+
+
+def _length_unit(unit: str) -> str:
+    """Return the unit as written, with the spellings of micrometre normalised to ``µm``."""
+    return "µm" if unit in ("micron", "microns", "um") else unit
 
 
 def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
@@ -416,8 +422,7 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     meta["software"] = meta["software"] or (f"ImageJ {ij['ImageJ']}" if "ImageJ" in ij else None)
     unit = ij.get("unit")
     if unit:
-        unit = _unescape(str(unit))
-        meta["unit"] = "µm" if unit in ("micron", "um", "microns") else unit
+        meta["unit"] = _length_unit(_unescape(str(unit)))
         xres, yres = page0.resolution
         if xres > 0 and yres > 0 and page0.resolutionunit == 1:
             meta.update(pixel_size_x=1 / xres, pixel_size_y=1 / yres)
@@ -432,7 +437,16 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
 
 
-def _ome_metadata(xml: str, series, axes, shape, meta: dict[str, Any]) -> np.ndarray | None:
+def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
+                 meta: dict[str, Any]) -> np.ndarray | None:
+    """Fill ``meta`` from image ``series`` of an OME-XML document; return per-plane time stamps.
+
+    Sets ``ome_xml``, and where the XML has them ``pixel_size_x``, ``pixel_size_y``, ``unit``,
+    ``z_step``, ``frame_interval`` (in seconds, whatever ``TimeIncrementUnit``) and
+    ``channel_names``. The time stamps (seconds, NaN where unknown) are in C order of ``axes``
+    and ``shape``, and None when the planes have none or ``axes`` are not all of ``t``, ``z``,
+    ``c``.
+    """
     meta["ome_xml"] = xml
     try:
         root = ET.fromstring(xml)
@@ -449,7 +463,7 @@ def _ome_metadata(xml: str, series, axes, shape, meta: dict[str, Any]) -> np.nda
     if get("PhysicalSizeX"):
         meta["pixel_size_x"] = float(get("PhysicalSizeX"))
         meta["pixel_size_y"] = float(get("PhysicalSizeY", get("PhysicalSizeX")))
-        meta["unit"] = get("PhysicalSizeXUnit", "µm")
+        meta["unit"] = _length_unit(get("PhysicalSizeXUnit", "µm"))
     if get("PhysicalSizeZ"):
         meta["z_step"] = float(get("PhysicalSizeZ"))
     if get("TimeIncrement"):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +23,13 @@ import numpy as np
 import tifffile
 
 from ._errors import StackNotFoundError, StackReadError
-from ._layout import pims_axes
+from ._layout import PHYSICAL_METADATA_KEYS, ome_metadata, pims_axes
 
 __all__ = ["DatasetFile", "PlaneTable", "find_dataset"]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 # OME length units -> the unit names used in metadata (micrometre by default in OME)
-_OME_UNITS = {"µm": "µm", "um": "µm", "nm": "nm", "mm": "mm", "m": "m"}
-
-
 @dataclass(frozen=True, eq=False)
 class PlaneTable:
     """Where every plane of a multi-file dataset is.
@@ -186,17 +182,7 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
 
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
     """Build the normalised metadata keys of a TiffStackND, from the OME-XML if any."""
-    meta: dict[str, Any] = dict.fromkeys(
-        (
-            "pixel_size_x",
-            "pixel_size_y",
-            "z_step",
-            "unit",
-            "frame_interval",
-            "channel_names",
-            "software",
-        )
-    )
+    meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     meta.update(
         kind=chosen.kind,
         series=[
@@ -214,36 +200,9 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
     meta["software"] = software or None
     xml = tif.ome_metadata
     if xml:
-        meta["ome_xml"] = xml
-        _ome_pixels(xml, everything.index(chosen), meta)
+        # planes of a multi-file dataset carry no time stamps here: only the image's keys
+        ome_metadata(xml, everything.index(chosen), "", (), meta)
     return meta
-
-
-def _ome_pixels(xml: str, image: int, meta: dict[str, Any]) -> None:
-    """Fill pixel sizes, units, frame interval and channel names from an OME-XML image."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return
-    images = [el for el in root if el.tag.endswith("}Image") or el.tag == "Image"]
-    if image >= len(images):
-        return
-    pixels = next((el for el in images[image] if el.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return
-    for key, attribute in (
-        ("pixel_size_x", "PhysicalSizeX"),
-        ("pixel_size_y", "PhysicalSizeY"),
-        ("z_step", "PhysicalSizeZ"),
-        ("frame_interval", "TimeIncrement"),
-    ):
-        value = pixels.get(attribute)
-        meta[key] = float(value) if value else None
-    if meta["pixel_size_x"] is not None:
-        unit = pixels.get("PhysicalSizeXUnit", "µm")
-        meta["unit"] = _OME_UNITS.get(unit, unit)
-    names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
-    meta["channel_names"] = names if any(names) else None
 
 
 class DatasetFile:
