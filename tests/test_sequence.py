@@ -369,24 +369,9 @@ def test_threads_share_a_small_cache(request, kind):
             for plane in tifffile.imread(path).reshape(-1, *reader.frame_shape)
         ]
         assert len(reader) == len(expected)
-    errors = []
     with TiffSequenceND(folder, max_open_files=2) as reader:
         reader.iter_axes = [a for a in reader.sizes if a not in "yx"]
-
-        def work(seed):
-            order = random.Random(seed).choices(range(len(expected)), k=300)
-            try:
-                for i in order:
-                    if not np.array_equal(reader[i], expected[i]):
-                        errors.append(f"frame {i} differs")
-            except Exception as exc:  # reported by the main thread
-                errors.append(repr(exc))
-
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = _read_from_threads(reader, expected, n_threads=4, reads=300)
         assert reader.open_file_count() <= 2
     assert errors == []
 
@@ -741,23 +726,9 @@ def test_multifile_ome_decoded_pages_from_threads(tmp_path):
     data = np.random.default_rng(25).integers(0, 60000, (2, 4, 32, 48), np.uint16)
     _write_multifile_ome(tmp_path, data, compression="zlib")
     flat = data.reshape(-1, 32, 48)
-    errors = []
     with TiffSequenceND(tmp_path / "pos1_part0.ome.tif", max_open_files=1) as reader:
         reader.iter_axes = "pt"
-
-        def work(seed):
-            try:
-                for i in random.Random(seed).choices(range(8), k=100):
-                    if not np.array_equal(reader[i], flat[i]):
-                        errors.append(i)
-            except Exception as exc:  # reported by the main thread
-                errors.append(repr(exc))
-
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = _read_from_threads(reader, flat, n_threads=3, reads=100)
     assert errors == []
 
 
@@ -768,3 +739,23 @@ def test_bundle_xy_is_transposed_like_pimsviewer_asks(numbered):
         assert frame.shape == (7, 6)
         assert frame.metadata["axes"] == ["x", "y"]
         np.testing.assert_array_equal(frame, tifffile.imread(numbered / "f5.tif").T)
+
+
+def _read_from_threads(reader, expected, *, n_threads, reads):
+    """Read random frames of ``reader`` from several threads; return what went wrong."""
+    errors = []
+
+    def work(seed):
+        try:
+            for i in random.Random(seed).choices(range(len(expected)), k=reads):
+                if not np.array_equal(reader[i], expected[i]):
+                    errors.append(f"frame {i} differs")
+        except Exception as exc:  # reported by the main thread
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
