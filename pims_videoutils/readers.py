@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from pims import Frame, FramesSequenceND
+from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
+from ._planes import PlanesND
 
 __all__ = ["TiffStackND"]
 
@@ -22,7 +23,7 @@ __all__ = ["TiffStackND"]
 _PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, struct.error, EOFError)
 
 
-class TiffStackND(FramesSequenceND):
+class TiffStackND(PlanesND):
     """Lazy, memory-frugal N-D reader of a single-file TIFF stack.
 
     Uncompressed pages are never decoded: each plane is read with one ``os.preadv`` from its own
@@ -117,10 +118,7 @@ class TiffStackND(FramesSequenceND):
         for name, size in zip(layout.plane_axes, layout.plane_shape, strict=True):
             self._init_axis(name, size)
         self._native = layout.dtype.newbyteorder("=")
-        self._plane_list = list(layout.plane_axes)
-        self._plane_set = set(layout.plane_axes)
-        self._register_get_frame(self.get_plane, layout.plane_axes)
-        self.bundle_axes = layout.plane_axes
+        self._init_planes(layout.plane_axes)
         for default in ("t", "z", *layout.axes):
             if default in layout.axes:
                 self.iter_axes = default
@@ -187,34 +185,8 @@ class TiffStackND(FramesSequenceND):
         """True after :meth:`close`."""
         return self._file is None
 
-    def get_plane(self, **coords: int) -> np.ndarray:
-        """One plane (axes ``'yx'`` or ``'yxs'``) at the given coordinates of the other axes.
-
-        Parameters
-        ----------
-        **coords : int
-            Coordinates of the non-plane axes; missing ones take ``default_coords``; plane axes
-            are ignored.
-
-        Returns
-        -------
-        numpy.ndarray
-            Native byte order; a fresh array unless the reader was opened with ``copy=False``.
-            A :class:`pims.Frame` with ``metadata['timestamp']`` where the file has one.
-
-        Raises
-        ------
-        ReaderClosedError
-            After :meth:`close`.
-        IndexError
-            A coordinate out of range.
-        StackReadError
-            The file was truncated or changed since it was opened, or a page cannot be decoded.
-        """
-        defaults = self._default_coords
-        return self._read_plane(self._plane_index(
-            {name: coords[name] if name in coords else defaults.get(name, 0)
-             for name in self._layout.axes}))
+    def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
+        return self._read_plane(self._plane_index(coords))
 
     def _plane_index(self, coords: dict[str, int]) -> int:
         """Index of the plane at ``coords`` (one per non-plane axis), checking the ranges."""
@@ -239,33 +211,6 @@ class TiffStackND(FramesSequenceND):
         if layout.timestamps is not None and not math.isnan(layout.timestamps[index]):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
-
-    def __len__(self) -> int:
-        return math.prod(self._sizes[name] for name in self._iter_axes)
-
-    def get_frame(self, i: int) -> Frame:
-        """Frame ``i`` along ``iter_axes``, bundled by ``bundle_axes`` (pims semantics).
-
-        When ``bundle_axes`` holds exactly the plane axes (any order, e.g. ``'xy'``), the plane
-        is read directly, skipping pims's generic bundling (which costs more than reading a
-        512 x 512 plane); any other bundling goes through pims.
-        """
-        bundle = self._bundle_axes
-        if len(bundle) != len(self._plane_set) or not self._plane_set.issuperset(bundle):
-            return super().get_frame(i)
-        coords = {name: self._default_coords.get(name, 0) for name in self._layout.axes}
-        rest = int(i)
-        for name in reversed(self._iter_axes):
-            rest, coords[name] = divmod(rest, self._sizes[name])
-        if rest:
-            raise IndexError(f"frame {i} out of range ({len(self)} frames)")
-        plane = self._read_plane(self._plane_index(coords))
-        metadata = {"axes": list(bundle), "coords": coords}
-        if isinstance(plane, Frame):  # carries a time stamp
-            metadata.update(plane.metadata)
-        if bundle != self._plane_list:
-            plane = plane.transpose([self._plane_list.index(a) for a in bundle])
-        return Frame(plane, frame_no=int(i), metadata=metadata)
 
     def _read_mapped(self, file, offset: int) -> np.ndarray:
         layout = self._layout

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import math
 import os
 import re
 import threading
@@ -28,12 +27,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from pims import Frame, FramesSequenceND
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files
 from ._multifile import DatasetFile, PlaneTable, find_dataset
+from ._planes import PlanesND
 from .readers import TiffStackND
 
 __all__ = ["TiffSequenceND"]
@@ -78,11 +77,6 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         if not os.path.isfile(name):
             raise StackNotFoundError(name, "no such file")
     return names
-
-
-def _plane_axes(reader: TiffStackND) -> str:
-    """Axes of one plane of a file: ``'yxs'`` for RGB samples, else ``'yx'``."""
-    return "yxs" if "s" in reader.sizes else "yx"
 
 
 def _source_label(source: Any) -> str:
@@ -166,7 +160,7 @@ class _OpenFiles:
             reader.close()
 
 
-class TiffSequenceND(FramesSequenceND):
+class TiffSequenceND(PlanesND):
     r"""Many TIFF files as one lazy N-D reader with real ``p``, ``t``, ``z``, ``c`` axes.
 
     Parameters
@@ -336,11 +330,10 @@ class TiffSequenceND(FramesSequenceND):
             self._init_axis(axis, size)
         self._outer_axes = tuple(axis for axis, _ in outer)
         self._plane_reader = self._sequence_plane if self._table is None else self._dataset_plane
-        self._register_get_frame(self.get_plane, self._plane_axes)
+        self._init_planes(self._plane_axes)
         order = [a for a in AXIS_ORDER if a in self.sizes and a not in self._plane_axes]
         preferred = [a for a in ("t", "z") if a in self.sizes] or order[:1]
         self.iter_axes = preferred[:1]
-        self.bundle_axes = self._plane_axes
 
     def _init_dataset(self, table: PlaneTable, label: str, fill_missing: float | None) -> None:
         """Set axes, dtype and metadata from a multi-file dataset's plane table."""
@@ -366,7 +359,7 @@ class TiffSequenceND(FramesSequenceND):
 
     def _init_sequence(self, first: TiffStackND, label: str, fill_missing: float | None) -> None:
         """Set axes, dtype and metadata from the first file and the file grid."""
-        plane_axes = _plane_axes(first)
+        plane_axes = first.plane_axes
         file_sizes = {a: n for a, n in first.sizes.items() if a not in plane_axes}
         clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1]
         if clashes:
@@ -427,7 +420,7 @@ class TiffSequenceND(FramesSequenceND):
 
     def _compare_layout(self, reader: TiffStackND) -> str:
         """Describe how a file's layout differs from the first file's ('' if it does not)."""
-        plane_axes = _plane_axes(reader)
+        plane_axes = reader.plane_axes
         plane = tuple(reader.sizes[a] for a in plane_axes)
         if (plane_axes, plane) != (self._plane_axes, self._plane_shape):
             return f"planes {plane_axes}={plane} instead of {self._plane_axes}={self._plane_shape}"
@@ -439,37 +432,7 @@ class TiffSequenceND(FramesSequenceND):
             return f"pixel type {dtype} instead of {self._dtype}"
         return ""
 
-    def get_plane(self, **coords: int) -> np.ndarray:
-        """Read one plane (axes ``plane_axes``) at the given coordinates of the other axes.
-
-        Thread-safe; the cheapest way to read (no :class:`pims.Frame` wrapping).
-
-        Parameters
-        ----------
-        **coords : int
-            Coordinates of the non-plane axes; missing ones take ``default_coords``.
-
-        Returns
-        -------
-        numpy.ndarray
-            A fresh array in native byte order (or what ``TiffStackND.get_plane`` returns for
-            files opened as stacks with ``copy=False``).
-
-        Raises
-        ------
-        ReaderClosedError
-            After :meth:`close`.
-        IndexError
-            A coordinate out of range (coordinates of unknown axes are ignored).
-        StackReadError
-            The plane's file is unreadable, truncated, or differs from the first file.
-        """
-        full = dict(self.default_coords)
-        full.update(coords)
-        return self._checked_plane(full)
-
-    def _checked_plane(self, coords: dict[str, int]) -> np.ndarray:
-        """Read the plane at ``coords`` (every axis given) after checking their ranges."""
+    def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
         sizes = self.sizes
         for axis in self._outer_axes:
             if not 0 <= coords[axis] < sizes[axis]:
@@ -497,53 +460,10 @@ class TiffSequenceND(FramesSequenceND):
         finally:
             files.release(number)
 
-    def __len__(self) -> int:
-        return math.prod(self.sizes[axis] for axis in self.iter_axes)
-
-    def get_frame(self, i: int) -> Frame:
-        """Return frame ``i`` of the iteration over ``iter_axes``, bundling ``bundle_axes``.
-
-        Same result as :meth:`pims.FramesSequenceND.get_frame` (a :class:`pims.Frame` with
-        ``frame_no`` and ``metadata['axes']``/``['coords']``) without its per-frame numpy
-        arithmetic, which costs more than reading a small plane.
-
-        Raises
-        ------
-        IndexError
-            ``i`` is outside ``0 <= i < len(self)``.
-        ReaderClosedError
-            After :meth:`close`.
-        """
-        sizes, iter_axes = self.sizes, self.iter_axes
-        count = math.prod(sizes[axis] for axis in iter_axes)
-        if not 0 <= i < count:
-            raise IndexError(f"frame {i} out of range 0..{count - 1}")
-        coords = dict(self.default_coords)
-        rest = int(i)
-        for axis in reversed(iter_axes):
-            rest, coords[axis] = divmod(rest, sizes[axis])
-        bundle = self.bundle_axes
-        if "".join(bundle) == self._plane_axes:  # one plane as stored: no pims bundling
-            result = self._checked_plane(coords)
-        else:
-            result = self._get_frame_wrapped(**coords)
-        metadata = dict(result.metadata) if isinstance(result, Frame) else {}
-        metadata["axes"] = bundle
-        metadata["coords"] = {a: coords[a] for a in sizes if a not in bundle}
-        frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
-        frame.frame_no = i
-        frame.metadata = metadata
-        return frame
-
     @property
     def pixel_type(self) -> np.dtype:
         """The sample type of the planes (native byte order)."""
         return self._dtype
-
-    @property
-    def plane_axes(self) -> str:
-        """Axes of one plane: ``'yx'`` or ``'yxs'``."""
-        return self._plane_axes
 
     @property
     def frame_rate(self) -> float | None:
