@@ -23,6 +23,7 @@ class PlanesND(FramesSequenceND):
     def _init_planes(self, plane_axes: str) -> None:
         """Register :meth:`get_plane` for ``plane_axes`` and bundle them by default."""
         self._plane_axes = plane_axes
+        self._plane_axis_list = list(plane_axes)
         self._register_get_frame(self.get_plane, plane_axes)
         self.bundle_axes = plane_axes
 
@@ -69,6 +70,17 @@ class PlanesND(FramesSequenceND):
     def __len__(self) -> int:
         return math.prod(self._sizes[axis] for axis in self._iter_axes)
 
+    def __getitem__(self, key):
+        """Frame ``key`` (negative counts from the end), or a lazy sub-sequence as in pims.
+
+        Integer keys go straight to :meth:`get_frame`; slices, index lists and boolean masks
+        give pims's Slicerator sub-sequences.
+        """
+        if isinstance(key, (int, np.integer)):
+            index = int(key)
+            return self.get_frame(index + len(self) if index < 0 else index)
+        return super().__getitem__(key)
+
     def get_frame(self, i: int) -> Frame:
         """Return frame ``i`` of the iteration over ``iter_axes``, bundling ``bundle_axes``.
 
@@ -79,28 +91,28 @@ class PlanesND(FramesSequenceND):
         ReaderClosedError
             After ``close()``.
         """
-        sizes, iter_axes = self._sizes, self._iter_axes
-        count = math.prod(sizes[axis] for axis in iter_axes)
-        if not 0 <= i < count:
-            raise IndexError(f"frame {i} out of range 0..{count - 1}")
-        coords = dict(self._default_coords)
-        rest = int(i)
-        for axis in reversed(iter_axes):
+        i = int(i)
+        sizes = self._sizes
+        coords = dict(self._default_coords)  # every axis, in the order of ``sizes``
+        rest = i
+        for axis in reversed(self._iter_axes):
             rest, coords[axis] = divmod(rest, sizes[axis])
+        if rest:  # i < 0 or i >= len(self)
+            raise IndexError(f"frame {i} out of range 0..{len(self) - 1}")
         bundle = self._bundle_axes
-        plane_axes = self._plane_axes
-        if len(bundle) == len(plane_axes) and set(bundle) == set(plane_axes):
+        plane_axes = self._plane_axis_list
+        if bundle == plane_axes:
             result = self._plane_at(coords)
-            if "".join(bundle) != plane_axes:
-                result = result.transpose([plane_axes.index(axis) for axis in bundle])
+        elif sorted(bundle) == sorted(plane_axes):  # e.g. pimsviewer's 'xy'
+            result = self._plane_at(coords).transpose([plane_axes.index(a) for a in bundle])
         else:
             if self._get_frame_wrapped is None:
                 self.bundle_axes = tuple(bundle)  # builds pims's bundling getter
             result = self._get_frame_wrapped(**coords)
         metadata = dict(result.metadata) if isinstance(result, Frame) else {}
-        metadata["axes"] = list(bundle)
-        metadata["coords"] = {axis: coords[axis] for axis in sizes if axis not in bundle}
+        metadata["axes"] = bundle[:]
+        metadata["coords"] = {axis: value for axis, value in coords.items() if axis not in bundle}
         frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
-        frame.frame_no = int(i)
+        frame.frame_no = i
         frame.metadata = metadata
         return frame

@@ -340,6 +340,29 @@ def test_out_of_range_coordinates(hyperstack):
             reader[3]
 
 
+def test_indexing_keys_behave_as_in_pims(hyperstack):
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        count = len(reader)
+        for key in (0, count - 1, -1, -count, np.int64(1), np.int32(-2), True):
+            expected = data[int(key) % count, 0, 0]
+            frame = reader[key]
+            assert isinstance(frame, pims.Frame) and frame.frame_no == int(key) % count
+            np.testing.assert_array_equal(frame, expected)
+        for key in (count, -count - 1, np.int64(count)):
+            with pytest.raises(IndexError):
+                reader[key]
+        with pytest.raises(IndexError):
+            reader.get_frame(-1)
+        for key, picks in ((slice(None, None, -1), range(count)[::-1]), ([2, 0], [2, 0]),
+                           (np.array([True, False, True]), [0, 2])):
+            sub = reader[key]
+            assert len(sub) == len(picks)
+            for frame, pick in zip(sub, picks, strict=True):
+                np.testing.assert_array_equal(frame, data[pick, 0, 0])
+                assert frame.frame_no == pick
+
+
 def test_pims_open_picks_this_reader(hyperstack):
     path, _ = hyperstack
     with pims.open(str(path)) as reader:
