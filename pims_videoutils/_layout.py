@@ -142,8 +142,8 @@ def pims_axes(codes: str) -> str:
     return "".join(names)  # type: ignore[arg-type]
 
 
-def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
-    """Describe where the planes of ``series`` are in an open TIFF file.
+def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0) -> Layout:
+    """Describe where the planes of ``series`` (pyramid ``level``) are in an open TIFF file.
 
     Parameters
     ----------
@@ -153,6 +153,8 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
         Its path, for messages.
     series : int
         Index of the series to describe.
+    level : int
+        Pyramid level of the series (0: full resolution).
 
     Returns
     -------
@@ -161,7 +163,7 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
     Raises
     ------
     StackReadError
-        Truncated, corrupt or inconsistent file, unsupported layout, or no such series.
+        Truncated, corrupt or inconsistent file, unsupported layout, no such series or level.
     """
     try:
         page0 = tif.pages.first
@@ -172,11 +174,11 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0) -> Layout:
     try:
         # compressed pages differ in size, so their IFDs are irregular: nothing to gain
         if (not flags.intersection(_FLAGS_WITH_SERIES) and page0.compression == 1
-                and not page0.is_tiled):
+                and not page0.is_tiled and level == 0):
             layout = _walked_layout(tif, path, series, size)
             if layout is not None:
                 return layout
-        return _series_layout(tif, path, series, size)
+        return _series_layout(tif, path, series, size, level)
     except _UnsupportedPage as exc:
         raise StackReadError(path, str(exc)) from None
 
@@ -218,8 +220,9 @@ def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
             return None  # several differently shaped series: tifffile knows them
     if series != 0:
         raise StackReadError(path, f"series {series} does not exist (the file holds 1 series)")
-    info = [{"index": 0, "shape": (*shape, *page0.shape), "axes": axes + codes,
-             "dtype": str(page0.dtype), "kind": kind}]
+    full_shape = (*shape, *page0.shape)
+    info = [{"index": 0, "shape": full_shape, "axes": axes + codes, "dtype": str(page0.dtype),
+             "kind": kind, "levels": [full_shape]}]
     names = pims_axes(axes + plane_codes)
     plane_names = names[len(axes):]
     if pages.data_offsets is not None and _mappable(page0):
@@ -250,18 +253,35 @@ def _shaped_shape(description: str) -> tuple[tuple[int, ...] | None, str | None]
 # --- route 1 and 3: tifffile series ----------------------------------------------------------
 
 
-def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) -> Layout:
+def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
+                   level: int = 0) -> Layout:
+    if tif.is_ome and not tif.is_micromanager:
+        from ._multifile import companion_file  # not at the top: _multifile imports this module
+
+        companion = companion_file(tif.pages.first.description, path)
+        if companion is not None:
+            raise StackReadError(
+                path, "is a BinaryOnly OME-TIFF: its axes and metadata are in "
+                f"{os.path.basename(companion)}; open it with TiffSequenceND (any file of the "
+                "dataset, or its folder)")
     try:
         all_series = tif.series
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
     info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
-             "kind": s.kind} for i, s in enumerate(all_series)]
+             "kind": s.kind, "levels": [tuple(lv.shape) for lv in s.levels]}
+            for i, s in enumerate(all_series)]
     if not 0 <= series < len(all_series):
         raise StackReadError(
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
+    if not 0 <= level < len(ser.levels):
+        raise StackReadError(
+            path, f"level {level} does not exist (series {series} has {len(ser.levels)} "
+            "pyramid level" + ("s: " if len(ser.levels) > 1 else ": ")
+            + "; ".join(str(d) for d in info[series]["levels"]) + ")")
+    ser = ser.levels[level]
     key = ser.keyframe
     if key is None or key.dtype is None:
         raise StackReadError(path, "unsupported sample format")
@@ -283,8 +303,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
         pages = list(ser.pages)
         if any(page is not None and page.parent is not tif for page in pages):
             raise StackReadError(path, f"series {series} spans several files (multi-file "
-                                 "OME-TIFF or Micro-Manager dataset); open one file per position "
-                                 "or use a folder reader")
+                                 "OME-TIFF or Micro-Manager dataset); open it with "
+                                 "TiffSequenceND (any file of the dataset, or its folder)")
         if len(pages) != nplanes:
             raise StackReadError(
                 path, f"series {series} has {len(pages)} pages for {nplanes} planes")
@@ -303,7 +323,18 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
                           info, series)
     _check_extent(layout, size)
+    if level:
+        _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _scale_pixel_sizes(meta: dict[str, Any], full, page, level: int) -> None:
+    """Pixel sizes of a pyramid level's ``page``: those of ``full`` times the downsampling."""
+    meta["level"] = level
+    if meta["pixel_size_y"] is not None:
+        meta["pixel_size_y"] *= full.imagelength / page.imagelength
+    if meta["pixel_size_x"] is not None:
+        meta["pixel_size_x"] *= full.imagewidth / page.imagewidth
 
 
 def _page_data_offsets(pages: list, plane_nbytes: int) -> np.ndarray | None:
@@ -408,7 +439,7 @@ def _metadata(tif, key, kind, series, axes, shape) -> tuple[dict[str, Any], np.n
     if tif.is_ome and tif.ome_metadata:
         timestamps = ome_metadata(tif.ome_metadata, series, axes, shape, meta)
     if tif.is_micromanager and tif.micromanager_metadata:
-        _micromanager_metadata(tif.micromanager_metadata, meta)
+        _micromanager_metadata(tif.micromanager_metadata, page0, meta)
     return meta, timestamps
 
 
@@ -487,12 +518,16 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     return None if np.isnan(stamps).all() else stamps
 
 
-def _micromanager_metadata(mm: dict[str, Any], meta: dict[str, Any]) -> None:
+def _micromanager_metadata(mm: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     meta["micromanager_metadata"] = mm
     summary = mm.get("Summary") or {}
-    if summary.get("PixelSize_um"):
-        meta.update(pixel_size_x=float(summary["PixelSize_um"]),
-                    pixel_size_y=float(summary["PixelSize_um"]), unit="µm")
+    image = page0.tags.valueof(51123)  # the first image's metadata: MM 2.0 keeps its pixel size
+    pixel_size = summary.get("PixelSize_um") or (
+        image.get("PixelSizeUm") if isinstance(image, dict) else None)
+    if pixel_size:
+        meta.update(pixel_size_x=float(pixel_size), pixel_size_y=float(pixel_size), unit="µm")
+    if summary.get("MicroManagerVersion") and not page0.software:  # else "ImageJ" (its header)
+        meta["software"] = f"Micro-Manager {summary['MicroManagerVersion']}"
     if summary.get("z-step_um"):
         meta["z_step"] = float(summary["z-step_um"])
     if summary.get("Interval_ms"):

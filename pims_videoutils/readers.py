@@ -37,7 +37,10 @@ class TiffStackND(PlanesND):
         The TIFF file (opened read-only, never written).
     series : int, optional
         Which series of the file (OME images, several tifffile series); ``metadata['series']``
-        lists them. Pyramid levels other than the full resolution are not exposed.
+        lists them.
+    level : int, optional
+        Pyramid level of the series (0, the default: full resolution; ``metadata['series']``
+        lists the shape of every level). Pixel sizes in ``metadata`` are the level's.
     copy : bool, optional
         True (default): every plane is a fresh writable array. False: planes of ``'mapped'``
         storage are zero-copy read-only views into one read-only mapping of the file (needs the
@@ -55,9 +58,10 @@ class TiffStackND(PlanesND):
         Always has ``pixel_size_x``, ``pixel_size_y``, ``z_step`` (in ``unit``), ``unit``,
         ``frame_interval`` (seconds), ``channel_names``, ``software``, ``kind``
         (``'imagej'``, ``'ome'``, ``'shaped'``, ``'uniform'``, ``'ndtiff'``, ...), ``storage``,
-        ``series`` (index, shape, axes, dtype, kind of every series in the file): None when
-        unknown. Plus ``imagej_metadata``, ``ome_xml``, ``micromanager_metadata`` and a palette's
-        ``colormap`` where present.
+        ``series`` (index, shape, axes, dtype, kind and pyramid ``levels`` shapes of every series
+        in the file): None when unknown; ``level`` for a pyramid level other than 0. Plus
+        ``imagej_metadata``, ``ome_xml``, ``micromanager_metadata`` and a palette's ``colormap``
+        where present.
     frame_rate : float or None
         ``1 / metadata['frame_interval']`` when known.
     storage : str
@@ -70,7 +74,7 @@ class TiffStackND(PlanesND):
     StackNotFoundError
         The file does not exist.
     StackReadError
-        Not a TIFF, empty, truncated, corrupt or inconsistent file, or no such series.
+        Not a TIFF, empty, truncated, corrupt or inconsistent file, or no such series or level.
     ValueError
         ``copy=False`` on a file whose byte order is not native.
 
@@ -97,11 +101,11 @@ class TiffStackND(PlanesND):
         """File extensions this reader claims."""
         return {"tif", "tiff", "ome.tif", "ome.tiff"}
 
-    def __init__(self, path: str | os.PathLike[str], *, series: int = 0,
+    def __init__(self, path: str | os.PathLike[str], *, series: int = 0, level: int = 0,
                  copy: bool = True) -> None:
         super().__init__()
         self._path = os.fspath(path)
-        self._options = {"series": int(series), "copy": bool(copy)}
+        self._options = {"series": int(series), "level": int(level), "copy": bool(copy)}
         self._lock = threading.RLock()
         self._file, self._tif, self._mmap = None, None, None
         self._layout = self._open()
@@ -141,7 +145,8 @@ class TiffStackND(PlanesND):
             except _PARSE_ERRORS as exc:
                 raise StackReadError(self._path, f"not a readable TIFF file ({exc})") from None
             try:
-                layout = discover(self._tif, self._path, self._options["series"])
+                layout = discover(self._tif, self._path, self._options["series"],
+                                  self._options["level"])
             except _PARSE_ERRORS as exc:
                 raise StackReadError(self._path, f"corrupt TIFF structure ({exc})") from None
             if layout.storage == MAPPED:

@@ -260,6 +260,44 @@ def test_ome_two_series(tmp_path):
         assert_planes_equal(reader, second)
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_ome_pyramid_levels(tmp_path, compression):
+    path = tmp_path / "pyramid.ome.tif"
+    full = _data((3, 40, 48))
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        options = {"tile": (16, 16), "compression": compression}
+        tif.write(full, subifds=2, metadata={"axes": "TYX", "PhysicalSizeX": 0.5,
+                                             "PhysicalSizeY": 0.25}, **options)
+        tif.write(full[:, ::2, ::2], subfiletype=1, **options)
+        tif.write(full[:, ::4, ::4], subfiletype=1, **options)
+    with tifffile.TiffFile(path) as tif:  # the reference: tifffile's decoding of each level
+        levels = [level.asarray() for level in tif.series[0].levels]
+    assert [level.shape for level in levels] == [(3, 40, 48), (3, 20, 24), (3, 10, 12)]
+    with TiffStackND(path) as reader:
+        assert reader.metadata["series"][0]["levels"] == [(3, 40, 48), (3, 20, 24), (3, 10, 12)]
+        assert_planes_equal(reader, levels[0])
+    with TiffStackND(path, level=2) as reader:
+        assert reader.sizes == {"t": 3, "y": 10, "x": 12}
+        assert reader.metadata["level"] == 2
+        assert reader.metadata["pixel_size_x"] == pytest.approx(2.0)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(1.0)
+        assert_planes_equal(reader, levels[2])
+        clone = pickle.loads(pickle.dumps(reader))
+        with clone:
+            np.testing.assert_array_equal(clone[1], levels[2][1])
+    with pytest.raises(StackReadError, match=r"level 3 does not exist.*3 pyramid levels"):
+        TiffStackND(path, level=3)
+
+
+def test_level_of_a_file_without_pyramid(tmp_path):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _data((2, 8, 8)))
+    with TiffStackND(path) as reader:
+        assert reader.metadata["series"][0]["levels"] == [(2, 8, 8)]
+    with pytest.raises(StackReadError, match=r"level 1 does not exist.*1 pyramid level:"):
+        TiffStackND(path, level=1)
+
+
 def test_imagej_metadata(tmp_path):
     path = tmp_path / "ij.tif"
     data = _data((3, 2, 20, 24))
