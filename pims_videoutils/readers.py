@@ -106,8 +106,9 @@ class TiffStackND(PlanesND):
         super().__init__()
         self._path = os.fspath(path)
         self._options = {"series": int(series), "level": int(level), "copy": bool(copy)}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # tifffile's page parsing; the lifetime fields below
         self._file, self._tif, self._mmap = None, None, None
+        self._closed, self._reads_in_flight = False, 0
         self._layout = self._open()
         layout = self._layout
         if not copy and layout.storage == MAPPED and not layout.dtype.isnative:
@@ -188,7 +189,7 @@ class TiffStackND(PlanesND):
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return self._file is None
+        return self._closed
 
     def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
         return self._read_plane(self._plane_index(coords))
@@ -204,15 +205,27 @@ class TiffStackND(PlanesND):
         return index
 
     def _read_plane(self, index: int) -> np.ndarray:
-        """Plane number ``index`` (C order of the non-plane axes)."""
+        """Plane number ``index`` (C order of the non-plane axes).
+
+        Counted as a read in flight, so that a :meth:`close` from another thread releases the
+        file only after it (never under a ``preadv``, whose descriptor could meanwhile belong
+        to another file).
+        """
         layout = self._layout
-        file = self._file
-        if file is None:
-            raise ReaderClosedError(f"{self._path}: reader is closed")
-        if layout.storage == MAPPED:
-            plane = self._read_mapped(file, int(layout.plane_offsets[index]))
-        else:
-            plane = self._decode(int(layout.ifd_offsets[index]), index)
+        with self._lock:
+            if self._closed:
+                raise ReaderClosedError(f"{self._path}: reader is closed")
+            self._reads_in_flight += 1
+        try:
+            if layout.storage == MAPPED:
+                plane = self._read_mapped(self._file, int(layout.plane_offsets[index]))
+            else:
+                plane = self._decode(int(layout.ifd_offsets[index]), index)
+        finally:
+            with self._lock:
+                self._reads_in_flight -= 1
+                if self._closed and not self._reads_in_flight:
+                    self._release()
         if layout.timestamps is not None and not math.isnan(layout.timestamps[index]):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
@@ -242,8 +255,6 @@ class TiffStackND(PlanesND):
         if ifd_offset < 0:
             return np.zeros(layout.plane_shape, self._native)
         tif = self._tif
-        if tif is None:
-            raise ReaderClosedError(f"{self._path}: reader is closed")
         try:
             with self._lock:
                 tif.filehandle.seek(ifd_offset)
@@ -265,20 +276,30 @@ class TiffStackND(PlanesND):
     # --- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the file (idempotent). Views from ``copy=False`` keep the mapping alive."""
+        """Close the reader (idempotent): later reads raise :class:`ReaderClosedError`.
+
+        The file is released at once, or when the reads that other threads have in flight
+        end. Views from ``copy=False`` keep the mapping alive.
+        """
         with self._lock:
-            if self._mmap is not None:
-                try:
-                    self._mmap.close()
-                except BufferError:  # zero-copy views still alive: the GC closes it with them
-                    pass
-                self._mmap = None
-            if self._tif is not None:
-                self._tif.close()
-                self._tif = None
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._closed = True
+            if not self._reads_in_flight:
+                self._release()
+
+    def _release(self) -> None:
+        """Close the mapping, tifffile's handle and the file (the caller holds the lock)."""
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # zero-copy views still alive: the GC closes it with them
+                pass
+            self._mmap = None
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __reduce__(self):
         state = (self.iter_axes, self.bundle_axes, dict(self.default_coords))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import operator
+import os
 import pickle
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import tifffile
 
 from pims_videoutils import ReaderClosedError, StackReadError
+from pims_videoutils import readers as readers_module
 from pims_videoutils.readers import TiffStackND
 
 RNG = np.random.default_rng(7)
@@ -453,6 +456,45 @@ def test_closed_decoded_reader(tmp_path):
     _write("deflate", path)
     reader = TiffStackND(path)
     reader.close()
+    with pytest.raises(ReaderClosedError):
+        reader.get_plane(t=0)
+
+
+@pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
+def test_close_from_another_thread_during_a_read(tmp_path, monkeypatch, kind):
+    """close() while a read is inside preadv (or tifffile's decode): the read completes with
+    the right plane, the file is released right after it, later reads raise."""
+    path = tmp_path / f"{kind}.tif"
+    data = _write(kind, path)
+    reader = TiffStackND(path)
+    closed = threading.Event()
+
+    def close_elsewhere():
+        worker = threading.Thread(target=reader.close)
+        worker.start()
+        worker.join(5)
+        closed.set()
+
+    if reader.storage == "mapped":
+        preadv = os.preadv
+
+        def read_while_closing(fd, buffers, offset):
+            close_elsewhere()
+            return preadv(fd, buffers, offset)
+
+        monkeypatch.setattr(readers_module.os, "preadv", read_while_closing)
+    else:
+        asarray = tifffile.TiffPage.asarray
+
+        def decode_while_closing(page, *args, **kwargs):
+            close_elsewhere()
+            return asarray(page, *args, **kwargs)
+
+        monkeypatch.setattr(tifffile.TiffPage, "asarray", decode_while_closing)
+    plane = reader.get_plane(t=1)
+    assert closed.is_set() and reader.closed
+    np.testing.assert_array_equal(plane, data[1].reshape(-1, *plane.shape)[0])  # t=1, z=c=0
+    assert reader._file is None  # released when the read ended
     with pytest.raises(ReaderClosedError):
         reader.get_plane(t=0)
 
