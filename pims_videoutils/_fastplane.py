@@ -40,6 +40,8 @@ class PlaneTemplate:
         self.plane_shape = plane_shape
         self.dtype = dtype
         self.native = dtype.newbyteorder("=")
+        self._plane_nbytes = math.prod(plane_shape) * dtype.itemsize
+        self._pad = -self.head % 16  # bytes before the head that align the pixels
         big = tif.is_bigtiff
         self._entry = struct.Struct(tif.byteorder + ("4xQQ" if big else "4xII"))
         pointer = self._pointer = 8 if big else 4
@@ -124,15 +126,16 @@ class PlaneTemplate:
 
     def read(self, path: str) -> np.ndarray | None:
         """Read the plane of ``path``; None if the file's structure differs (or is short)."""
-        head = np.empty(self.head, np.uint8)
-        out = np.empty(self.plane_shape, self.native)
+        buffer = np.empty(self._pad + self.head + self._plane_nbytes, np.uint8)
+        head = buffer[self._pad : self._pad + self.head]
+        pixels = buffer[self._pad + self.head :]  # aligned for the sample type
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            got = os.preadv(fd, [head, out], 0)
-            if got < head.nbytes or head[self._positions].tobytes() != self._expected:
+            got = os.preadv(fd, [buffer[self._pad :]], 0)
+            if got < self.head or head[self._positions].tobytes() != self._expected:
                 return None
             if not self._same_description(head):
                 return None
@@ -140,11 +143,12 @@ class PlaneTemplate:
                 position, value = self._offset
                 offset = value.unpack_from(head, position)[0]
                 if offset != self.head:  # the pixels lie elsewhere in this file
-                    got = os.preadv(fd, [out], offset) + head.nbytes
+                    got = os.preadv(fd, [pixels], offset) + self.head
         finally:
             os.close(fd)
-        if got != head.nbytes + out.nbytes:
+        if got != self.head + self._plane_nbytes:
             return None
+        out = pixels.view(self.native).reshape(self.plane_shape)
         if not self.dtype.isnative:
             out.byteswap(inplace=True)
         return out

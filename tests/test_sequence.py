@@ -321,7 +321,9 @@ def test_big_endian_files_read_native(tmp_path):
     with TiffSequenceND(tmp_path) as reader:
         assert reader.pixel_type.isnative
         for i, plane in enumerate(planes):
-            np.testing.assert_array_equal(reader[i], plane)
+            frame = reader[i]
+            assert frame.flags.aligned and frame.flags.writeable
+            np.testing.assert_array_equal(frame, plane)
 
 
 # --- resources: LRU, threads, pickling, closing --------------------------------------------------
