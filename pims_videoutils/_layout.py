@@ -276,6 +276,11 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
+    if ser.kind == "ome" and any(page is not None and page.parent is not tif
+                                 for s in all_series for page in s.pages):
+        raise StackReadError(path, "is one file of a multi-file OME-TIFF dataset (its OME-XML "
+                             "puts planes in other files); open it with TiffSequenceND (any "
+                             "file of the dataset, or its folder)")
     if not 0 <= level < len(ser.levels):
         raise StackReadError(
             path, f"level {level} does not exist (series {series} has {len(ser.levels)} "
@@ -296,7 +301,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
     storage, plane_offsets, ifd_offsets = DECODED, None, None
-    if ser.dataoffset is not None and _mappable(key):
+    if ser.dataoffset is not None and _mappable(key) and key.parent is tif:
         storage = MAPPED
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
     else:
@@ -313,7 +318,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             storage = MAPPED
         else:
             ifd_offsets = np.array([-1 if p is None else p.offset for p in pages], np.int64)
-    if tif.pages.first.is_imagej and series == 0:
+    # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
+    if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
         declared = (tif.imagej_metadata or {}).get("images")
         if isinstance(declared, int) and declared != nplanes:
             raise StackReadError(

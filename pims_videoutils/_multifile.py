@@ -2,10 +2,16 @@
 
 :func:`find_dataset` asks tifffile for the series of one file of the dataset. When a series
 spans several files (OME-XML ``TiffData``/``UUID FileName`` references, an ``NDTiff.index``,
-Micro-Manager stacks) or the file holds several positions with one shape (OME images), it
-returns a frozen :class:`PlaneTable`: for every plane, which file and which byte offset.
-tifffile reads and checks every referenced IFD (or index entry) once, at open. Planes are then
-read with one ``os.preadv`` each.
+Micro-Manager ``*_MMStack_Pos*.ome.tif`` stacks) or the file holds several positions with one
+shape (OME images), it returns a frozen :class:`PlaneTable`: for every plane, which file and
+which byte offset. tifffile reads and checks every referenced IFD (or index entry) once, at
+open.
+
+OME-TIFF files whose OME-XML only says ``<BinaryOnly MetadataFile="..."/>`` keep their
+metadata in another file: a ``.companion.ome`` XML file, or the dataset's master OME-TIFF.
+:func:`companion_file` finds it; :func:`find_dataset` then hands its XML to tifffile
+(``TiffFile(omexml=...)``) and always returns a table, even for one file (a reader of the file
+alone would not know its axes).
 
 Uncompressed, contiguous planes are read with one ``os.preadv`` each; other planes
 (compressed, tiled) are decoded one page at a time by tifffile from their IFD offset. Planar
@@ -15,21 +21,35 @@ RGB pages raise a clear :class:`StackReadError`.
 from __future__ import annotations
 
 import os
+import re
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import tifffile
 
 from ._errors import StackNotFoundError, StackReadError
-from ._layout import PHYSICAL_METADATA_KEYS, ome_metadata, pims_axes
+from ._layout import _metadata as _file_metadata
+from ._layout import pims_axes
 
-__all__ = ["DatasetFile", "PlaneTable", "find_dataset"]
+__all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
-# OME length units -> the unit names used in metadata (micrometre by default in OME)
+#: what tifffile raises on malformed files and metadata
+_PARSE_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, KeyError)
+#: a Micro-Manager continuation file: ``{base}_{part}.ome.tif`` continues ``{base}.ome.tif``
+#: (positions with Micro-Manager's default labels ``Pos0``...: other labels may end in digits)
+_MM_PART = re.compile(
+    r"^(?P<base>.+_MMStack(?:_Pos\d+)?)_(?P<part>\d+)(?P<ext>(?:\.ome)?\.tiff?)$"
+)
+_OME_START = re.compile(r"<(?:[\w.-]+:)?OME\b[^>]*>")
+_UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"[^"]*"|'[^']*')""")
+
+
 @dataclass(frozen=True, eq=False)
 class PlaneTable:
     """Where every plane of a multi-file dataset is.
@@ -60,7 +80,9 @@ class PlaneTable:
         int64 array of ``shape``: byte offset of each plane's pixels or IFD in its file.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
-        ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown).
+        ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
+        ``ome_companion`` (the file holding the OME-XML of a BinaryOnly dataset, else None),
+        plus ``ome_xml``, ``micromanager_metadata``, ``imagej_metadata`` where present.
     """
 
     files: tuple[str, ...]
@@ -90,24 +112,132 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
     -------
     PlaneTable or None
         None for a file that is not OME, NDTiff or Micro-Manager, or whose series lies in this
-        one file and has no sibling positions (read it as a plain stack).
+        one file and has no sibling positions (read it as a plain stack); never None for a
+        BinaryOnly OME-TIFF whose companion metadata exists.
 
     Raises
     ------
+    StackNotFoundError
+        The companion metadata file of a BinaryOnly OME-TIFF does not exist, or an earlier
+        part of a Micro-Manager position continued in ``path`` is missing.
     StackReadError
-        The dataset cannot be read: a corrupt file, no such series, compressed or
+        The dataset cannot be read: a corrupt file or companion, no such series, compressed or
         non-contiguous planes, planes that disagree with their series.
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            if not set(tif.flags) & set(_DATASET_FLAGS):
+            flags = set(tif.flags)
+            if not flags & set(_DATASET_FLAGS):
                 return None
-            return _plane_table(tif, path, series)
-    except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
+            companion = None
+            if "ome" in flags and not flags & {"mmstack", "ndtiff"}:
+                companion = companion_file(tif.pages.first.description, path)
+            if companion is None:
+                if "mmstack" in flags:
+                    _check_mm_parts(path)
+                return _plane_table(tif, path, series)
+            description = tif.pages.first.description
+        xml = _companion_xml(companion, path)
+        seen = _as_seen_from(xml, description, companion)
+        with tifffile.TiffFile(path, omexml=seen) as tif:
+            table = _plane_table(tif, path, series, companion)
+        table.metadata["ome_xml"] = xml
+        return table
+    except _PARSE_ERRORS as exc:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
 
 
-def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable | None:
+def companion_file(description: str, path: str) -> str | None:
+    """Return the metadata file a BinaryOnly OME-XML description points to, or None.
+
+    Parameters
+    ----------
+    description : str
+        The ImageDescription of the file's first page.
+    path : str
+        The TIFF file (``MetadataFile`` is relative to its folder).
+
+    Returns
+    -------
+    str or None
+        The path of the ``MetadataFile`` (a ``.companion.ome`` XML file or a master OME-TIFF),
+        or None when the description is not a BinaryOnly OME-XML document.
+    """
+    if "BinaryOnly" not in description:
+        return None
+    try:
+        root = ET.fromstring(description)
+    except ET.ParseError:
+        return None
+    for element in root:
+        if element.tag.endswith("BinaryOnly") and element.attrib.get("MetadataFile"):
+            folder = os.path.dirname(os.path.abspath(path))
+            return os.path.join(folder, element.attrib["MetadataFile"])
+    return None
+
+
+def _companion_xml(companion: str, path: str) -> str:
+    """Read the OME-XML of a BinaryOnly dataset from its companion file or master OME-TIFF."""
+    name = os.path.basename(path)
+    if not os.path.isfile(companion):
+        raise StackNotFoundError(
+            companion, f"the OME metadata file of {name} (BinaryOnly OME-TIFF) does not exist"
+        )
+    try:
+        with open(companion, "rb") as file:
+            start = file.read(4)
+        if start in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            with tifffile.TiffFile(companion) as master:
+                xml = master.pages.first.description
+        else:
+            with open(companion, encoding="utf-8") as file:
+                xml = file.read()
+        root = ET.fromstring(xml)
+    except (OSError, UnicodeDecodeError, ET.ParseError, *_PARSE_ERRORS) as exc:
+        raise StackReadError(
+            companion, f"cannot read the OME metadata of {name} from it ({exc})"
+        ) from None
+    if not root.tag.endswith("OME") or not any(e.tag.endswith("Image") for e in root):
+        raise StackReadError(companion, f"holds no OME images, so cannot describe {name}")
+    return xml
+
+
+def _as_seen_from(xml: str, description: str, companion: str) -> str:
+    """Give the root of the dataset's OME-XML the UUID of this file's own OME root (or none).
+
+    tifffile takes the root's UUID for the file it opens: the companion's (or the master
+    file's) UUID would map the planes of the master file to this one.
+    """
+    own = ET.fromstring(description).attrib.get("UUID")
+    start = _OME_START.search(xml)
+    if start is None:
+        raise StackReadError(companion, "no <OME> start tag found in its OME-XML")
+    tag = _UUID_ATTRIBUTE.sub("", start.group())
+    if own:
+        tag = f"{tag[:-1]} UUID={quoteattr(own)}>"
+    return xml[: start.start()] + tag + xml[start.end() :]
+
+
+def _check_mm_parts(path: str) -> None:
+    """Raise if ``path`` continues a Micro-Manager position whose earlier files are missing."""
+    match = _MM_PART.match(os.path.basename(path))
+    if match is None:
+        return
+    folder = os.path.dirname(path)
+    base, ext = match["base"], match["ext"]
+    earlier = [f"{base}{ext}"] + [f"{base}_{k}{ext}" for k in range(1, int(match["part"]))]
+    missing = [name for name in earlier if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise StackNotFoundError(
+            os.path.join(folder, missing[0]),
+            f"no such file, but {os.path.basename(path)} continues it (one Micro-Manager "
+            f"position split over several files; {len(missing)} earlier part(s) missing)",
+        )
+
+
+def _plane_table(
+    tif: tifffile.TiffFile, path: str, series: int, companion: str | None = None
+) -> PlaneTable | None:
     everything = tif.series
     if not 0 <= series < len(everything):
         raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
@@ -120,7 +250,7 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
     pages = [page for s in positions for page in s.pages]
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
-    if len(positions) == 1 and len(files) <= 1:
+    if len(positions) == 1 and len(files) <= 1 and companion is None:
         return None
     codes = chosen.axes
     plane_codes = "YXS" if codes.endswith("YXS") else "YX"
@@ -155,6 +285,8 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
             )
         if key.planarconfig == 2 and len(plane_shape) == 3:
             raise StackReadError(where, "planar RGB pages in a multi-file dataset")
+        if page.parent.byteorder != tif.byteorder:
+            raise StackReadError(where, f"its byte order differs from {os.path.basename(path)}'s")
         file_index[i] = number[where]
         mapped = mapped and (
             key.compression == 1 and page.is_contiguous and sum(page.databytecounts) == nbytes
@@ -165,6 +297,7 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
         raise StackReadError(path, "compressed planes indexed without their IFD")
     metadata = _metadata(tif, chosen, everything)
     metadata["storage"] = MAPPED if mapped else DECODED
+    metadata["ome_companion"] = companion
     return PlaneTable(
         tuple(files),
         chosen.kind,
@@ -181,8 +314,9 @@ def _plane_table(tif: tifffile.TiffFile, path: str, series: int) -> PlaneTable |
 
 
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
-    """Build the normalised metadata keys of a TiffStackND, from the OME-XML if any."""
-    meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
+    """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM."""
+    # planes of a multi-file dataset carry no time stamps here: only the image's keys
+    meta, _ = _file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", ())
     meta.update(
         kind=chosen.kind,
         series=[
@@ -196,12 +330,6 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
             for i, s in enumerate(everything)
         ],
     )
-    software = tif.pages.first.software
-    meta["software"] = software or None
-    xml = tif.ome_metadata
-    if xml:
-        # planes of a multi-file dataset carry no time stamps here: only the image's keys
-        ome_metadata(xml, everything.index(chosen), "", (), meta)
     return meta
 
 

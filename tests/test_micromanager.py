@@ -1,0 +1,351 @@
+"""Micro-Manager 2.0 multi-file, multi-position "MMStack" datasets (written by mmwriter.py).
+
+The independent reference is tifffile: first that it reads the synthetic files as the
+Micro-Manager datasets we meant to write, then each file's own pages decoded by tifffile, placed
+by the coordinates in each page's MicroManagerMetadata tag (51123).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+from mmwriter import mmstack_name, write_mmstack
+
+import pims_videoutils
+from pims_videoutils import StackNotFoundError, StackReadError
+from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
+
+SHAPE = (2, 3, 2, 2, 5, 7)  # P, T, Z, C, Y, X: 12 images per position
+SIZES = {"t": 3, "p": 2, "z": 2, "c": 2, "y": 5, "x": 7}
+
+
+def _data(seed: int, shape=SHAPE, dtype=np.uint16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max, shape, dtype)
+
+
+def _pages_by_coords(files) -> dict[tuple[int, int, int, int], np.ndarray]:
+    """Every page of every file decoded by tifffile, keyed by its (p, t, z, c) from tag 51123."""
+    planes = {}
+    for path in files:
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                md = page.tags[51123].value
+                key = md["PositionIndex"], md["FrameIndex"], md["SliceIndex"], md["ChannelIndex"]
+                assert key not in planes
+                planes[key] = page.asarray()
+    return planes
+
+
+def _open_fds_under(folder: Path) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith(str(folder))
+        except OSError:
+            continue
+    return count
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Two positions, each spread over two files (8 + 4 images)."""
+    data = _data(1)
+    files = write_mmstack(tmp_path, data, pixel_size_um=0.65, max_images_per_file=8,
+                          channel_names=["DAPI", "GFP"])
+    return tmp_path, files, data
+
+
+# --- the writer, as tifffile reads it ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tifffile_reads_the_synthetic_dataset_as_micromanager(tmp_path, byteorder, dtype):
+    data = _data(2, dtype=dtype)
+    files = write_mmstack(tmp_path, data, prefix="cells", max_images_per_file=8,
+                          byteorder=byteorder, interval_ms=500.0)
+    assert [f.name for f in files] == [
+        "cells_MMStack_Pos0.ome.tif", "cells_MMStack_Pos0_1.ome.tif",
+        "cells_MMStack_Pos1.ome.tif", "cells_MMStack_Pos1_1.ome.tif",
+    ]
+    assert [mmstack_name("cells", 1, 1)] == [files[3].name]
+    for path in files:
+        with tifffile.TiffFile(path) as tif:
+            assert tif.byteorder == byteorder
+            assert tif.is_micromanager and tif.is_mmstack
+            assert {"micromanager", "mmstack"} <= tif.flags
+            mm = tif.micromanager_metadata
+            assert mm["MajorVersion"] == 0
+            summary = mm["Summary"]
+            assert (summary["Prefix"], summary["Frames"], summary["Positions"]) == ("cells", 3, 2)
+            assert summary["Interval_ms"] == 500.0
+            assert mm["Comments"] == {"Summary": ""}
+            # MM's ImageJ header, the same in every file, counts the images of one position
+            assert tif.imagej_metadata["images"] == 12
+            assert tif.imagej_metadata["frames"] == 3
+            assert [c["Name"] for c in mm["DisplaySettings"]["channels"]] == ["Ch0", "Ch1"]
+            # the index map lists exactly this file's images, at their IFD offsets
+            index = mm["IndexMap"]
+            assert len(index) == len(tif.pages) == (8 if "_1." not in path.name else 4)
+            for (c, z, t, p, offset), page in zip(index.tolist(), tif.pages, strict=True):
+                md = page.tags[51123].value
+                assert page.offset == offset
+                assert (md["ChannelIndex"], md["SliceIndex"], md["FrameIndex"]) == (c, z, t)
+                assert md["PositionIndex"] == p == int(path.name.split("Pos")[1][0])
+            # one series spanning every file and position
+            (series,) = tif.series
+            assert (series.kind, series.axes, series.shape) == ("mmstack", "TRZCYX",
+                                                                (3, 2, 2, 2, 5, 7))
+            assert {page.parent.filehandle.path for page in series.pages} == {
+                str(f) for f in files}
+            np.testing.assert_array_equal(series.asarray(), data.transpose(1, 0, 2, 3, 4, 5))
+    pages = _pages_by_coords(files)
+    assert len(pages) == 24
+    for (p, t, z, c), plane in pages.items():
+        np.testing.assert_array_equal(plane, data[p, t, z, c])
+
+
+# --- one reader for the whole dataset --------------------------------------------------------
+
+
+def _check_whole_dataset(reader, files) -> None:
+    expected = _pages_by_coords(files)
+    assert isinstance(reader, TiffSequenceND)
+    assert reader.sizes == SIZES
+    assert sorted(reader.files) == sorted(str(f) for f in files)
+    assert reader.metadata["kind"] == "mmstack"
+    assert reader.iter_axes == ["t"] and len(reader) == 3
+    for (p, t, z, c), plane in expected.items():
+        np.testing.assert_array_equal(reader.get_plane(p=p, t=t, z=z, c=c), plane)
+    np.testing.assert_array_equal(reader[2], expected[0, 2, 0, 0])  # default p=z=c=0
+
+
+@pytest.mark.parametrize("entry", [0, 1, 2, 3, "folder"])
+def test_any_file_or_the_folder_opens_the_whole_dataset(dataset, entry):
+    folder, files, _ = dataset
+    source = folder if entry == "folder" else files[entry]
+    with TiffSequenceND(source) as reader:
+        _check_whole_dataset(reader, files)
+
+
+@pytest.mark.parametrize("opener", ["pims.open file", "pims_videoutils.open file",
+                                    "pims_videoutils.open folder"])
+def test_open_functions_give_the_whole_dataset(dataset, opener):
+    folder, files, _ = dataset
+    # TiffStackND (priority 20) refuses the file, whose series continues in other files;
+    # TiffSequenceND (19) then reads the whole dataset
+    if opener == "pims.open file":
+        reader = pims.open(str(files[3]))
+    elif opener == "pims_videoutils.open file":
+        reader = pims_videoutils.open(files[1])
+    else:
+        reader = pims_videoutils.open(folder)
+    with reader:
+        _check_whole_dataset(reader, files)
+
+
+@pytest.mark.parametrize(("byteorder", "dtype"), [(">", np.uint16), ("<", np.uint8)])
+def test_big_endian_and_uint8_datasets(tmp_path, byteorder, dtype):
+    files = write_mmstack(tmp_path, _data(9, dtype=dtype), max_images_per_file=8,
+                          byteorder=byteorder)
+    with TiffSequenceND(files[3]) as reader:
+        assert reader.pixel_type == dtype
+        _check_whole_dataset(reader, files)
+
+
+def test_mixed_byte_orders_are_refused(tmp_path):
+    data = _data(11)
+    files = write_mmstack(tmp_path, data, max_images_per_file=8)
+    (tmp_path / "big").mkdir()
+    big = write_mmstack(tmp_path / "big", data, max_images_per_file=8, byteorder=">")
+    big[3].replace(files[3])  # position 1, part 1, big-endian
+    with pytest.raises(StackReadError, match=r"Pos1_1\.ome\.tif: its byte order differs"):
+        TiffSequenceND(files[0])
+
+
+def test_bundles_and_iteration_over_positions(dataset):
+    _, files, data = dataset
+    with TiffSequenceND(files[2]) as reader:
+        reader.iter_axes = "pt"
+        reader.bundle_axes = "czyx"
+        assert len(reader) == 6
+        for i in range(6):
+            p, t = divmod(i, 3)
+            frame = reader[i]
+            assert frame.shape == (2, 2, 5, 7)
+            np.testing.assert_array_equal(frame, data[p, t].transpose(1, 0, 2, 3))
+
+
+def test_metadata(dataset):
+    folder, _, _ = dataset
+    with TiffSequenceND(folder) as reader:
+        meta = reader.metadata
+        # pixel size from the images' PixelSizeUm (the resolution tags say 15384 px/cm)
+        assert (meta["pixel_size_x"], meta["pixel_size_y"], meta["unit"]) == (0.65, 0.65, "µm")
+        assert meta["z_step"] == 1.5
+        assert meta["frame_interval"] == 0.25
+        assert reader.frame_rate == 4.0
+        assert meta["channel_names"] == ["DAPI", "GFP"]
+        assert meta["software"].startswith("Micro-Manager 2.0")
+        assert (meta["files"], meta["missing_files"], meta["file_pattern"]) == (4, 0, "mmstack")
+        assert meta["micromanager_metadata"]["Summary"]["Positions"] == 2
+        assert reader.storage == "mapped"
+
+
+def test_single_file_position_is_a_plain_stack(tmp_path):
+    data = _data(3, shape=(1, 3, 2, 2, 5, 7))
+    (path,) = write_mmstack(tmp_path, data, interval_ms=100.0)
+    expected = _pages_by_coords([path])
+    for reader in (TiffStackND(path), TiffSequenceND(path), pims.open(str(path))):
+        with reader:
+            assert reader.sizes == {"t": 3, "z": 2, "c": 2, "y": 5, "x": 7}
+            assert reader.metadata["kind"] == "mmstack"
+            assert reader.frame_rate == 10.0
+            assert reader.metadata["pixel_size_x"] == 0.5
+            for (_, t, z, c), plane in expected.items():
+                np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c), plane)
+    with pims.open(str(path)) as reader:
+        assert isinstance(reader, TiffStackND)
+
+
+def test_all_positions_in_one_file(tmp_path):
+    """Micro-Manager's option to save every position in one file (here with a continuation)."""
+    data = _data(7)
+    files = write_mmstack(tmp_path, data, split_positions=False, max_images_per_file=16)
+    assert [f.name for f in files] == ["acq_MMStack.ome.tif", "acq_MMStack_1.ome.tif"]
+    for source in (files[0], files[1], tmp_path):
+        with TiffSequenceND(source) as reader:
+            _check_whole_dataset(reader, files)
+    files[0].unlink()
+    with pytest.raises(StackNotFoundError, match=r"acq_MMStack\.ome\.tif: no such file"):
+        TiffSequenceND(files[1])
+
+
+def test_all_positions_in_one_file_is_a_plain_stack(tmp_path):
+    data = _data(8)
+    (path,) = write_mmstack(tmp_path, data, split_positions=False)
+    expected = _pages_by_coords([path])
+    for reader in (TiffStackND(path), TiffSequenceND(path), pims.open(str(path))):
+        with reader:
+            assert reader.sizes == SIZES
+            assert reader.metadata["kind"] == "mmstack"
+            for (p, t, z, c), plane in expected.items():
+                np.testing.assert_array_equal(reader.get_plane(p=p, t=t, z=z, c=c), plane)
+    with pims.open(str(path)) as reader:
+        assert isinstance(reader, TiffStackND)
+
+
+def test_one_position_over_two_files(tmp_path):
+    data = _data(4, shape=(1, 3, 2, 2, 5, 7))
+    files = write_mmstack(tmp_path, data, max_images_per_file=8)
+    assert len(files) == 2
+    expected = _pages_by_coords(files)
+    for source in (files[0], files[1], tmp_path):
+        with TiffSequenceND(source) as reader:
+            assert reader.sizes == {"t": 3, "z": 2, "c": 2, "y": 5, "x": 7}
+            assert len(reader.files) == 2
+            for (_, t, z, c), plane in expected.items():
+                np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c), plane)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_tiffstacknd_refuses_a_file_of_a_multifile_dataset(dataset, index):
+    _, files, _ = dataset
+    with pytest.raises(StackReadError, match=r"spans several files.*TiffSequenceND"):
+        TiffStackND(files[index])
+
+
+def test_micromanager_ome_master_and_binaryonly_parts(tmp_path):
+    """MM 2.0 puts the OME-XML in the first file and a BinaryOnly pointer in the others."""
+    data = _data(5)
+    ome = (
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        + "".join(
+            f'<Image ID="Image:{p}"><Pixels ID="Pixels:{p}" DimensionOrder="XYCZT" '
+            'Type="uint16" SizeX="7" SizeY="5" SizeZ="2" SizeC="2" SizeT="3" '
+            'PhysicalSizeX="0.65" PhysicalSizeY="0.65"/></Image>'
+            for p in range(2)
+        )
+        + "</OME>"
+    )
+    files = write_mmstack(tmp_path, data, max_images_per_file=8, pixel_size_um=0.65,
+                          ome_xml=ome)
+    with tifffile.TiffFile(files[0]) as tif:
+        assert {"ome", "mmstack"} <= tif.flags
+        assert tif.ome_metadata == ome
+    with tifffile.TiffFile(files[3]) as tif:
+        assert {"ome", "mmstack"} <= tif.flags
+        assert 'BinaryOnly MetadataFile="acq_MMStack_Pos0.ome.tif"' in tif.ome_metadata
+    for source in (files[0], files[3]):
+        with TiffSequenceND(source) as reader:
+            _check_whole_dataset(reader, files)
+            assert reader.metadata["pixel_size_x"] == 0.65
+            assert reader.metadata["ome_companion"] is None
+    with pytest.raises(StackReadError, match="spans several files"):
+        TiffStackND(files[3])
+
+
+# --- missing files ---------------------------------------------------------------------------
+
+
+def test_missing_continuation_file_of_one_position(dataset):
+    folder, files, data = dataset
+    files[1].unlink()  # Pos0_1: the last 4 images of position 0
+    for source in (files[0], files[2], folder):
+        with pytest.raises(StackReadError, match=r"4 planes.*in no file.*fill_missing"):
+            TiffSequenceND(source)
+    with TiffSequenceND(folder, fill_missing=0) as reader:
+        assert reader.metadata["missing_files"] == 4
+        np.testing.assert_array_equal(reader.get_plane(p=0, t=1, z=1, c=1), data[0, 1, 1, 1])
+        assert not reader.get_plane(p=0, t=2, z=0, c=0).any()  # image 9 of position 0
+        np.testing.assert_array_equal(reader.get_plane(p=1, t=2, z=1, c=0), data[1, 2, 1, 0])
+
+
+def test_missing_first_file_of_a_continued_position(dataset):
+    folder, files, _ = dataset
+    files[0].unlink()
+    with pytest.raises(StackNotFoundError, match=r"Pos0\.ome\.tif: no such file, but "
+                       r"acq_MMStack_Pos0_1\.ome\.tif continues it"):
+        TiffSequenceND(files[1])
+    with pytest.raises(StackReadError):  # whichever file the folder lists first
+        TiffSequenceND(folder)
+
+
+def test_missing_last_file_of_a_single_position(tmp_path):
+    data = _data(6, shape=(1, 3, 2, 2, 5, 7))
+    files = write_mmstack(tmp_path, data, max_images_per_file=8)
+    files[1].unlink()
+    # Documented behaviour: nothing tells a missing continuation file from an aborted
+    # acquisition, so the file reads as tifffile reads it: the time points it holds
+    with tifffile.TiffFile(files[0]) as tif:
+        assert tif.series[0].shape == (2, 2, 2, 5, 7)
+    expected = _pages_by_coords(files[:1])
+    for source in (files[0], tmp_path):
+        with TiffSequenceND(source) as reader:
+            assert reader.sizes == {"t": 2, "z": 2, "c": 2, "y": 5, "x": 7}
+            for (_, t, z, c), plane in expected.items():
+                np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c), plane)
+
+
+# --- resources -------------------------------------------------------------------------------
+
+
+def test_bounded_open_files_pickle_and_close(dataset):
+    folder, files, data = dataset
+    with TiffSequenceND(files[0], max_open_files=1) as reader:
+        reader.iter_axes = "pt"
+        for i in range(6):
+            reader[i]
+        assert reader.open_file_count() <= 1
+        with pickle.loads(pickle.dumps(reader)) as clone:
+            assert clone.sizes == SIZES
+            np.testing.assert_array_equal(clone.get_plane(p=1, t=2, z=1, c=1), data[1, 2, 1, 1])
+    assert reader.closed
+    assert _open_fds_under(folder) == 0
