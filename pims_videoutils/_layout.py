@@ -408,7 +408,7 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
-    metadata, timestamps = _metadata(tif, key, kind, series, axes, shape)
+    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape)
     metadata["kind"] = kind
     metadata["storage"] = storage
     metadata["series"] = info
@@ -425,7 +425,8 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
 
 
-def _metadata(tif, key, kind, series, axes, shape) -> tuple[dict[str, Any], np.ndarray | None]:
+def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
+                  shape: tuple[int, ...]) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
 
     Pixel sizes come from the resolution tags only in centimetres (or ImageJ's own unit):

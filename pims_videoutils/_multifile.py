@@ -32,8 +32,7 @@ import numpy as np
 import tifffile
 
 from ._errors import StackNotFoundError, StackReadError
-from ._layout import _metadata as _file_metadata
-from ._layout import pims_axes
+from ._layout import file_metadata, pims_axes
 
 __all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
 
@@ -316,7 +315,7 @@ def _plane_table(
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
     """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM."""
     # planes of a multi-file dataset carry no time stamps here: only the image's keys
-    meta, _ = _file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", ())
+    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", ())
     meta.update(
         kind=chosen.kind,
         series=[
