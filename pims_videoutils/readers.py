@@ -85,8 +85,10 @@ class TiffStackND(PlanesND):
     pages provably share one layout: a vectorised walk of the IFD chain (0.1 s per 100,000
     pages) replaces tifffile's per-page objects. Such uniform files are one stack even when
     tifffile lists each separately written page as its own series. Other files (OME,
-    Micro-Manager, mixed pages) use tifffile's series. Series spanning several files
-    (multi-file OME, Micro-Manager datasets) are refused.
+    Micro-Manager, mixed pages) use tifffile's series. A file of a multi-file OME-TIFF dataset
+    (even one holding all of its own series), series spanning several files (Micro-Manager,
+    NDTiff) and BinaryOnly OME-TIFFs (metadata in a companion file) are refused with
+    StackReadError: :class:`~pims_videoutils.sequence.TiffSequenceND` reads them.
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
     unpickled. Frames carry ``metadata['timestamp']`` (seconds) where the file stores per-plane
