@@ -37,6 +37,7 @@ import tifffile
 
 from . import _ifd
 from ._errors import StackReadError
+from ._planetimes import elapsed_times
 
 MAPPED = "mapped"
 DECODED = "decoded"
@@ -300,7 +301,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     names = pims_axes(outer_codes + plane_codes)
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
-    storage, plane_offsets, ifd_offsets = DECODED, None, None
+    storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
     if ser.dataoffset is not None and _mappable(key) and key.parent is tif:
         storage = MAPPED
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
@@ -318,6 +319,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             storage = MAPPED
         else:
             ifd_offsets = np.array([-1 if p is None else p.offset for p in pages], np.int64)
+        if tif.is_micromanager:
+            page_times = elapsed_times(pages, tif.is_ndtiff)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
         declared = (tif.imagej_metadata or {}).get("images")
@@ -327,7 +330,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 f"{nplanes} planes (truncated or corrupt file)")
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
-                          info, series)
+                          info, series, page_times)
     _check_extent(layout, size)
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
@@ -402,13 +405,15 @@ def _check_extent(layout: Layout, size: int) -> None:
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
-                 ifd_offsets, info, series=0) -> Layout:
+                 ifd_offsets, info, series=0, page_times=None) -> Layout:
     plane_shape = tuple(key.shape)
     planar = key.axes == "SYX"
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
     metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape)
+    if timestamps is None:
+        timestamps = page_times
     metadata["kind"] = kind
     metadata["storage"] = storage
     metadata["series"] = info

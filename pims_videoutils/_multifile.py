@@ -33,6 +33,7 @@ import tifffile
 
 from ._errors import StackNotFoundError, StackReadError
 from ._layout import file_metadata, pims_axes
+from ._planetimes import elapsed_times
 
 __all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
 
@@ -77,6 +78,9 @@ class PlaneTable:
         int32 array of ``shape``: index into ``files``, -1 for a plane no file holds.
     offsets : numpy.ndarray
         int64 array of ``shape``: byte offset of each plane's pixels or IFD in its file.
+    timestamps : numpy.ndarray or None
+        float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
+        where unknown; Micro-Manager's per-image times), or None.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
@@ -95,6 +99,7 @@ class PlaneTable:
     file_index: np.ndarray
     offsets: np.ndarray
     metadata: dict[str, Any]
+    timestamps: np.ndarray | None = None
 
 
 def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
@@ -296,6 +301,7 @@ def _plane_table(
         raise StackReadError(path, "compressed planes indexed without their IFD")
     metadata = _metadata(tif, chosen, everything)
     metadata["storage"] = MAPPED if mapped else DECODED
+    times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
     metadata["ome_companion"] = companion
     return PlaneTable(
         tuple(files),
@@ -309,6 +315,7 @@ def _plane_table(
         file_index.reshape(shape),
         (data_offsets if mapped else ifd_offsets).reshape(shape),
         metadata,
+        None if times is None else times.reshape(shape),
     )
 
 

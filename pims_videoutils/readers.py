@@ -92,8 +92,9 @@ class TiffStackND(PlanesND):
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
     unpickled. Frames carry ``metadata['timestamp']`` (seconds) where the file stores per-plane
-    time stamps (OME ``DeltaT``). Reading from several threads is safe; closing while another
-    thread reads is not.
+    time stamps (OME ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
+    several threads is safe, and so is closing while other threads read: the file is released
+    when their reads end.
     """
 
     class_priority = 20

@@ -30,17 +30,28 @@ def _data(seed: int, shape=SHAPE, dtype=np.uint16) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max, shape, dtype)
 
 
-def _pages_by_coords(files) -> dict[tuple[int, int, int, int], np.ndarray]:
-    """Every page of every file decoded by tifffile, keyed by its (p, t, z, c) from tag 51123."""
-    planes = {}
+def _by_coords(files, value) -> dict[tuple[int, int, int, int], object]:
+    """``value(page, metadata)`` of every page of every file, read by tifffile, keyed by its
+    (p, t, z, c) from its MicroManagerMetadata tag (51123)."""
+    found = {}
     for path in files:
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
                 md = page.tags[51123].value
                 key = md["PositionIndex"], md["FrameIndex"], md["SliceIndex"], md["ChannelIndex"]
-                assert key not in planes
-                planes[key] = page.asarray()
-    return planes
+                assert key not in found
+                found[key] = value(page, md)
+    return found
+
+
+def _pages_by_coords(files) -> dict[tuple[int, int, int, int], np.ndarray]:
+    """Every page decoded by tifffile, by (p, t, z, c)."""
+    return _by_coords(files, lambda page, md: page.asarray())
+
+
+def _times_by_coords(files) -> dict[tuple[int, int, int, int], float]:
+    """Every page's ElapsedTime-ms in seconds, by (p, t, z, c)."""
+    return _by_coords(files, lambda page, md: md["ElapsedTime-ms"] / 1000)
 
 
 def _open_fds_under(folder: Path) -> int:
@@ -349,3 +360,21 @@ def test_bounded_open_files_pickle_and_close(dataset):
             np.testing.assert_array_equal(clone.get_plane(p=1, t=2, z=1, c=1), data[1, 2, 1, 1])
     assert reader.closed
     assert _open_fds_under(folder) == 0
+
+
+def test_plane_times_of_a_dataset(dataset):
+    folder, files, _ = dataset
+    expected = _times_by_coords(files)
+    assert len(set(expected.values())) == 3  # one per time point (interval 0.25 s)
+    with TiffSequenceND(folder) as reader:
+        for (p, t, z, c), seconds in expected.items():
+            assert reader.get_plane(p=p, t=t, z=z, c=c).metadata["timestamp"] == seconds
+        assert [reader[t].metadata["timestamp"] for t in range(3)] == [0.0, 0.25, 0.5]
+
+
+def test_plane_times_of_a_single_file(tmp_path):
+    (path,) = write_mmstack(tmp_path, _data(4, shape=(1, 3, 2, 2, 5, 7)), interval_ms=100.0)
+    expected = _times_by_coords([path])
+    with TiffStackND(path) as reader:
+        for (_, t, z, c), seconds in expected.items():
+            assert reader.get_plane(t=t, z=z, c=c).metadata["timestamp"] == seconds

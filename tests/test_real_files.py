@@ -85,3 +85,24 @@ def _stuck_case(name):
 
 TestPimsMixinStuck = _stuck_case("stuck.tif")
 TestPimsMixinTiffStack = _stuck_case("tiff_stack.tif")
+
+
+def test_ndtiff_plane_times_are_micromanagers(real_data):
+    """Every plane's ``timestamp`` is the ElapsedTime-ms that tifffile reads from its page."""
+    path = real_data / "ndtiff/ndtiff3.2_multichannel/NDTiff3.2_multichannel_NDTiffStack.tif"
+    expected, channels = {}, []
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            md = page.tags[51123].value
+            if md["Axes"]["channel"] not in channels:  # channels in order of acquisition
+                channels.append(md["Axes"]["channel"])
+            key = md["Axes"]["time"], channels.index(md["Axes"]["channel"]), md["Axes"]["z"]
+            expected[key] = md["ElapsedTime-ms"] / 1000, page.asarray()
+    assert len(expected) == 8 * 2 * 16
+    assert len({seconds for seconds, _ in expected.values()}) > 100
+    with TiffStackND(path) as reader:
+        for (t, c, z), (seconds, pixels) in expected.items():
+            plane = reader.get_plane(t=t, c=c, z=z)
+            np.testing.assert_array_equal(plane, pixels)  # the right page
+            assert plane.metadata["timestamp"] == pytest.approx(seconds)
+        assert reader[3].metadata["timestamp"] == pytest.approx(expected[3, 0, 0][0])

@@ -1,0 +1,107 @@
+"""Per-plane acquisition times that Micro-Manager stores with every image.
+
+Micro-Manager (MMStack files and NDTiff datasets) writes a JSON summary of each image, with
+``"ElapsedTime-ms"`` since the acquisition started, next to its pixels: in the image's IFD as
+tag 51123 (MMStack), and at an offset that ``NDTiff.index`` gives (NDTiff). :func:`elapsed_times`
+reads those, one ``pread`` per image (two for an MMStack IFD), without parsing the JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import tifffile
+
+__all__ = ["elapsed_times"]
+
+_MM_METADATA_TAG = 51123
+_ELAPSED = re.compile(rb'"ElapsedTime-ms"\s*:\s*"?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)')
+_IFD_BYTES = 1024  # read at once: the entries of a Micro-Manager IFD (13-17 of them) fit
+
+
+def elapsed_times(
+    pages: Sequence[tifffile.TiffPage | tifffile.TiffFrame | None], ndtiff: bool
+) -> np.ndarray | None:
+    """Seconds since the acquisition start of each page, from Micro-Manager's image metadata.
+
+    Parameters
+    ----------
+    pages : sequence of tifffile.TiffPage, tifffile.TiffFrame or None
+        The planes of a series, in order (None: a plane no file holds), from files that
+        tifffile flags as Micro-Manager (MMStack or NDTiff).
+    ndtiff : bool
+        The files are an NDTiff dataset (times found through its ``NDTiff.index``).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float64 seconds, NaN for a page without a time; None when no page has one.
+    """
+    times = np.full(len(pages), np.nan)
+    by_file: dict[str, list[int]] = {}
+    for i, page in enumerate(pages):
+        if page is not None:
+            by_file.setdefault(page.parent.filehandle.path, []).append(i)
+    for path, numbers in by_file.items():
+        parent = pages[numbers[0]].parent
+        spans = _ndtiff_spans(path) if ndtiff else None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # gone since tifffile read it: its pages have no time
+            continue
+        try:
+            for i in numbers:
+                page = pages[i]
+                if spans is not None:
+                    span = spans.get(page.dataoffsets[0])
+                else:
+                    span = _metadata_span(fd, page.offset, parent.byteorder, parent.is_bigtiff)
+                if span is not None:
+                    times[i] = _elapsed_seconds(os.pread(fd, span[1], span[0]))
+        finally:
+            os.close(fd)
+    return None if np.isnan(times).all() else times
+
+
+def _ndtiff_spans(path: str) -> dict[int, tuple[int, int]]:
+    """Pixel offset -> (metadata offset, length) of the images of ``path`` in its NDTiff.index."""
+    index = os.path.join(os.path.dirname(path), "NDTiff.index")
+    name = os.path.basename(path)
+    try:
+        entries = list(tifffile.read_ndtiff_index(index))
+    except (OSError, ValueError, struct.error):
+        return {}
+    return {
+        dataoffset: (metaoffset, metabytecount)
+        for _, filename, dataoffset, *_, metaoffset, metabytecount, metacompression in entries
+        if filename == name and metacompression == 0
+    }
+
+
+def _metadata_span(
+    fd: int, ifd: int | None, byteorder: str, bigtiff: bool
+) -> tuple[int, int] | None:
+    """(offset, length) of the tag 51123 value of the IFD at ``ifd``, or None."""
+    if not ifd:
+        return None
+    head = os.pread(fd, _IFD_BYTES, ifd)
+    count_format, entry_format = ("Q", "HHQQ") if bigtiff else ("H", "HHII")
+    count_size = struct.calcsize(count_format)
+    if len(head) < count_size:
+        return None
+    entry = struct.Struct(byteorder + entry_format)
+    (count,) = struct.unpack_from(byteorder + count_format, head)
+    for k in range(min(count, (len(head) - count_size) // entry.size)):
+        code, _, length, value = entry.unpack_from(head, count_size + k * entry.size)
+        if code == _MM_METADATA_TAG:
+            return (value, length) if length > (8 if bigtiff else 4) else None
+    return None
+
+
+def _elapsed_seconds(blob: bytes) -> float:
+    match = _ELAPSED.search(blob)
+    return float(match.group(1)) / 1000.0 if match else np.nan
