@@ -1,11 +1,14 @@
 """Open time and per-frame cost of a folder of numbered TIFF files, against the limit and peers.
 
-For folders of N single-plane files (written once by tifffile into a temporary folder), this
+For folders of N single-plane files in a temporary folder (tifffile writes the first; the
+others copy its header with other pixel bytes, so 100,000 files take seconds to write), this
 prints medians of repeated runs (warm page cache) of:
 
 * open: building the reader (listing and arranging the files, learning the layout), against
-  the limit of listing the folder (``os.scandir``);
-* per frame: reading frames in order, against the limit of one ``os.open`` + one ``os.preadv``
+  the limit of listing the folder (``os.scandir``); the row "list + arrange names" is the
+  part of our open spent on file names alone (no TIFF read);
+* per frame: reading ``--frames`` frames spread evenly over the files, in order, against the
+  limit of one ``os.open`` + one ``os.preadv``
   into a preallocated buffer at the (known) pixel offset + ``os.close`` per file. Rows:
   ``reader[i]`` (through pims: Slicerator + ``pims.Frame``) and ``reader.get_plane(t=i)``
   (our reading alone: verification of each file's structure + one ``preadv``).
@@ -17,12 +20,14 @@ Wall and CPU (user + system time of this process) medians are both printed: on a
 loaded machine the CPU ratios are the steadier measure.
 
 Run: ``python benchmarks/bench_sequence.py`` (1,000 and 10,000 files of 256x256 uint16);
-``--files 200 --repeats 2`` to validate quickly.
+``--files 200 --repeats 2`` to validate quickly; ``--files 100000 --repeats 3`` for the large
+folder (planes default to 64x64 above 10,000 files: ~1 GB on disk instead of 13 GB).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -36,25 +41,39 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pims_videoutils.sequence import TiffSequenceND
+from pims_videoutils._filenames import arrange_files
+from pims_videoutils.sequence import TiffSequenceND, _list_files
+
+#: Default plane shape: 256x256 up to this many files, 64x64 above.
+_LARGE_FOLDER = 10_000
 
 
 def write_folder(folder: Path, count: int, shape: tuple[int, int]) -> None:
-    rng = np.random.default_rng(0)
-    plane = rng.integers(0, 4096, shape, np.uint16)
-    for i in range(count):
-        tifffile.imwrite(folder / f"img_{i:06d}.tif", plane + np.uint16(i % 7))
+    """Write ``count`` files; file i holds ``plane + i % 7`` (checked on the last file)."""
+    plane = np.random.default_rng(0).integers(0, 4096, shape, np.uint16)
+    first = folder / f"img_{0:06d}.tif"
+    tifffile.imwrite(first, plane)
+    template = first.read_bytes()
+    head = template[: len(template) - plane.nbytes]  # tifffile writes the pixels last
+    contents = [head + (plane + np.uint16(k)).tobytes() for k in range(7)]
+    for i in range(1, count):
+        with open(folder / f"img_{i:06d}.tif", "wb") as file:
+            file.write(contents[i % 7])
+    last = count - 1
+    assert np.array_equal(tifffile.imread(folder / f"img_{last:06d}.tif"), plane + last % 7)
 
 
 def median_times(cases: dict, repeats: int) -> dict[str, tuple[float, float]]:
     """Median wall and CPU (user + system of this process) time of each case.
 
     Cases run in interleaved rounds so that load from other processes on a shared machine
-    falls on all of them alike; the CPU time is also insensitive to waiting for a core.
+    falls on all of them alike; the CPU time is also insensitive to waiting for a core. The
+    garbage of one case is collected before the next starts, so no case pays for another's.
     """
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, func in cases.items():
+            gc.collect()
             wall, cpu = time.perf_counter(), time.process_time()
             func()
             times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
@@ -74,6 +93,9 @@ def open_cases(folder: Path) -> dict[str, callable]:
     def ours():
         TiffSequenceND(folder).close()
 
+    def ours_names():
+        arrange_files(_list_files(folder))
+
     def pims_sequence():
         pims.ImageSequence(pattern).close()
 
@@ -84,6 +106,7 @@ def open_cases(folder: Path) -> dict[str, callable]:
     return {
         "limit: list the folder": limit,
         "TiffSequenceND": ours,
+        "  list + arrange names": ours_names,
         "pims.ImageSequence": pims_sequence,
         "tifffile.TiffSequence": tifffile_sequence,
     }
@@ -134,20 +157,26 @@ def frame_cases(folder: Path, frames: list[int]) -> dict[str, callable]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--shape", type=int, nargs=2, default=[256, 256])
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        help=f"plane shape (default 256 256 up to {_LARGE_FOLDER} files, 64 64 above)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames", type=int, default=1000, help="frames read per repeat")
     args = parser.parse_args()
     print(
-        f"{os.cpu_count()} CPUs, tifffile {tifffile.__version__}, pims {pims.__version__}, "
-        f"numpy {np.__version__}; planes {args.shape[0]}x{args.shape[1]} uint16; "
+        f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), tifffile "
+        f"{tifffile.__version__}, pims {pims.__version__}, numpy {np.__version__}; "
         f"medians of {args.repeats} runs, warm page cache"
     )
     for count in args.files:
+        shape = args.shape or ([256, 256] if count <= _LARGE_FOLDER else [64, 64])
         with tempfile.TemporaryDirectory(prefix="bench_sequence_") as tmp:
             folder = Path(tmp)
-            write_folder(folder, count, tuple(args.shape))
-            print(f"\n== {count} files ==")
+            write_folder(folder, count, tuple(shape))
+            print(f"\n== {count} files of {shape[0]}x{shape[1]} uint16 ==")
             results = median_times(open_cases(folder), args.repeats)
             wall_limit, cpu_limit = results["limit: list the folder"]
             print(f"{'open':<34}{'wall':>12}{'x limit':>9}{'cpu':>12}{'x limit':>9}")
@@ -171,9 +200,8 @@ def main() -> None:
                 for reader in readers:
                     reader.close()
             wall_limit, cpu_limit = per_frame["limit: open+preadv+close"]
-            print(
-                f"{'per frame (in order)':<34}{'wall':>12}{'x limit':>9}{'cpu':>12}{'x limit':>9}"
-            )
+            title = f"per frame ({len(frames)} in order)"
+            print(f"{title:<34}{'wall':>12}{'x limit':>9}{'cpu':>12}{'x limit':>9}")
             for name, (wall, cpu) in per_frame.items():
                 print(
                     f"  {name:<32}{wall * 1e6:>9.1f} us{wall / wall_limit:>9.2f}"

@@ -18,6 +18,11 @@ Built-in conventions, tried in this order:
 
 All names must follow one template (the same text around the numbers); numbers that are the
 same in every file (``exp2_t001``) are ignored.
+
+Arranging scales with the number of names (only the distinct coordinates of an axis are
+sorted) and avoids per-name Python work where it can: the names are joined into one string and
+matched against the first name's template by one regular expression, then placed on the grid by
+a counting sort of their flat C-order index.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise, product
+from functools import cached_property
+from itertools import chain, count, pairwise, product
+from operator import itemgetter
 
 __all__ = ["FileGrid", "FileNameError", "arrange_files", "natural_key", "natural_sorted"]
 
@@ -46,10 +53,13 @@ _KEY_AT_END = re.compile(
 )
 _DIGITS = re.compile(r"(\d+)")
 _MM14 = re.compile(r"^img_(?P<t>\d{9})_(?P<c>.+)_(?P<z>\d{3})$")
+#: Longest first: a name ending in ``.ome.tif`` also ends in ``.tif``.
 _EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-#: A filled grid may hold at most this many cells per existing file (guards against numbers
-#: that are time stamps, whose "gaps" would allocate millions of missing frames).
+#: A grid may hold at most this many cells per existing file (guards against numbers that are
+#: time stamps, whose "gaps" would allocate millions of missing frames).
 _MAX_FILL_RATIO = 16
+#: Separates the names joined to match them all at once (no file name can hold it).
+_SEP = "\0"
 
 
 class FileNameError(ValueError):
@@ -104,10 +114,11 @@ class FileGrid:
         (int, or str for named channels), including filled gaps.
     constants : dict of str to int or str
         Axes named in the file names whose coordinate is the same in every file.
-    cells : dict of tuple of int to int
-        Grid index (one int per axis of ``axes``) -> position of the file in the input list.
-    missing : tuple of tuple of int
-        Grid indices with no file (gaps), in C order.
+    files : tuple of str
+        The names, in the C order of their grid index (for numbered names, natural order).
+    slots : sequence of int
+        For each grid cell in C order, the position of its file in ``files``, or -1 for a
+        gap (a ``range`` when there is no gap).
     pattern : str
         Which convention arranged the files: ``"micromanager1.4"``, ``"tokens"``,
         ``"numbered"``, ``"single"`` or ``"regex"``.
@@ -116,23 +127,87 @@ class FileGrid:
     axes: tuple[str, ...]
     values: dict[str, tuple]
     constants: dict[str, int | str]
-    cells: dict[tuple[int, ...], int]
-    missing: tuple[tuple[int, ...], ...]
+    files: tuple[str, ...]
+    slots: Sequence[int]
     pattern: str
 
-    @property
+    @cached_property
     def shape(self) -> tuple[int, ...]:
         """Number of coordinates along each axis of :attr:`axes`."""
         return tuple(len(self.values[axis]) for axis in self.axes)
+
+    @cached_property
+    def cells(self) -> dict[tuple[int, ...], int]:
+        """Grid index (one int per axis of :attr:`axes`) -> position of its file in ``files``."""
+        return {index: slot for index, slot in self._slot_items() if slot >= 0}
+
+    @cached_property
+    def missing(self) -> tuple[tuple[int, ...], ...]:
+        """Grid indices with no file (gaps), in C order."""
+        if len(self.slots) == len(self.files):
+            return ()
+        return tuple(index for index, slot in self._slot_items() if slot < 0)
+
+    def _slot_items(self) -> Iterator[tuple[tuple[int, ...], int]]:
+        """Each grid index, in C order, with its slot."""
+        return zip(product(*map(range, self.shape)), self.slots, strict=True)
+
+    @cached_property
+    def _sizes(self) -> tuple[tuple[str, int], ...]:
+        return tuple(zip(self.axes, self.shape, strict=True))
+
+    def file_number(self, coords: Mapping[str, int]) -> int | None:
+        """Return the position in :attr:`files` of the file at some coordinates (None: a gap).
+
+        Parameters
+        ----------
+        coords : mapping of str to int
+            The index along each axis of :attr:`axes` (other keys are ignored), e.g.
+            ``{"t": 3, "c": 1}``.
+
+        Returns
+        -------
+        int or None
+            The position of the file, or None if the cell is a gap.
+
+        Raises
+        ------
+        IndexError
+            An index outside the grid.
+        KeyError
+            An axis of :attr:`axes` missing from ``coords``.
+        """
+        cell = 0
+        for axis, size in self._sizes:
+            i = coords[axis]
+            if not 0 <= i < size:
+                raise IndexError(f"{axis}={i} is out of range 0..{size - 1} of the file grid")
+            cell = cell * size + i
+        number = self.slots[cell]
+        return None if number < 0 else number
 
     def describe(self, index: tuple[int, ...]) -> str:
         """Coordinates of a grid cell as text, e.g. ``"t=3, c=1"``."""
         return ", ".join(f"{a}={self.values[a][i]}" for a, i in zip(self.axes, index, strict=True))
 
 
-def _stem(name: str) -> str:
-    """File name without folder and TIFF extension."""
-    name = name[name.rfind(os.sep) + 1 :]
+def _joined(texts: Sequence[str]) -> str:
+    """Join texts between NUL characters, to match them all with one regular expression.
+
+    Raises
+    ------
+    FileNameError
+        A text holds a NUL character (no file name can).
+    """
+    joined = _SEP.join(texts)
+    if joined.count(_SEP) != len(texts) - 1:
+        bad = next(text for text in texts if _SEP in text)
+        raise FileNameError(f"file name {bad!r} holds a NUL character")
+    return f"{_SEP}{joined}{_SEP}"
+
+
+def _strip_extension(name: str) -> str:
+    """File name without its TIFF extension (the first of ``_EXTENSIONS``, ignoring case)."""
     lower = name.lower()
     for suffix in _EXTENSIONS:
         if lower.endswith(suffix):
@@ -140,8 +215,26 @@ def _stem(name: str) -> str:
     return name
 
 
-def _value(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+def _stems(names: Sequence[str]) -> list[str]:
+    """File names without folder and TIFF extension (see :func:`_strip_extension`)."""
+    lowered = _joined(names).lower()
+    endings: dict[str, int] = {}  # how many names have each extension
+    for suffix in _EXTENSIONS:
+        longer = sum(n for other, n in endings.items() if other.endswith(suffix))
+        endings[suffix] = lowered.count(suffix + _SEP) - longer
+    endings[""] = len(names) - sum(endings.values())
+    common = [suffix for suffix, n in endings.items() if n == len(names)]
+    if common:  # the usual case: one extension for all, cut without testing each name
+        cut = len(common[0])
+        return [name[name.rfind(os.sep) + 1 : len(name) - cut] for name in names]
+    return [_strip_extension(name[name.rfind(os.sep) + 1 :]) for name in names]
+
+
+def _coordinates(texts: list[str]) -> list[int | str]:
+    """Coordinates from matched texts: an int for decimal digits, else the text itself."""
+    if all(texts) and "".join(texts).isdecimal():  # all numbers: convert without testing each
+        return list(map(int, texts))
+    return [int(text) if text.isdecimal() else text for text in texts]
 
 
 def _by_regex(stems: Sequence[str], regex: re.Pattern[str]) -> dict[str, list]:
@@ -152,28 +245,42 @@ def _by_regex(stems: Sequence[str], regex: re.Pattern[str]) -> dict[str, list]:
             f"pattern {regex.pattern!r} must have named groups among t, z, c, p "
             f"(found {sorted(regex.groupindex) or 'none'})"
         )
-    columns: dict[str, list] = {axis: [] for axis in regex.groupindex}
-    for stem in stems:
-        match = regex.search(stem)
-        if match is None:
-            raise FileNameError(f"file name {stem!r} does not match pattern {regex.pattern!r}")
-        for axis, text in match.groupdict().items():
-            if text is None:
-                raise FileNameError(f"file name {stem!r} has no {axis} coordinate")
-            columns[axis].append(_value(text))
+    matches = list(map(regex.search, stems))
+    if None in matches:
+        stem = stems[matches.index(None)]
+        raise FileNameError(f"file name {stem!r} does not match pattern {regex.pattern!r}")
+    columns: dict[str, list] = {}
+    for axis in regex.groupindex:
+        texts = list(map(itemgetter(axis), matches))
+        if None in texts:
+            raise FileNameError(f"file name {stems[texts.index(None)]!r} has no {axis} coordinate")
+        columns[axis] = _coordinates(texts)
     return columns
+
+
+def _template_numbers(stems: Sequence[str]) -> tuple[list[str], list[list[int]]]:
+    """Split the stems into the text around their numbers (the same in all) and the numbers.
+
+    Returns the first stem's literal parts and one column of numbers per gap between them.
+    """
+    literals = _DIGITS.split(stems[0])[0::2]
+    template = re.compile(r"(\d+)".join(map(re.escape, literals)))
+    found = re.findall(f"{_SEP}{template.pattern}(?={_SEP})", _joined(stems))
+    if len(found) != len(stems):
+        other = next(stem for stem in stems if template.fullmatch(stem) is None)
+        raise FileNameError(
+            f"file names follow different patterns ({stems[0]!r} and {other!r}); "
+            "select the files with a glob or list, or give pattern="
+        )
+    groups = len(literals) - 1
+    if groups > 1:  # one tuple per stem: flatten, then every groups-th number is one column
+        found = list(chain.from_iterable(found))
+    return literals, [list(map(int, found[i::groups])) for i in range(groups)]
 
 
 def _by_numbers(stems: Sequence[str]) -> tuple[dict[str, list], str]:
     """Coordinates per axis from the numbers in the stems: keyed tokens, else the varying one."""
-    split = [_DIGITS.split(stem) for stem in stems]
-    template = split[0][0::2]
-    for stem, parts in zip(stems, split, strict=True):
-        if parts[0::2] != template:
-            raise FileNameError(
-                f"file names follow different patterns ({stems[0]!r} and {stem!r}); "
-                "select the files with a glob or list, or give pattern="
-            )
+    template, numbers = _template_numbers(stems)
     labels: list[str | None] = []
     for literal in template[:-1]:
         match = _KEY_AT_END.search(literal.lower())
@@ -181,7 +288,6 @@ def _by_numbers(stems: Sequence[str]) -> tuple[dict[str, list], str]:
     used = [label for label in labels if label is not None]
     if len(used) != len(set(used)):
         raise FileNameError(f"file name {stems[0]!r} names an axis twice; give pattern=")
-    numbers = [list(map(int, column)) for column in list(zip(*split, strict=True))[1::2]]
     varying = [i for i, column in enumerate(numbers) if len(set(column)) > 1]
     unnamed = [i for i in varying if labels[i] is None]
     if len(unnamed) > 1 or (unnamed and "t" in used):
@@ -196,9 +302,14 @@ def _by_numbers(stems: Sequence[str]) -> tuple[dict[str, list], str]:
     return columns, kind
 
 
+def _all_int(values: Iterable) -> bool:
+    """Tell whether every value is an int (coordinates are ints or strs)."""
+    return set(map(type, values)) == {int}
+
+
 def _axis_values(axis: str, found: set, fill: bool, n_files: int) -> tuple:
     """Coordinates along one axis: the sorted values, completed to a regular step when filling."""
-    if not all(isinstance(v, int) for v in found):
+    if not _all_int(found):
         return tuple(sorted(found, key=lambda v: natural_key(str(v))))
     ordered = sorted(found)
     if not fill or len(ordered) < 2:
@@ -213,12 +324,66 @@ def _axis_values(axis: str, found: set, fill: bool, n_files: int) -> tuple:
     return tuple(range(ordered[0], ordered[-1] + 1, step))
 
 
-def _has_gaps(values: tuple) -> bool:
-    """Tell whether integer coordinates are unevenly spaced."""
-    if len(values) < 3 or not all(isinstance(v, int) for v in values):
-        return False
-    steps = {b - a for a, b in pairwise(values)}
-    return len(steps) > 1
+def _progression(values: tuple) -> range | None:
+    """Return the range equal to sorted, distinct coordinates (None if not evenly spaced ints)."""
+    first, last = values[0], values[-1]
+    if type(first) is not int or type(last) is not int:
+        return None
+    step, remainder = divmod(last - first, max(len(values) - 1, 1))
+    if remainder:
+        return None
+    progression = range(first, last + 1, max(step, 1))
+    return progression if tuple(progression) == values else None
+
+
+def _flat_cells(
+    columns: dict[str, list],
+    values: dict[str, tuple],
+    progressions: dict[str, range | None],
+    n_files: int,
+) -> list[int]:
+    """C-order index of each file's grid cell over the axes of ``values`` (in their order)."""
+    cells = None
+    for axis, axis_values in values.items():
+        progression = progressions[axis]
+        if progression is None:
+            index = {value: i for i, value in enumerate(axis_values)}.__getitem__
+        else:  # evenly spaced numbers (the usual case): index by arithmetic, not by hashing
+            index = progression.index
+        indices = map(index, columns[axis])
+        if cells is None:
+            cells = list(indices)
+        else:
+            size = len(axis_values)
+            cells = [cell * size + i for cell, i in zip(cells, indices, strict=True)]
+    return [0] * n_files if cells is None else cells
+
+
+def _check_unique(names: Sequence[str], cells: list[int]) -> None:
+    """Raise FileNameError naming the first two files with the same grid cell."""
+    first: dict[int, int] = {}
+    for number, cell in enumerate(cells):
+        earlier = first.setdefault(cell, number)
+        if earlier != number:
+            raise FileNameError(
+                f"two files have the same coordinates: {names[earlier]!r} and {names[number]!r}"
+            )
+
+
+def _place(
+    names: Sequence[str], cells: list[int], size: int
+) -> tuple[tuple[str, ...], Sequence[int]]:
+    """Order the names by grid cell (a counting sort); give each cell's position (-1: a gap)."""
+    owner = [-1] * size  # grid cell -> position of its file in names
+    for number, cell in enumerate(cells):
+        owner[cell] = number
+    if owner.count(-1) > size - len(names):
+        _check_unique(names, cells)
+    files = tuple([names[number] for number in owner if number >= 0])
+    if size == len(names):
+        return files, range(size)
+    counter = count()
+    return files, [next(counter) if number >= 0 else -1 for number in owner]
 
 
 def arrange_files(
@@ -253,58 +418,51 @@ def arrange_files(
     FileNameError
         (a ValueError) No names, names that follow different templates, several unnamed
         varying numbers, two files with the same coordinates, a name that does not match
-        ``pattern``, or gaps while ``fill_missing`` is False.
+        ``pattern``, gaps while ``fill_missing`` is False, a grid with more than 16 cells
+        per file, or a name holding a NUL character.
     ValueError
         ``pattern`` is not a valid regular expression or has no or unknown named groups.
     """
     if not names:
         raise FileNameError("no files")
-    stems = [_stem(name) for name in names]
+    stems = _stems(names)
     if pattern is not None:
         try:
             regex = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"pattern {pattern!r} is not a regular expression: {exc}") from exc
         columns, kind = _by_regex(stems, regex), "regex"
-    elif all(_MM14.match(stem) for stem in stems):
+    elif all(map(_MM14.match, stems)):
         columns, kind = _by_regex(stems, _MM14), "micromanager1.4"
     else:
         columns, kind = _by_numbers(stems)
+    n_files = len(names)
     found = {axis: set(column) for axis, column in columns.items()}
     axes = tuple(a for a in AXIS_ORDER if len(found.get(a, ())) > 1)
     constants = {a: next(iter(found[a])) for a in AXIS_ORDER if len(found.get(a, ())) == 1}
-    values = {a: _axis_values(a, found[a], fill_missing, len(names)) for a in axes}
-    indices = []
-    for axis in axes:
-        position = {v: i for i, v in enumerate(values[axis])}
-        indices.append([position[v] for v in columns[axis]])
-    keys = list(zip(*indices, strict=True)) if axes else [()] * len(names)
-    cells = {key: number for number, key in enumerate(keys)}
-    if len(cells) < len(names):
-        seen: dict[tuple[int, ...], int] = {}
-        for number, key in enumerate(keys):
-            if key in seen:
-                raise FileNameError(
-                    f"two files have the same coordinates: {names[seen[key]]!r} and "
-                    f"{names[number]!r}"
-                )
-            seen[key] = number
-    shape = tuple(len(values[a]) for a in axes)
-    missing: tuple[tuple[int, ...], ...] = ()
-    if len(cells) < math.prod(shape):
-        missing = tuple(i for i in product(*map(range, shape)) if i not in cells)
-    grid = FileGrid(axes, values, constants, cells, missing, kind)
+    values = {a: _axis_values(a, found[a], fill_missing, n_files) for a in axes}
+    size = math.prod(len(v) for v in values.values())
+    if size > _MAX_FILL_RATIO * n_files:
+        shape = " x ".join(f"{len(v)} {a}" for a, v in values.items())
+        raise FileNameError(
+            f"the {n_files} files cover few of the {size} combinations of their coordinates "
+            f"({shape}); give pattern= or select the files"
+        )
+    progressions = {a: _progression(values[a]) for a in axes}
+    cells = _flat_cells(columns, values, progressions, n_files)
+    files, slots = _place(names, cells, size)
+    grid = FileGrid(axes, values, constants, files, slots, kind)
     if not fill_missing:
-        uneven = [a for a in axes if _has_gaps(values[a])]
+        uneven = [a for a in axes if progressions[a] is None and _all_int(values[a])]
         if uneven:
             raise FileNameError(
                 f"the {uneven[0]} numbering of the files has a gap "
                 f"({_format_gap(values[uneven[0]])}); pass fill_missing= to fill it"
             )
-        if missing:
+        if grid.missing:
             raise FileNameError(
-                f"no file for {grid.describe(missing[0])} ({len(missing)} missing in all); "
-                "pass fill_missing= to fill it"
+                f"no file for {grid.describe(grid.missing[0])} ({len(grid.missing)} missing "
+                "in all); pass fill_missing= to fill it"
             )
     return grid
 

@@ -17,8 +17,9 @@
 
 from __future__ import annotations
 
-import dataclasses
+import fnmatch
 import glob
+import math
 import os
 import re
 import threading
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
@@ -45,25 +47,47 @@ _DEFAULT_MAX_OPEN_FILES = 128
 _TEMPLATE_KINDS = ("imagej", "uniform", "shaped")
 
 
+def _file_names(folder: str) -> list[str]:
+    """Names of the regular files (or links to them) in a folder (``""``: the current one)."""
+    with os.scandir(folder or os.curdir) as entries:
+        return [entry.name for entry in entries if entry.is_file()]
+
+
+def _glob_files(pattern: str) -> list[str]:
+    """List the files that ``glob.glob(pattern)`` lists, without a ``stat`` per file if it can.
+
+    With wildcards in the last path component only (the usual ``"folder/img_*.tif"``), the
+    folder is listed once and its names matched as ``glob`` does (``fnmatch``; names starting
+    with a dot only for a pattern starting with one).
+    """
+    folder, name_pattern = os.path.split(pattern)
+    if _GLOB_CHARS.search(folder):
+        return [name for name in glob.glob(pattern) if os.path.isfile(name)]
+    try:
+        names = fnmatch.filter(_file_names(folder), name_pattern)
+    except OSError:  # no such folder, or not readable: glob lists nothing
+        return []
+    hidden = name_pattern.startswith(".")
+    prefix = os.path.join(folder, "") if folder else ""
+    return [prefix + name for name in names if hidden or not name.startswith(".")]
+
+
 def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them)."""
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if os.path.isdir(text):
             prefix = os.path.join(text, "")
-            with os.scandir(text) as entries:
-                names = [
-                    prefix + entry.name
-                    for entry in entries
-                    if entry.name.lower().endswith(_TIFF_SUFFIXES)
-                    and not entry.name.startswith(".")
-                    and entry.is_file()
-                ]
+            names = [
+                prefix + name
+                for name in _file_names(text)
+                if name.lower().endswith(_TIFF_SUFFIXES) and not name.startswith(".")
+            ]
             if not names:
                 raise StackNotFoundError(text, "the folder holds no .tif or .tiff file")
             return names
         if _GLOB_CHARS.search(text):
-            names = [name for name in glob.glob(text) if os.path.isfile(name)]
+            names = _glob_files(text)
             if not names:
                 raise StackNotFoundError(text, "no file matches this pattern")
             return names
@@ -268,13 +292,11 @@ class TiffSequenceND(PlanesND):
             self._files = _OpenFiles(max_open_files, self._open_raw)
             return
         try:
-            grid = arrange_files(self.files, pattern, fill_missing=fill_missing is not None)
+            self.grid = arrange_files(self.files, pattern, fill_missing=fill_missing is not None)
         except FileNameError as exc:
             raise StackReadError(label, str(exc)) from None
         # files in grid order (C order of the file-name axes: natural order of numbered names)
-        ordered = sorted(grid.cells.items())
-        self.files = tuple(self.files[number] for _, number in ordered)
-        self.grid = dataclasses.replace(grid, cells={key: i for i, (key, _) in enumerate(ordered)})
+        self.files = self.grid.files
         first = TiffStackND(self.files[0], series=series, copy=copy)
         try:
             self._init_sequence(first, label, fill_missing)
@@ -380,7 +402,7 @@ class TiffSequenceND(PlanesND):
             files=len(self.files),
             file_axes={a: list(self.grid.values[a]) for a in self.grid.axes},
             file_pattern=self.grid.pattern,
-            missing_files=len(self.grid.missing),
+            missing_files=len(self.grid.slots) - len(self.files),
         )
         self._frame_rate = first.frame_rate
         self._storage = first.storage
@@ -401,9 +423,12 @@ class TiffSequenceND(PlanesND):
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         handle = files.acquire(number)
         try:
-            return handle.read(table, int(table.offsets[index]))
+            plane = handle.read(table, int(table.offsets[index]))
         finally:
             files.release(number)
+        if table.timestamps is not None and not math.isnan(table.timestamps[index]):
+            plane = Frame(plane, metadata={"timestamp": float(table.timestamps[index])})
+        return plane
 
     def _open_file(self, number: int) -> TiffStackND:
         """Open file ``number`` and check that it has the first file's layout."""
@@ -446,7 +471,7 @@ class TiffSequenceND(PlanesND):
         files = self._files
         if files is None:
             raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
-        number = self.grid.cells.get(tuple([coords[a] for a in self.grid.axes]))
+        number = self.grid.file_number(coords)
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -46,7 +47,9 @@ def test_plain_numbering_is_t_and_keeps_the_file_numbers():
 def test_input_order_does_not_matter():
     names = [f"Stack-{i}.tif" for i in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)]
     grid = arrange_files(names)
-    assert [names[grid.cells[(i,)]] for i in range(10)] == [f"Stack-{i}.tif" for i in range(1, 11)]
+    assert [grid.files[grid.cells[(i,)]] for i in range(10)] == [
+        f"Stack-{i}.tif" for i in range(1, 11)
+    ]
 
 
 def test_tokens_t_z_c():
@@ -61,7 +64,7 @@ def test_tokens_t_z_c():
     assert grid.shape == (5, 3, 2)
     assert grid.values["c"] == (1, 2)
     for (t, z, c), number in grid.cells.items():
-        assert names[number].endswith(f"img_t{t:04d}_z{z:03d}_c{c + 1}.tif")
+        assert grid.files[number].endswith(f"img_t{t:04d}_z{z:03d}_c{c + 1}.tif")
     assert grid.missing == ()
 
 
@@ -77,7 +80,7 @@ def test_micromanager2_names_and_constant_axes():
     assert grid.shape == (3, 4, 2)
     assert grid.constants == {"z": 0}
     number = grid.cells[(2, 1, 0)]
-    assert names[number] == "img_channel000_position002_time000000001_z000.tif"
+    assert grid.files[number] == "img_channel000_position002_time000000001_z000.tif"
 
 
 def test_micromanager14_named_channels():
@@ -91,7 +94,7 @@ def test_micromanager14_named_channels():
     assert grid.pattern == "micromanager1.4"
     assert grid.axes == ("t", "z", "c")
     assert grid.values["c"] == ("DAPI", "GFP")
-    assert names[grid.cells[(2, 1, 0)]] == "img_000000002_DAPI_001.tif"
+    assert grid.files[grid.cells[(2, 1, 0)]] == "img_000000002_DAPI_001.tif"
 
 
 def test_tokens_without_separators_and_site_wave_keys():
@@ -108,7 +111,7 @@ def test_user_regex_with_named_groups():
     grid = arrange_files(names, pattern=r"cell(?P<p>\d+)-frame(?P<t>\d+)-(?P<c>[a-z])")
     assert grid.axes == ("p", "t", "c")
     assert grid.values["c"] == ("g", "r")
-    assert names[grid.cells[(1, 2, 0)]] == "cell2-frame2-g.tif"
+    assert grid.files[grid.cells[(1, 2, 0)]] == "cell2-frame2-g.tif"
     grid = arrange_files(names, pattern=re.compile(r"cell(?P<p>\d+)-frame(?P<t>\d+)-(?P<c>\w)"))
     assert grid.shape == (2, 3, 2)
 
@@ -186,3 +189,124 @@ def test_constant_numbers_are_ignored_and_ome_extension_stripped():
     grid = arrange_files([f"exp2_{i}.ome.tif" for i in range(3)])
     assert grid.axes == ("t",)
     assert grid.values["t"] == (0, 1, 2)
+
+
+# --- bulk parsing equals the simple per-name rules ---------------------------------------------
+
+
+def _reference_stem(name: str) -> str:
+    """The per-name rule: last path component, then the first TIFF extension it ends with."""
+    base = os.path.basename(name)
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def _by_last_number(name: str) -> int:
+    return int(re.findall(r"\d+", _reference_stem(name))[-1])
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_grid_order_is_natural_order_on_tricky_names(seed):
+    rng = random.Random(seed)
+    prefix = rng.choice(["img", "Stack-", "exp2_", "a.b_", "ü", "x.ome_", ""])
+    step = rng.choice([1, 3, 10])
+    start = rng.randrange(rng.choice([10, 1000, 10**6]))
+    numbers = range(start, start + step * rng.randint(2, 40), step)
+    width = rng.choice([0, 3, 6])
+    extensions = rng.choice([[".tif"], [".TIF", ".tif", ".Tiff"], [".ome.tif", ".tif", ""]])
+    folder = rng.choice(["", "/data/run 2/", "rel/x.tif/"])
+    names = [f"{folder}{prefix}{n:0{width}d}{rng.choice(extensions)}" for n in numbers]
+    rng.shuffle(names)
+    grid = arrange_files(names)
+    assert list(grid.files) == natural_sorted(names) == sorted(names, key=_by_last_number)
+    assert grid.values == {"t": tuple(numbers)}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mixed_extensions_parse_like_each_name_alone(seed):
+    rng = random.Random(seed)
+    extensions = [".tif", ".TIF", ".tiff", ".ome.tif", ".OME.TIFF", "", ".tif.tif", ".ome"]
+    chosen = rng.sample(extensions, rng.randint(1, 3))
+    names = [f"dir/cell_t{t}{rng.choice(chosen)}" for t in (3, 0, 5, 1, 4, 2)]
+    stems = [_reference_stem(name) for name in names]
+    if len({re.sub(r"\d+", "#", stem) for stem in stems}) == 1:
+        grid = arrange_files(names)
+        assert grid.values == {"t": tuple(range(6))}
+        assert list(grid.files) == sorted(names, key=_by_last_number)
+    else:
+        with pytest.raises(FileNameError, match="different patterns"):
+            arrange_files(names)
+
+
+def test_tif_and_ome_tif_names_share_a_template():
+    grid = arrange_files(["d/c_t2.ome.tif", "d/c_t1.tif", "d/c_t3.TIFF", "d/c_t0"])
+    assert grid.files == ("d/c_t0", "d/c_t1.tif", "d/c_t2.ome.tif", "d/c_t3.TIFF")
+    with pytest.raises(FileNameError, match="different patterns"):
+        arrange_files(["c_t1.tif.tif", "c_t2.tif"])
+
+
+def test_tokens_order_is_c_order_of_coordinates_at_scale():
+    names = [
+        f"run/img_t{t:03d}_z{z}_c{c}.tif" for t in range(250) for z in range(9) for c in (1, 2)
+    ]
+    shuffled = names[:]
+    random.Random(3).shuffle(shuffled)
+    grid = arrange_files(shuffled)
+    assert grid.shape == (250, 9, 2)
+    assert list(grid.files) == names
+    assert isinstance(grid.slots, range)
+    assert grid.missing == ()
+
+
+def test_hundred_thousand_numbered_names():
+    names = [f"/data/frames/frame{i}.tif" for i in range(100_000)]
+    shuffled = names[:]
+    random.Random(4).shuffle(shuffled)
+    grid = arrange_files(shuffled)
+    assert grid.files == tuple(names)
+    assert grid.values["t"] == tuple(range(100_000))
+    assert grid.file_number({"t": 54_321}) == 54_321
+
+
+def test_file_number_with_gaps_and_bounds():
+    grid = arrange_files(["a_t1_c1.tif", "a_t3_c2.tif", "a_t3_c1.tif"], fill_missing=True)
+    assert grid.files == ("a_t1_c1.tif", "a_t3_c1.tif", "a_t3_c2.tif")
+    assert grid.values == {"t": (1, 3), "c": (1, 2)}
+    assert list(grid.slots) == [0, -1, 1, 2]
+    assert grid.missing == ((0, 1),)
+    assert grid.cells == {(0, 0): 0, (1, 0): 1, (1, 1): 2}
+    coords = ({"t": 0, "c": 0}, {"t": 0, "c": 1}, {"t": 1, "c": 1, "z": 5})
+    assert [grid.file_number(c) for c in coords] == [0, None, 2]
+    with pytest.raises(IndexError, match="t=2"):
+        grid.file_number({"t": 2, "c": 0})
+    with pytest.raises(IndexError, match="c=-1"):
+        grid.file_number({"t": 0, "c": -1})
+    with pytest.raises(KeyError):
+        grid.file_number({"t": 0})
+
+
+def test_sparse_grid_of_several_axes_is_refused():
+    names = [f"img_t{i}_z{i}.tif" for i in range(200)]  # 200 files on a 200 x 200 grid
+    for fill in (False, True):
+        with pytest.raises(FileNameError, match="few of the 40000 combinations"):
+            arrange_files(names, fill_missing=fill)
+
+
+def test_nul_in_a_name_is_refused():
+    with pytest.raises(FileNameError, match="NUL"):
+        arrange_files(["a1.tif", "a\x002.tif"])
+
+
+def test_regex_groups_mixing_numbers_and_text():
+    names = ["s_1.tif", "s_DAPI.tif", "s_10.tif", "s_2.tif", "s_²"]
+    grid = arrange_files(names, pattern=r"s_(?P<c>\w+)")
+    assert grid.values["c"] == (1, 2, 10, "DAPI", "²")
+    assert [grid.files[grid.cells[(i,)]] for i in range(5)] == [
+        "s_1.tif",
+        "s_2.tif",
+        "s_10.tif",
+        "s_DAPI.tif",
+        "s_²",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pickle
@@ -19,7 +20,7 @@ from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
-from pims_videoutils.sequence import TiffSequenceND
+from pims_videoutils.sequence import TiffSequenceND, _list_files
 
 
 def _write(path: Path, data: np.ndarray, **kwargs) -> Path:
@@ -135,6 +136,29 @@ def test_missing_sources(tmp_path, kind):
         TiffSequenceND(source)
     with pytest.raises(FileNotFoundError):
         TiffSequenceND(source)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*.tif", "*1.tif", ".*.tif", "[ab]1.*", "*", "?1.TIF", "sub*/*.tif", "absent/*.tif"],
+)
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_glob_lists_what_glob_lists(tmp_path, monkeypatch, pattern, relative):
+    for name in ("a1.tif", "b1.TIF", "a2.tif", ".h1.tif", "c1.png", "sub1/a3.tif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d1.tif").mkdir()
+    (tmp_path / "link1.tif").symlink_to(tmp_path / "a1.tif")
+    (tmp_path / "broken1.tif").symlink_to(tmp_path / "absent.tif")
+    if relative:
+        monkeypatch.chdir(tmp_path)
+    source = pattern if relative else str(tmp_path / pattern)
+    expected = sorted(name for name in glob.glob(source) if os.path.isfile(name))
+    if expected:
+        assert sorted(_list_files(source)) == expected
+    else:
+        with pytest.raises(StackNotFoundError, match="no file matches"):
+            _list_files(source)
 
 
 def test_not_a_tiff_first_file(tmp_path):
@@ -761,3 +785,21 @@ def _read_from_threads(reader, expected, *, n_threads, reads):
     for thread in threads:
         thread.join()
     return errors
+
+
+@pytest.mark.slow
+def test_hundred_thousand_files(tmp_path):
+    count = 100_000
+    plane = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    tifffile.imwrite(tmp_path / "img000000.tif", plane)
+    template = (tmp_path / "img000000.tif").read_bytes()
+    head = len(template) - plane.nbytes  # tifffile writes the pixels last
+    for i in range(1, count):
+        (tmp_path / f"img{i:06d}.tif").write_bytes(template[:head] + (plane + i % 1000).tobytes())
+    with TiffSequenceND(tmp_path) as reader:
+        assert len(reader) == count
+        assert reader.metadata["files"] == count
+        for i in (0, 1, 9_999, 65_535, 99_999):
+            assert Path(reader.files[i]).name == f"img{i:06d}.tif"
+            np.testing.assert_array_equal(reader[i], tifffile.imread(reader.files[i]))
+            np.testing.assert_array_equal(reader[i], plane + i % 1000)
