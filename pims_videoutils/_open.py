@@ -53,13 +53,17 @@ def opens_as_sequence(path: str) -> bool:
     -------
     bool
         True for a folder holding at least one ``.tif``/``.tiff`` file (hidden files aside),
-        and for a glob pattern that matches several paths, all ending in ``.tif``/``.tiff``
+        and for a glob pattern that matches several files, all ending in ``.tif``/``.tiff``
         (any case). False otherwise, e.g. for one file, a pattern with one match, or a
         pattern that also matches other files (such as PNG images).
     """
     if os.path.isdir(path):
         return _folder_holds_tiff(path)
-    matches = glob.glob(path)
+    if os.path.exists(path):  # one file, even if its name holds glob characters
+        return False
+    from .sequence import glob_files  # lists a folder once (no stat per file, unlike glob)
+
+    matches = glob_files(path)
     return len(matches) > 1 and all(m.lower().endswith(_TIFF_SUFFIXES) for m in matches)
 
 

@@ -53,7 +53,7 @@ def _file_names(folder: str) -> list[str]:
         return [entry.name for entry in entries if entry.is_file()]
 
 
-def _glob_files(pattern: str) -> list[str]:
+def glob_files(pattern: str) -> list[str]:
     """List the files that ``glob.glob(pattern)`` lists, without a ``stat`` per file if it can.
 
     With wildcards in the last path component only (the usual ``"folder/img_*.tif"``), the
@@ -87,7 +87,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                 raise StackNotFoundError(text, "the folder holds no .tif or .tiff file")
             return names
         if _GLOB_CHARS.search(text):
-            names = _glob_files(text)
+            names = glob_files(text)
             if not names:
                 raise StackNotFoundError(text, "no file matches this pattern")
             return names
