@@ -23,7 +23,8 @@ class PlaneTemplate:
 
     Built from the first file when it holds one uncompressed, contiguous plane in one IFD
     placed before the pixels (the usual one-file-per-frame sequence). Each read fetches the
-    bytes before the pixels and the pixels together, then verifies, byte for byte, that the
+    bytes before the pixels and the pixels together. A file whose bytes before the pixels are
+    those of the first file is thereby verified; otherwise it is checked, byte for byte, that the
     file has the first file's header, IFD position, tag list, layout-defining tags (size,
     samples, bits, compression, strips...), no second IFD and the same image description
     (ImageJ ``min=``/``max=`` lines aside). A file that differs in any of these is not
@@ -71,6 +72,7 @@ class PlaneTemplate:
         self._positions = np.concatenate([np.arange(a, b) for a, b in ranges])
         buffer = np.fromfile(tif.filehandle.path, np.uint8, count=self.head)
         self._expected = buffer[self._positions].tobytes()
+        self._first_head = buffer.tobytes()
         self._raw_description = self._description_bytes(buffer)
         self._normalized_description = (
             None if self._raw_description is None else self._without_min_max(self._raw_description)
@@ -127,28 +129,38 @@ class PlaneTemplate:
     def read(self, path: str) -> np.ndarray | None:
         """Read the plane of ``path``; None if the file's structure differs (or is short)."""
         buffer = np.empty(self._pad + self.head + self._plane_nbytes, np.uint8)
-        head = buffer[self._pad : self._pad + self.head]
-        pixels = buffer[self._pad + self.head :]  # aligned for the sample type
+        data = buffer[self._pad :]  # the file's head, then its pixels (aligned)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            got = os.preadv(fd, [buffer[self._pad :]], 0)
-            if got < self.head or head[self._positions].tobytes() != self._expected:
-                return None
-            if not self._same_description(head):
-                return None
-            if self._offset is not None:
-                position, value = self._offset
-                offset = value.unpack_from(head, position)[0]
-                if offset != self.head:  # the pixels lie elsewhere in this file
-                    got = os.preadv(fd, [pixels], offset) + self.head
+            got = os.preadv(fd, [data], 0)
+            if data[: self.head].tobytes() != self._first_head:  # not a byte-identical head
+                got = self._check_structure(fd, data, got)
         finally:
             os.close(fd)
-        if got != self.head + self._plane_nbytes:
+        if got != len(data):
             return None
-        out = pixels.view(self.native).reshape(self.plane_shape)
+        out = data[self.head :].view(self.native).reshape(self.plane_shape)
         if not self.dtype.isnative:
             out.byteswap(inplace=True)
         return out
+
+    def _check_structure(self, fd: int, data: np.ndarray, got: int) -> int:
+        """Verify a head that differs from the first file's in bytes that may differ.
+
+        Returns the number of bytes of ``data`` read (re-reading the pixels from their own
+        offset if they lie elsewhere), or -1 if the structure differs.
+        """
+        head = data[: self.head]
+        if got < self.head or head[self._positions].tobytes() != self._expected:
+            return -1
+        if not self._same_description(head):
+            return -1
+        if self._offset is not None:
+            position, value = self._offset
+            offset = value.unpack_from(head, position)[0]
+            if offset != self.head:  # the pixels lie elsewhere in this file
+                return os.preadv(fd, [data[self.head :]], offset) + self.head
+        return got

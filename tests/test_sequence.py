@@ -460,6 +460,24 @@ def test_file_with_other_tags_is_verified_in_full(numbered):
         np.testing.assert_array_equal(reader[4], tifffile.imread(numbered / "f5.tif"))
 
 
+def test_per_file_display_range_is_read_through_the_template(tmp_path):
+    """ImageJ writes each file's min/max into its description: such files differ from the
+    first one only there, so they are verified and read with one preadv (never opened in
+    full); a file whose description differs otherwise is opened in full."""
+    planes = _planes(14, 6)
+    for i, plane in enumerate(planes):
+        _write(tmp_path / f"ij{i}.tif", plane, imagej=True,
+               metadata={"min": float(plane.min()), "max": float(plane.max())})
+    _write(tmp_path / "ij5.tif", planes[5], imagej=True, metadata={"min": 1.0, "spacing": 2.0})
+    with TiffSequenceND(tmp_path) as reader:
+        kept = reader.open_file_count()  # the first file, opened to learn the layout
+        for i in range(5):
+            np.testing.assert_array_equal(reader[i], tifffile.imread(tmp_path / f"ij{i}.tif"))
+        assert reader.open_file_count() == kept
+        np.testing.assert_array_equal(reader[5], planes[5])
+        assert reader.open_file_count() == kept + 1
+
+
 def test_truncated_later_file_raises_naming_it(numbered):
     path = numbered / "f5.tif"
     path.write_bytes(path.read_bytes()[:-10])
