@@ -350,7 +350,7 @@ class TiffSequenceND(PlanesND):
                 raise ValueError(f"fill_missing={fill_missing!r} does not fit {self._dtype}")
         for axis, size in (*outer, *plane):
             self._init_axis(axis, size)
-        self._outer_axes = tuple(axis for axis, _ in outer)
+        self._outer_sizes = tuple(outer)
         self._plane_reader = self._sequence_plane if self._table is None else self._dataset_plane
         self._init_planes(self._plane_axes)
         order = [a for a in AXIS_ORDER if a in self.sizes and a not in self._plane_axes]
@@ -458,12 +458,9 @@ class TiffSequenceND(PlanesND):
         return ""
 
     def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
-        sizes = self.sizes
-        for axis in self._outer_axes:
-            if not 0 <= coords[axis] < sizes[axis]:
-                raise IndexError(
-                    f"coordinate {axis}={coords[axis]} out of range 0..{sizes[axis] - 1}"
-                )
+        for axis, size in self._outer_sizes:
+            if not 0 <= coords[axis] < size:
+                raise IndexError(f"coordinate {axis}={coords[axis]} out of range 0..{size - 1}")
         return self._plane_reader(coords)
 
     def _sequence_plane(self, coords: dict[str, int]) -> np.ndarray:
