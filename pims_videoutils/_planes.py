@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from pims import Frame, FramesSequenceND
@@ -24,6 +25,7 @@ class PlanesND(FramesSequenceND):
         """Register :meth:`get_plane` for ``plane_axes`` and bundle them by default."""
         self._plane_axes = plane_axes
         self._plane_axis_list = list(plane_axes)
+        self._plan: _FramePlan | None = None
         self._register_get_frame(self.get_plane, plane_axes)
         self.bundle_axes = plane_axes
 
@@ -92,27 +94,95 @@ class PlanesND(FramesSequenceND):
             After ``close()``.
         """
         i = int(i)
-        sizes = self._sizes
-        coords = dict(self._default_coords)  # every axis, in the order of ``sizes``
-        rest = i
-        for axis in reversed(self._iter_axes):
-            rest, coords[axis] = divmod(rest, sizes[axis])
-        if rest:  # i < 0 or i >= len(self)
-            raise IndexError(f"frame {i} out of range 0..{len(self) - 1}")
-        bundle = self._bundle_axes
-        plane_axes = self._plane_axis_list
-        if bundle == plane_axes:
-            result = self._plane_at(coords)
-        elif sorted(bundle) == sorted(plane_axes):  # e.g. pimsviewer's 'xy'
-            result = self._plane_at(coords).transpose([plane_axes.index(a) for a in bundle])
+        plan = self._plan
+        if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes
+                or plan.defaults != self._default_coords):
+            plan = self._plan = _FramePlan.of(self)
+        if not 0 <= i < plan.length:
+            raise IndexError(f"frame {i} out of range 0..{plan.length - 1}")
+        coords = dict(plan.fixed)
+        if plan.numbered:  # the plane's number from i, without a dict of every coordinate
+            number, rest = plan.base, i
+            for axis, size, stride in plan.iter_strides:
+                rest, coords[axis] = divmod(rest, size)
+                number += coords[axis] * stride
+            result = self._read_plane(number)
         else:
-            if self._get_frame_wrapped is None:
-                self.bundle_axes = tuple(bundle)  # builds pims's bundling getter
-            result = self._get_frame_wrapped(**coords)
+            rest = i
+            for axis, size, _ in plan.iter_strides:
+                rest, coords[axis] = divmod(rest, size)
+            if plan.direct:
+                result = self._plane_at({**plan.defaults, **coords})
+            else:
+                if self._get_frame_wrapped is None:
+                    self.bundle_axes = tuple(plan.bundle)  # builds pims's bundling getter
+                result = self._get_frame_wrapped(**{**plan.defaults, **coords})
+        if plan.transpose is not None:  # e.g. pimsviewer's 'xy'
+            result = result.transpose(plan.transpose)
         metadata = dict(result.metadata) if isinstance(result, Frame) else {}
-        metadata["axes"] = bundle[:]
-        metadata["coords"] = {axis: value for axis, value in coords.items() if axis not in bundle}
+        metadata["axes"] = plan.bundle[:]
+        metadata["coords"] = coords
         frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
         frame.frame_no = i
         frame.metadata = metadata
         return frame
+
+    def _plane_numbering(self) -> dict[str, int] | None:
+        """Stride of the plane number along each non-plane axis, or None.
+
+        Subclasses that number their planes return the strides and implement
+        :meth:`_read_plane`; None (the default): planes are found by coordinates only
+        (:meth:`_plane_at`).
+        """
+        return None
+
+    def _read_plane(self, number: int) -> np.ndarray:
+        """Read plane ``number`` (see :meth:`_plane_numbering`)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _FramePlan:
+    """How frames are read for one setting of ``iter_axes``, ``bundle_axes``, ``default_coords``.
+
+    ``fixed`` holds the coordinates of the axes neither iterated nor bundled; ``iter_strides``
+    the iterated axes, innermost first, with their size and plane-number stride. ``direct``:
+    the bundle is the plane axes (in some order: ``transpose``); ``numbered``: also the
+    planes are numbered (frame ``i`` is plane ``base + sum(coordinate * stride)``).
+    """
+
+    iter_axes: list[str]
+    bundle: list[str]
+    defaults: dict[str, int]
+    length: int
+    fixed: dict[str, int]
+    iter_strides: list[tuple[str, int, int]]
+    direct: bool
+    numbered: bool
+    base: int
+    transpose: list[int] | None
+
+    @classmethod
+    def of(cls, reader: PlanesND) -> _FramePlan:
+        sizes = reader._sizes
+        iter_axes, bundle = list(reader._iter_axes), list(reader._bundle_axes)
+        defaults = dict(reader._default_coords)
+        plane_axes = reader._plane_axis_list
+        fixed = {a: defaults[a] for a in sizes if a not in bundle and a not in iter_axes}
+        direct = sorted(bundle) == sorted(plane_axes)
+        strides = reader._plane_numbering() if direct else None
+        numbered = strides is not None and all(0 <= v < sizes[a] for a, v in fixed.items())
+        return cls(
+            iter_axes=iter_axes,
+            bundle=bundle,
+            defaults=defaults,
+            length=math.prod(sizes[a] for a in iter_axes),
+            fixed=fixed,
+            iter_strides=[(a, sizes[a], strides[a] if numbered else 0)
+                          for a in reversed(iter_axes)],
+            direct=direct,
+            numbered=numbered,
+            base=sum(v * strides[a] for a, v in fixed.items()) if numbered else 0,
+            transpose=None if not direct or bundle == plane_axes
+            else [plane_axes.index(a) for a in bundle],
+        )

@@ -197,6 +197,14 @@ class TiffStackND(PlanesND):
     def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
         return self._read_plane(self._plane_index(coords))
 
+    def _plane_numbering(self) -> dict[str, int]:
+        strides, stride = {}, 1
+        for name, size in zip(reversed(self._layout.axes), reversed(self._layout.shape),
+                              strict=True):
+            strides[name] = stride
+            stride *= size
+        return strides
+
     def _plane_index(self, coords: dict[str, int]) -> int:
         """Index of the plane at ``coords`` (one per non-plane axis), checking the ranges."""
         index = 0

@@ -372,6 +372,33 @@ def test_pims_bundle_iter_default_coords(hyperstack):
         assert reader[-1].frame_no == 2
 
 
+@pytest.mark.parametrize("iter_axes", ["t", "z", "c", "tz", "ct", "zct", "czt"])
+@pytest.mark.parametrize("bundle", ["yx", "xy"])
+def test_every_iteration_reads_the_planes_numpy_indexes(hyperstack, iter_axes, bundle):
+    path, data = hyperstack  # t=3 z=4 c=2
+    order = "tzc"
+    with TiffStackND(path) as reader:
+        reader.bundle_axes = bundle
+        reader.iter_axes = iter_axes
+        reader.default_coords.update(z=2, c=1, t=1)
+        sizes = [reader.sizes[a] for a in iter_axes]
+        assert len(reader) == int(np.prod(sizes))
+        for i in range(len(reader)):
+            coords = {"t": 1, "z": 2, "c": 1}
+            coords.update(zip(iter_axes, map(int, np.unravel_index(i, sizes)), strict=True))
+            plane = data[tuple(coords[a] for a in order)]
+            frame = reader[i]
+            np.testing.assert_array_equal(frame, plane if bundle == "yx" else plane.T)
+            assert frame.metadata["coords"] == coords and frame.metadata["axes"] == list(bundle)
+        reader.default_coords["z"] = 3  # a change between reads is honoured
+        if "z" not in iter_axes:
+            coords = {"t": 1, "z": 3, "c": 1}
+            coords.update(zip(iter_axes, map(int, np.unravel_index(0, sizes)), strict=True))
+            assert reader[0].metadata["coords"] == coords
+            plane = data[tuple(coords[a] for a in order)]
+            np.testing.assert_array_equal(reader[0], plane if bundle == "yx" else plane.T)
+
+
 def test_out_of_range_coordinates(hyperstack):
     path, _ = hyperstack
     with TiffStackND(path) as reader:
