@@ -465,17 +465,35 @@ class TiffSequenceND(PlanesND):
 
     def _sequence_plane(self, coords: dict[str, int]) -> np.ndarray:
         """Read one plane: find its file from the file-name coordinates, then read inside it."""
+        number = self.grid.file_number(coords)
+        return self._file_plane(number, {a: coords[a] for a in self._inner_axes})
+
+    def _plane_numbering(self) -> dict[str, int] | None:
+        """Files of one plane, arranged on the axes in their order here: plane number = cell."""
+        axes = [axis for axis, _ in self._outer_sizes]
+        if self._table is not None or self._inner_axes or axes != list(self.grid.axes):
+            return None
+        strides, stride = {}, 1
+        for axis, size in reversed(self._outer_sizes):
+            strides[axis] = stride
+            stride *= size
+        return strides
+
+    def _read_plane(self, number: int) -> np.ndarray:
+        slot = self.grid.slots[number]
+        return self._file_plane(None if slot < 0 else slot, {})
+
+    def _file_plane(self, number: int | None, inner: dict[str, int]) -> np.ndarray:
+        """Read the plane at ``inner`` coordinates of file ``number`` (None: a gap, filled)."""
         files = self._files
         if files is None:
             raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
-        number = self.grid.file_number(coords)
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:
             plane = self._template.read(self.files[number])
             if plane is not None:
                 return plane
-        inner = {a: coords[a] for a in self._inner_axes}
         reader = files.acquire(number)
         try:
             return reader.get_plane(**inner)

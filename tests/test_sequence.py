@@ -649,6 +649,29 @@ def test_ndtiff_dataset(real_data):
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
+@pytest.mark.parametrize("iter_axes", ["t", "c", "tc", "ct"])
+@pytest.mark.parametrize("bundle", ["yx", "xy"])
+def test_every_iteration_reads_the_right_file(tmp_path, iter_axes, bundle):
+    planes = {}
+    for t in range(3):
+        for c in range(2):
+            if (t, c) != (2, 0):  # a gap, filled
+                planes[t, c] = _write(tmp_path / f"x_t{t}_c{c}.tif", _planes(40 + 2 * t + c, 1)[0])
+    with TiffSequenceND(tmp_path, fill_missing=7) as reader:
+        reader.bundle_axes = bundle
+        reader.iter_axes = iter_axes
+        reader.default_coords.update(t=1, c=1)
+        sizes = [reader.sizes[a] for a in iter_axes]
+        for i in range(len(reader)):
+            coords = {"t": 1, "c": 1}
+            coords.update(zip(iter_axes, map(int, np.unravel_index(i, sizes)), strict=True))
+            key = coords["t"], coords["c"]
+            expected = tifffile.imread(planes[key]) if key in planes else np.full((6, 7), 7)
+            frame = reader[i]
+            np.testing.assert_array_equal(frame, expected if bundle == "yx" else expected.T)
+            assert frame.metadata["coords"] == coords
+
+
 def test_get_plane_defaults_and_bounds(tmp_path):
     for t in range(3):
         for c in range(2):
