@@ -2,8 +2,8 @@
 
 :class:`TiffSequenceND` has two modes, chosen from the first file:
 
-* Multi-file datasets (OME-XML referencing other files, several OME positions of one shape,
-  NDTiff, Micro-Manager stacks): tifffile indexes every plane once (:mod:`._multifile`); planes
+* Multi-file datasets (OME-XML referencing other files, also BinaryOnly OME-TIFFs whose XML is
+  in a companion file, several OME positions of one shape, NDTiff, Micro-Manager stacks): tifffile indexes every plane once (:mod:`._multifile`); planes
   are then read with one ``preadv`` each (or decoded page by page when compressed) from a
   bounded cache of open files.
 * Numbered sequences: the files are arranged on ``p``, ``t``, ``z``, ``c`` axes read from their
