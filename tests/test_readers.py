@@ -494,7 +494,6 @@ def test_sequential_reads_from_disk_ask_the_kernel_to_read_ahead(tmp_path, monke
     advised = []
     monkeypatch.setattr(readers_module.os, "posix_fadvise",
                         lambda fd, offset, size, advice: advised.append((offset, size, advice)))
-    monkeypatch.setattr(readers_module, "_CACHED_BYTES_PER_SECOND", 0.0)  # every read cached
     with TiffStackND(path) as reader:  # cached planes: a run is not advised
         for i in range(10):
             reader[i]
