@@ -7,7 +7,6 @@ import mmap
 import os
 import struct
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ _PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, struct.error, EOFE
 
 _READ_AHEAD_BYTES = 8 << 20
 _READ_AHEAD_MIN_PLANE = 64 << 10
-_CACHED_BYTES_PER_SECOND = 2e9  # a read slower than this came from the disk
 
 
 class TiffStackND(PlanesND):
@@ -118,7 +116,7 @@ class TiffStackND(PlanesND):
         self._lock = threading.RLock()  # tifffile's page parsing; the lifetime fields below
         self._file, self._tif, self._mmap = None, None, None
         self._closed, self._reads_in_flight = False, 0
-        self._last_index, self._last_step, self._advising = -1, 0, False
+        self._last_index, self._last_step, self._in_run = -1, 0, False
         self._layout = self._open()
         layout = self._layout
         if not copy and layout.storage == MAPPED and not layout.dtype.isnative:
@@ -243,10 +241,9 @@ class TiffStackND(PlanesND):
             self._reads_in_flight += 1
         try:
             if layout.storage == MAPPED:
-                started = time.perf_counter()
                 plane = self._read_mapped(self._file, int(layout.plane_offsets[index]))
                 if self._read_ahead_planes:
-                    self._read_ahead(index, time.perf_counter() - started)
+                    self._read_ahead(index)
             else:
                 plane = self._decode(int(layout.ifd_offsets[index]), index)
         finally:
@@ -258,29 +255,22 @@ class TiffStackND(PlanesND):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
 
-    def _read_ahead(self, index: int, seconds: float) -> None:
-        """In a run of planes read from disk at a constant step, have the kernel fetch ahead.
+    def _read_ahead(self, index: int) -> None:
+        """In a run of planes read at a constant step, ask the kernel to fetch the next ones.
 
         Cold sequential reads then overlap with the disk instead of waiting for it plane by
-        plane (about 1.3x faster than plain ``pread`` on 512 x 512 planes). The advice starts
-        when a read in a run was slower than the page cache gives (``seconds``), and lasts
-        while the run does: cached and random reads are never advised (advice costs about as
-        much as reading a cached plane). Runs from several threads only make it less apt.
+        plane (about 1.4x faster than plain ``pread`` measured on 512 x 512 planes); random
+        reads are never advised. Runs from several threads only make the advice less apt.
         """
         step = index - self._last_index
         run = step != 0 and step == self._last_step
         self._last_index, self._last_step = index, step
         if not run:
-            self._advising = False
+            self._in_run = False
             return
         ahead = self._read_ahead_planes
-        if self._advising:
-            first = index + ahead * step
-        elif seconds * _CACHED_BYTES_PER_SECOND > self._plane_nbytes:  # from the disk
-            first = index + step
-            self._advising = True
-        else:
-            return
+        first = index + (ahead if self._in_run else 1) * step
+        self._in_run = True
         offsets, nbytes = self._layout.plane_offsets, self._plane_nbytes
         for number in range(first, index + (ahead + 1) * step, step):
             if 0 <= number < len(offsets) and offsets[number] >= 0:
