@@ -487,39 +487,6 @@ def test_closed_decoded_reader(tmp_path):
         reader.get_plane(t=0)
 
 
-def test_sequential_reads_ask_the_kernel_to_read_ahead(tmp_path, monkeypatch):
-    path = tmp_path / "big-planes.tif"
-    data = _data((40, 256, 256))  # 128 KiB planes: 64 of them ahead (8 MiB) at most
-    _pages(path, data, metadata=None)
-    advised = []
-    monkeypatch.setattr(readers_module.os, "posix_fadvise",
-                        lambda fd, offset, size, advice: advised.append((offset, size, advice)))
-    with TiffStackND(path) as reader, tifffile.TiffFile(path) as tif:
-        offsets = [page.dataoffsets[0] for page in tif.pages]
-        for i in (5, 1, 7, 2, 30):  # random: no advice
-            np.testing.assert_array_equal(reader[i], data[i])
-        assert advised == []
-        for i in range(10, 14):  # a run of step 1, confirmed at its third read
-            np.testing.assert_array_equal(reader[i], data[i])
-        expected = [(offsets[n], 256 * 256 * 2, os.POSIX_FADV_WILLNEED) for n in range(13, 40)]
-        assert advised == expected  # up to the last plane, nothing beyond
-        advised.clear()
-        for i in (39, 37, 35):  # a run backwards, step -2
-            reader[i]
-        assert [offset for offset, _, _ in advised] == offsets[33::-2]
-    with TiffStackND(path, copy=False) as reader:  # views of a mapping: nothing to advise
-        advised.clear()
-        for i in range(5):
-            reader[i]
-        assert advised == []
-    small = tmp_path / "small-planes.tif"
-    _pages(small, _data((10, 16, 16)), metadata=None)
-    with TiffStackND(small) as reader:  # the kernel's own read-ahead covers small planes
-        for i in range(10):
-            reader[i]
-        assert advised == []
-
-
 @pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
 def test_close_from_another_thread_during_a_read(tmp_path, monkeypatch, kind):
     """close() while a read is inside preadv (or tifffile's decode): the read completes with
