@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 from pims import Frame, FramesSequenceND
 
-__all__ = ["PlanesND"]
+__all__ = ["PlanesND", "c_order_strides"]
+
+
+def c_order_strides(sizes: list[tuple[str, int]]) -> dict[str, int]:
+    """Stride of each axis in the C-order numbering of a grid of ``(axis, size)`` pairs."""
+    strides, stride = {}, 1
+    for axis, size in reversed(sizes):
+        strides[axis] = stride
+        stride *= size
+    return strides
 
 
 class PlanesND(FramesSequenceND):

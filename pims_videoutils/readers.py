@@ -15,7 +15,7 @@ from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
-from ._planes import PlanesND
+from ._planes import PlanesND, c_order_strides
 
 __all__ = ["TiffStackND"]
 
@@ -198,12 +198,7 @@ class TiffStackND(PlanesND):
         return self._read_plane(self._plane_index(coords))
 
     def _plane_numbering(self) -> dict[str, int]:
-        strides, stride = {}, 1
-        for name, size in zip(reversed(self._layout.axes), reversed(self._layout.shape),
-                              strict=True):
-            strides[name] = stride
-            stride *= size
-        return strides
+        return c_order_strides(list(zip(self._layout.axes, self._layout.shape, strict=True)))
 
     def _plane_index(self, coords: dict[str, int]) -> int:
         """Index of the plane at ``coords`` (one per non-plane axis), checking the ranges."""

@@ -34,7 +34,7 @@ from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files
 from ._multifile import DatasetFile, PlaneTable, find_dataset
-from ._planes import PlanesND
+from ._planes import PlanesND, c_order_strides
 from .readers import TiffStackND
 
 __all__ = ["TiffSequenceND"]
@@ -473,11 +473,7 @@ class TiffSequenceND(PlanesND):
         axes = [axis for axis, _ in self._outer_sizes]
         if self._table is not None or self._inner_axes or axes != list(self.grid.axes):
             return None
-        strides, stride = {}, 1
-        for axis, size in reversed(self._outer_sizes):
-            strides[axis] = stride
-            stride *= size
-        return strides
+        return c_order_strides(list(self._outer_sizes))
 
     def _read_plane(self, number: int) -> np.ndarray:
         slot = self.grid.slots[number]
