@@ -3,7 +3,12 @@
 The limit is ffmpeg encoding the same already-converted pixels (what ``to_video`` sends on
 its pipe) from a raw file with exactly the same output options. Every contender writes the
 same frames with the same codec settings (crf 18, same preset); times are medians of
-``--repeats`` runs, interleaved so machine noise hits everyone alike.
+``--repeats`` runs, interleaved so machine noise hits everyone alike. Each row also shows
+the range of its runs' wall times over the limit's median (the noise of the machine), and the
+CPU ratio: user + system seconds of this process and its children (ffmpeg), which is the
+steadier measure of the work a writer adds when the machine is shared. (Writers that omit
+``-movflags +faststart``, which we and the limit use for .mp4, skip a final rewrite of the
+file: imageio v2.)
 
 Scenarios: uint8 gray and uint16 (default contrast: one range from percentiles) with libx264
 ultrafast and medium; uint16 lossless ffv1 gray16le (-slices 4 -threads 2).
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -69,10 +75,18 @@ def make_frames(n: int, size: int, dtype: str) -> list[np.ndarray]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def _cpu_seconds() -> float:
+    """User + system time of this process and of its finished children (ffmpeg)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (all cores, ffmpeg included) of one call."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
 def limit_runner(frames, out: Path, raw: Path, codec: str, preset: str | None):
@@ -208,7 +222,7 @@ def run_scenario(name, dtype, codec, preset, n, size, repeats, peers, folder: Pa
     for peer in peers:
         outputs[peer] = folder / f"{peer.replace(' ', '_')}{ext}"
         runners[peer] = PEERS[peer](frames, outputs[peer], codec, preset)
-    times: dict[str, list[float]] = {k: [] for k in runners}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in runners}
     failures: dict[str, str] = {}
     for _ in range(repeats):
         for label, (run, _note) in runners.items():
@@ -219,16 +233,18 @@ def run_scenario(name, dtype, codec, preset, n, size, repeats, peers, folder: Pa
             except Exception as exc:  # a peer that cannot run is reported, not fatal
                 failures[label] = f"fails: {type(exc).__name__}: {str(exc)[:80]}"
     (folder / "raw").unlink(missing_ok=True)
-    limit = statistics.median(times["limit"])
+    limit_wall, limit_cpu = (statistics.median(t[k] for t in times["limit"]) for k in (0, 1))
     rows = []
     for label, (_run, note) in runners.items():
         shown = LABELS.get(label, label)
         if label in failures:
-            rows.append((name, shown, None, None, None, failures[label]))
+            rows.append((name, shown, None, None, None, None, failures[label]))
             continue
-        median = statistics.median(times[label])
+        wall, cpu = (statistics.median(t[k] for t in times[label]) for k in (0, 1))
+        spread = f"{min(t[0] for t in times[label]) / limit_wall:.2f}-" \
+                 f"{max(t[0] for t in times[label]) / limit_wall:.2f}"
         n_out = imageio_ffmpeg.count_frames_and_secs(str(outputs[label]))[0]
-        rows.append((name, shown, median, median / limit, n_out, note))
+        rows.append((name, shown, wall, (wall / limit_wall, spread), cpu / limit_cpu, n_out, note))
     for path in outputs.values():
         path.unlink(missing_ok=True)
     return rows
@@ -256,10 +272,12 @@ def main() -> None:
     medium_peers = [p for p in args.medium_peers.split(",") if p]
     print(
         f"{args.frames} frames {args.size}x{args.size}, fps {FPS}, crf {CRF}, "
-        f"median of {args.repeats}; ratio = time / limit"
+        f"median of {args.repeats}; ratio = time / limit (range of the runs / median limit); "
+        "CPU: user + system seconds of all processes, ffmpeg included"
     )
-    print("| scenario | writer | median s | x limit | frames out | note |")
-    print("|---|---|---:|---:|---:|---|")
+    print("| scenario | writer | median s | x limit | x limit, runs | CPU x limit | frames out "
+          "| note |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         for name, dtype, codec, preset in SCENARIOS:
             if args.only not in name:
@@ -275,11 +293,13 @@ def main() -> None:
                 medium_peers if preset == "medium" else peers,
                 Path(tmp),
             )
-            for scenario, label, median, ratio, n_out, note in rows:
+            for scenario, label, median, ratio, cpu_ratio, n_out, note in rows:
                 med = "" if median is None else f"{median:.2f}"
-                rat = "" if ratio is None else f"{ratio:.2f}"
+                rat, spread = ("", "") if ratio is None else (f"{ratio[0]:.2f}", ratio[1])
+                cpu = "" if cpu_ratio is None else f"{cpu_ratio:.2f}"
                 n_txt = "" if n_out is None else str(n_out)
-                print(f"| {scenario} | {label} | {med} | {rat} | {n_txt} | {note} |", flush=True)
+                print(f"| {scenario} | {label} | {med} | {rat} | {spread} | {cpu} | {n_txt} "
+                      f"| {note} |", flush=True)
 
 
 if __name__ == "__main__":

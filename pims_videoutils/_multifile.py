@@ -34,6 +34,7 @@ import tifffile
 from ._errors import StackNotFoundError, StackReadError
 from ._layout import file_metadata, pims_axes
 from ._planetimes import elapsed_times
+from ._pread import PlaneReads
 
 __all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
 
@@ -365,6 +366,7 @@ class DatasetFile:
             self._file = open(path, "rb", buffering=0)  # closed by close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        self._reads = PlaneReads(self._file.fileno())
         if storage == DECODED:
             try:
                 self._tif = tifffile.TiffFile(self._file)
@@ -383,8 +385,7 @@ class DatasetFile:
         native = table.dtype.newbyteorder("=")
         if self._tif is None:
             out = np.empty(table.plane_shape, native)
-            got = os.preadv(self._file.fileno(), [out], offset)
-            if got != out.nbytes:
+            if self._reads.read(out, offset) != out.nbytes:
                 raise StackReadError(
                     self.path, f"file is truncated (plane at byte {offset} is incomplete)"
                 )

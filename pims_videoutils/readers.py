@@ -16,6 +16,7 @@ from pims import Frame
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
 from ._planes import PlanesND, c_order_strides
+from ._pread import PlaneReads
 
 __all__ = ["TiffStackND"]
 
@@ -28,7 +29,8 @@ class TiffStackND(PlanesND):
 
     Uncompressed pages are never decoded: each plane is read with one ``os.preadv`` from its own
     offset into a fresh array in native byte order (safe to modify, thread-safe, no page-fault
-    penalty on a cold cache). Compressed, tiled, planar or bit-packed pages are decoded one page at
+    penalty on a cold cache; a forward pass over planes that come from the disk asks the kernel
+    to read 8 MiB ahead). Compressed, tiled, planar or bit-packed pages are decoded one page at
     a time through tifffile (codecs beyond deflate/LZW/PackBits need ``pip install imagecodecs``).
 
     Parameters
@@ -135,6 +137,7 @@ class TiffStackND(PlanesND):
     def _open(self) -> Layout:
         try:
             self._file = open(self._path, "rb", buffering=0)  # owned until close()
+            self._reads = PlaneReads(self._file.fileno())
         except FileNotFoundError:
             raise StackNotFoundError(self._path, "no such file") from None
         except IsADirectoryError:
@@ -224,7 +227,7 @@ class TiffStackND(PlanesND):
             self._reads_in_flight += 1
         try:
             if layout.storage == MAPPED:
-                plane = self._read_mapped(self._file, int(layout.plane_offsets[index]))
+                plane = self._read_mapped(int(layout.plane_offsets[index]))
             else:
                 plane = self._decode(int(layout.ifd_offsets[index]), index)
         finally:
@@ -236,22 +239,16 @@ class TiffStackND(PlanesND):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
 
-    def _read_mapped(self, file, offset: int) -> np.ndarray:
+    def _read_mapped(self, offset: int) -> np.ndarray:
         layout = self._layout
         if offset < 0:  # a page missing from the file (OME)
             return np.zeros(layout.plane_shape, self._native)
         if self._mmap is not None:
             return np.ndarray(layout.plane_shape, layout.dtype, buffer=self._mmap, offset=offset)
         out = np.empty(layout.plane_shape, self._native)
-        done = os.preadv(file.fileno(), [out], offset)
-        if done < out.nbytes:  # a short read: continue, or fail at the end of the file
-            view = memoryview(out).cast("B")
-            while done < out.nbytes:
-                got = os.preadv(file.fileno(), [view[done:]], offset + done)
-                if got == 0:
-                    raise StackReadError(self._path, "file is shorter than when it was opened "
-                                         f"(plane at byte {offset} is truncated)")
-                done += got
+        if self._reads.read(out, offset) < out.nbytes:
+            raise StackReadError(self._path, "file is shorter than when it was opened "
+                                 f"(plane at byte {offset} is truncated)")
         if not layout.dtype.isnative:
             out.byteswap(inplace=True)
         return out

@@ -505,9 +505,9 @@ def test_close_from_another_thread_during_a_read(tmp_path, monkeypatch, kind):
     if reader.storage == "mapped":
         preadv = os.preadv
 
-        def read_while_closing(fd, buffers, offset):
+        def read_while_closing(fd, buffers, offset, *flags):
             close_elsewhere()
-            return preadv(fd, buffers, offset)
+            return preadv(fd, buffers, offset, *flags)
 
         monkeypatch.setattr(readers_module.os, "preadv", read_while_closing)
     else:

@@ -1,0 +1,77 @@
+"""Reading planes from their offsets in a file: one ``preadv`` each, read-ahead for disk runs.
+
+A plane in the page cache costs one ``preadv``. Where Linux offers it, that ``preadv`` is
+made with ``RWF_NOWAIT``, which copies only what is cached and so also tells whether the plane
+is. A plane that had to come (partly) from the disk, starting within :data:`READ_AHEAD_BYTES`
+after the previous such plane, is part of a forward pass over a cold file: the kernel is then
+asked (``posix_fadvise(WILLNEED)``) to read the next :data:`READ_AHEAD_BYTES` in the
+background, which its own read-ahead (128 KiB on many systems) does not. Cached reads and
+random reads are never advised, so a warm pass costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+
+__all__ = ["READ_AHEAD_BYTES", "PlaneReads"]
+
+READ_AHEAD_BYTES = 8 << 20
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+
+
+class PlaneReads:
+    """Reads byte ranges of one open file (its descriptor ``fd``, owned by the caller).
+
+    Thread-safe: the read-ahead bookkeeping is advisory, a race only moves an advice.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._nowait = _NOWAIT if _WILLNEED is not None else 0
+        self._last_disk_end: int | None = None
+        self._advised_to = 0
+
+    def read(self, out: np.ndarray, offset: int) -> int:
+        """Fill the contiguous array ``out`` with the file's bytes from ``offset``.
+
+        Returns
+        -------
+        int
+            The bytes read: ``out.nbytes``, or fewer when the file ends before.
+        """
+        done = 0
+        if self._nowait:
+            try:
+                done = os.preadv(self.fd, [out], offset, self._nowait)
+            except BlockingIOError:  # nothing of the plane is cached
+                done = 0
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._nowait = 0  # a file system that cannot tell: plain reads from now on
+            if done == out.nbytes:
+                return done
+            self._from_disk(offset, out.nbytes)
+        view = memoryview(out).cast("B")
+        while done < out.nbytes:
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got == 0:  # end of the file
+                break
+            done += got
+        return done
+
+    def _from_disk(self, offset: int, nbytes: int) -> None:
+        """Note a read that is not (wholly) cached; advise read-ahead in a forward run."""
+        end = offset + nbytes
+        last, self._last_disk_end = self._last_disk_end, end
+        if last is None or not last <= offset <= last + READ_AHEAD_BYTES:
+            return  # the first disk read, or a jump: a random access
+        if self._advised_to >= end + READ_AHEAD_BYTES // 2:
+            return  # half a window or more is already on its way
+        start = max(end, self._advised_to)
+        self._advised_to = end + READ_AHEAD_BYTES
+        os.posix_fadvise(self.fd, start, self._advised_to - start, _WILLNEED)

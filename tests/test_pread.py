@@ -1,0 +1,140 @@
+"""PlaneReads: exact bytes, short reads at the end, and read-ahead only for runs from the disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils import _pread
+from pims_videoutils._pread import PlaneReads
+from pims_videoutils.readers import TiffStackND
+
+PLANE = 1 << 16  # bytes per plane of the simulated file
+WINDOW = 8 * PLANE  # the read-ahead window in the simulations
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 40 * PLANE + 123, dtype=np.uint8)
+    path = tmp_path / "data.bin"
+    data.tofile(path)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, data
+    os.close(fd)
+
+
+def test_reads_the_bytes_at_any_offset_and_stops_at_the_end(data_file):
+    fd, data = data_file
+    reads = PlaneReads(fd)
+    for offset in (0, 7, PLANE, 39 * PLANE + 1):
+        out = np.empty(PLANE, np.uint8)
+        assert reads.read(out, offset) == PLANE
+        np.testing.assert_array_equal(out, data[offset : offset + PLANE])
+    out = np.empty(PLANE, np.uint8)
+    assert reads.read(out, data.size - 100) == 100  # the file ends: fewer bytes, no error
+    np.testing.assert_array_equal(out[:100], data[-100:])
+
+
+class FakeDisk:
+    """Stands in for the page cache: ``cached`` offsets are served by RWF_NOWAIT reads."""
+
+    def __init__(self, monkeypatch, nowait_error=None):
+        self.cached: set[int] = set()
+        self.advice: list[tuple[int, int]] = []
+        self.nowait_error = nowait_error
+        real_preadv = os.preadv
+
+        def preadv(fd, buffers, offset, flags=0):
+            if flags:
+                if self.nowait_error is not None:
+                    raise OSError(self.nowait_error, os.strerror(self.nowait_error))
+                if offset not in self.cached:
+                    raise BlockingIOError(errno.EAGAIN, "would block")
+            return real_preadv(fd, buffers, offset)
+
+        def posix_fadvise(fd, offset, length, advice):
+            assert advice == os.POSIX_FADV_WILLNEED
+            self.advice.append((offset, length))
+
+        monkeypatch.setattr(_pread.os, "preadv", preadv)
+        monkeypatch.setattr(_pread.os, "posix_fadvise", posix_fadvise)
+        monkeypatch.setattr(_pread, "_NOWAIT", 1)
+        monkeypatch.setattr(_pread, "READ_AHEAD_BYTES", WINDOW)
+        monkeypatch.setattr(_pread, "_WILLNEED", os.POSIX_FADV_WILLNEED)
+
+
+@pytest.mark.skipif(not hasattr(os, "POSIX_FADV_WILLNEED"), reason="no posix_fadvise")
+def test_forward_run_from_the_disk_is_read_ahead_once_per_half_window(data_file, monkeypatch):
+    fd, data = data_file
+    disk = FakeDisk(monkeypatch)
+    reads = PlaneReads(fd)
+    out = np.empty(PLANE, np.uint8)
+    for k in range(3):
+        assert reads.read(out, k * PLANE) == PLANE
+        np.testing.assert_array_equal(out, data[k * PLANE : (k + 1) * PLANE])
+    # plane 0: the first disk read (could be a random access); plane 1 follows it: advise
+    # the window after plane 1; plane 2 is well inside the advised window: no new advice
+    assert disk.advice == [(2 * PLANE, WINDOW)]
+    reads.read(out, 6 * PLANE)  # ends half a window before the advised end: the next window
+    assert disk.advice[1] == (2 * PLANE + WINDOW, 5 * PLANE)  # from the advised end on
+    disk.cached = {k * PLANE for k in range(7, 15)}  # the advised planes arrived
+    for k in range(7, 15):
+        reads.read(out, k * PLANE)
+    assert len(disk.advice) == 2
+    reads.read(out, 15 * PLANE)  # the disk again, one window after the last disk read
+    assert disk.advice[2] == (16 * PLANE, WINDOW)
+
+
+@pytest.mark.skipif(not hasattr(os, "POSIX_FADV_WILLNEED"), reason="no posix_fadvise")
+def test_cached_and_random_reads_are_never_advised(data_file, monkeypatch):
+    fd, data = data_file
+    disk = FakeDisk(monkeypatch)
+    disk.cached = {k * PLANE for k in range(40)}
+    reads = PlaneReads(fd)
+    out = np.empty(PLANE, np.uint8)
+    for k in range(40):  # a warm pass
+        reads.read(out, k * PLANE)
+    disk.cached = set()
+    for k in (30, 5, 20, 2, 39, 0, 10):  # cold, but jumping backwards or beyond the window
+        reads.read(out, k * PLANE)
+        np.testing.assert_array_equal(out, data[k * PLANE : (k + 1) * PLANE])
+    assert disk.advice == []
+
+
+@pytest.mark.parametrize("error", [errno.EOPNOTSUPP, errno.EINVAL])
+def test_a_file_system_without_nowait_reads_plainly(data_file, monkeypatch, error):
+    fd, data = data_file
+    disk = FakeDisk(monkeypatch, nowait_error=error)
+    reads = PlaneReads(fd)
+    out = np.empty(PLANE, np.uint8)
+    for k in range(3):
+        assert reads.read(out, k * PLANE) == PLANE
+        np.testing.assert_array_equal(out, data[k * PLANE : (k + 1) * PLANE])
+    assert disk.advice == []
+
+
+def test_other_read_errors_are_not_swallowed(data_file, monkeypatch):
+    fd, _ = data_file
+    FakeDisk(monkeypatch, nowait_error=errno.EIO)
+    with pytest.raises(OSError) as info:
+        PlaneReads(fd).read(np.empty(PLANE, np.uint8), 0)
+    assert info.value.errno == errno.EIO
+
+
+def test_reader_planes_from_a_cold_file_equal_tifffile(tmp_path):
+    """A full pass right after dropping the file from the page cache (where the OS allows)."""
+    data = np.random.default_rng(1).integers(0, 4096, (60, 256, 256), dtype=np.uint16)
+    path = tmp_path / "cold.tif"
+    tifffile.imwrite(path, data)
+    if hasattr(os, "posix_fadvise"):
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    with TiffStackND(path) as reader:
+        for k in range(len(reader)):
+            np.testing.assert_array_equal(reader[k], data[k])
