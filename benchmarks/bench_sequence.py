@@ -10,8 +10,11 @@ prints medians of repeated runs (warm page cache) of:
 * per frame: reading ``--frames`` frames spread evenly over the files, in order, against the
   limit of one ``os.open`` + one ``os.preadv``
   into a preallocated buffer at the (known) pixel offset + ``os.close`` per file. Rows:
-  ``reader[i]`` (through pims: Slicerator + ``pims.Frame``) and ``reader.get_plane(t=i)``
-  (our reading alone: verification of each file's structure + one ``preadv``).
+  ``reader[i]`` (a ``pims.Frame`` with its axes and coordinates) and ``reader.get_plane(t=i)``
+  (our reading alone: verification of each file's structure + one ``preadv``). The row
+  "same into a fresh array" is the limit plus the new array per frame that every reader
+  returning fresh frames (ours, pims, tifffile) must allocate; ratios stay against the
+  strict limit.
 
 Peers measured side by side: ``pims.ImageSequence``, ``tifffile.TiffSequence`` (open; its
 ``asarray`` reads everything at once: per frame = total / N) and ``tifffile.imread`` per file.
@@ -125,6 +128,12 @@ def frame_cases(folder: Path, frames: list[int]) -> dict[str, callable]:
             os.preadv(fd, [buffer], offset)
             os.close(fd)
 
+    def limit_fresh():
+        for i in frames:
+            fd = os.open(files[i], os.O_RDONLY)
+            os.preadv(fd, [np.empty(shape, dtype)], offset)
+            os.close(fd)
+
     ours = TiffSequenceND(folder)
     sequence = pims.ImageSequence(str(folder / "*.tif"))
 
@@ -146,6 +155,7 @@ def frame_cases(folder: Path, frames: list[int]) -> dict[str, callable]:
 
     cases = {
         "limit: open+preadv+close": limit,
+        "  same into a fresh array": limit_fresh,
         "TiffSequenceND[i]": read_ours,
         "TiffSequenceND.get_plane(t=i)": read_ours_planes,
         "pims.ImageSequence[i]": read_pims,

@@ -15,6 +15,8 @@ import struct
 import numpy as np
 import tifffile
 
+from ._pread import read_at
+
 __all__ = ["PlaneTemplate"]
 
 
@@ -135,7 +137,7 @@ class PlaneTemplate:
         except OSError:
             return None
         try:
-            got = os.preadv(fd, [data], 0)
+            got = read_at(fd, data, 0)
             if data[: self.head].tobytes() != self._first_head:  # not a byte-identical head
                 got = self._check_structure(fd, data, got)
         finally:
@@ -162,5 +164,5 @@ class PlaneTemplate:
             position, value = self._offset
             offset = value.unpack_from(head, position)[0]
             if offset != self.head:  # the pixels lie elsewhere in this file
-                return os.preadv(fd, [data[self.head :]], offset) + self.head
+                return read_at(fd, data[self.head :], offset) + self.head
         return got

@@ -7,20 +7,40 @@ after the previous such plane, is part of a forward pass over a cold file: the k
 asked (``posix_fadvise(WILLNEED)``) to read the next :data:`READ_AHEAD_BYTES` in the
 background, which its own read-ahead (128 KiB on many systems) does not. Cached reads and
 random reads are never advised, so a warm pass costs nothing extra.
+
+Systems without ``os.preadv`` (Windows) read with a seek and a read under one lock.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import numpy as np
 
-__all__ = ["READ_AHEAD_BYTES", "PlaneReads"]
+__all__ = ["READ_AHEAD_BYTES", "PlaneReads", "read_at"]
 
 READ_AHEAD_BYTES = 8 << 20
+_PREADV = getattr(os, "preadv", None)
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+_SEEK_LOCK = threading.Lock()  # a seek and a read on a shared descriptor stay together
+
+
+def read_at(fd: int, out: np.ndarray, offset: int) -> int:
+    """Read into the contiguous array ``out`` from ``offset``; return the bytes read.
+
+    One system call where the OS has ``preadv``: fewer bytes than ``out.nbytes`` only at the
+    end of the file (or, rarely, on an interrupted read: :class:`PlaneReads` continues).
+    """
+    if _PREADV is not None:
+        return _PREADV(fd, [out], offset)
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        data = os.read(fd, out.nbytes)
+    memoryview(out).cast("B")[: len(data)] = data
+    return len(data)
 
 
 class PlaneReads:
@@ -31,7 +51,7 @@ class PlaneReads:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._nowait = _NOWAIT if _WILLNEED is not None else 0
+        self._nowait = _NOWAIT if _PREADV is not None and _WILLNEED is not None else 0
         self._last_disk_end: int | None = None
         self._advised_to = 0
 
@@ -43,26 +63,32 @@ class PlaneReads:
         int
             The bytes read: ``out.nbytes``, or fewer when the file ends before.
         """
-        done = 0
         if self._nowait:
-            try:
-                done = os.preadv(self.fd, [out], offset, self._nowait)
-            except BlockingIOError:  # nothing of the plane is cached
-                done = 0
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self._nowait = 0  # a file system that cannot tell: plain reads from now on
-            if done == out.nbytes:
-                return done
-            self._from_disk(offset, out.nbytes)
-        view = memoryview(out).cast("B")
-        while done < out.nbytes:
-            got = os.preadv(self.fd, [view[done:]], offset + done)
-            if got == 0:  # end of the file
-                break
-            done += got
+            done = self._read_cached(out, offset)
+            if done < out.nbytes:
+                self._from_disk(offset, out.nbytes)
+        else:
+            done = read_at(self.fd, out, offset)
+        if done < out.nbytes:
+            rest = out.reshape(-1).view(np.uint8)
+            while done < out.nbytes:
+                got = read_at(self.fd, rest[done:], offset + done)
+                if got == 0:  # end of the file
+                    break
+                done += got
         return done
+
+    def _read_cached(self, out: np.ndarray, offset: int) -> int:
+        """Read what of ``out``'s bytes the page cache holds (RWF_NOWAIT); return the count."""
+        try:
+            return _PREADV(self.fd, [out], offset, self._nowait)
+        except BlockingIOError:  # nothing of the plane is cached
+            return 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._nowait = 0  # a file system that cannot tell: plain reads from now on
+            return 0
 
     def _from_disk(self, offset: int, nbytes: int) -> None:
         """Note a read that is not (wholly) cached; advise read-ahead in a forward run."""

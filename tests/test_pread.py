@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import tifffile
 from pims_videoutils import _pread
 from pims_videoutils._pread import PlaneReads
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 PLANE = 1 << 16  # bytes per plane of the simulated file
 WINDOW = 8 * PLANE  # the read-ahead window in the simulations
@@ -60,7 +62,7 @@ class FakeDisk:
             assert advice == os.POSIX_FADV_WILLNEED
             self.advice.append((offset, length))
 
-        monkeypatch.setattr(_pread.os, "preadv", preadv)
+        monkeypatch.setattr(_pread, "_PREADV", preadv)
         monkeypatch.setattr(_pread.os, "posix_fadvise", posix_fadvise)
         monkeypatch.setattr(_pread, "_NOWAIT", 1)
         monkeypatch.setattr(_pread, "READ_AHEAD_BYTES", WINDOW)
@@ -138,3 +140,40 @@ def test_reader_planes_from_a_cold_file_equal_tifffile(tmp_path):
     with TiffStackND(path) as reader:
         for k in range(len(reader)):
             np.testing.assert_array_equal(reader[k], data[k])
+
+
+def test_without_preadv_reads_seek_and_read_under_a_lock(data_file, monkeypatch):
+    """Windows has no os.preadv: the same bytes, also from many threads on one descriptor."""
+    fd, data = data_file
+    monkeypatch.setattr(_pread, "_PREADV", None)
+    reads = PlaneReads(fd)
+    out = np.empty(PLANE, np.uint8)
+    assert reads.read(out, data.size - 10) == 10
+    np.testing.assert_array_equal(out[:10], data[-10:])
+
+    def read(k):
+        plane = np.empty(PLANE // 2, np.uint16)
+        assert reads.read(plane, k * 1000) == PLANE
+        return plane
+
+    with ThreadPoolExecutor(8) as pool:
+        planes = list(pool.map(read, range(400)))
+    for k, plane in enumerate(planes):
+        np.testing.assert_array_equal(plane.view(np.uint8), data[k * 1000 : k * 1000 + PLANE])
+
+
+def test_readers_without_preadv_equal_tifffile(tmp_path, monkeypatch):
+    monkeypatch.setattr(_pread, "_PREADV", None)
+    data = np.random.default_rng(2).integers(0, 4096, (6, 32, 48), dtype=np.uint16)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, data)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for k, plane in enumerate(data):
+        tifffile.imwrite(folder / f"img_{k:03d}.tif", plane)
+    with TiffStackND(stack) as reader, TiffSequenceND(folder) as sequence:
+        assert reader.storage == "mapped" and sequence._template is not None  # the read paths
+        for k in range(len(data)):
+            np.testing.assert_array_equal(reader[k], tifffile.imread(stack, key=k))
+            expected = tifffile.imread(folder / f"img_{k:03d}.tif")
+            np.testing.assert_array_equal(sequence[k], expected)

@@ -15,8 +15,7 @@ import pims
 import pytest
 import tifffile
 
-from pims_videoutils import ReaderClosedError, StackReadError
-from pims_videoutils import readers as readers_module
+from pims_videoutils import ReaderClosedError, StackReadError, _pread
 from pims_videoutils.readers import TiffStackND
 
 RNG = np.random.default_rng(7)
@@ -509,7 +508,7 @@ def test_close_from_another_thread_during_a_read(tmp_path, monkeypatch, kind):
             close_elsewhere()
             return preadv(fd, buffers, offset, *flags)
 
-        monkeypatch.setattr(readers_module.os, "preadv", read_while_closing)
+        monkeypatch.setattr(_pread, "_PREADV", read_while_closing)
     else:
         asarray = tifffile.TiffPage.asarray
 
