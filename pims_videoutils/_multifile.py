@@ -366,7 +366,7 @@ class DatasetFile:
             self._file = open(path, "rb", buffering=0)  # closed by close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
-        self._reads = PlaneReads(self._file.fileno())
+        self._reads = PlaneReads(self._file.fileno(), path)
         if storage == DECODED:
             try:
                 self._tif = tifffile.TiffFile(self._file)
@@ -382,16 +382,8 @@ class DatasetFile:
         StackReadError
             The file is shorter than the plane's end, or the page cannot be decoded.
         """
-        native = table.dtype.newbyteorder("=")
         if self._tif is None:
-            out = np.empty(table.plane_shape, native)
-            if self._reads.read(out, offset) != out.nbytes:
-                raise StackReadError(
-                    self.path, f"file is truncated (plane at byte {offset} is incomplete)"
-                )
-            if not table.dtype.isnative:
-                out.byteswap(inplace=True)
-            return out
+            return self._reads.plane(table.plane_shape, table.dtype, offset)
         try:
             with self._lock:
                 self._tif.filehandle.seek(offset)
@@ -401,6 +393,7 @@ class DatasetFile:
             raise StackReadError(
                 self.path, f"cannot decode the page at byte {offset} ({exc})"
             ) from None
+        native = table.dtype.newbyteorder("=")
         return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
 
     def close(self) -> None:

@@ -19,6 +19,8 @@ import threading
 
 import numpy as np
 
+from ._errors import StackReadError
+
 __all__ = ["READ_AHEAD_BYTES", "PlaneReads", "read_at"]
 
 READ_AHEAD_BYTES = 8 << 20
@@ -47,13 +49,31 @@ class PlaneReads:
     """Reads byte ranges of one open file (its descriptor ``fd``, owned by the caller).
 
     Thread-safe: the read-ahead bookkeeping is advisory, a race only moves an advice.
+    ``path`` names the file in errors.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
+        self.path = path
         self._nowait = _NOWAIT if _PREADV is not None and _WILLNEED is not None else 0
         self._last_disk_end: int | None = None
         self._advised_to = 0
+
+    def plane(self, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> np.ndarray:
+        """Read the plane of ``shape`` and file ``dtype`` at ``offset`` into a fresh native array.
+
+        Raises
+        ------
+        StackReadError
+            The file ends before the plane does.
+        """
+        out = np.empty(shape, dtype.newbyteorder("="))
+        if self.read(out, offset) < out.nbytes:
+            raise StackReadError(self.path, "file is shorter than when it was opened "
+                                 f"(plane at byte {offset} is truncated)")
+        if not dtype.isnative:
+            out.byteswap(inplace=True)
+        return out
 
     def read(self, out: np.ndarray, offset: int) -> int:
         """Fill the contiguous array ``out`` with the file's bytes from ``offset``.

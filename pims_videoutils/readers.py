@@ -137,13 +137,13 @@ class TiffStackND(PlanesND):
     def _open(self) -> Layout:
         try:
             self._file = open(self._path, "rb", buffering=0)  # owned until close()
-            self._reads = PlaneReads(self._file.fileno())
         except FileNotFoundError:
             raise StackNotFoundError(self._path, "no such file") from None
         except IsADirectoryError:
             raise StackReadError(self._path, "is a directory, not a TIFF file") from None
         except OSError as exc:
             raise StackReadError(self._path, f"cannot open ({exc.strerror})") from None
+        self._reads = PlaneReads(self._file.fileno(), self._path)
         try:
             if os.fstat(self._file.fileno()).st_size == 0:
                 raise StackReadError(self._path, "empty file")
@@ -245,13 +245,7 @@ class TiffStackND(PlanesND):
             return np.zeros(layout.plane_shape, self._native)
         if self._mmap is not None:
             return np.ndarray(layout.plane_shape, layout.dtype, buffer=self._mmap, offset=offset)
-        out = np.empty(layout.plane_shape, self._native)
-        if self._reads.read(out, offset) < out.nbytes:
-            raise StackReadError(self._path, "file is shorter than when it was opened "
-                                 f"(plane at byte {offset} is truncated)")
-        if not layout.dtype.isnative:
-            out.byteswap(inplace=True)
-        return out
+        return self._reads.plane(layout.plane_shape, layout.dtype, offset)
 
     def _decode(self, ifd_offset: int, index: int) -> np.ndarray:
         layout = self._layout

@@ -31,7 +31,7 @@ def data_file(tmp_path):
 
 def test_reads_the_bytes_at_any_offset_and_stops_at_the_end(data_file):
     fd, data = data_file
-    reads = PlaneReads(fd)
+    reads = PlaneReads(fd, "data.bin")
     for offset in (0, 7, PLANE, 39 * PLANE + 1):
         out = np.empty(PLANE, np.uint8)
         assert reads.read(out, offset) == PLANE
@@ -73,7 +73,7 @@ class FakeDisk:
 def test_forward_run_from_the_disk_is_read_ahead_once_per_half_window(data_file, monkeypatch):
     fd, data = data_file
     disk = FakeDisk(monkeypatch)
-    reads = PlaneReads(fd)
+    reads = PlaneReads(fd, "data.bin")
     out = np.empty(PLANE, np.uint8)
     for k in range(3):
         assert reads.read(out, k * PLANE) == PLANE
@@ -96,7 +96,7 @@ def test_cached_and_random_reads_are_never_advised(data_file, monkeypatch):
     fd, data = data_file
     disk = FakeDisk(monkeypatch)
     disk.cached = {k * PLANE for k in range(40)}
-    reads = PlaneReads(fd)
+    reads = PlaneReads(fd, "data.bin")
     out = np.empty(PLANE, np.uint8)
     for k in range(40):  # a warm pass
         reads.read(out, k * PLANE)
@@ -111,7 +111,7 @@ def test_cached_and_random_reads_are_never_advised(data_file, monkeypatch):
 def test_a_file_system_without_nowait_reads_plainly(data_file, monkeypatch, error):
     fd, data = data_file
     disk = FakeDisk(monkeypatch, nowait_error=error)
-    reads = PlaneReads(fd)
+    reads = PlaneReads(fd, "data.bin")
     out = np.empty(PLANE, np.uint8)
     for k in range(3):
         assert reads.read(out, k * PLANE) == PLANE
@@ -123,7 +123,7 @@ def test_other_read_errors_are_not_swallowed(data_file, monkeypatch):
     fd, _ = data_file
     FakeDisk(monkeypatch, nowait_error=errno.EIO)
     with pytest.raises(OSError) as info:
-        PlaneReads(fd).read(np.empty(PLANE, np.uint8), 0)
+        PlaneReads(fd, "data.bin").read(np.empty(PLANE, np.uint8), 0)
     assert info.value.errno == errno.EIO
 
 
@@ -146,7 +146,7 @@ def test_without_preadv_reads_seek_and_read_under_a_lock(data_file, monkeypatch)
     """Windows has no os.preadv: the same bytes, also from many threads on one descriptor."""
     fd, data = data_file
     monkeypatch.setattr(_pread, "_PREADV", None)
-    reads = PlaneReads(fd)
+    reads = PlaneReads(fd, "data.bin")
     out = np.empty(PLANE, np.uint8)
     assert reads.read(out, data.size - 10) == 10
     np.testing.assert_array_equal(out[:10], data[-10:])
