@@ -3,10 +3,12 @@
 The limit is ffmpeg encoding the same already-converted pixels (what ``to_video`` sends on
 its pipe) from a raw file with exactly the same output options. Every contender writes the
 same frames with the same codec settings (crf 18, same preset); times are medians of
-``--repeats`` runs, interleaved so machine noise hits everyone alike. Each row also shows
-the range of its runs' wall times over the limit's median (the noise of the machine), and the
-CPU ratio: user + system seconds of this process and its children (ffmpeg), which is the
-steadier measure of the work a writer adds when the machine is shared. (Writers that omit
+``--repeats`` runs, interleaved (every other repeat in reverse order) so machine noise hits
+everyone alike, each after a ``sync`` (no run pays for writing back another's output). Ratios
+are medians over the repeats of a run's time over the limit's time in the same repeat; each row
+also shows their range (the noise of the machine), and the CPU ratio (median over the
+repeats): user + system seconds of this process and its children (ffmpeg), the steadier
+measure of the work a writer adds when the machine is shared. (Writers that omit
 ``-movflags +faststart``, which we and the limit use for .mp4, skip a final rewrite of the
 file: imageio v2.)
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import statistics
 import subprocess
@@ -83,7 +86,12 @@ def _cpu_seconds() -> float:
 
 
 def timed(fn) -> tuple[float, float]:
-    """Wall and CPU seconds (all cores, ffmpeg included) of one call."""
+    """Wall and CPU seconds (all cores, ffmpeg included) of one call.
+
+    The file system is synced first, so that no run pays for writing back the previous
+    run's output (hundreds of MB of dirty pages).
+    """
+    os.sync()
     wall, cpu = time.perf_counter(), _cpu_seconds()
     fn()
     return time.perf_counter() - wall, _cpu_seconds() - cpu
@@ -224,27 +232,30 @@ def run_scenario(name, dtype, codec, preset, n, size, repeats, peers, folder: Pa
         runners[peer] = PEERS[peer](frames, outputs[peer], codec, preset)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runners}
     failures: dict[str, str] = {}
-    for _ in range(repeats):
-        for label, (run, _note) in runners.items():
+    order = list(runners)
+    for repeat in range(repeats):  # every other repeat in reverse order: no one always follows
+        for label in order if repeat % 2 == 0 else order[::-1]:
             if label in failures:
                 continue
             try:
-                times[label].append(timed(run))
+                times[label].append(timed(runners[label][0]))
             except Exception as exc:  # a peer that cannot run is reported, not fatal
                 failures[label] = f"fails: {type(exc).__name__}: {str(exc)[:80]}"
     (folder / "raw").unlink(missing_ok=True)
-    limit_wall, limit_cpu = (statistics.median(t[k] for t in times["limit"]) for k in (0, 1))
     rows = []
     for label, (_run, note) in runners.items():
         shown = LABELS.get(label, label)
         if label in failures:
             rows.append((name, shown, None, None, None, None, failures[label]))
             continue
-        wall, cpu = (statistics.median(t[k] for t in times[label]) for k in (0, 1))
-        spread = f"{min(t[0] for t in times[label]) / limit_wall:.2f}-" \
-                 f"{max(t[0] for t in times[label]) / limit_wall:.2f}"
+        # each run against the limit's run of the same repeat (a peer that failed has fewer)
+        pairs = list(zip(times[label], times["limit"], strict=False))
+        walls, cpus = ([t[k] / limit[k] for t, limit in pairs] for k in (0, 1))
+        wall = statistics.median(t[0] for t in times[label])
+        spread = f"{min(walls):.2f}-{max(walls):.2f}"
         n_out = imageio_ffmpeg.count_frames_and_secs(str(outputs[label]))[0]
-        rows.append((name, shown, wall, (wall / limit_wall, spread), cpu / limit_cpu, n_out, note))
+        rows.append((name, shown, wall, (statistics.median(walls), spread),
+                     statistics.median(cpus), n_out, note))
     for path in outputs.values():
         path.unlink(missing_ok=True)
     return rows
@@ -272,7 +283,8 @@ def main() -> None:
     medium_peers = [p for p in args.medium_peers.split(",") if p]
     print(
         f"{args.frames} frames {args.size}x{args.size}, fps {FPS}, crf {CRF}, "
-        f"median of {args.repeats}; ratio = time / limit (range of the runs / median limit); "
+        f"{args.repeats} repeats; ratio = time / the limit's time in the same repeat "
+        "(median, range of the repeats); "
         "CPU: user + system seconds of all processes, ffmpeg included"
     )
     print("| scenario | writer | median s | x limit | x limit, runs | CPU x limit | frames out "

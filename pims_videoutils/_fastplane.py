@@ -44,7 +44,6 @@ class PlaneTemplate:
         self.dtype = dtype
         self.native = dtype.newbyteorder("=")
         self._plane_nbytes = math.prod(plane_shape) * dtype.itemsize
-        self._pad = -self.head % 16  # bytes before the head that align the pixels
         big = tif.is_bigtiff
         self._entry = struct.Struct(tif.byteorder + ("4xQQ" if big else "4xII"))
         pointer = self._pointer = 8 if big else 4
@@ -130,32 +129,30 @@ class PlaneTemplate:
 
     def read(self, path: str) -> np.ndarray | None:
         """Read the plane of ``path``; None if the file's structure differs (or is short)."""
-        buffer = np.empty(self._pad + self.head + self._plane_nbytes, np.uint8)
-        data = buffer[self._pad :]  # the file's head, then its pixels (aligned)
+        head = bytearray(self.head)
+        plane = np.empty(self.plane_shape, self.native)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            got = read_at(fd, data, 0)
-            if data[: self.head].tobytes() != self._first_head:  # not a byte-identical head
-                got = self._check_structure(fd, data, got)
+            got = read_at(fd, [head, plane], 0)  # the file's head, then its pixels
+            if head != self._first_head:  # not a byte-identical head
+                got = self._check_structure(fd, np.frombuffer(head, np.uint8), plane, got)
         finally:
             os.close(fd)
-        if got != len(data):
+        if got != self.head + self._plane_nbytes:
             return None
-        out = data[self.head :].view(self.native).reshape(self.plane_shape)
         if not self.dtype.isnative:
-            out.byteswap(inplace=True)
-        return out
+            plane.byteswap(inplace=True)
+        return plane
 
-    def _check_structure(self, fd: int, data: np.ndarray, got: int) -> int:
+    def _check_structure(self, fd: int, head: np.ndarray, plane: np.ndarray, got: int) -> int:
         """Verify a head that differs from the first file's in bytes that may differ.
 
-        Returns the number of bytes of ``data`` read (re-reading the pixels from their own
-        offset if they lie elsewhere), or -1 if the structure differs.
+        Returns the number of bytes of head and ``plane`` read (re-reading the pixels from
+        their own offset if they lie elsewhere), or -1 if the structure differs.
         """
-        head = data[: self.head]
         if got < self.head or head[self._positions].tobytes() != self._expected:
             return -1
         if not self._same_description(head):
@@ -164,5 +161,5 @@ class PlaneTemplate:
             position, value = self._offset
             offset = value.unpack_from(head, position)[0]
             if offset != self.head:  # the pixels lie elsewhere in this file
-                return read_at(fd, data[self.head :], offset) + self.head
+                return read_at(fd, [plane], offset) + self.head
         return got

@@ -30,18 +30,22 @@ _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _SEEK_LOCK = threading.Lock()  # a seek and a read on a shared descriptor stay together
 
 
-def read_at(fd: int, out: np.ndarray, offset: int) -> int:
-    """Read into the contiguous array ``out`` from ``offset``; return the bytes read.
+def read_at(fd: int, buffers: list[np.ndarray | bytearray], offset: int) -> int:
+    """Fill the contiguous ``buffers`` one after another from ``offset``; return the bytes read.
 
-    One system call where the OS has ``preadv``: fewer bytes than ``out.nbytes`` only at the
+    One system call where the OS has ``preadv``: fewer bytes than the buffers hold only at the
     end of the file (or, rarely, on an interrupted read: :class:`PlaneReads` continues).
     """
     if _PREADV is not None:
-        return _PREADV(fd, [out], offset)
+        return _PREADV(fd, buffers, offset)
     with _SEEK_LOCK:
         os.lseek(fd, offset, os.SEEK_SET)
-        data = os.read(fd, out.nbytes)
-    memoryview(out).cast("B")[: len(data)] = data
+        data = os.read(fd, sum(memoryview(buffer).nbytes for buffer in buffers))
+    start = 0
+    for buffer in buffers:
+        piece = data[start : start + memoryview(buffer).nbytes]
+        memoryview(buffer).cast("B")[: len(piece)] = piece
+        start += len(piece)
     return len(data)
 
 
@@ -88,11 +92,11 @@ class PlaneReads:
             if done < out.nbytes:
                 self._from_disk(offset, out.nbytes)
         else:
-            done = read_at(self.fd, out, offset)
+            done = read_at(self.fd, [out], offset)
         if done < out.nbytes:
             rest = out.reshape(-1).view(np.uint8)
             while done < out.nbytes:
-                got = read_at(self.fd, rest[done:], offset + done)
+                got = read_at(self.fd, [rest[done:]], offset + done)
                 if got == 0:  # end of the file
                     break
                 done += got

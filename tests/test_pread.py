@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from pims_videoutils import _pread
-from pims_videoutils._pread import PlaneReads
+from pims_videoutils._pread import PlaneReads, read_at
 from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND
 
@@ -39,6 +39,22 @@ def test_reads_the_bytes_at_any_offset_and_stops_at_the_end(data_file):
     out = np.empty(PLANE, np.uint8)
     assert reads.read(out, data.size - 100) == 100  # the file ends: fewer bytes, no error
     np.testing.assert_array_equal(out[:100], data[-100:])
+
+
+@pytest.mark.parametrize("has_preadv", [True, False])
+def test_read_at_fills_the_buffers_one_after_another(data_file, monkeypatch, has_preadv):
+    """One read scatters into a head and a plane (the folder reader's read), also without
+    preadv (Windows); at the end of the file the buffers get what there is, in order."""
+    fd, data = data_file
+    if not has_preadv:
+        monkeypatch.setattr(_pread, "_PREADV", None)
+    head, plane = bytearray(7), np.empty((3, 5), np.uint16)
+    assert read_at(fd, [head, plane], 100) == 37
+    assert bytes(head) == data[100:107].tobytes()
+    np.testing.assert_array_equal(plane.view(np.uint8).ravel(), data[107:137])
+    assert read_at(fd, [head, plane], data.size - 10) == 10
+    assert bytes(head) == data[-10:-3].tobytes()
+    np.testing.assert_array_equal(plane.view(np.uint8).ravel()[:3], data[-3:])
 
 
 class FakeDisk:
