@@ -35,6 +35,9 @@ _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
 _MAX_TAGS = 4096
+# what a page shares with another page that tifffile may decode by the other's properties
+_SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 530))  # + tile size, extra samples,
+# YCbCr subsampling
 _MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
 
 
@@ -276,3 +279,51 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     if not (offsets[:, 1:] == offsets[:, :-1] + counts[:, :-1]).all():
         return None
     return offsets[:, 0].copy()
+
+
+def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | None:
+    """Read the layout-defining tags of the IFD at ``offset``: ``{code: (type, count, bytes)}``.
+
+    Two pages with equal signatures have the same size, samples, sample type, compression,
+    predictor, strip or tile layout... everything but where their data lie: one can be decoded
+    as a lightweight ``tifffile.TiffFrame`` of the other.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(offset, nbytes) -> bytes`` of the file (fewer bytes at its end).
+    byteorder, bigtiff
+        The file's format.
+    offset : int
+        The IFD.
+
+    Returns
+    -------
+    dict or None
+        None when the IFD cannot be read this way (truncated, an unknown tag type): the caller
+        lets tifffile parse it, and report what is wrong.
+    """
+    fmt = _Format.of(byteorder, bigtiff)
+    head = read(offset, fmt.count_size)
+    if len(head) < fmt.count_size:
+        return None
+    (ntags,) = struct.unpack(byteorder + fmt.count_fmt, head)
+    if not 0 < ntags <= _MAX_TAGS:
+        return None
+    table = read(offset + fmt.count_size, ntags * fmt.entry_size)
+    if len(table) < ntags * fmt.entry_size:
+        return None
+    entry = struct.Struct(f"{byteorder}HH{fmt.pointer_fmt}{fmt.pointer_size}s")
+    signature = {}
+    for code, typ, count, value in entry.iter_unpack(table):
+        if code not in _SIGNATURE_TAGS:
+            continue
+        if typ not in _TYPE_SIZE or count > _MAX_TAGS:  # (layout values are a few numbers)
+            return None
+        nbytes = count * _TYPE_SIZE[typ]
+        if nbytes > fmt.pointer_size:  # stored elsewhere
+            value = read(struct.unpack(byteorder + fmt.pointer_fmt, value)[0], nbytes)
+            if len(value) < nbytes:
+                return None
+        signature[code] = (typ, count, value[:nbytes])
+    return signature

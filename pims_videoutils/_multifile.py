@@ -31,6 +31,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import tifffile
 
+from ._decode import PageDecoder
 from ._errors import StackNotFoundError, StackReadError
 from ._layout import file_metadata, pims_axes
 from ._planetimes import elapsed_times
@@ -373,6 +374,7 @@ class DatasetFile:
             except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
                 self._file.close()
                 raise StackReadError(path, f"not a readable TIFF file ({exc})") from None
+            self._decoder = PageDecoder(self._tif, self._reads, self._lock)
 
     def read(self, table: PlaneTable, offset: int) -> np.ndarray:
         """Read the plane at ``offset`` (pixels or IFD, see the table) into a fresh array.
@@ -384,15 +386,7 @@ class DatasetFile:
         """
         if self._tif is None:
             return self._reads.plane(table.plane_shape, table.dtype, offset)
-        try:
-            with self._lock:
-                self._tif.filehandle.seek(offset)
-                page = tifffile.TiffPage(self._tif, 0)
-            data = page.asarray(lock=self._lock)
-        except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
-            raise StackReadError(
-                self.path, f"cannot decode the page at byte {offset} ({exc})"
-            ) from None
+        data = self._decoder.decode(offset)
         native = table.dtype.newbyteorder("=")
         return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
 

@@ -63,6 +63,11 @@ class PlaneReads:
         self._last_disk_end: int | None = None
         self._advised_to = 0
 
+    def read_bytes(self, offset: int, nbytes: int) -> bytes:
+        """Return the file's ``nbytes`` bytes from ``offset`` (one read; fewer at the end)."""
+        out = bytearray(nbytes)
+        return bytes(out[: read_at(self.fd, [out], offset)])
+
     def plane(self, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> np.ndarray:
         """Read the plane of ``shape`` and file ``dtype`` at ``offset`` into a fresh native array.
 

@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 from pims import Frame
 
+from ._decode import PageDecoder
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
 from ._planes import PlanesND, c_order_strides
@@ -159,6 +160,8 @@ class TiffStackND(PlanesND):
             if layout.storage == MAPPED:
                 self._tif.close()
                 self._tif = None
+            else:
+                self._decoder = PageDecoder(self._tif, self._reads, self._lock)
             return layout
         except BaseException:
             self.close()
@@ -251,20 +254,7 @@ class TiffStackND(PlanesND):
         layout = self._layout
         if ifd_offset < 0:
             return np.zeros(layout.plane_shape, self._native)
-        tif = self._tif
-        try:
-            with self._lock:
-                tif.filehandle.seek(ifd_offset)
-                page = tifffile.TiffPage(tif, index)
-            data = page.asarray(lock=self._lock)
-        except (ImportError, ValueError, KeyError, IndexError, RuntimeError, struct.error,
-                tifffile.TiffFileError) as exc:
-            # RuntimeError: imagecodecs' codec errors (corrupt compressed data)
-            if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
-                raise StackReadError(
-                    self._path, f"no codec to decode page {index} ({exc}); install the optional "
-                    "codecs with `pip install imagecodecs`") from None
-            raise StackReadError(self._path, f"cannot decode page {index} ({exc})") from None
+        data = self._decoder.decode(ifd_offset, index)
         if layout.planar:
             data = np.moveaxis(data, 0, -1)
         data = data.reshape(layout.plane_shape)

@@ -1,0 +1,83 @@
+"""Decoding compressed, tiled, planar or bit-packed TIFF pages one at a time, through tifffile.
+
+Parsing a page's whole IFD into a ``tifffile.TiffPage`` costs about a tenth of decoding a
+deflate-compressed 512 x 512 plane. A page whose layout-defining tags (read with a couple of
+``pread``, see :func:`._ifd.page_signature`) equal those of the first page decoded is instead
+read as a ``tifffile.TiffFrame`` of it, which reads only where the page's data lie: verified
+per page, never assumed. Any other page is parsed in full, and so are uncompressed pages
+(whose frames tifffile assumes to be laid out as the first page's, strip for strip).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import tifffile
+
+from ._errors import StackReadError
+from ._ifd import page_signature
+from ._pread import PlaneReads
+
+__all__ = ["PageDecoder"]
+
+# tifffile's and imagecodecs' errors on pages it cannot decode (RuntimeError: codec errors)
+_DECODE_ERRORS = (ImportError, ValueError, KeyError, IndexError, RuntimeError, struct.error,
+                  tifffile.TiffFileError)
+
+
+class PageDecoder:
+    """Decodes the pages of one open TIFF file; thread-safe.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    reads : PlaneReads
+        Reads of the same file (for the IFDs' layout tags); its path names the file in errors.
+    lock : threading.RLock
+        Guards ``tif``'s file handle; shared with the file's other users.
+    """
+
+    def __init__(self, tif: tifffile.TiffFile, reads: PlaneReads, lock: threading.RLock) -> None:
+        self._tif = tif
+        self._reads = reads
+        self._lock = lock
+        self._keyframe: tifffile.TiffPage | None = None
+        self._key_signature: dict | None = None
+
+    def decode(self, ifd_offset: int, index: int | None = None) -> np.ndarray:
+        """Decode the page whose IFD lies at ``ifd_offset``, as tifffile does.
+
+        ``index`` numbers the page in error messages (None: its offset does).
+
+        Raises
+        ------
+        StackReadError
+            The page cannot be decoded (corrupt, or a codec that needs ``imagecodecs``).
+        """
+        tif = self._tif
+        what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
+        try:
+            signature = page_signature(self._reads.read_bytes, tif.byteorder, tif.is_bigtiff,
+                                       ifd_offset)
+            with self._lock:
+                if signature is not None and signature == self._key_signature:
+                    page = tifffile.TiffFrame(tif, index or 0, offset=ifd_offset,
+                                              keyframe=self._keyframe)
+                else:
+                    tif.filehandle.seek(ifd_offset)
+                    page = tifffile.TiffPage(tif, index or 0)
+                    # the key of later frames; not an uncompressed page (tifffile assumes
+                    # that the strips of its frames lie as its own do)
+                    key = signature is not None and not page.is_contiguous
+                    if self._keyframe is None and key:
+                        self._keyframe, self._key_signature = page, signature
+            return page.asarray(lock=self._lock)
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
+                raise StackReadError(
+                    self._reads.path, f"no codec to decode {what} ({exc}); install the "
+                    "optional codecs with `pip install imagecodecs`") from None
+            raise StackReadError(self._reads.path, f"cannot decode {what} ({exc})") from None
