@@ -1,9 +1,10 @@
 """Read benchmark: TiffStackND against the physical limit and its peers, fresh process per run.
 
 Generates stacks in a scratch folder (deleted afterwards), then for every (file, reader) runs
-fresh subprocesses: warm cache (open, 200 random frames, full pass) and cold cache (page cache
-of the file dropped with posix_fadvise(DONTNEED) before open; one process for the random frames,
-one for the full pass). Prints medians of the repeats as ratios to the limit measured in the same
+fresh subprocesses, readers interleaved within each repeat: warm cache (open, 200 random
+frames, full pass) and cold cache (page cache of the file dropped with
+posix_fadvise(DONTNEED) before open; one process for the random frames, one for the full
+pass). Prints medians of the repeats as ratios to the limit measured in the same
 run: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a raw
 np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
 pages all parsed at open, so that the limit is the decode alone).
@@ -295,16 +296,15 @@ def report(kind, path, repeats):
     print(f"\n## {kind}: {len(offsets)} frames, {path.stat().st_size / 2**20:.0f} MiB "
           f"(cache drop check: limit full pass cold {cold_full:.3f} s vs warm {warm_full:.3f} s"
           f"{'' if cold_full > 1.3 * warm_full else ' -- cache drop had little effect'})")
-    results = {}
-    for name in _readers_for(kind):
-        runs = {"warm": [], "cold-random": [], "cold-full": []}
-        for _ in range(repeats):
+    results = {name: {"warm": [], "cold-random": [], "cold-full": []}
+               for name in _readers_for(kind)}
+    for _ in range(repeats):  # readers interleaved: the machine's drift hits them alike
+        for name, runs in results.items():
             for mode in runs:
                 if mode == "warm":
                     _warm(path)
                 runs[mode].append(run_one({**spec, "path": str(path), "reader": name,
                                            "mode": mode, "skip_full": _skip_full(kind, name)}))
-        results[name] = runs
     limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
                                                                       "limit-memmap"]
     cols = [("warm", "random"), ("warm", "full"), ("cold-random", "random"),
