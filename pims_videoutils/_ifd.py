@@ -35,9 +35,9 @@ _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
 _MAX_TAGS = 4096
-# what a page shares with another page that tifffile may decode by the other's properties
-_SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 530))  # + tile size, extra samples,
-# YCbCr subsampling
+# how a page's bytes become pixels: the layout tags, tile size, extra samples, YCbCr
+# subsampling; pages that agree on all of them may be decoded with each other's properties
+_SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 530))
 _MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
 
 
