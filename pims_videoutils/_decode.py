@@ -58,7 +58,6 @@ class PageDecoder:
             The page cannot be decoded (corrupt, or a codec that needs ``imagecodecs``).
         """
         tif = self._tif
-        what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
         try:
             signature = page_signature(self._reads.read_bytes, tif.byteorder, tif.is_bigtiff,
                                        ifd_offset)
@@ -76,6 +75,7 @@ class PageDecoder:
                         self._keyframe, self._key_signature = page, signature
             return page.asarray(lock=self._lock)
         except _DECODE_ERRORS as exc:
+            what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
             if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
                 raise StackReadError(
                     self._reads.path, f"no codec to decode {what} ({exc}); install the "
