@@ -19,7 +19,10 @@ prints medians of repeated runs (warm page cache) of:
 Peers measured side by side: ``pims.ImageSequence``, ``tifffile.TiffSequence`` (open; its
 ``asarray`` reads everything at once: per frame = total / N) and ``tifffile.imread`` per file.
 
-Wall and CPU (user + system time of this process) medians are both printed: on a shared,
+Cases run in interleaved rounds (every other round in reverse order). Wall and CPU (user +
+system time of this process) medians are both printed; each ratio is the median over the
+rounds of a case's time over the limit's time in the same round (paired, so that both met the
+same load), with the quartiles of the wall ratios: the noise of the machine. On a shared,
 loaded machine the CPU ratios are the steadier measure.
 
 Run: ``python benchmarks/bench_sequence.py`` (1,000 and 10,000 files of 256x256 uint16);
@@ -66,24 +69,45 @@ def write_folder(folder: Path, count: int, shape: tuple[int, int]) -> None:
     assert np.array_equal(tifffile.imread(folder / f"img_{last:06d}.tif"), plane + last % 7)
 
 
-def median_times(cases: dict, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median wall and CPU (user + system of this process) time of each case.
+def timed_rounds(cases: dict, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """Wall and CPU (user + system of this process) time of each case in each round.
 
-    Cases run in interleaved rounds so that load from other processes on a shared machine
-    falls on all of them alike; the CPU time is also insensitive to waiting for a core. The
-    garbage of one case is collected before the next starts, so no case pays for another's.
+    Cases run in interleaved rounds, every other round in reverse order, so that load from
+    other processes on a shared machine falls on all of them alike and no case always follows
+    another; the CPU time is also insensitive to waiting for a core. The garbage of one case
+    is collected before the next starts, so no case pays for another's.
     """
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, func in cases.items():
+    order = list(cases.items())
+    for round_number in range(repeats):
+        for name, func in order if round_number % 2 == 0 else order[::-1]:
             gc.collect()
             wall, cpu = time.perf_counter(), time.process_time()
             func()
             times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {
-        name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-        for name, values in times.items()
-    }
+    return times
+
+
+def print_table(title: str, times: dict, limit: str, per: dict[str, int], unit: str) -> None:
+    """Print the median time of each case and its ratios to the limit.
+
+    A ratio is the median over the rounds of the case's time over the limit's time in the
+    same round (paired: both met the same load), shown with the quartiles of those ratios.
+    ``per`` divides each case's times (e.g. by the frames read) to print them per item.
+    """
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    print(f"{title:<34}{'wall':>12}{'x limit':>9}{'quartiles':>12}{'cpu':>12}{'x limit':>9}")
+    for name, values in times.items():
+        pairs = list(zip(values, times[limit], strict=True))
+        ratios = [[t[k] / per[name] / (base[k] / per[limit]) for t, base in pairs] for k in (0, 1)]
+        wall_q1, _, wall_q3 = statistics.quantiles(ratios[0], n=4)
+        wall = statistics.median(w for w, _ in values) / per[name] * scale
+        cpu = statistics.median(c for _, c in values) / per[name] * scale
+        print(
+            f"  {name:<32}{wall:>9.1f} {unit}{statistics.median(ratios[0]):>9.2f}"
+            f"{f'{wall_q1:.2f}-{wall_q3:.2f}':>12}{cpu:>9.1f} {unit}"
+            f"{statistics.median(ratios[1]):>9.2f}"
+        )
 
 
 def open_cases(folder: Path) -> dict[str, callable]:
@@ -173,13 +197,14 @@ def main() -> None:
         nargs=2,
         help=f"plane shape (default 256 256 up to {_LARGE_FOLDER} files, 64 64 above)",
     )
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--frames", type=int, default=1000, help="frames read per repeat")
     args = parser.parse_args()
     print(
         f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), tifffile "
         f"{tifffile.__version__}, pims {pims.__version__}, numpy {np.__version__}; "
-        f"medians of {args.repeats} runs, warm page cache"
+        f"medians of {args.repeats} interleaved rounds, warm page cache; x limit: median of "
+        "the ratios to the limit's time in the same round (wall: with their quartiles)"
     )
     for count in args.files:
         shape = args.shape or ([256, 256] if count <= _LARGE_FOLDER else [64, 64])
@@ -187,14 +212,9 @@ def main() -> None:
             folder = Path(tmp)
             write_folder(folder, count, tuple(shape))
             print(f"\n== {count} files of {shape[0]}x{shape[1]} uint16 ==")
-            results = median_times(open_cases(folder), args.repeats)
-            wall_limit, cpu_limit = results["limit: list the folder"]
-            print(f"{'open':<34}{'wall':>12}{'x limit':>9}{'cpu':>12}{'x limit':>9}")
-            for name, (wall, cpu) in results.items():
-                print(
-                    f"  {name:<32}{wall * 1e3:>9.1f} ms{wall / wall_limit:>9.1f}"
-                    f"{cpu * 1e3:>9.1f} ms{cpu / cpu_limit:>9.1f}"
-                )
+            cases = open_cases(folder)
+            times = timed_rounds(cases, args.repeats)
+            print_table("open", times, "limit: list the folder", dict.fromkeys(cases, 1), "ms")
             frames = np.linspace(0, count - 1, min(args.frames, count)).astype(int).tolist()
             cases, readers = frame_cases(folder, frames)
             try:
@@ -202,22 +222,13 @@ def main() -> None:
                     cases["tifffile.imread(glob) all / N"] = lambda f=folder: tifffile.imread(
                         str(f / "*.tif")
                     )
-                per_frame = {
-                    name: tuple(t / (count if name.endswith("/ N") else len(frames)) for t in pair)
-                    for name, pair in median_times(cases, args.repeats).items()
-                }
+                times = timed_rounds(cases, args.repeats)
             finally:
                 for reader in readers:
                     reader.close()
-            wall_limit, cpu_limit = per_frame["limit: open+preadv+close"]
+            per = {name: count if name.endswith("/ N") else len(frames) for name in cases}
             title = f"per frame ({len(frames)} in order)"
-            print(f"{title:<34}{'wall':>12}{'x limit':>9}{'cpu':>12}{'x limit':>9}")
-            for name, (wall, cpu) in per_frame.items():
-                print(
-                    f"  {name:<32}{wall * 1e6:>9.1f} us{wall / wall_limit:>9.2f}"
-                    f"{cpu * 1e6:>9.1f} us{cpu / cpu_limit:>9.2f}"
-                )
-
+            print_table(title, times, "limit: open+preadv+close", per, "us")
 
 if __name__ == "__main__":
     main()

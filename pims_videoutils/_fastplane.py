@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+import threading
+from collections.abc import Callable
 
 import numpy as np
 import tifffile
@@ -78,6 +80,9 @@ class PlaneTemplate:
         self._normalized_description = (
             None if self._raw_description is None else self._without_min_max(self._raw_description)
         )
+        # Each thread reads heads into its own reused buffer: a fresh one per read costs more
+        # than the read itself saves (it upsets the allocator's reuse of the planes' memory).
+        self._thread_heads = threading.local()
 
     @classmethod
     def of(cls, path: str, plane_shape: tuple[int, ...], dtype: np.dtype) -> PlaneTemplate | None:
@@ -127,10 +132,17 @@ class PlaneTemplate:
             return True
         return text is not None and self._without_min_max(text) == self._normalized_description
 
-    def read(self, path: str) -> np.ndarray | None:
-        """Read the plane of ``path``; None if the file's structure differs (or is short)."""
-        head = bytearray(self.head)
-        plane = np.empty(self.plane_shape, self.native)
+    def read(self, path: str, allocate: Callable[..., np.ndarray] = np.empty) -> np.ndarray | None:
+        """Read the plane of ``path``; None if the file's structure differs (or is short).
+
+        ``allocate(shape, dtype)`` makes the returned array (``numpy.empty`` or another
+        array type's).
+        """
+        try:
+            head = self._thread_heads.buffer
+        except AttributeError:
+            head = self._thread_heads.buffer = bytearray(self.head)
+        plane = allocate(self.plane_shape, self.native)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:

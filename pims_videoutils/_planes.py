@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from pims import Frame, FramesSequenceND
 
-__all__ = ["PlanesND", "c_order_strides"]
+__all__ = ["Allocate", "PlanesND", "c_order_strides", "new_frame"]
+
+#: Makes a new, uninitialised array of a shape and dtype (``numpy.empty``, :data:`new_frame`).
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+
+#: Make a new, uninitialised :class:`pims.Frame` of a shape and dtype directly, without the
+#: ndarray that ``array.view(Frame)`` would make first (a measurable part of reading a small
+#: plane). It has no ``frame_no`` or ``metadata`` until :meth:`PlanesND.get_frame` sets them.
+new_frame: Allocate = functools.partial(np.ndarray.__new__, Frame)
 
 
 def c_order_strides(sizes: list[tuple[str, int]]) -> dict[str, int]:
@@ -87,7 +97,7 @@ class PlanesND(FramesSequenceND):
         Integer keys go straight to :meth:`get_frame`; slices, index lists and boolean masks
         give pims's Slicerator sub-sequences.
         """
-        if isinstance(key, (int, np.integer)):
+        if type(key) is int or isinstance(key, (int, np.integer)):
             index = int(key)
             return self.get_frame(index + len(self) if index < 0 else index)
         return super().__getitem__(key)
@@ -102,20 +112,24 @@ class PlanesND(FramesSequenceND):
         ReaderClosedError
             After ``close()``.
         """
-        i = int(i)
         plan = self._plan
         if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes
                 or plan.defaults != self._default_coords):
             plan = self._plan = _FramePlan.of(self)
+        i = int(i)
         if not 0 <= i < plan.length:
             raise IndexError(f"frame {i} out of range 0..{plan.length - 1}")
         coords = dict(plan.fixed)
-        if plan.numbered:  # the plane's number from i, without a dict of every coordinate
+        if plan.single_stride is not None:  # one iterated axis: the usual case, made quick
+            coords[plan.single_axis] = i
+            result = self._read_plane(plan.base + i * plan.single_stride, new_frame)
+        elif plan.numbered:  # the plane's number from i, without a dict of every coordinate
             number, rest = plan.base, i
             for axis, size, stride in plan.iter_strides:
-                rest, coords[axis] = divmod(rest, size)
-                number += coords[axis] * stride
-            result = self._read_plane(number)
+                rest, coordinate = divmod(rest, size)
+                coords[axis] = coordinate
+                number += coordinate * stride
+            result = self._read_plane(number, new_frame)
         else:
             rest = i
             for axis, size, _ in plan.iter_strides:
@@ -128,10 +142,14 @@ class PlanesND(FramesSequenceND):
                 result = self._get_frame_wrapped(**{**plan.defaults, **coords})
         if plan.transpose is not None:  # e.g. pimsviewer's 'xy'
             result = result.transpose(plan.transpose)
-        metadata = dict(result.metadata) if isinstance(result, Frame) else {}
-        metadata["axes"] = plan.bundle[:]
-        metadata["coords"] = coords
-        frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
+        metadata = {"axes": plan.bundle[:], "coords": coords}
+        if isinstance(result, Frame):  # a fresh Frame (see _read_plane): completed in place
+            frame = result
+            own = getattr(result, "metadata", None)  # e.g. a timestamp; None: a new_frame
+            if own:
+                metadata = {**own, **metadata}
+        else:
+            frame = result.view(Frame)  # what pims.Frame() does, without its attribute probing
         frame.frame_no = i
         frame.metadata = metadata
         return frame
@@ -145,8 +163,13 @@ class PlanesND(FramesSequenceND):
         """
         return None
 
-    def _read_plane(self, number: int) -> np.ndarray:
-        """Read plane ``number`` (see :meth:`_plane_numbering`)."""
+    def _read_plane(self, number: int, allocate: Allocate = np.empty) -> np.ndarray:
+        """Read plane ``number`` (see :meth:`_plane_numbering`).
+
+        A plane read into a new array is read into one made by ``allocate``; others (views,
+        decoded or filled planes) are returned as they come. Frames returned here and by
+        :meth:`_plane_at` must be new objects: :meth:`get_frame` completes them in place.
+        """
         raise NotImplementedError
 
 
@@ -157,7 +180,9 @@ class _FramePlan:
     ``fixed`` holds the coordinates of the axes neither iterated nor bundled; ``iter_strides``
     the iterated axes, innermost first, with their size and plane-number stride. ``direct``:
     the bundle is the plane axes (in some order: ``transpose``); ``numbered``: also the
-    planes are numbered (frame ``i`` is plane ``base + sum(coordinate * stride)``).
+    planes are numbered (frame ``i`` is plane ``base + sum(coordinate * stride)``);
+    ``single_axis``, ``single_stride``: the iterated axis and its stride when they are and
+    only one axis is iterated.
     """
 
     iter_axes: list[str]
@@ -169,6 +194,8 @@ class _FramePlan:
     direct: bool
     numbered: bool
     base: int
+    single_axis: str | None
+    single_stride: int | None
     transpose: list[int] | None
 
     @classmethod
@@ -181,6 +208,7 @@ class _FramePlan:
         direct = sorted(bundle) == sorted(plane_axes)
         strides = reader._plane_numbering() if direct else None
         numbered = strides is not None and all(0 <= v < sizes[a] for a, v in fixed.items())
+        single = numbered and len(iter_axes) == 1
         return cls(
             iter_axes=iter_axes,
             bundle=bundle,
@@ -192,6 +220,8 @@ class _FramePlan:
             direct=direct,
             numbered=numbered,
             base=sum(v * strides[a] for a, v in fixed.items()) if numbered else 0,
+            single_axis=iter_axes[0] if single else None,
+            single_stride=strides[iter_axes[0]] if single else None,
             transpose=None if not direct or bundle == plane_axes
             else [plane_axes.index(a) for a in bundle],
         )

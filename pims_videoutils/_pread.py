@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -68,15 +69,23 @@ class PlaneReads:
         out = bytearray(nbytes)
         return bytes(out[: read_at(self.fd, [out], offset)])
 
-    def plane(self, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> np.ndarray:
+    def plane(
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        offset: int,
+        allocate: Callable[..., np.ndarray] = np.empty,
+    ) -> np.ndarray:
         """Read the plane of ``shape`` and file ``dtype`` at ``offset`` into a fresh native array.
+
+        ``allocate(shape, dtype)`` makes the array (``numpy.empty`` or another array type's).
 
         Raises
         ------
         StackReadError
             The file ends before the plane does.
         """
-        out = np.empty(shape, dtype.newbyteorder("="))
+        out = allocate(shape, dtype.newbyteorder("="))
         if self.read(out, offset) < out.nbytes:
             raise StackReadError(self.path, "file is shorter than when it was opened "
                                  f"(plane at byte {offset} is truncated)")

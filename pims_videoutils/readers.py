@@ -16,7 +16,7 @@ from pims import Frame
 from ._decode import PageDecoder
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
-from ._planes import PlanesND, c_order_strides
+from ._planes import Allocate, PlanesND, c_order_strides
 from ._pread import PlaneReads
 
 __all__ = ["TiffStackND"]
@@ -216,8 +216,8 @@ class TiffStackND(PlanesND):
             index = index * size + value
         return index
 
-    def _read_plane(self, index: int) -> np.ndarray:
-        """Plane number ``index`` (C order of the non-plane axes).
+    def _read_plane(self, index: int, allocate: Allocate = np.empty) -> np.ndarray:
+        """Plane number ``index`` (C order of the non-plane axes); see ``PlanesND._read_plane``.
 
         Counted as a read in flight, so that a :meth:`close` from another thread releases the
         file only after it (never under a ``preadv``, whose descriptor could meanwhile belong
@@ -230,7 +230,7 @@ class TiffStackND(PlanesND):
             self._reads_in_flight += 1
         try:
             if layout.storage == MAPPED:
-                plane = self._read_mapped(int(layout.plane_offsets[index]))
+                plane = self._read_mapped(int(layout.plane_offsets[index]), allocate)
             else:
                 plane = self._decode(int(layout.ifd_offsets[index]), index)
         finally:
@@ -242,13 +242,13 @@ class TiffStackND(PlanesND):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
 
-    def _read_mapped(self, offset: int) -> np.ndarray:
+    def _read_mapped(self, offset: int, allocate: Allocate) -> np.ndarray:
         layout = self._layout
         if offset < 0:  # a page missing from the file (OME)
             return np.zeros(layout.plane_shape, self._native)
         if self._mmap is not None:
             return np.ndarray(layout.plane_shape, layout.dtype, buffer=self._mmap, offset=offset)
-        return self._reads.plane(layout.plane_shape, layout.dtype, offset)
+        return self._reads.plane(layout.plane_shape, layout.dtype, offset, allocate)
 
     def _decode(self, ifd_offset: int, index: int) -> np.ndarray:
         layout = self._layout

@@ -34,7 +34,7 @@ from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files
 from ._multifile import DatasetFile, PlaneTable, find_dataset
-from ._planes import PlanesND, c_order_strides
+from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
 __all__ = ["TiffSequenceND"]
@@ -306,6 +306,8 @@ class TiffSequenceND(PlanesND):
                 and self.metadata["kind"] in _TEMPLATE_KINDS
             ):
                 self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
+                # the file of each plane number (None: a gap), for the template's quick reads
+                self._template_paths = [None if s < 0 else self.files[s] for s in self.grid.slots]
         except BaseException:
             first.close()
             raise
@@ -475,7 +477,14 @@ class TiffSequenceND(PlanesND):
             return None
         return c_order_strides(list(self._outer_sizes))
 
-    def _read_plane(self, number: int) -> np.ndarray:
+    def _read_plane(self, number: int, allocate: Allocate = np.empty) -> np.ndarray:
+        template = self._template
+        if template is not None and self._files is not None:  # the usual case: quick reads
+            path = self._template_paths[number]
+            if path is not None:
+                plane = template.read(path, allocate)
+                if plane is not None:
+                    return plane
         slot = self.grid.slots[number]
         return self._file_plane(None if slot < 0 else slot, {})
 

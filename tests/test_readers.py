@@ -444,6 +444,22 @@ def test_frames_are_writable_copies(hyperstack):
         np.testing.assert_array_equal(reader[0], data[0, 0, 0])
 
 
+def test_frames_behave_as_pims_frames(hyperstack):
+    """Frames read straight into a new pims.Frame keep pims's behaviour (slices, pickle)."""
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        frame = reader[1]
+        assert type(frame) is pims.Frame and frame.flags.writeable and frame.flags.owndata
+        part = frame[2:5, 3:]
+        assert part.frame_no == 1 and part.metadata == frame.metadata
+        np.testing.assert_array_equal(part, data[1, 0, 0, 2:5, 3:])
+        copy = pickle.loads(pickle.dumps(frame))
+        assert copy.frame_no == 1 and copy.metadata == {"axes": ["y", "x"], "coords": {
+            "t": 1, "z": 0, "c": 0}}
+        np.testing.assert_array_equal(copy, data[1, 0, 0])
+        assert reader[2].metadata is not frame.metadata  # each frame its own metadata
+
+
 # --- copy=False, close, pickle, threads ----------------------------------------------------
 
 

@@ -114,7 +114,11 @@ def test_natural_order_from_folder_glob_and_list(numbered):
             assert len(reader) == 12
             assert [Path(f).name for f in reader.files] == [f"f{i}.tif" for i in range(1, 13)]
             for i in (0, 1, 9, 11):
-                np.testing.assert_array_equal(reader[i], expected[i])
+                frame = reader[i]
+                np.testing.assert_array_equal(frame, expected[i])
+                assert type(frame) is pims.Frame and frame.frame_no == i
+                assert frame.metadata == {"axes": ["y", "x"], "coords": {"t": i}}
+                assert frame[1:3].frame_no == i and frame.flags.writeable
 
 
 def test_folder_ignores_other_files(numbered):
