@@ -97,7 +97,7 @@ class PlanesND(FramesSequenceND):
         Integer keys go straight to :meth:`get_frame`; slices, index lists and boolean masks
         give pims's Slicerator sub-sequences.
         """
-        if type(key) is int or isinstance(key, (int, np.integer)):
+        if isinstance(key, (int, np.integer)):
             index = int(key)
             return self.get_frame(index + len(self) if index < 0 else index)
         return super().__getitem__(key)

@@ -286,6 +286,7 @@ class TiffSequenceND(PlanesND):
         self.files = tuple(_list_files(self._source))
         self.grid = None
         self._template = None
+        self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)
         self._table = None if pattern is not None else self._dataset_of_all(label, series)
         if self._table is not None:
             self._init_dataset(self._table, label, fill_missing)
@@ -306,7 +307,6 @@ class TiffSequenceND(PlanesND):
                 and self.metadata["kind"] in _TEMPLATE_KINDS
             ):
                 self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
-                # the file of each plane number (None: a gap), for the template's quick reads
                 self._template_paths = [None if s < 0 else self.files[s] for s in self.grid.slots]
         except BaseException:
             first.close()
