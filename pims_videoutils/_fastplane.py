@@ -80,8 +80,8 @@ class PlaneTemplate:
         self._normalized_description = (
             None if self._raw_description is None else self._without_min_max(self._raw_description)
         )
-        # Each thread reads heads into its own reused buffer: a fresh one per read costs more
-        # than the read itself saves (it upsets the allocator's reuse of the planes' memory).
+        # Each thread reads heads into its own reused buffer: allocating one per read made
+        # reads of 256 x 256 planes ~8 % slower (measured; the cause was not pinned down).
         self._thread_heads = threading.local()
 
     @classmethod
