@@ -112,15 +112,18 @@ class PlanesND(FramesSequenceND):
         ReaderClosedError
             After ``close()``.
         """
-        i = int(i)
         plan = self._plan
         if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes
                 or plan.defaults != self._default_coords):
             plan = self._plan = _FramePlan.of(self)
+        i = int(i)
         if not 0 <= i < plan.length:
             raise IndexError(f"frame {i} out of range 0..{plan.length - 1}")
         coords = dict(plan.fixed)
-        if plan.numbered:  # the plane's number from i, without a dict of every coordinate
+        if plan.single_stride is not None:  # one iterated axis: the usual case, made quick
+            coords[plan.single_axis] = i
+            result = self._read_plane(plan.base + i * plan.single_stride, new_frame)
+        elif plan.numbered:  # the plane's number from i, without a dict of every coordinate
             number, rest = plan.base, i
             for axis, size, stride in plan.iter_strides:
                 rest, coordinate = divmod(rest, size)
@@ -177,7 +180,9 @@ class _FramePlan:
     ``fixed`` holds the coordinates of the axes neither iterated nor bundled; ``iter_strides``
     the iterated axes, innermost first, with their size and plane-number stride. ``direct``:
     the bundle is the plane axes (in some order: ``transpose``); ``numbered``: also the
-    planes are numbered (frame ``i`` is plane ``base + sum(coordinate * stride)``).
+    planes are numbered (frame ``i`` is plane ``base + sum(coordinate * stride)``);
+    ``single_axis``, ``single_stride``: the iterated axis and its stride when they are and
+    only one axis is iterated.
     """
 
     iter_axes: list[str]
@@ -189,6 +194,8 @@ class _FramePlan:
     direct: bool
     numbered: bool
     base: int
+    single_axis: str | None
+    single_stride: int | None
     transpose: list[int] | None
 
     @classmethod
@@ -201,6 +208,7 @@ class _FramePlan:
         direct = sorted(bundle) == sorted(plane_axes)
         strides = reader._plane_numbering() if direct else None
         numbered = strides is not None and all(0 <= v < sizes[a] for a, v in fixed.items())
+        single = numbered and len(iter_axes) == 1
         return cls(
             iter_axes=iter_axes,
             bundle=bundle,
@@ -212,6 +220,8 @@ class _FramePlan:
             direct=direct,
             numbered=numbered,
             base=sum(v * strides[a] for a, v in fixed.items()) if numbered else 0,
+            single_axis=iter_axes[0] if single else None,
+            single_stride=strides[iter_axes[0]] if single else None,
             transpose=None if not direct or bundle == plane_axes
             else [plane_axes.index(a) for a in bundle],
         )

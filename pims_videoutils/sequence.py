@@ -286,6 +286,7 @@ class TiffSequenceND(PlanesND):
         self.files = tuple(_list_files(self._source))
         self.grid = None
         self._template = None
+        self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)
         self._table = None if pattern is not None else self._dataset_of_all(label, series)
         if self._table is not None:
             self._init_dataset(self._table, label, fill_missing)
@@ -306,6 +307,7 @@ class TiffSequenceND(PlanesND):
                 and self.metadata["kind"] in _TEMPLATE_KINDS
             ):
                 self._template = PlaneTemplate.of(first.path, self._plane_shape, self._dtype)
+                self._template_paths = [None if s < 0 else self.files[s] for s in self.grid.slots]
         except BaseException:
             first.close()
             raise
@@ -476,23 +478,26 @@ class TiffSequenceND(PlanesND):
         return c_order_strides(list(self._outer_sizes))
 
     def _read_plane(self, number: int, allocate: Allocate = np.empty) -> np.ndarray:
+        template = self._template
+        # the usual case, read here rather than through _file_plane: a shorter path per frame
+        if template is not None and self._files is not None:
+            path = self._template_paths[number]
+            if path is not None:
+                plane = template.read(path, allocate)
+                if plane is not None:
+                    return plane
         slot = self.grid.slots[number]
-        return self._file_plane(None if slot < 0 else slot, {}, allocate)
+        return self._file_plane(None if slot < 0 else slot, {})
 
-    def _file_plane(
-        self, number: int | None, inner: dict[str, int], allocate: Allocate = np.empty
-    ) -> np.ndarray:
-        """Read the plane at ``inner`` coordinates of file ``number`` (None: a gap, filled).
-
-        A plane read through the first file's template goes into an array from ``allocate``.
-        """
+    def _file_plane(self, number: int | None, inner: dict[str, int]) -> np.ndarray:
+        """Read the plane at ``inner`` coordinates of file ``number`` (None: a gap, filled)."""
         files = self._files
         if files is None:
             raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:
-            plane = self._template.read(self.files[number], allocate)
+            plane = self._template.read(self.files[number])
             if plane is not None:
                 return plane
         reader = files.acquire(number)
