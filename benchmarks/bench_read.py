@@ -1,12 +1,16 @@
 """Read benchmark: TiffStackND against the physical limit and its peers, fresh process per run.
 
 Generates stacks in a scratch folder (deleted afterwards), then for every (file, reader) runs
-fresh subprocesses, readers interleaved within each repeat: warm cache (open, 200 random
-frames, full pass) and cold cache (page cache of the file dropped with
-posix_fadvise(DONTNEED) before open; one process for the random frames, one for the full
-pass). Prints medians of the repeats as ratios to the limit measured in the same
-run: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a raw
-np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
+fresh subprocesses, readers interleaved within each repeat:
+
+- warm cache: open time and first frame, then alternating rounds of 200 random frames and a
+  full pass, of the reader and of the limits in the same process; a ratio is the median over
+  rounds of the reader's time over the faster limit's in the same round (paired);
+- cold cache (the file dropped from the page cache with posix_fadvise(DONTNEED) before open):
+  one process for the random frames, one for the full pass; ratio of medians over repeats.
+
+The limit: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a
+raw np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
 pages all parsed at open, so that the limit is the decode alone).
 
 Usage::
@@ -134,6 +138,27 @@ def _import_for(name):
             return
 
 
+def _passes(get, n, kinds):
+    """Time ``kinds`` of passes: 200 random frames (seeded: the same for every reader) and/or
+    a full pass. Returns the times and the peak anonymous memory sampled during them."""
+    times, peak = {}, _rss_anon()
+    if "random" in kinds:
+        picks = np.random.default_rng(0).integers(0, n, N_RANDOM)
+        t0 = time.perf_counter()
+        for i in picks:
+            get(int(i))
+        times["random"] = time.perf_counter() - t0
+        peak = max(peak, _rss_anon())
+    if "full" in kinds:
+        t0 = time.perf_counter()
+        for i in range(n):
+            get(i)
+            if i % 256 == 0:
+                peak = max(peak, _rss_anon())
+        times["full"] = time.perf_counter() - t0
+    return times, max(peak, _rss_anon())
+
+
 def child(args):
     """One measurement in a fresh process; prints a JSON dict."""
     job = json.loads(args)
@@ -141,29 +166,54 @@ def child(args):
     path, name, mode = job["path"], job["reader"], job["mode"]
     _import_for(name)
     base = _rss_anon()
-    if mode != "warm":
+    if mode == "warm":
+        result = warm_rounds(job, base)
+    else:
         _drop_cache(path)
+        t0 = time.perf_counter()
+        get, n, close = _open_reader(name, path, job)
+        result = {"open": time.perf_counter() - t0}
+        kinds = {"cold-random": ["random"], "cold-full": [] if job["skip_full"] else ["full"]}
+        times, peak = _passes(get, n, kinds[mode])
+        result.update(times, anon_mb=(peak - base) / 2**20)
+        close()
+    print(json.dumps(result))
+
+
+def warm_rounds(job, base):
+    """Warm cache: open the reader, then time it and the limits in alternating rounds.
+
+    The limits run in the same process as the reader, round after round (every other round in
+    reverse order), so that the reader's and the limit's times in one round met the same
+    machine load, heap and cache state: the parent takes the ratios round by round. One-time
+    costs (the reader's open and first frame) are timed apart.
+    """
+    path, name = job["path"], job["reader"]
     t0 = time.perf_counter()
     get, n, close = _open_reader(name, path, job)
     result = {"open": time.perf_counter() - t0}
-    peak = _rss_anon()
-    if mode in ("warm", "cold-random"):
-        picks = np.random.default_rng(0).integers(0, n, N_RANDOM)
-        t0 = time.perf_counter()
-        for i in picks:
-            get(int(i))
-        result["random"] = time.perf_counter() - t0
-        peak = max(peak, _rss_anon())
-    if mode in ("warm", "cold-full") and not job.get("skip_full"):
-        t0 = time.perf_counter()
-        for i in range(n):
-            get(i)
-            if i % 256 == 0:
-                peak = max(peak, _rss_anon())
-        result["full"] = time.perf_counter() - t0
-    result["anon_mb"] = (max(peak, _rss_anon()) - base) / 2**20
-    close()
-    print(json.dumps(result))
+    t0 = time.perf_counter()
+    get(0)
+    result["first"] = time.perf_counter() - t0
+    runners = {name: (get, ["random"] if job["skip_full"] else ["random", "full"])}
+    closers = [close]
+    for limit in job["limits"]:
+        if limit != name:
+            limit_get, _, limit_close = _open_reader(limit, path, job)
+            runners[limit] = (limit_get, ["random", "full"])
+            closers.append(limit_close)
+    order = list(runners.items())
+    rounds, peak = [], _rss_anon()
+    for number in range(job["rounds"]):
+        times = {}
+        for runner, (runner_get, kinds) in order if number % 2 == 0 else order[::-1]:
+            times[runner], runner_peak = _passes(runner_get, n, kinds)
+            if runner == name:
+                peak = max(peak, runner_peak)
+        rounds.append(times)
+    for close_one in closers:
+        close_one()
+    return result | {"rounds": rounds, "anon_mb": (peak - base) / 2**20}
 
 
 # --- parent -------------------------------------------------------------------------------------
@@ -251,11 +301,12 @@ def _warm(path):
 
 def check_cache_drop(path, spec):
     """Measure whether posix_fadvise(DONTNEED) really empties the cache (cold vs warm pread)."""
+    job = {**spec, "path": str(path), "reader": "limit-pread", "skip_full": False}
     _warm(path)
-    warm = run_one({**spec, "path": str(path), "reader": "limit-pread", "mode": "cold-full"})
+    cold = run_one({**job, "mode": "cold-full"})
     _warm(path)
-    hot = run_one({**spec, "path": str(path), "reader": "limit-pread", "mode": "warm"})
-    return warm.get("full", float("nan")), hot.get("full", float("nan"))
+    warm = run_one({**job, "mode": "warm", "limits": [], "rounds": 1})
+    return cold.get("full", float("nan")), warm["rounds"][0]["limit-pread"]["full"]
 
 
 def main(argv=None):
@@ -263,7 +314,10 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=2000, help="frames of the big stacks")
     parser.add_argument("--size", type=int, default=512, help="frame width and height")
     parser.add_argument("--pages", type=int, default=100_000, help="pages of the many-page file")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per reader, "
+                        "file and mode")
+    parser.add_argument("--rounds", type=int, default=5, help="warm: alternating rounds of "
+                        "the reader and the limits in each process")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="scratch folder")
     parser.add_argument("--only", default="", help="comma-separated subset of: shaped, "
                         "interleaved, imagej, bigtiff, deflate, pages")
@@ -279,15 +333,16 @@ def main(argv=None):
         files = make_files(folder, args.frames, args.size, args.pages, only)
         print(f"# generated {len(files)} files in {time.perf_counter() - t0:.0f} s "
               f"({args.frames} x {args.size} x {args.size} uint16; {args.pages} pages 32x32)")
-        print(f"# python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of "
-              f"{args.repeats} fresh processes; ratio = time / limit (lower is better)")
+        print(f"# python {sys.version.split()[0]}, {os.cpu_count()} cpus; {args.repeats} fresh "
+              f"processes per reader and mode, {args.rounds} warm rounds in each; ratio = "
+              "time / limit (lower is better)")
         for kind, path in files.items():
-            report(kind, path, args.repeats)
+            report(kind, path, args.repeats, args.rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def report(kind, path, repeats):
+def report(kind, path, repeats, rounds):
     offsets, shape, dtype = _plane_offsets(path)
     spec_file = path.with_suffix(".json")  # plane offsets: too long for a command line
     spec_file.write_text(json.dumps({"offsets": offsets, "shape": shape, "dtype": dtype}))
@@ -296,6 +351,8 @@ def report(kind, path, repeats):
     print(f"\n## {kind}: {len(offsets)} frames, {path.stat().st_size / 2**20:.0f} MiB "
           f"(cache drop check: limit full pass cold {cold_full:.3f} s vs warm {warm_full:.3f} s"
           f"{'' if cold_full > 1.3 * warm_full else ' -- cache drop had little effect'})")
+    limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
+                                                                      "limit-memmap"]
     results = {name: {"warm": [], "cold-random": [], "cold-full": []}
                for name in _readers_for(kind)}
     for _ in range(repeats):  # readers interleaved: the machine's drift hits them alike
@@ -304,33 +361,51 @@ def report(kind, path, repeats):
                 if mode == "warm":
                     _warm(path)
                 runs[mode].append(run_one({**spec, "path": str(path), "reader": name,
-                                           "mode": mode, "skip_full": _skip_full(kind, name)}))
-    limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
-                                                                      "limit-memmap"]
-    cols = [("warm", "random"), ("warm", "full"), ("cold-random", "random"),
-            ("cold-full", "full")]
-    med = {name: {col: _median(runs[col[0]], col[1]) for col in cols}
-           | {"open": _median(runs["warm"], "open"),
+                                           "mode": mode, "skip_full": _skip_full(kind, name),
+                                           "limits": limit_names, "rounds": rounds}))
+    cold_cols = [("cold-random", "random"), ("cold-full", "full")]
+    med = {name: {col: _median(runs[col[0]], col[1]) for col in cold_cols}
+           | {"open": _median(runs["warm"], "open"), "first": _median(runs["warm"], "first"),
               "open cold": _median(runs["cold-random"] + runs["cold-full"], "open"),
               "anon": _median(runs["warm"] + runs["cold-full"], "anon_mb"),
               "error": next((r["error"] for v in runs.values() for r in v if "error" in r), None)}
            for name, runs in results.items()}
-    limit = {col: min(med[n][col] for n in limit_names) for col in cols}
-    print(f"limit: random200 warm {limit[cols[0]]:.3f} s, full warm {limit[cols[1]]:.3f} s, "
-          f"random200 cold {limit[cols[2]]:.3f} s, full cold {limit[cols[3]]:.3f} s")
-    print("(n/a: full pass skipped, see _skip_full)")
-    print("| reader | open ms warm | open ms cold | random warm | full warm | random cold "
-          "| full cold | anon MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    limit = {col: min(med[n][col] for n in limit_names) for col in cold_cols}
+    print(f"limit cold: random200 {limit[cold_cols[0]]:.3f} s, full {limit[cold_cols[1]]:.3f} s")
+    print(f"warm: median (quartiles) over {repeats} processes x {rounds} rounds of the reader's "
+          "time / the faster limit's in the same round; 'vs pread': / limit-pread's. Cold: "
+          f"median of {repeats} fresh processes / the faster limit's median. n/a: skipped "
+          "(see _skip_full)")
+    print("| reader | open ms warm | first frame ms | random warm | full warm | vs pread: "
+          "random / full | random cold | full cold | open ms cold | anon MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         if m["error"] and np.isnan(m["open"]):
-            print(f"| {name} | fails: {m['error']} | | | | | | |")
+            print(f"| {name} | fails: {m['error']} | | | | | | | | |")
             continue
-        cells = [f"{m[col] / limit[col]:.2f}x" if not np.isnan(m[col]) else "n/a" for col in cols]
-        print(f"| {name} | {m['open'] * 1e3:.1f} | {m['open cold'] * 1e3:.1f} | "
-              + " | ".join(cells)
-              + f" | {m['anon']:.1f} |")
+        warm_rounds_ = [r for run in results[name]["warm"] for r in run.get("rounds", [])]
+        warm = [_paired(warm_rounds_, name, limit_names, pass_) for pass_ in ("random", "full")]
+        pread = [_paired(warm_rounds_, name, limit_names[:1], pass_, quartiles=False)
+                 for pass_ in ("random", "full")]
+        cold = [f"{m[col] / limit[col]:.2f}x" if not np.isnan(m[col]) else "n/a"
+                for col in cold_cols]
+        print(f"| {name} | {m['open'] * 1e3:.1f} | {m['first'] * 1e3:.2f} | {warm[0]} | "
+              f"{warm[1]} | {pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | "
+              f"{m['open cold'] * 1e3:.1f} | {m['anon']:.1f} |")
     sys.stdout.flush()
+
+
+def _paired(rounds, name, limits, pass_, quartiles=True):
+    """Median (and quartiles) over rounds of ``name``'s time over the fastest limit's."""
+    ratios = [r[name][pass_] / min(r[n][pass_] for n in limits)
+              for r in rounds if pass_ in r[name]]
+    if not ratios:
+        return "n/a"
+    text = f"{statistics.median(ratios):.2f}"
+    if quartiles and len(ratios) > 1:
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        text += f" ({q1:.2f}-{q3:.2f})"
+    return text
 
 
 def _median(runs, key):
