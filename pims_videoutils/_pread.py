@@ -85,11 +85,12 @@ class PlaneReads:
         StackReadError
             The file ends before the plane does.
         """
-        out = allocate(shape, dtype.newbyteorder("="))
+        swap = not dtype.isnative
+        out = allocate(shape, dtype.newbyteorder("=") if swap else dtype)
         if self.read(out, offset) < out.nbytes:
             raise StackReadError(self.path, "file is shorter than when it was opened "
                                  f"(plane at byte {offset} is truncated)")
-        if not dtype.isnative:
+        if swap:
             out.byteswap(inplace=True)
         return out
 

@@ -112,9 +112,10 @@ class TiffStackND(PlanesND):
         super().__init__()
         self._path = os.fspath(path)
         self._options = {"series": int(series), "level": int(level), "copy": bool(copy)}
-        self._lock = threading.RLock()  # tifffile's page parsing; the lifetime fields below
+        self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
         self._file, self._tif, self._mmap = None, None, None
-        self._closed, self._reads_in_flight = False, 0
+        self._closed = False
+        self._reads_in_flight: list[int] = []  # one entry per read under way (see _read_plane)
         self._layout = self._open()
         layout = self._layout
         if not copy and layout.storage == MAPPED and not layout.dtype.isnative:
@@ -221,23 +222,26 @@ class TiffStackND(PlanesND):
 
         Counted as a read in flight, so that a :meth:`close` from another thread releases the
         file only after it (never under a ``preadv``, whose descriptor could meanwhile belong
-        to another file).
+        to another file). The count is a list, whose ``append`` and ``pop`` are atomic: cheaper
+        than taking the lock twice per plane. The order makes it safe: a read is counted before
+        it checks ``_closed``, and :meth:`close` sets ``_closed`` before it checks the count, so
+        either the read sees the reader closed or the close sees the read and leaves the
+        release to it.
         """
         layout = self._layout
-        with self._lock:
+        in_flight = self._reads_in_flight
+        in_flight.append(index)
+        try:
             if self._closed:
                 raise ReaderClosedError(f"{self._path}: reader is closed")
-            self._reads_in_flight += 1
-        try:
             if layout.storage == MAPPED:
                 plane = self._read_mapped(int(layout.plane_offsets[index]), allocate)
             else:
                 plane = self._decode(int(layout.ifd_offsets[index]), index)
         finally:
-            with self._lock:
-                self._reads_in_flight -= 1
-                if self._closed and not self._reads_in_flight:
-                    self._release()
+            in_flight.pop()
+            if self._closed:
+                self._release_when_idle()
         if layout.timestamps is not None and not math.isnan(layout.timestamps[index]):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
@@ -268,13 +272,17 @@ class TiffStackND(PlanesND):
         The file is released at once, or when the reads that other threads have in flight
         end. Views from ``copy=False`` keep the mapping alive.
         """
+        self._closed = True
+        self._release_when_idle()
+
+    def _release_when_idle(self) -> None:
+        """Release the file unless reads are in flight (the last of them releases it)."""
         with self._lock:
-            self._closed = True
             if not self._reads_in_flight:
                 self._release()
 
     def _release(self) -> None:
-        """Close the mapping, tifffile's handle and the file (the caller holds the lock)."""
+        """Close the mapping, tifffile's handle and the file (idempotent; lock held)."""
         if self._mmap is not None:
             try:
                 self._mmap.close()

@@ -8,6 +8,7 @@ import os
 import pickle
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -539,6 +540,44 @@ def test_close_from_another_thread_during_a_read(tmp_path, monkeypatch, kind):
     assert reader._file is None  # released when the read ended
     with pytest.raises(ReaderClosedError):
         reader.get_plane(t=0)
+
+
+def _read_until_closed(reader, planes, seed, started, outcomes):
+    """Read random planes until the reader is closed; note how the reading ended."""
+    rng = np.random.default_rng(seed)
+    started.wait()
+    try:
+        while True:
+            i = int(rng.integers(len(planes)))
+            assert np.array_equal(reader[i], planes[i])
+    except ReaderClosedError:
+        outcomes.append("closed")
+    except BaseException as exc:
+        outcomes.append(repr(exc))
+
+
+def test_close_while_many_threads_read(tmp_path):
+    """Threads reading while another closes get right planes or ReaderClosedError, nothing
+    else (no read on a released descriptor), and the file is released once they stop."""
+    path = tmp_path / "stack.tif"
+    data = _write("imagej-tzcyx", path)
+    planes = data.reshape(-1, *data.shape[-2:])
+    for _ in range(5):
+        reader = TiffStackND(path)
+        reader.iter_axes = "tzc"
+        outcomes, started = [], threading.Barrier(5)
+        threads = [threading.Thread(target=_read_until_closed,
+                                    args=(reader, planes, seed, started, outcomes))
+                   for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        time.sleep(0.02)
+        reader.close()
+        for thread in threads:
+            thread.join(10)
+        assert outcomes == ["closed"] * 4
+        assert reader._file is None
 
 
 @pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
