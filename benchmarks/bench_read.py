@@ -167,7 +167,7 @@ def child(args):
     _import_for(name)
     base = _rss_anon()
     if mode == "warm":
-        result = warm_rounds(job, base)
+        result = warm_rounds(job)
     else:
         _drop_cache(path)
         t0 = time.perf_counter()
@@ -180,13 +180,14 @@ def child(args):
     print(json.dumps(result))
 
 
-def warm_rounds(job, base):
+def warm_rounds(job):
     """Warm cache: open the reader, then time it and the limits in alternating rounds.
 
     The limits run in the same process as the reader, round after round (every other round in
     reverse order), so that the reader's and the limit's times in one round met the same
     machine load, heap and cache state: the parent takes the ratios round by round. One-time
-    costs (the reader's open and first frame) are timed apart.
+    costs (the reader's open and first frame) are timed apart. (Anonymous memory is measured
+    in the cold runs, where the reader is alone in its process.)
     """
     path, name = job["path"], job["reader"]
     t0 = time.perf_counter()
@@ -203,17 +204,15 @@ def warm_rounds(job, base):
             runners[limit] = (limit_get, ["random", "full"])
             closers.append(limit_close)
     order = list(runners.items())
-    rounds, peak = [], _rss_anon()
+    rounds = []
     for number in range(job["rounds"]):
         times = {}
         for runner, (runner_get, kinds) in order if number % 2 == 0 else order[::-1]:
-            times[runner], runner_peak = _passes(runner_get, n, kinds)
-            if runner == name:
-                peak = max(peak, runner_peak)
+            times[runner], _ = _passes(runner_get, n, kinds)
         rounds.append(times)
     for close_one in closers:
         close_one()
-    return result | {"rounds": rounds, "anon_mb": (peak - base) / 2**20}
+    return result | {"rounds": rounds}
 
 
 # --- parent -------------------------------------------------------------------------------------
@@ -367,7 +366,7 @@ def report(kind, path, repeats, rounds):
     med = {name: {col: _median(runs[col[0]], col[1]) for col in cold_cols}
            | {"open": _median(runs["warm"], "open"), "first": _median(runs["warm"], "first"),
               "open cold": _median(runs["cold-random"] + runs["cold-full"], "open"),
-              "anon": _median(runs["warm"] + runs["cold-full"], "anon_mb"),
+              "anon": _median(runs["cold-random"] + runs["cold-full"], "anon_mb"),
               "error": next((r["error"] for v in runs.values() for r in v if "error" in r), None)}
            for name, runs in results.items()}
     limit = {col: min(med[n][col] for n in limit_names) for col in cold_cols}
