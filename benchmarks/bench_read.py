@@ -138,9 +138,10 @@ def _import_for(name):
             return
 
 
-def _passes(get, n, kinds):
+def _passes(get, n, kinds, sample_memory=False):
     """Time ``kinds`` of passes: 200 random frames (seeded: the same for every reader) and/or
-    a full pass. Returns the times and the peak anonymous memory sampled during them."""
+    a full pass. Returns the times and the peak anonymous memory, sampled during the full pass
+    only if ``sample_memory`` (reading /proc costs time inside the timed loop), else after."""
     times, peak = {}, _rss_anon()
     if "random" in kinds:
         picks = np.random.default_rng(0).integers(0, n, N_RANDOM)
@@ -153,7 +154,7 @@ def _passes(get, n, kinds):
         t0 = time.perf_counter()
         for i in range(n):
             get(i)
-            if i % 256 == 0:
+            if sample_memory and i % 256 == 0:
                 peak = max(peak, _rss_anon())
         times["full"] = time.perf_counter() - t0
     return times, max(peak, _rss_anon())
@@ -174,7 +175,7 @@ def child(args):
         get, n, close = _open_reader(name, path, job)
         result = {"open": time.perf_counter() - t0}
         kinds = {"cold-random": ["random"], "cold-full": [] if job["skip_full"] else ["full"]}
-        times, peak = _passes(get, n, kinds[mode])
+        times, peak = _passes(get, n, kinds[mode], sample_memory=True)
         result.update(times, anon_mb=(peak - base) / 2**20)
         close()
     print(json.dumps(result))
@@ -382,9 +383,9 @@ def report(kind, path, repeats, rounds):
         if m["error"] and np.isnan(m["open"]):
             print(f"| {name} | fails: {m['error']} | | | | | | | | |")
             continue
-        warm_rounds_ = [r for run in results[name]["warm"] for r in run.get("rounds", [])]
-        warm = [_paired(warm_rounds_, name, limit_names, pass_) for pass_ in ("random", "full")]
-        pread = [_paired(warm_rounds_, name, limit_names[:1], pass_, quartiles=False)
+        paired_rounds = [r for run in results[name]["warm"] for r in run.get("rounds", [])]
+        warm = [_paired(paired_rounds, name, limit_names, pass_) for pass_ in ("random", "full")]
+        pread = [_paired(paired_rounds, name, limit_names[:1], pass_, quartiles=False)
                  for pass_ in ("random", "full")]
         cold = [f"{m[col] / limit[col]:.2f}x" if not np.isnan(m[col]) else "n/a"
                 for col in cold_cols]
