@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pims import Frame, FramesSequenceND
+
+from ._errors import ReaderClosedError
+
+if TYPE_CHECKING:
+    import dask.array
 
 __all__ = ["Allocate", "PlanesND", "c_order_strides", "new_frame"]
 
@@ -87,6 +93,42 @@ class PlanesND(FramesSequenceND):
         full = dict(self._default_coords)
         full.update(coords)
         return self._plane_at(full)
+
+    def to_dask(self, chunks: Mapping[str, int] | None = None) -> dask.array.Array:
+        """Every plane of the reader as one lazy dask array, axes in :attr:`sizes` order.
+
+        Unlike ``dask_image.imread``, which follows ``iter_axes`` and ``bundle_axes`` (so sees
+        only the time points of a hyperstack), this holds all axes: ``"".join(reader.sizes)``,
+        e.g. ``tzcyx``. Chunks hold whole planes, read with :meth:`get_plane` when computed;
+        the threads scheduler shares the reader, and worker processes re-open it once each
+        (from its path and options).
+
+        Parameters
+        ----------
+        chunks : mapping of str to int, optional
+            Planes per chunk along each axis outside the planes, e.g. ``{"z": -1}`` for whole
+            z-stacks (-1: the whole axis); axes not given have one plane per chunk.
+
+        Returns
+        -------
+        dask.array.Array
+            Native byte order, ``dtype`` :attr:`pixel_type`.
+
+        Raises
+        ------
+        ImportError
+            dask is not installed (``pip install 'pims-videoutils[dask]'``).
+        ValueError
+            ``chunks`` names a plane axis or an unknown one, or a size that is not a positive
+            integer or -1.
+        ReaderClosedError
+            After ``close()``.
+        """
+        from ._dask import planes_to_dask
+
+        if self.closed:
+            raise ReaderClosedError("to_dask on a closed reader")
+        return planes_to_dask(self, chunks)
 
     def __len__(self) -> int:
         return math.prod(self._sizes[axis] for axis in self._iter_axes)

@@ -216,20 +216,6 @@ def test_dask_image_imagej_hyperstack(
     np.testing.assert_array_equal(array.compute(scheduler=scheduler), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TiffStackND's default iter_axes='t' hides z and c from dask-image (lead decides)",
-)
-def test_dask_image_sees_every_plane_of_a_hyperstack(
-    hyperstack: tuple[Path, np.ndarray],
-) -> None:
-    from dask_image.imread import imread
-
-    path, data = hyperstack
-    array = imread(str(path)).compute(scheduler="threads")
-    np.testing.assert_array_equal(array.reshape(-1, 24, 32), data.reshape(-1, 24, 32))
-
-
 # --------------------------------------------------------------------------- pimsviewer
 
 

@@ -1,0 +1,108 @@
+"""Every plane of a reader as one lazy dask array (``PlanesND.to_dask``)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import ReaderClosedError
+
+if TYPE_CHECKING:
+    import dask.array
+
+    from ._planes import PlanesND
+
+__all__ = ["planes_to_dask"]
+
+#: Readers re-opened in this (worker) process, by what they were pickled as; oldest dropped.
+_REOPENED: dict[bytes, PlanesND] = {}
+_MAX_REOPENED = 16
+
+
+def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) -> dask.array.Array:
+    """See :meth:`PlanesND.to_dask`."""
+    try:
+        import dask.array as da
+        from dask.base import tokenize
+    except ImportError as exc:
+        raise ImportError("to_dask needs dask: pip install 'pims-videoutils[dask]'") from exc
+    sizes = dict(reader.sizes)
+    outer_axes = [axis for axis in sizes if axis not in reader.plane_axes]
+    unknown = set(chunks or {}) - set(outer_axes)
+    if unknown:
+        raise ValueError(f"chunks: {sorted(unknown)} are not axes outside the planes "
+                         f"({''.join(outer_axes) or 'none'}); a chunk holds whole planes")
+    outer_chunks = tuple(_axis_chunks(axis, sizes[axis], (chunks or {}).get(axis, 1))
+                         for axis in outer_axes)
+    plane_chunks = tuple((sizes[axis],) for axis in reader.plane_axes)
+    dtype = reader.pixel_type
+    return da.map_blocks(
+        _read_block,
+        dtype=dtype,
+        chunks=outer_chunks + plane_chunks,
+        meta=np.empty((0,) * len(sizes), dtype),
+        name=f"{type(reader).__name__.lower()}-{tokenize(reader.__reduce__()[1])}",
+        reader=GraphReader(reader),
+        outer_axes=outer_axes,
+    )
+
+
+def _axis_chunks(axis: str, size: int, chunk: Any) -> tuple[int, ...]:
+    """Chunk sizes along one axis of ``size`` for a requested ``chunk`` (-1: the whole axis)."""
+    if chunk == -1:
+        return (size,)
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunks[{axis!r}] must be a positive integer or -1, not {chunk!r}")
+    chunk = int(chunk)
+    return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
+
+
+class GraphReader:
+    """The reader in a dask graph.
+
+    In this process it is the reader itself. Pickled to a worker process (each task is), it
+    is the one reader that worker re-opened for it, not a reader re-opened per task.
+    """
+
+    def __init__(self, reader: PlanesND) -> None:
+        self.reader = reader
+
+    def __reduce__(self):
+        if self.reader.closed:  # as a read in this process would
+            raise ReaderClosedError(f"{self.reader!r}: computed after close()")
+        return (_reopened, self.reader.__reduce__())
+
+
+def _reopened(reopen: Callable[..., PlanesND], args: tuple) -> GraphReader:
+    """Unpickle a :class:`GraphReader`: the reader this process already re-opened, or a new one."""
+    key = pickle.dumps((reopen, args))
+    reader = _REOPENED.get(key)
+    if reader is None:
+        if len(_REOPENED) >= _MAX_REOPENED:  # dropped, not closed: tasks may still read it
+            del _REOPENED[next(iter(_REOPENED))]
+        reader = _REOPENED[key] = reopen(*args)
+    return GraphReader(reader)
+
+
+def _read_block(reader: GraphReader, outer_axes: list[str], block_info: dict) -> np.ndarray:
+    """Read the planes of one chunk with ``get_plane`` (the reader is thread-safe)."""
+    planes = reader.reader  # map_blocks passes its keyword as ``reader``
+    location = block_info[None]["array-location"]
+    shape = tuple(stop - start for start, stop in location)
+    outer_shape = shape[: len(outer_axes)]
+    starts = [start for start, _ in location[: len(outer_axes)]]
+
+    def plane(index: tuple[int, ...]) -> np.ndarray:
+        coords = [start + i for start, i in zip(starts, index, strict=True)]
+        return np.asarray(planes.get_plane(**dict(zip(outer_axes, coords, strict=True))))
+
+    if math.prod(outer_shape) == 1:  # one plane: returned as read, no copy
+        return plane((0,) * len(outer_axes)).reshape(shape)
+    block = np.empty(shape, planes.pixel_type)
+    for index in np.ndindex(*outer_shape):
+        block[index] = plane(index)
+    return block

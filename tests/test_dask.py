@@ -1,0 +1,127 @@
+"""``reader.to_dask()``: every plane as one lazy dask array, against tifffile's decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils import ReaderClosedError, TiffSequenceND, TiffStackND
+
+pytest.importorskip("dask.array")
+
+
+@pytest.fixture(scope="module")
+def hyperstack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """An ImageJ TZCYX uint16 hyperstack and the data written into it."""
+    data = np.random.default_rng(7).integers(0, 4096, (4, 3, 2, 12, 10), dtype=np.uint16)
+    path = tmp_path_factory.mktemp("dask") / "tzcyx.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZCYX"})
+    return path, data
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "synchronous"])
+def test_every_plane_of_a_hyperstack(hyperstack, scheduler: str) -> None:
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        assert len(reader) == 4  # the pims view stays one frame per time point
+        array = reader.to_dask()
+        assert "".join(reader.sizes) == "tzcyx"
+        assert (array.shape, array.dtype) == (data.shape, data.dtype)
+        assert array.chunksize == (1, 1, 1, 12, 10)
+        np.testing.assert_array_equal(array.compute(scheduler=scheduler), tifffile.imread(path))
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ({"z": -1}, ((1, 1, 1, 1), (3,), (1, 1))),
+        ({"t": 3, "c": 2}, ((3, 1), (1, 1, 1), (2,))),
+        ({"t": 10}, ((4,), (1, 1, 1), (1, 1))),
+    ],
+)
+def test_chunks_of_several_planes(hyperstack, chunks, expected) -> None:
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        array = reader.to_dask(chunks)
+        assert array.chunks == (*expected, (12,), (10,))
+        np.testing.assert_array_equal(array.compute(), data)
+        # a slice across chunk borders reads only what it needs and is still right
+        np.testing.assert_array_equal(array[1:4, ::2, 1].compute(), data[1:4, ::2, 1])
+
+
+def test_big_endian_rgb_planes(tmp_path: Path) -> None:
+    data = np.random.default_rng(8).integers(0, 60000, (5, 6, 7, 3), dtype=np.uint16)
+    path = tmp_path / "rgb_be.tif"
+    tifffile.imwrite(path, data.astype(">u2"), photometric="rgb")
+    with TiffStackND(path) as reader:
+        array = reader.to_dask()
+        assert "".join(reader.sizes) == "tyxs"
+        assert array.dtype == np.dtype("=u2")
+        np.testing.assert_array_equal(array.compute(), tifffile.imread(path))
+
+
+def test_zero_copy_reader(hyperstack) -> None:
+    path, data = hyperstack
+    with TiffStackND(path, copy=False) as reader:
+        np.testing.assert_array_equal(reader.to_dask({"c": -1}).compute(), data)
+
+
+def test_folder_of_named_files(tmp_path: Path) -> None:
+    data = np.random.default_rng(9).integers(0, 4096, (3, 2, 8, 9), dtype=np.uint16)
+    for t in range(3):
+        for c in range(2):
+            tifffile.imwrite(tmp_path / f"img_t{t + 1:03d}_c{c}.tif", data[t, c])
+    with TiffSequenceND(tmp_path) as reader:
+        assert "".join(reader.sizes) == "tcyx"
+        files = sorted(tmp_path.glob("*.tif"))  # t, then c: zero-padded, so sorted is right
+        expected = np.stack([tifffile.imread(f) for f in files]).reshape(data.shape)
+        np.testing.assert_array_equal(reader.to_dask().compute(scheduler="threads"), expected)
+        np.testing.assert_array_equal(reader.to_dask({"t": 2}).compute(), expected)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ({"y": 4}, "not axes outside the planes"),
+        ({"q": 1}, "not axes outside the planes"),
+        ({"t": 0}, "positive integer or -1"),
+        ({"t": 1.5}, "positive integer or -1"),
+        ({"t": True}, "positive integer or -1"),
+    ],
+)
+def test_bad_chunks(hyperstack, chunks, message: str) -> None:
+    with TiffStackND(hyperstack[0]) as reader, pytest.raises(ValueError, match=message):
+        reader.to_dask(chunks)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_closed_reader(hyperstack, scheduler: str) -> None:
+    reader = TiffStackND(hyperstack[0])
+    array = reader.to_dask()
+    reader.close()
+    with pytest.raises(ReaderClosedError):
+        reader.to_dask()
+    with pytest.raises(ReaderClosedError):
+        array.compute(scheduler=scheduler)
+
+
+def test_worker_processes_reopen_each_reader_once(hyperstack) -> None:
+    """Each task of a graph is pickled: unpickled in one process, they share one reader."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    path, data = hyperstack
+    with TiffStackND(path) as reader:
+        handles = [pickle.loads(pickle.dumps(_dask.GraphReader(reader))) for _ in range(3)]
+    try:
+        assert handles[0].reader is not reader
+        assert all(handle.reader is handles[0].reader for handle in handles)
+        np.testing.assert_array_equal(handles[0].reader.get_plane(t=2, z=1, c=0), data[2, 1, 0])
+    finally:
+        for handle in handles:
+            handle.reader.close()
+        _dask._REOPENED.clear()
