@@ -21,11 +21,12 @@ ext    codecs                                     output pixel format
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +38,7 @@ __all__ = [
     "build_command",
     "choose_codec",
     "ffmpeg_exe",
+    "ffv1_slices",
     "output_pixel_format",
     "size_multiple",
 ]
@@ -50,8 +52,24 @@ CODECS_BY_EXTENSION: dict[str, tuple[str, ...]] = {
     ".gif": ("gif",),
 }
 LOSSLESS_CODEC = "ffv1"
+#: ffv1 refuses a slice whose samples x (bits per sample + 1) x planes exceed this
+_FFV1_SLICE_LIMIT = 8 << 24
+_FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
+_MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
+_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
 
 
@@ -135,18 +153,61 @@ def size_multiple(pixel_format: str) -> tuple[int, int]:
     return 1, 1
 
 
-def _quality_args(codec: str, crf: float | None, preset: str | None) -> list[str]:
+def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:
+    """Return how many slices ffv1 cuts frames of this size into: 4 where ffv1 allows it.
+
+    ffv1 level 3 cuts a frame into ``v`` rows by ``h`` columns of slices, ``v <= h < 2v``,
+    each at least one pixel wide and high (and ``v >= 2`` above 352 x 288 pixels), and
+    refuses a slice whose samples times (bits + 1) exceed 2**27. 2 x 2 slices (with 2
+    threads) encode twice as fast as one. Frames 1 pixel wide or high take one slice, very
+    large frames (above about 31 megapixels for 16-bit gray, 20 for RGB) the fewest slices
+    above 4 that ffv1 accepts. None: level 3 cannot slice the frame at all (a frame 1 pixel
+    wide and over 288 high, or the reverse); level 1, without slices, encodes it.
+    """
+    bits, planes = _FFV1_SAMPLES[pixel_format]
+    first_rows = 1 if width <= 352 and height <= 288 else 2  # where ffv1 starts to look
+    counts = [
+        rows * columns
+        for rows in range(min(first_rows, height), 32)
+        for columns in range(rows, 2 * rows)
+        if columns <= width
+        and rows <= height
+        and -(-width // columns) * -(-height // rows) * (bits + 1) * planes <= _FFV1_SLICE_LIMIT
+    ]
+    if not counts:
+        return None
+    return 4 if 4 in counts else min(counts)
+
+
+def _quality_args(
+    codec: str,
+    crf: float | None,
+    preset: str | None,
+    size: tuple[int, int],
+    pixel_format: str,
+) -> list[str]:
     """Return the encoder options of ``codec`` for the quality settings.
+
+    ``size`` (width, height) and ``pixel_format`` are those of the encoded frames (they
+    decide the ffv1 slices).
 
     Raises
     ------
     ExportArgumentError
-        If ``crf`` or ``preset`` is given for a codec without that setting.
+        If ``crf`` or ``preset`` is given for a codec without that setting, or is invalid.
     """
     if crf is not None and codec not in _DEFAULT_CRF:
         raise ExportArgumentError(f"crf does not apply to codec {codec!r}")
+    if crf is not None and not (
+        isinstance(crf, numbers.Real) and not isinstance(crf, bool) and 0 <= crf <= _MAX_CRF[codec]
+    ):
+        raise ExportArgumentError(f"crf of {codec} must be 0 to {_MAX_CRF[codec]}, not {crf!r}")
     if preset is not None and codec not in _PRESET_CODECS:
         raise ExportArgumentError(f"preset only applies to {', '.join(_PRESET_CODECS)}")
+    if preset is not None and preset not in _PRESETS:
+        raise ExportArgumentError(
+            f"invalid preset {preset!r} for {codec}: use one of {', '.join(_PRESETS)}"
+        )
     if codec in _PRESET_CODECS:
         crf_value = _DEFAULT_CRF[codec] if crf is None else crf
         args = ["-preset", preset or "medium", "-crf", f"{crf_value:g}"]
@@ -155,8 +216,9 @@ def _quality_args(codec: str, crf: float | None, preset: str | None) -> list[str
         crf_value = _DEFAULT_CRF[codec] if crf is None else crf
         return ["-crf", f"{crf_value:g}", "-b:v", "0", "-row-mt", "1"]
     if codec == LOSSLESS_CODEC:
-        # 4 slices + 2 threads: twice as fast as the single-threaded default
-        return ["-level", "3", "-slices", "4", "-threads", "2", "-g", "1"]
+        slices = ffv1_slices(*size, pixel_format)
+        level = ["-level", "1"] if slices is None else ["-level", "3", "-slices", str(slices)]
+        return [*level, "-threads", "2", "-g", "1"]
     if codec == "prores_ks":
         return ["-profile:v", "3"]
     return []
@@ -237,17 +299,24 @@ def build_command(
     Raises
     ------
     ExportArgumentError
-        If ``crf``/``preset`` do not apply to ``codec``.
+        If ``crf``/``preset`` do not apply to ``codec`` or are out of its range, or
+        ``extra_args`` is not a sequence of arguments.
     """
     scaled = (int(height * scale), int(width * scale))
-    vf = _filters(width, height, scale, padded_size or scaled, codec)
+    encoded = padded_size or scaled
+    vf = _filters(width, height, scale, encoded, codec)
     rate = f"{fps.numerator}/{fps.denominator}"
     command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
         command += ["-vf", vf]
-    command += ["-c:v", codec, *_quality_args(codec, crf, preset)]
+    if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
+        raise ExportArgumentError(
+            f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
+        )
+    quality = _quality_args(codec, crf, preset, encoded[::-1], output_pixel_format)
+    command += ["-c:v", codec, *quality]
     command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]
     if os.fspath(output).lower().endswith((".mp4", ".mov")):
         command += ["-movflags", "+faststart"]

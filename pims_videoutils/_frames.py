@@ -22,6 +22,7 @@ from .intensity import MAX_SAMPLE_FRAMES, check_dtype, sample_indices
 __all__ = ["FrameLayout", "FrameSource", "frame_layout"]
 
 SAMPLE_BUFFER_BYTES = 256 * 2**20
+_END = object()  # end of an iterator (a frame may be None: an error, not the end)
 
 
 class FrameSource:
@@ -56,11 +57,11 @@ class FrameSource:
                 f"frames must be a pims reader, an array or an iterable of arrays, "
                 f"not {type(frames).__name__}"
             )
-        first = next(self._iter, None)
-        if first is None:
+        first = next(self._iter, _END)
+        if first is _END:
             raise ExportArgumentError("no frames to write (empty input)")
         self.axis_names = _axis_names(frames, first)
-        self.first = np.asarray(first)
+        self.first = _as_array(first)
         self._buffer.append(self.first)
 
     def sample(self, canonical: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
@@ -73,10 +74,10 @@ class FrameSource:
             return [canonical(_get(self._frames, int(i))) for i in sample_indices(self.length)]
         limit = min(MAX_SAMPLE_FRAMES, max(1, SAMPLE_BUFFER_BYTES // max(1, self.first.nbytes)))
         while len(self._buffer) < limit:
-            frame = next(self._iter, None)
-            if frame is None:
+            frame = next(self._iter, _END)
+            if frame is _END:
                 break
-            self._buffer.append(np.asarray(frame))
+            self._buffer.append(_as_array(frame))
         return [canonical(f) for f in self._buffer]
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -112,6 +113,14 @@ def _axis_names(frames: Any, first: Any) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+def _as_array(frame: Any) -> np.ndarray:
+    """Return a frame as an ndarray; ExportArgumentError for what is none (ragged lists...)."""
+    try:
+        return np.asarray(frame)
+    except (ValueError, TypeError) as exc:
+        raise ExportArgumentError(f"a frame is not an array: {exc}") from None
+
+
 def _get(frames: Any, i: int) -> np.ndarray:
     """Return frame ``i`` of an indexable input as an ndarray."""
     return np.asarray(frames[i])
@@ -144,9 +153,10 @@ class FrameLayout:
     projection: str | None
     projection_axis: int | None
     order: tuple[int, ...]  # axes of the projected frame in (y, x[, c]) order
+    colour_samples: int | None = None  # RGB(A)/gray+alpha: the samples kept (alpha dropped)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.asarray(frame)
+        frame = _as_array(frame)
         if frame.shape != self.shape or frame.dtype != self.dtype:
             raise ExportArgumentError(
                 f"frame of shape {frame.shape} and dtype {frame.dtype} differs from the "
@@ -158,6 +168,8 @@ class FrameLayout:
             frame = frame.mean(axis=self.projection_axis, dtype=np.float32)
         if self.order != tuple(range(frame.ndim)):
             frame = frame.transpose(self.order)
+        if self.colour_samples is not None:
+            frame = frame[..., : self.colour_samples]
         if not frame.dtype.isnative:
             frame = frame.astype(frame.dtype.newbyteorder("="))
         return frame
@@ -201,8 +213,8 @@ def frame_layout(
         if "y" not in names or "x" not in names:
             raise ExportArgumentError(f"frames need bundled axes y and x, got {''.join(names)}")
         spatial = (names.index("y"), names.index("x"))
-        if chan is None and "c" in names:
-            chan = names.index("c")
+        if chan is None and ("c" in names or "s" in names):  # channels, else RGB samples
+            chan = names.index("c" if "c" in names else "s")
         others = [k for k in range(ndim) if k not in (*spatial, chan)]
         if proj is None and projection is not None and len(others) == 1:
             proj = others[0]
@@ -235,7 +247,13 @@ def frame_layout(
     kept = [k for k in range(ndim) if k != proj]
     roles = [*spatial] + ([] if chan is None else [chan])
     order = tuple(kept.index(k) for k in roles)
-    return FrameLayout(first.shape, first.dtype, projection, proj, order)
+    samples = None
+    if chan is not None and first.shape[chan] in (2, 4):
+        named_samples = names is not None and names[chan] == "s"
+        guessed_rgba = channel_axis is None and first.dtype == np.uint8 and first.shape[chan] == 4
+        if named_samples or guessed_rgba:
+            samples = first.shape[chan] - 1  # gray+alpha or RGBA: the alpha is not shown
+    return FrameLayout(first.shape, first.dtype, projection, proj, order, samples)
 
 
 def _default_channel_axis(shape: tuple[int, ...]) -> int:

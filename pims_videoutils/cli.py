@@ -133,7 +133,8 @@ def _video_options(function):
                      help="Lossless encoding (exact pixel values with ffv1)."),
         click.option("--contrast", type=_Contrast(), default="auto", show_default=True,
                      help="One contrast for the whole movie from percentiles (auto), "
-                          "per frame (frame), the full dtype range (none), or fixed limits."),
+                          "per frame (frame), fixed limits, or none: values sent unscaled "
+                          "(8-bit data, or 16-bit with --lossless)."),
         click.option("--percentiles", type=_FloatPair(), default="0.1,99.9", show_default=True,
                      help="Percentiles used by --contrast auto/frame."),
         click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=1.0,
@@ -356,9 +357,11 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from multiprocessing import get_context
 
     from ._errors import ExportArgumentError
+    from ._ffmpeg import choose_codec
 
     selection, export = _split_options(options)
     export["progress"] = False
+    choose_codec(f".{ext.lstrip('.')}", export["codec"], export["lossless"])  # fail before work
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")
@@ -409,7 +412,8 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     "pims-video sample big.tif --frames 500 --size 512 512 --seed 3",
 ))
 @click.argument("output", type=click.Path(dir_okay=False), metavar="OUT.tif")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed.")
 @click.option("--frames", "n_frames", type=click.IntRange(min=1), default=50, show_default=True,
               help="Number of time points (T).")
 @click.option("--z", "n_z", type=click.IntRange(min=1), default=3, show_default=True,
@@ -455,7 +459,12 @@ def _one_line(error: BaseException) -> str:
         if causes:
             text += f": {causes[0]}"
     else:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # a message ending in ":" lists its reasons on the next lines: keep them, on one line
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].endswith(":"):
+            reasons = (line.removeprefix("- ") for line in lines[1:])
+            lines = [lines[0] + " " + "; ".join(reasons)]
+        text = lines[0] if lines else type(error).__name__
     if not isinstance(error, (PimsVideoutilsError, OSError)):
         text = f"{type(error).__name__}: {text}"
     return text

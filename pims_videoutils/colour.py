@@ -83,8 +83,8 @@ def colormap_lut(colormap: Any) -> np.ndarray:
     ----------
     colormap : str, cmap.Colormap or array_like
         A name known to ``cmap`` (``"viridis"``, ``"magma"``, ``"gray_r"``, ``"imagej:fire"``,
-        ``"green"``...), a ``cmap.Colormap``, or an explicit (256, 3) table (uint8 in 0-255,
-        or floats in [0, 1]).
+        ``"green"``...), a ``cmap.Colormap``, or an explicit (256, 3) table (integers in
+        0-255, or floats in [0, 1]).
 
     Returns
     -------
@@ -93,7 +93,7 @@ def colormap_lut(colormap: Any) -> np.ndarray:
     Raises
     ------
     ExportArgumentError
-        For an unknown name or a table of the wrong shape.
+        For an unknown name, or a table of the wrong shape, type or values.
     """
     import cmap
 
@@ -106,8 +106,14 @@ def colormap_lut(colormap: Any) -> np.ndarray:
     table = np.asarray(colormap)
     if table.shape not in ((256, 3), (256, 4)):
         raise ExportArgumentError(f"a colormap table must have shape (256, 3), got {table.shape}")
-    if table.dtype == np.uint8:
-        return np.ascontiguousarray(table[:, :3])
+    if table.dtype.kind in "iu":
+        if table.min() < 0 or table.max() > 255:
+            raise ExportArgumentError("a colormap table of integers must hold values 0 to 255")
+        return np.ascontiguousarray(table[:, :3], np.uint8)
+    if table.dtype.kind != "f" or not np.isfinite(table).all():
+        raise ExportArgumentError(
+            f"a colormap table must hold integers 0-255 or finite floats 0-1, not {table.dtype}"
+        )
     return _to_uint8_table(table.astype(np.float64))
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import secrets
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +34,14 @@ EMBED_LIMIT_BYTES = 20 * 2**20
 _MIME = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
 _BROWSER_CODECS = ("libx264", "libvpx-vp9")
 _BYTES_PER_PIXEL = {"gray": 1, "gray16le": 2, "rgb24": 3}
+_GRAY = ("gray", "grey")
+#: Frame rates the containers can time: Matroska, WebM and AVI count in milliseconds, GIF in
+#: hundredths of a second (faster frames would share a timestamp); ffmpeg takes at most 10^6.
+_MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 100}
+_MAX_FPS_FFMPEG = 1_000_000
+#: The slowest rates: one frame per 2.8 hours (ffmpeg), 655.35 s (GIF's longest delay).
+_MIN_FPS = {".gif": Fraction(100, 65535)}
+_MIN_FPS_FFMPEG = Fraction(1, 10_000)
 
 
 @dataclass(frozen=True)
@@ -107,9 +115,7 @@ def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fractio
         )
     if projection not in (None, "max", "mean"):
         raise ExportArgumentError(f"projection must be None, 'max' or 'mean', not {projection!r}")
-    if isinstance(scale, bool) or not isinstance(scale, int | float | Fraction):
-        raise ExportArgumentError(f"scale must be a number, not {scale!r}")
-    factor = Fraction(scale).limit_denominator(1000) if math.isfinite(scale) else Fraction(0)
+    factor = Fraction(float(scale)).limit_denominator(1000) if _positive(scale) else Fraction(0)
     if (
         factor <= 0
         or (factor >= 1 and factor.denominator != 1)
@@ -121,20 +127,37 @@ def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fractio
     return factor
 
 
-def _resolve_fps(fps: float | None, frames: Any) -> Fraction:
+def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     """Return the frame rate: the argument, else the reader's, else :data:`DEFAULT_FPS`.
 
     The reader's ``frame_rate``, then ``1 / metadata['frame_interval']`` (seconds), are used
     when they are finite and > 0. A lazy slice of a reader (``reader[10:50:2]``, a
     ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
-    ``_ancestor``) is asked. An invalid argument raises.
+    ``_ancestor``) is asked. An invalid argument, or a rate (also the reader's) that the
+    container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises.
     """
-    if fps is None:
+    given = fps is not None
+    if not given:
         rates = (_reader_rate(source) for source in _rate_sources(frames))
         fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
         raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
-    return Fraction(float(fps)).limit_denominator(10_000)
+    rate = Fraction(float(fps)).limit_denominator(10_000)
+    what = f"fps={float(fps):g}" if given else f"the frame rate of the input, {float(fps):g} fps,"
+    highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
+    if rate > highest:
+        raise ExportArgumentError(
+            f"{what} is more than {extension} files can time ({highest} fps): pass a lower "
+            f"fps (the movie plays in slow motion)"
+            + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
+        )
+    lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
+    if rate < lowest:
+        raise ExportArgumentError(
+            f"{what} is less than {extension} files can time ({float(lowest):.4g} fps): "
+            f"pass a higher fps (the movie plays in fast motion)"
+        )
+    return rate
 
 
 def _rate_sources(frames: Any) -> list[Any]:
@@ -243,7 +266,16 @@ class _Renderer:
         self.channels = channels
         self.lut = None if colormap is None else colormap_lut(colormap)
         self.compositor = None
-        gray_channel = channels and len(maps) == 1 and colors in (None, ["gray"], ("gray",))
+        if colors is not None:
+            if isinstance(colors, str) or not isinstance(colors, Iterable):
+                raise ExportArgumentError(
+                    f"channel_colors must be a list of one colour per channel, not {colors!r}"
+                )
+            colors = list(colors)
+        gray = colors is None or (
+            len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
+        )
+        gray_channel = channels and len(maps) == 1 and gray
         if channels and not gray_channel:  # a composite (channel colours on every channel)
             if colormap is not None:
                 raise ExportArgumentError("colormap is for one channel: use channel_colors")
@@ -252,7 +284,10 @@ class _Renderer:
                 raise ExportArgumentError(f"{len(colors)} channel_colors for {len(maps)} channels")
             self.compositor = Compositor(colors)
         elif colors is not None and not gray_channel:
-            raise ExportArgumentError("channel_colors needs frames with a channel axis")
+            raise ExportArgumentError(
+                "channel_colors needs frames with a channel axis; colour frames of one "
+                "channel with colormap (e.g. 'green', 'viridis')"
+            )
         passthrough = all(m.mode == "pass" for m in maps)
         rgb_stack = self.compositor is not None and self.compositor.stack_order == (0, 1, 2)
         self.direct_rgb = passthrough and rgb_stack
@@ -308,7 +343,8 @@ def to_video(
         - any pims reader, or a lazy slice of one (``reader[10:50:2]``): its ``iter_axes``
           give the frames, even when the reader also has ``ndim``/``shape``/``dtype``. For
           N-D readers the bundled axes (named by each frame's ``metadata['axes']``) must be
-          ``y``, ``x``, optionally ``c`` (channels) and one more axis to project
+          ``y``, ``x``, optionally ``c`` (channels) or ``s`` (RGB samples, shown as
+          colours), and one more axis to project
           (``projection``); ``channel_axis``/``projection_axis`` are axis letters (or
           integers counting in each frame).
         - a numpy or dask array ``(T, Y, X)`` or ``(T, Y, X, C)``; ``(T, Z, Y, X)`` with
@@ -320,7 +356,9 @@ def to_video(
         Channels: without ``channel_axis``, a 3-D frame's last axis holds channels when it is
         the only axis of size 1 to 4 (RGB(A), few-channel images); any other 3-D shape must
         say ``channel_axis`` or ``projection``. With ``projection`` and no axes given, the
-        first frame axis of a 3-D frame is projected.
+        first frame axis of a 3-D frame is projected. Alpha is not shown: the last of 2 or 4
+        RGB samples (``s``), and the 4th value of a uint8 last axis found this way (RGBA),
+        are dropped; ``channel_axis=-1`` makes such 4 values a 4-channel composite instead.
     path : str or path-like
         Output file; its extension picks the format: ``.mp4`` H.264 (default), ``.mkv``,
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
@@ -329,7 +367,10 @@ def to_video(
         ['frame_interval']`` (seconds), so that movie time is real time; else 10. A lazy
         slice ``reader[a:b:n]`` plays at its reader's rate (a step ``n`` makes the movie n
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
-        0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster.
+        0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
+        to a millisecond (``.mkv``, ``.webm``, ``.avi``: at most 1000 fps) or a hundredth
+        of a second (``.gif``: 100 fps, and at least 0.0016 fps); ``.mp4`` and ``.mov``
+        take up to 10^6 fps; the slowest rate is 1/10000 fps.
     codec : str, optional
         ffmpeg encoder for the container (see :mod:`pims_videoutils._ffmpeg`).
     lossless : bool
@@ -381,6 +422,8 @@ def to_video(
     ------
     ExportArgumentError
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
+        frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
+        ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
         missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
         unsupported dtype (complex, object...) or shape, inconsistent options. During the
         export: a frame whose shape or dtype differs from the first one.
@@ -390,7 +433,7 @@ def to_video(
     factor = _check_options(contrast, projection, scale)
     target = Path(os.fspath(path))
     chosen = _ffmpeg.choose_codec(target.suffix, codec, lossless)
-    rate = _resolve_fps(fps, frames)
+    rate = _resolve_fps(fps, frames, target.suffix)
     target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
     layout = frame_layout(source, channel_axis, projection, projection_axis)

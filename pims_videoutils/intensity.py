@@ -162,12 +162,21 @@ def robust_limits(
     ExportArgumentError
         As :func:`exact_percentiles`, or if ``percentiles`` is not two increasing values.
     """
-    if len(percentiles) != 2 or not percentiles[0] <= percentiles[1]:
+    lo, hi = exact_percentiles(planes, _percentile_pair(percentiles))
+    return lo, hi
+
+
+def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
+    """Return ``(low, high)`` as floats; ExportArgumentError unless two increasing numbers."""
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not low <= high:
         raise ExportArgumentError(
             f"percentiles must be two increasing values (low, high), got {percentiles!r}"
         )
-    lo, hi = exact_percentiles(planes, percentiles)
-    return lo, hi
+    return low, high
 
 
 def _scale(values: np.ndarray, lo: float, hi: float, gamma: float) -> np.ndarray:
@@ -242,7 +251,10 @@ class IntensityMap:
         ExportArgumentError
             If ``lo > hi``, a limit is not finite or ``gamma <= 0``.
         """
-        lo, hi = float(lo), float(hi)
+        try:
+            lo, hi = float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise ExportArgumentError(f"contrast limits must be numbers: {(lo, hi)!r}") from None
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
             raise ExportArgumentError(f"contrast limits must be finite with lo <= hi: {lo, hi}")
         _check_gamma(gamma)
@@ -262,10 +274,10 @@ class IntensityMap:
         Raises
         ------
         ExportArgumentError
-            If ``gamma <= 0``.
+            If ``gamma <= 0`` or ``percentiles`` are not two increasing values.
         """
         _check_gamma(gamma)
-        return cls(dtype, "frame", None, gamma, tuple(percentiles))
+        return cls(dtype, "frame", None, gamma, _percentile_pair(percentiles))
 
     @classmethod
     def passthrough(cls, dtype: np.dtype) -> IntensityMap:
@@ -285,7 +297,10 @@ class IntensityMap:
         if self.mode == "lut":
             return _take(self._lut, plane)
         if self.mode == "frame":
-            lo, hi = robust_limits([plane], self.percentiles)
+            try:
+                lo, hi = robust_limits([plane], self.percentiles)
+            except ExportArgumentError:  # no finite value: NaN -> 0, +inf -> 255 as always
+                lo = hi = 0.0
             return map_to_uint8(plane, lo, hi, self.gamma)
         return map_to_uint8(plane, *self.limits, self.gamma)
 
@@ -299,5 +314,6 @@ def _take(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:
 
 def _check_gamma(gamma: float) -> None:
     """Raise ExportArgumentError unless ``gamma`` is a finite number > 0."""
-    if not (np.isfinite(gamma) and gamma > 0):
+    number = isinstance(gamma, int | float | np.number) and not isinstance(gamma, bool)
+    if not (number and np.isfinite(gamma) and gamma > 0):
         raise ExportArgumentError(f"gamma must be a finite number > 0, got {gamma!r}")

@@ -46,8 +46,9 @@ def open_stack(source: str) -> Any:
     Returns
     -------
     pims.FramesSequence
-        :class:`~pims_videoutils.sequence.TiffSequenceND` for a folder or a pattern matching
-        several files, else the reader :func:`pims_videoutils.open` chooses.
+        :class:`~pims_videoutils.sequence.TiffSequenceND` for a folder, else the reader
+        :func:`pims_videoutils.open` chooses (``TiffSequenceND`` for a pattern matching several
+        TIFF files, ``pims.ImageSequence`` for one matching other images, such as PNGs).
 
     Raises
     ------
@@ -56,11 +57,9 @@ def open_stack(source: str) -> Any:
     StackReadError
         If the stack cannot be read.
     """
-    import glob
-
     from ._open import open as open_file
 
-    if os.path.isdir(source) or (not os.path.exists(source) and len(glob.glob(source)) > 1):
+    if os.path.isdir(source):
         from .sequence import TiffSequenceND
 
         return TiffSequenceND(source)
@@ -138,6 +137,8 @@ def select_frames(
         animate = list(axis.lower())
     else:  # the reader's iteration axes, but several channels make a composite, not frames
         animate = [a for a in reader.iter_axes if a != "c" or sizes["c"] == 1]
+    if len(set(animate)) != len(animate):
+        raise ExportArgumentError(f"--axis: an axis is given twice in {''.join(animate)!r}")
     for name in animate:
         check_axis(name, "--axis")
         if name in _IMAGE_AXES:

@@ -232,6 +232,21 @@ def test_convert_folder_and_glob(plane_files, pixels, tmp_path, pattern):
 # ---- batch ----------------------------------------------------------------------------------
 
 
+def test_convert_glob_of_png_images(tmp_path):
+    # a glob of other images than TIFF is read by pims (ImageSequence), as pims.open does
+    import imageio.v3 as iio
+
+    images = np.random.default_rng(3).integers(0, 256, (3, 12, 16), dtype=np.uint8)
+    (tmp_path / "png").mkdir()
+    for i, image in enumerate(images):
+        iio.imwrite(tmp_path / "png" / f"img_{i}.png", image)
+    result = run("convert", "png/img_*.png", "png.mkv", "--lossless", "--no-progress",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, frames = read_video(tmp_path / "png.mkv", "gray")
+    np.testing.assert_array_equal(frames, images)
+
+
 def test_batch_reports_a_bad_input_and_converts_the_others(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -248,6 +263,12 @@ def test_batch_reports_a_bad_input_and_converts_the_others(tmp_path):
     assert sorted(p.name for p in movies.iterdir()) == ["a.mp4", "b.mp4"]
     for name, frames in (("a", 3), ("b", 5)):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == frames
+
+
+def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
+    result = run("batch", str(stack), "--out", "movies", "--ext", "xyz", cwd=tmp_path)
+    _assert_one_line_error(result, "unknown video extension '.xyz'")
+    assert not (tmp_path / "movies").exists()
 
 
 def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
@@ -282,6 +303,22 @@ def test_not_a_tiff_is_one_line_error(tmp_path):
     _assert_one_line_error(run("info", "bad.tif", cwd=tmp_path), "bad.tif")
 
 
+def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
+    # pims_videoutils.open lists why each reader failed on the lines after "...open it:"
+    (tmp_path / "bad.tif").write_text("hello")
+    result = run("convert", "bad.tif", "out.mp4", cwd=tmp_path)
+    _assert_one_line_error(result, "could open it: ", "TiffStackND", "not a TIFF file")
+
+
+def test_convert_rgba_tiff_shows_its_colours(tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
+    result = run("convert", "rgba.tif", "rgba.mkv", "--lossless", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, frames = read_video(tmp_path / "rgba.mkv")
+    np.testing.assert_array_equal(frames, tifffile.imread(tmp_path / "rgba.tif")[..., :3])
+
+
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
@@ -289,10 +326,11 @@ def test_not_a_tiff_is_one_line_error(tmp_path):
         (["--coords", "z=7"], "out of range"),
         (["--channels", "5"], "out of range"),
         (["--axis", "y"], "image axis"),
+        (["--axis", "tt"], "given twice"),
         (["--start", "50"], "selects no frame"),
         (["--scale", "0.3"], "scale"),
         (["--codec", "nonsense"], "nonsense"),
-        (["--preset", "nope"], "invalid preset 'nope'"),  # ffmpeg itself fails
+        (["--preset", "nope"], "invalid preset 'nope'"),  # refused before ffmpeg starts
     ],
 )
 def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment):
@@ -310,6 +348,7 @@ def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment)
         ["convert", "a.tif", "b.mp4", "--contrast", "bright"],
         ["convert", "a.tif", "b.mp4", "--fps", "-3"],
         ["batch", "a.tif"],
+        ["sample", "s.tif", "--seed", "-1"],
         ["nocommand"],
     ],
 )

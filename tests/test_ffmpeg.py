@@ -12,6 +12,7 @@ from pims_videoutils._ffmpeg import (
     build_command,
     choose_codec,
     ffmpeg_exe,
+    ffv1_slices,
     output_pixel_format,
     size_multiple,
 )
@@ -230,3 +231,46 @@ def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
             started[0].kill()
             started[0].wait()
     assert not (tmp_path / "a.mkv").exists()
+
+
+def encodes_one_frame(width, height, pixel_format):
+    """Let ffmpeg itself say whether our ffv1 command takes one frame of this size."""
+    import subprocess
+
+    cmd = build_command(
+        ffmpeg=ffmpeg_exe(), output="out.mkv", width=width, height=height,
+        input_pixel_format="rgb24" if pixel_format == "gbrp" else pixel_format,
+        fps=Fraction(5), codec="ffv1", output_pixel_format=pixel_format,
+    )
+    cmd[-2:] = ["-f", "null", "-"]  # encode, write nothing
+    size = width * height * {"gray": 1, "gray16le": 2, "gbrp": 3}[pixel_format]
+    result = subprocess.run(cmd, input=bytes(size), capture_output=True, timeout=120)
+    return result.returncode == 0, result.stderr.decode(errors="replace")[-300:]
+
+
+@pytest.mark.parametrize("pixel_format", ["gray", "gray16le", "gbrp"])
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(1, 1), (1, 7), (7, 1), (2, 2), (1, 288), (1, 289), (400, 1), (353, 2), (41, 31)],
+)
+def test_ffv1_takes_thin_and_tiny_frames(width, height, pixel_format):
+    ok, stderr = encodes_one_frame(width, height, pixel_format)
+    assert ok, stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("width", "height", "pixel_format"),
+    [(5640, 5640, "gray16le"), (8000, 8000, "gray16le"), (4480, 4480, "gbrp"),
+     (7760, 7760, "gray")],
+)
+def test_ffv1_takes_frames_too_large_for_four_slices(width, height, pixel_format):
+    ok, stderr = encodes_one_frame(width, height, pixel_format)
+    assert ok, stderr
+
+
+def test_ffv1_slices():
+    assert ffv1_slices(1024, 1024, "gray16le") == 4  # the fast default
+    assert ffv1_slices(1, 100, "gray") == 1
+    assert ffv1_slices(1, 300, "gray") is None  # only level 1 (no slices) takes it
+    assert ffv1_slices(8000, 8000, "gray16le") > 4

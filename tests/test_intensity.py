@@ -132,6 +132,12 @@ def test_per_frame_uses_each_frames_own_limits():
     np.testing.assert_array_equal(m(dark), [[0, 128, 255]])
 
 
+def test_per_frame_without_finite_values_maps_nan_to_0_and_inf_to_255():
+    m = IntensityMap.per_frame(np.float32)
+    plane = np.array([[np.nan, np.inf, -np.inf, np.nan]], np.float32)
+    np.testing.assert_array_equal(m(plane), [[0, 255, 0, 0]])
+
+
 def test_passthrough_and_invalid_settings():
     x = np.arange(6, dtype=np.uint16).reshape(2, 3)
     m = IntensityMap.passthrough(np.uint16)

@@ -1,0 +1,240 @@
+"""Edge cases of ``to_video``: thin and huge frames, RGB(A) samples, frame rates at the
+limits of the containers, odd frames in iterables, colour arguments.
+
+Videos are decoded independently with PyAV (``read_back``); stacks are written and read
+with tifffile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from test_export import leftovers, no_ffmpeg, read_back  # noqa: F401 (no_ffmpeg: a fixture)
+
+from pims_videoutils import ExportArgumentError, to_video
+from pims_videoutils.readers import TiffStackND
+
+no_ffmpeg_start = pytest.mark.usefixtures("no_ffmpeg")  # the error comes before ffmpeg
+
+
+def frame_times(path):
+    """The presentation time (s) of every decoded frame, in decoding order."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return np.array([float(frame.time) for frame in container.decode(stream)])
+
+
+# ---- ffv1 and frame sizes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (300, 1), (1, 400), (2, 2)])
+def test_lossless_thin_and_tiny_frames_are_bit_exact(tmp_path, shape):
+    # ffv1 refused 2 x 2 slices for frames one pixel wide or high
+    movie = np.random.default_rng(1).integers(0, 65536, (3, *shape), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "line.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(video, movie)
+
+
+@pytest.mark.slow
+def test_lossless_frame_too_large_for_four_slices_is_bit_exact(tmp_path):
+    # 16-bit gray above ~5620 x 5620: ffv1 refuses 2 x 2 slices (each over 2**27 / 17 samples)
+    movie = np.random.default_rng(2).integers(0, 65536, (2, 5700, 5700), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "big.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(video, movie)
+
+
+# ---- RGB samples and alpha ------------------------------------------------------------------
+
+
+def test_rgb_tiff_reader_is_shown_in_colour(tmp_path):
+    # TiffStackND bundles RGB samples as axis "s": they are the colours, not an extra axis
+    data = np.random.default_rng(3).integers(0, 256, (4, 8, 10, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", data, photometric="rgb")
+    with TiffStackND(str(tmp_path / "rgb.tif")) as reader:
+        result = to_video(reader, tmp_path / "rgb.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(video, tifffile.imread(tmp_path / "rgb.tif"))
+
+
+def test_rgba_tiff_reader_drops_the_alpha(tmp_path):
+    data = np.random.default_rng(4).integers(0, 256, (3, 8, 10, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
+    with TiffStackND(str(tmp_path / "rgba.tif")) as reader:
+        result = to_video(reader, tmp_path / "rgba.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(video, tifffile.imread(tmp_path / "rgba.tif")[..., :3])
+
+
+def test_rgba_array_drops_the_alpha_unless_channels_are_asked_for(tmp_path):
+    movie = np.random.default_rng(5).integers(0, 256, (3, 8, 10, 4), dtype=np.uint8)
+    rgba = to_video(movie, tmp_path / "rgba.mkv", lossless=True, progress=False)
+    np.testing.assert_array_equal(read_back(rgba.path, "rgb24")[0], movie[..., :3])
+    # channel_axis given: four channels, red, green, blue and gray, added (ImageJ composite)
+    four = to_video(movie, tmp_path / "four.mkv", lossless=True, channel_axis=-1, progress=False)
+    expected = np.minimum(movie[..., :3].astype(int) + movie[..., 3:], 255)
+    np.testing.assert_array_equal(read_back(four.path, "rgb24")[0], expected)
+
+
+# ---- frame rates ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ext", "fps"),
+    [
+        (".mkv", 1500),
+        (".webm", 2000),
+        (".avi", 1001),
+        (".gif", 101),
+        (".gif", 0.001),
+        (".mp4", 2e6),
+        (".mp4", 1e-5),
+        (".mov", 10**30),
+    ],
+)
+@no_ffmpeg_start
+def test_frame_rate_the_container_cannot_time_fails_before_ffmpeg(tmp_path, ext, fps):
+    with pytest.raises(ExportArgumentError, match="files can time"):
+        to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / f"x{ext}", fps=fps, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("interval", [1e-4, 36_000.0])  # 10,000 fps camera; one frame per 10 h
+@no_ffmpeg_start
+def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
+    data = np.zeros((3, 8, 8), np.uint16)
+    tifffile.imwrite(
+        tmp_path / "s.tif", data, imagej=True, metadata={"axes": "TYX", "finterval": interval}
+    )
+    with TiffStackND(str(tmp_path / "s.tif")) as reader:
+        with pytest.raises(ExportArgumentError, match="frame rate of the input"):
+            to_video(reader, tmp_path / "s.mkv", progress=False)
+    assert leftovers(tmp_path) == ["s.tif"]
+
+
+@pytest.mark.parametrize(("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4)])
+def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
+    movie = np.random.default_rng(6).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    result = to_video(movie, tmp_path / f"x{ext}", fps=fps, progress=False)
+    times = frame_times(result.path)
+    assert len(times) == 6
+    np.testing.assert_allclose(np.diff(times), 1 / fps, rtol=1e-3)
+
+
+# ---- odd frames in iterables ----------------------------------------------------------------
+
+
+def test_none_frame_is_an_error_not_the_end(tmp_path):
+    def frames():  # 16-bit: the first frames are buffered for the contrast
+        yield np.zeros((8, 8), np.uint16)
+        yield np.ones((8, 8), np.uint16)
+        yield None
+        yield np.ones((8, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError):
+        to_video(frames(), tmp_path / "x.mp4", progress=False)
+    with pytest.raises(ExportArgumentError, match="object"):  # not "empty input"
+        to_video([None, np.zeros((8, 8), np.uint8)], tmp_path / "x.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_per_frame_contrast_with_a_frame_of_nan_only(tmp_path):
+    movie = np.random.default_rng(10).random((4, 6, 8)).astype(np.float32)
+    movie[2] = np.nan  # e.g. a frame masked out entirely
+    result = to_video(movie, tmp_path / "f.mkv", lossless=True, contrast="frame", progress=False)
+    video, _ = read_back(result.path)
+    assert not video[2].any()  # NaN is black
+    lo, hi = np.percentile(movie[3], (0.1, 99.9))
+    expected = np.floor(255 * np.clip((movie[3].astype(np.float64) - lo) / (hi - lo), 0, 1) + 0.5)
+    assert np.abs(video[3] - expected).max() <= 1  # float32 arithmetic
+
+
+def test_ragged_frame_is_an_export_argument_error(tmp_path):
+    with pytest.raises(ExportArgumentError, match="not an array"):
+        to_video([[[1, 2], [3]]] * 2, tmp_path / "x.mp4", progress=False)
+    ragged_later = [np.zeros((2, 2), np.uint8), [[1, 2], [3]]]
+    with pytest.raises(ExportArgumentError, match="not an array"):
+        to_video(ragged_later, tmp_path / "x.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+# ---- colour arguments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"channel_colors": "red"}, "list of one colour per channel"),
+        ({"channel_colors": 5}, "list of one colour per channel"),
+        ({"colormap": np.full((256, 3), 1000, np.uint16)}, "0 to 255"),
+        ({"colormap": np.full((256, 3), np.nan)}, "finite"),
+    ],
+)
+@no_ffmpeg_start
+def test_bad_colour_arguments(tmp_path, kwargs, match):
+    two_channels = np.zeros((2, 6, 8, 2), np.uint8)
+    movie = two_channels if "channel_colors" in kwargs else two_channels[..., 0]
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(movie, tmp_path / "x.mp4", progress=False, **kwargs)
+    assert leftovers(tmp_path) == []
+
+
+def test_colormap_table_of_any_integer_type(tmp_path):
+    movie = np.random.default_rng(7).integers(0, 256, (2, 6, 8), dtype=np.uint8)
+    table = np.stack([np.arange(256), 255 - np.arange(256), np.full(256, 7)], axis=1)  # int64
+    result = to_video(movie, tmp_path / "t.mkv", lossless=True, colormap=table, progress=False)
+    np.testing.assert_array_equal(read_back(result.path, "rgb24")[0], table[movie])
+
+
+def test_one_channel_with_a_colour_given_as_an_array(tmp_path):
+    movie = np.random.default_rng(8).integers(0, 256, (2, 6, 8, 1), dtype=np.uint8)
+    result = to_video(
+        movie,
+        tmp_path / "red.mkv",
+        lossless=True,
+        channel_colors=[np.array([1.0, 0.0, 0.0])],
+        progress=False,
+    )
+    video, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(video[..., 0], movie[..., 0])
+    assert not video[..., 1:].any()
+
+
+# ---- arguments of other types -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [np.int64(2), np.float32(0.5)])
+def test_numpy_scale(tmp_path, scale):
+    movie = np.random.default_rng(9).integers(0, 256, (2, 6, 8), dtype=np.uint8)
+    result = to_video(movie, tmp_path / "s.mkv", lossless=True, scale=scale, progress=False)
+    assert read_back(result.path)[0].shape == (2, int(6 * scale), int(8 * scale))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gamma": None}, "gamma"),
+        ({"gamma": "2"}, "gamma"),
+        ({"contrast": ("a", "b")}, "numbers"),
+        ({"contrast": "frame", "percentiles": None}, "percentiles"),
+        ({"percentiles": "ab"}, "percentiles"),
+        ({"crf": 52}, "0 to 51"),
+        ({"crf": -1}, "0 to 51"),
+        ({"crf": 99, "codec": "libvpx-vp9"}, "0 to 63"),  # ffmpeg refused it after starting
+        ({"preset": "nope"}, "invalid preset 'nope'"),
+        ({"preset": 5}, "invalid preset"),
+        ({"extra_args": "-an"}, "extra_args"),
+        ({"extra_args": None}, "extra_args"),
+    ],
+)
+@no_ffmpeg_start
+def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
+    ext = ".webm" if kwargs.get("codec") == "libvpx-vp9" else ".mp4"
+    movie = np.zeros((2, 6, 8), np.uint16)
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(movie, tmp_path / f"x{ext}", progress=False, **kwargs)
+    assert leftovers(tmp_path) == []
