@@ -22,9 +22,11 @@ from ._pread import PlaneReads
 
 __all__ = ["PageDecoder"]
 
-# tifffile's and imagecodecs' errors on pages it cannot decode (RuntimeError: codec errors)
-_DECODE_ERRORS = (ImportError, ValueError, KeyError, IndexError, RuntimeError, struct.error,
-                  tifffile.TiffFileError)
+# tifffile's and imagecodecs' errors on pages it cannot decode (RuntimeError: codec errors;
+# OSError: a seek to an impossible offset; ArithmeticError, MemoryError: absurd sizes)
+_DECODE_ERRORS = (ImportError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                  RuntimeError, ArithmeticError, AssertionError, MemoryError, OSError,
+                  struct.error, tifffile.TiffFileError)
 
 
 class PageDecoder:
@@ -77,7 +79,10 @@ class PageDecoder:
         except _DECODE_ERRORS as exc:
             what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
             if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
-                raise StackReadError(
-                    self._reads.path, f"no codec to decode {what} ({exc}); install the "
-                    "optional codecs with `pip install imagecodecs`") from None
-            raise StackReadError(self._reads.path, f"cannot decode {what} ({exc})") from None
+                reason = (f"no codec to decode {what} ({exc}); install the optional codecs "
+                          "with `pip install imagecodecs`")
+            else:
+                reason = f"cannot decode {what} ({type(exc).__name__}: {exc})"
+        # raised here, not in the except clause: the error keeps no context whose traceback
+        # would hold the page's buffers (e.g. a huge output array tifffile had allocated)
+        raise StackReadError(self._reads.path, reason)

@@ -281,6 +281,22 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     return offsets[:, 0].copy()
 
 
+def next_ifd(read, byteorder: str, bigtiff: bool, offset: int) -> int | None:
+    """Return the next-IFD pointer of the IFD at ``offset`` (None: the IFD cannot be read).
+
+    ``read(offset, nbytes) -> bytes`` reads the file (fewer bytes at its end).
+    """
+    fmt = _Format.of(byteorder, bigtiff)
+    head = read(offset, fmt.count_size)
+    if len(head) < fmt.count_size:
+        return None
+    (ntags,) = struct.unpack(byteorder + fmt.count_fmt, head)
+    pointer = read(offset + fmt.count_size + ntags * fmt.entry_size, fmt.pointer_size)
+    if len(pointer) < fmt.pointer_size:
+        return None
+    return struct.unpack(byteorder + fmt.pointer_fmt, pointer)[0]
+
+
 def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | None:
     """Read the layout-defining tags of the IFD at ``offset``: ``{code: (type, count, bytes)}``.
 

@@ -17,7 +17,8 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
-(samples per pixel); unknown sequences ``Q`` and ``I`` -> ``t``; positions/tiles/scenes
+(samples per pixel, unless the series names them ``C``, ``Z`` or ``T``); unknown sequences
+``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
 ``R``, ``V``, ``P``, ``M`` -> ``p``; any other code, or a name already taken, -> the code in lower
 case (then the first free letter).
 """
@@ -74,7 +75,8 @@ class Layout:
     shape : tuple of int
         Sizes of ``axes``.
     plane_axes : str
-        ``'yx'`` or ``'yxs'`` (samples per pixel last).
+        ``'yx'`` or ``'yxs'`` (samples per pixel last); ``'yxc'`` (or ``'yxz'``, ``'yxt'``)
+        for samples that the file's metadata names as channels (or depth, time).
     plane_shape : tuple of int
         Sizes of ``plane_axes``.
     dtype : numpy.dtype
@@ -210,11 +212,14 @@ def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
         described, described_axes = _shaped_shape(page0.description)
         if described is not None and math.prod(described) == npages * math.prod(page0.shape):
             kind = "shaped"
-            outer = len(described) - len(page0.shape)
-            shape = tuple(described[:outer]) if outer >= 0 else ()
-            axes = "Q" * len(shape)
-            if described_axes and described_axes[outer:] == codes:
-                axes = described_axes[:outer]
+            normal = _unit_axes_moved(described_axes or "Q" * len(described), described,
+                                      tuple(page0.shape))
+            if normal is None:
+                return None
+            full_axes, full = normal
+            shape = full[: len(full) - len(page0.shape)]
+            codes, plane_codes = _page_axes(page0, full_axes)
+            axes = full_axes[: len(shape)] if full_axes.endswith(codes) else "Q" * len(shape)
             if math.prod(shape) != npages:
                 return None
         elif described is None or math.prod(described) != math.prod(page0.shape):
@@ -234,6 +239,28 @@ def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
                           storage, plane_offsets, ifd_offsets, info)
     _check_extent(layout, size)
     return layout
+
+
+def _unit_axes_moved(axes: str, shape: tuple[int, ...],
+                     page_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]] | None:
+    """Return tifffile's ``axes`` and ``shape`` of a series rearranged to end with the page's.
+
+    Length-1 axes after the page's (an array ``(T, Y, X, 1)``) move before them (the planes'
+    order is the same), and unknown axes (``Q``) of length 1 are dropped: they number
+    nothing. None: the page is still not the tail.
+    """
+    moved = ""
+    while len(shape) > len(page_shape) and shape[-len(page_shape):] != page_shape:
+        if shape[-1] != 1:
+            return None
+        moved, axes, shape = axes[-1] + moved, axes[:-1], shape[:-1]
+    cut = len(shape) - len(page_shape)
+    if cut < 0 or shape[cut:] != page_shape:
+        return None
+    kept = [(a, n) for a, n in zip(axes[:cut] + moved, shape[:cut] + (1,) * len(moved),
+                                   strict=True) if not (a == "Q" and n == 1)]
+    return ("".join(a for a, _ in kept) + axes[cut:],
+            tuple(n for _, n in kept) + shape[cut:])
 
 
 def _shaped_shape(description: str) -> tuple[tuple[int, ...] | None, str | None]:
@@ -267,7 +294,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 "dataset, or its folder)")
     try:
         all_series = tif.series
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError, RuntimeError,
+            ArithmeticError, AssertionError, MemoryError) as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
     info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
              "kind": s.kind, "levels": [tuple(lv.shape) for lv in s.levels]}
@@ -291,13 +319,13 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     key = ser.keyframe
     if key is None or key.dtype is None:
         raise StackReadError(path, "unsupported sample format")
-    codes, plane_codes = _page_axes(key)
-    if not ser.axes.endswith(codes) or tuple(ser.shape[len(ser.shape) - len(codes):]) != tuple(
-        key.shape
-    ):
+    normal = _unit_axes_moved(ser.axes, tuple(ser.shape), tuple(key.shape))
+    series_axes, series_shape = normal or (ser.axes, tuple(ser.shape))
+    codes, plane_codes = _page_axes(key, series_axes)
+    if normal is None or not series_axes.endswith(codes):
         raise StackReadError(path, f"unsupported page layout {key.axes} in series {ser.axes}")
-    outer_codes = ser.axes[: len(ser.axes) - len(codes)]
-    shape = tuple(ser.shape[: len(outer_codes)])
+    outer_codes = series_axes[: len(series_axes) - len(codes)]
+    shape = series_shape[: len(outer_codes)]
     names = pims_axes(outer_codes + plane_codes)
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
@@ -311,6 +339,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             raise StackReadError(path, f"series {series} spans several files (multi-file "
                                  "OME-TIFF or Micro-Manager dataset); open it with "
                                  "TiffSequenceND (any file of the dataset, or its folder)")
+        _check_chain_end(tif, path)
         if len(pages) != nplanes:
             raise StackReadError(
                 path, f"series {series} has {len(pages)} pages for {nplanes} planes")
@@ -335,6 +364,23 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:
+    """Raise StackReadError unless the IFD chain that tifffile read ends with a null pointer.
+
+    tifffile ends the chain quietly (with a log message) at a loop, at a pointer outside the
+    file or at an unreadable IFD: its series then lack pages (or fill them with zeros).
+    """
+    last = tif.pages[len(tif.pages) - 1]
+    fd = tif.filehandle.fileno()
+    pointer = _ifd.next_ifd(lambda offset, n: os.pread(fd, n, offset), tif.byteorder,
+                            tif.is_bigtiff, last.offset)
+    if pointer != 0:
+        target = "nowhere readable" if pointer is None else f"byte {pointer}"
+        raise StackReadError(
+            path, f"corrupt IFD chain: the IFD of page {len(tif.pages) - 1} (byte "
+            f"{last.offset}) points to {target}: a loop or a broken IFD")
 
 
 def _scale_pixel_sizes(meta: dict[str, Any], full, page, level: int) -> None:
@@ -365,14 +411,23 @@ def _page_data_offsets(pages: list, plane_nbytes: int) -> np.ndarray | None:
 # --- shared helpers -----------------------------------------------------------------------------
 
 
-def _page_axes(page: tifffile.TiffPage) -> tuple[str, str]:
-    """(tifffile axes of the page as squeezed by tifffile, the same in plane order YX[S])."""
+def _page_axes(page: tifffile.TiffPage, series_axes: str = "") -> tuple[str, str]:
+    """(tifffile axes of the page as squeezed by tifffile, the same in plane order YX[S]).
+
+    Samples that ``series_axes`` (the axes of the series or of a shaped description) name as
+    channels, depth or time (``C``, ``Z``, ``T``: data that tifffile wrote as RGB because an
+    axis had 3 or 4 elements) keep that name instead of ``S``.
+    """
     codes = page.axes
     if codes == "YX":
         return codes, "YX"
-    if codes in ("YXS", "SYX"):
-        return codes, "YXS"
-    raise _UnsupportedPage(f"unsupported page axes {codes!r}")
+    if codes not in ("YXS", "SYX"):
+        raise _UnsupportedPage(f"unsupported page axes {codes!r}")
+    tail = series_axes[-3:]
+    sample = codes.index("S")
+    if len(tail) == 3 and tail[sample] in "CZT" and tail.replace(tail[sample], "S") == codes:
+        return tail, "YX" + tail[sample]
+    return codes, "YXS"
 
 
 def _mappable(page: tifffile.TiffPage) -> bool:
@@ -407,6 +462,8 @@ def _check_extent(layout: Layout, size: int) -> None:
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
                  ifd_offsets, info, series=0, page_times=None) -> Layout:
     plane_shape = tuple(key.shape)
+    if not math.prod(plane_shape):
+        raise StackReadError(path, f"the image has no pixels (shape {plane_shape})")
     planar = key.axes == "SYX"
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
@@ -430,19 +487,36 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
 
 
+def _positive(value: Any) -> float | None:
+    """``value`` as a positive finite float; None when absent, not a number, zero or negative.
+
+    Metadata written by hand or by other software may hold anything: a bad value is unknown,
+    it does not make the pixels unreadable.
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
                   shape: tuple[int, ...]) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
 
-    Pixel sizes come from the resolution tags only in centimetres (or ImageJ's own unit):
-    resolutions in inches are the print defaults of most writers (72 dpi), not pixel sizes.
+    Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
+    micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
+    print defaults of most writers (72 dpi), not pixel sizes.
     """
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
-    xres, yres = page0.resolution
-    if page0.resolutionunit == 3 and xres > 0 and yres > 0 and (xres, yres) != (1, 1):
-        meta.update(pixel_size_x=1e4 / xres, pixel_size_y=1e4 / yres, unit="µm")
+    xres, yres = (_positive(r) for r in page0.resolution)
+    per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
+    if per_unit and xres and yres and (xres, yres) != (1, 1):
+        meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:
         meta["colormap"] = key.colormap
     timestamps = None
@@ -457,7 +531,21 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
 
 def _length_unit(unit: str) -> str:
     """Return the unit as written, with the spellings of micrometre normalised to ``µm``."""
-    return "µm" if unit in ("micron", "microns", "um") else unit
+    return "µm" if unit in ("micron", "microns", "um", "\u03bcm") else unit
+
+
+# powers of ten of a metre
+_METRE_EXPONENTS = {"km": 3, "m": 0, "cm": -2, "mm": -3, "µm": -6, "nm": -9, "Å": -10, "pm": -12}
+
+
+def _in_unit(value: float | None, unit: str, target: str) -> float | None:
+    """``value`` in length ``unit`` expressed in ``target`` (None when either is unknown)."""
+    if value is None or unit == target:
+        return value
+    if unit not in _METRE_EXPONENTS or target not in _METRE_EXPONENTS:
+        return None
+    shift = _METRE_EXPONENTS[unit] - _METRE_EXPONENTS[target]
+    return value * 10**shift if shift >= 0 else value / 10**-shift
 
 
 def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
@@ -466,18 +554,27 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     unit = ij.get("unit")
     if unit:
         meta["unit"] = _length_unit(_unescape(str(unit)))
-        xres, yres = page0.resolution
-        if xres > 0 and yres > 0 and page0.resolutionunit == 1:
+        xres, yres = (_positive(r) for r in page0.resolution)
+        if xres and yres and page0.resolutionunit == 1:
             meta.update(pixel_size_x=1 / xres, pixel_size_y=1 / yres)
-    if ij.get("spacing"):
-        meta["z_step"] = float(ij["spacing"])
-    if ij.get("finterval"):
-        meta["frame_interval"] = float(ij["finterval"])
-    elif ij.get("fps"):
-        meta["frame_interval"] = 1.0 / float(ij["fps"])
+    meta["z_step"] = _positive(ij.get("spacing"))
+    fps = _positive(ij.get("fps"))
+    meta["frame_interval"] = _positive(ij.get("finterval")) or (1.0 / fps if fps else None)
 
 
-_TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+# TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
+_MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
+_TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
+              "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _seconds(value: Any, unit: str) -> float:
+    """Return an OME time in ``unit`` in seconds (NaN: not a finite number, or unknown unit)."""
+    try:
+        number = float(value) * _TIME_TO_S[unit]
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
@@ -503,15 +600,21 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     if pixels is None:
         return None
     get = pixels.attrib.get
-    if get("PhysicalSizeX"):
-        meta["pixel_size_x"] = float(get("PhysicalSizeX"))
-        meta["pixel_size_y"] = float(get("PhysicalSizeY", get("PhysicalSizeX")))
-        meta["unit"] = _length_unit(get("PhysicalSizeXUnit", "µm"))
-    if get("PhysicalSizeZ"):
-        meta["z_step"] = float(get("PhysicalSizeZ"))
-    if get("TimeIncrement"):
-        unit = _TIME_TO_S.get(get("TimeIncrementUnit", "s"), 1.0)
-        meta["frame_interval"] = float(get("TimeIncrement")) * unit
+    unit = None
+    size_x = _positive(get("PhysicalSizeX"))
+    if size_x:
+        unit = _length_unit(get("PhysicalSizeXUnit", "µm"))
+        size_y = _positive(get("PhysicalSizeY")) if get("PhysicalSizeY") else size_x
+        unit_y = _length_unit(get("PhysicalSizeYUnit", "µm")) if get("PhysicalSizeY") else unit
+        meta.update(pixel_size_x=size_x, pixel_size_y=_in_unit(size_y, unit_y, unit), unit=unit)
+    size_z = _positive(get("PhysicalSizeZ"))
+    if size_z:
+        unit_z = _length_unit(get("PhysicalSizeZUnit", "µm"))
+        meta["unit"] = unit = unit or unit_z
+        meta["z_step"] = _in_unit(size_z, unit_z, unit)
+    interval = _seconds(get("TimeIncrement"), get("TimeIncrementUnit", "s"))
+    if interval > 0:
+        meta["frame_interval"] = interval
     names = [c.attrib.get("Name") for c in pixels.findall(f"{ns}Channel")]
     if names and all(names):
         meta["channel_names"] = names
@@ -523,10 +626,13 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
         att = plane.attrib
         if "DeltaT" not in att:
             continue
-        coords = [int(att.get(f"The{ax.upper()}", 0)) for ax in axes]
+        try:
+            coords = [int(att.get(f"The{ax.upper()}", 0)) for ax in axes]
+        except ValueError:
+            continue
         if all(0 <= c < n for c, n in zip(coords, shape, strict=True)):
             index = int(np.ravel_multi_index(coords, shape)) if shape else 0
-            stamps[index] = float(att["DeltaT"]) * _TIME_TO_S.get(att.get("DeltaTUnit", "s"), 1)
+            stamps[index] = _seconds(att["DeltaT"], att.get("DeltaTUnit", "s"))
     return None if np.isnan(stamps).all() else stamps
 
 
@@ -534,15 +640,14 @@ def _micromanager_metadata(mm: dict[str, Any], page0, meta: dict[str, Any]) -> N
     meta["micromanager_metadata"] = mm
     summary = mm.get("Summary") or {}
     image = page0.tags.valueof(51123)  # the first image's metadata: MM 2.0 keeps its pixel size
-    pixel_size = summary.get("PixelSize_um") or (
-        image.get("PixelSizeUm") if isinstance(image, dict) else None)
+    pixel_size = _positive(summary.get("PixelSize_um")) or (
+        _positive(image.get("PixelSizeUm")) if isinstance(image, dict) else None)
     if pixel_size:
-        meta.update(pixel_size_x=float(pixel_size), pixel_size_y=float(pixel_size), unit="µm")
+        meta.update(pixel_size_x=pixel_size, pixel_size_y=pixel_size, unit="µm")
     if summary.get("MicroManagerVersion") and not page0.software:  # else "ImageJ" (its header)
         meta["software"] = f"Micro-Manager {summary['MicroManagerVersion']}"
-    if summary.get("z-step_um"):
-        meta["z_step"] = float(summary["z-step_um"])
-    if summary.get("Interval_ms"):
-        meta["frame_interval"] = float(summary["Interval_ms"]) / 1000.0
+    meta["z_step"] = _positive(summary.get("z-step_um")) or meta["z_step"]
+    interval = _positive(summary.get("Interval_ms"))
+    meta["frame_interval"] = interval / 1000.0 if interval else meta["frame_interval"]
     if isinstance(summary.get("ChNames"), list):
         meta["channel_names"] = [str(n) for n in summary["ChNames"]]

@@ -81,8 +81,9 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     :func:`functools.wraps`; the original is its ``__wrapped__``). At its first call (once per
     process, thread-safe) it imports every reader registered in the ``pims.readers``
     entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
-    files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes
-    unchanged to pims's ``open``, which chooses among the (now imported) readers as usual.
+    files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes to
+    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs), which
+    chooses among the (now imported) readers as usual.
 
     Parameters
     ----------
@@ -102,7 +103,7 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
         if isinstance(path, str) and opens_as_sequence(path):
             return _open_sequence(path, kwargs)
-        return original(sequence, **kwargs)
+        return original(path, **kwargs)  # (pims's open fails on pathlib.Path)
 
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
@@ -178,11 +179,12 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     StackNotFoundError
         If nothing exists at ``path`` and the pattern matches no file.
     StackReadError
-        If ``path`` is a folder without TIFF files or has no extension, if no reader handles
-        its extension, or if every candidate reader raised (the message lists each one and
-        its error; the highest-priority reader's exception is the ``__cause__``); for a
-        folder or glob of TIFF files, as raised by ``TiffSequenceND`` (e.g. file names that
-        cannot be arranged, or a gap in their numbering).
+        If ``path`` is a folder without TIFF files, is not a regular file (a FIFO, a device)
+        or has no extension, if no reader handles its extension, or if every candidate
+        reader raised (the message lists each one and its error; the highest-priority
+        reader's exception is the ``__cause__``); for a folder or glob of TIFF files, as
+        raised by ``TiffSequenceND`` (e.g. file names that cannot be arranged, or a gap in
+        their numbering).
     """
     from . import sequence  # noqa: F401  (our own readers are candidates, installed or not)
 
@@ -203,6 +205,9 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         target = matches[0]
     if os.path.isdir(target):
         raise StackReadError(target, "is a folder without .tif or .tiff files; pass a file")
+    if not os.path.isfile(target):  # a FIFO would make the readers wait for a writer
+        raise StackReadError(target, "is not a regular file (a FIFO or a device); pims "
+                             "readers need a file they can seek in")
     extension = os.path.splitext(target)[1].lower().lstrip(".")
     if not extension:
         raise StackReadError(

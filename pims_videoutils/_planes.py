@@ -158,6 +158,8 @@ class PlanesND(FramesSequenceND):
         if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes
                 or plan.defaults != self._default_coords):
             plan = self._plan = _FramePlan.of(self)
+            if not plan.direct:  # pims's iter_axes setter edits bundle_axes, not its getter
+                self.bundle_axes = plan.bundle
         i = int(i)
         if not 0 <= i < plan.length:
             raise IndexError(f"frame {i} out of range 0..{plan.length - 1}")
@@ -179,8 +181,6 @@ class PlanesND(FramesSequenceND):
             if plan.direct:
                 result = self._plane_at({**plan.defaults, **coords})
             else:
-                if self._get_frame_wrapped is None:
-                    self.bundle_axes = tuple(plan.bundle)  # builds pims's bundling getter
                 result = self._get_frame_wrapped(**{**plan.defaults, **coords})
         if plan.transpose is not None:  # e.g. pimsviewer's 'xy'
             result = result.transpose(plan.transpose)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import mmap
+import operator
 import os
+import stat
 import struct
 import threading
 from typing import Any
@@ -21,8 +23,10 @@ from ._pread import PlaneReads
 
 __all__ = ["TiffStackND"]
 
-# what tifffile raises on malformed files (TiffFileError is a ValueError)
-_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, struct.error, EOFError)
+# what tifffile raises on malformed files (TiffFileError is a ValueError; RuntimeError:
+# "incompatible keyframe"; ArithmeticError: sizes of 0 or absurd; MemoryError: absurd sizes)
+_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, AttributeError, struct.error,
+                 EOFError, RuntimeError, ArithmeticError, AssertionError, MemoryError)
 
 
 class TiffStackND(PlanesND):
@@ -47,24 +51,31 @@ class TiffStackND(PlanesND):
     copy : bool, optional
         True (default): every plane is a fresh writable array. False: planes of ``'mapped'``
         storage are zero-copy read-only views into one read-only mapping of the file (needs the
-        file's byte order to be native; decoded planes are fresh arrays anyway).
+        file's byte order to be native; decoded planes are fresh arrays anyway). As with any
+        memory map (``tifffile.memmap`` too), truncating the file while views of it are used
+        kills the process (SIGBUS); with True, a truncated file raises StackReadError.
 
     Attributes
     ----------
     axes, sizes
         pims axes of the file: ``t`` time, ``z`` depth, ``c`` channel, ``y``, ``x``, ``s``
-        samples per pixel (RGB). tifffile's unknown sequences ``Q``/``I`` become ``t``;
-        positions/tiles/scenes ``R``, ``V``, ``P``, ``M`` become ``p``; any other tifffile axis
-        code becomes its lower-case letter. Defaults: ``iter_axes = 't'`` (``'z'`` without ``t``,
-        else the first non-plane axis), ``bundle_axes = 'yx'`` (``'yxs'`` for RGB).
+        samples per pixel (RGB; ``c``, ``z`` or ``t`` where the file's metadata names them so,
+        e.g. a ``(T, 3, Y, X)`` array that tifffile wrote as RGB with axes ``'TCYX'``).
+        tifffile's unknown sequences ``Q``/``I`` become ``t`` (``Q`` of length 1, as in an array
+        ``(T, Y, X, 1)``, are dropped); positions/tiles/scenes ``R``, ``V``, ``P``, ``M`` become
+        ``p``; any other tifffile axis code becomes its lower-case letter. Defaults:
+        ``iter_axes = 't'`` (``'z'`` without ``t``, else the first non-plane axis),
+        ``bundle_axes = 'yx'`` (``'yxs'`` for RGB, ``'yxc'`` for such channels).
     metadata : dict
         Always has ``pixel_size_x``, ``pixel_size_y``, ``z_step`` (in ``unit``), ``unit``,
         ``frame_interval`` (seconds), ``channel_names``, ``software``, ``kind``
         (``'imagej'``, ``'ome'``, ``'shaped'``, ``'uniform'``, ``'ndtiff'``, ...), ``storage``,
         ``series`` (index, shape, axes, dtype, kind and pyramid ``levels`` shapes of every series
-        in the file): None when unknown; ``level`` for a pyramid level other than 0. Plus
-        ``imagej_metadata``, ``ome_xml``, ``micromanager_metadata`` and a palette's ``colormap``
-        where present.
+        in the file): None when unknown, or when the file holds no positive finite number
+        there (a bad metadata value never makes the pixels unreadable); ``level`` for a pyramid
+        level other than 0. Lengths are in ``unit``, the unit of the x pixel size (other axes'
+        units are converted to it). Plus ``imagej_metadata``, ``ome_xml``,
+        ``micromanager_metadata`` and a palette's ``colormap`` where present.
     frame_rate : float or None
         ``1 / metadata['frame_interval']`` when known.
     storage : str
@@ -77,7 +88,11 @@ class TiffStackND(PlanesND):
     StackNotFoundError
         The file does not exist.
     StackReadError
-        Not a TIFF, empty, truncated, corrupt or inconsistent file, or no such series or level.
+        Not a TIFF, empty, truncated, corrupt or inconsistent file, not a regular file (a
+        folder, a FIFO, a device), or no such series or level.
+    TypeError
+        ``path`` is not a ``str`` or ``os.PathLike[str]``; ``series`` or ``level`` is not an
+        integer.
     ValueError
         ``copy=False`` on a file whose byte order is not native.
 
@@ -111,7 +126,10 @@ class TiffStackND(PlanesND):
                  copy: bool = True) -> None:
         super().__init__()
         self._path = os.fspath(path)
-        self._options = {"series": int(series), "level": int(level), "copy": bool(copy)}
+        if not isinstance(self._path, str):
+            raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
+        self._options = {"series": operator.index(series), "level": operator.index(level),
+                         "copy": bool(copy)}
         self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
         self._file, self._tif, self._mmap = None, None, None
         self._closed = False
@@ -138,13 +156,18 @@ class TiffStackND(PlanesND):
 
     def _open(self) -> Layout:
         try:
-            self._file = open(self._path, "rb", buffering=0)  # owned until close()
+            mode = os.stat(self._path).st_mode
+            if stat.S_ISREG(mode):  # (opening a FIFO would wait for a writer)
+                self._file = open(self._path, "rb", buffering=0)  # owned until close()
         except FileNotFoundError:
             raise StackNotFoundError(self._path, "no such file") from None
-        except IsADirectoryError:
-            raise StackReadError(self._path, "is a directory, not a TIFF file") from None
+        except ValueError as exc:  # e.g. a NUL character in the path
+            raise StackReadError(self._path, f"cannot open ({exc})") from None
         except OSError as exc:
             raise StackReadError(self._path, f"cannot open ({exc.strerror})") from None
+        if self._file is None:
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (FIFO, device...)"
+            raise StackReadError(self._path, f"is {what}, not a TIFF file")
         self._reads = PlaneReads(self._file.fileno(), self._path)
         try:
             if os.fstat(self._file.fileno()).st_size == 0:
@@ -261,8 +284,13 @@ class TiffStackND(PlanesND):
         data = self._decoder.decode(ifd_offset, index)
         if layout.planar:
             data = np.moveaxis(data, 0, -1)
-        data = data.reshape(layout.plane_shape)
-        return np.ascontiguousarray(data, dtype=self._native)
+        if data.size != math.prod(layout.plane_shape) or data.dtype.newbyteorder(
+                "=") != self._native:
+            raise StackReadError(
+                self._path, f"page {index} decodes to {data.shape} {data.dtype}, not the "
+                f"stack's {layout.plane_shape} {self._native} (file changed since it was "
+                "opened, or inconsistent pages)")
+        return np.ascontiguousarray(data.reshape(layout.plane_shape), dtype=self._native)
 
     # --- lifetime -----------------------------------------------------------------------------
 
@@ -282,13 +310,14 @@ class TiffStackND(PlanesND):
                 self._release()
 
     def _release(self) -> None:
-        """Close the mapping, tifffile's handle and the file (idempotent; lock held)."""
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # zero-copy views still alive: the GC closes it with them
-                pass
-            self._mmap = None
+        """Release the mapping, close tifffile's handle and the file (idempotent; lock held).
+
+        The mapping is not closed but dropped: the zero-copy views of ``copy=False`` hold it
+        (it is their ``base``; numpy keeps no buffer export that would make ``close()``
+        refuse), so closing it would leave them pointing at unmapped memory (a segfault). It
+        is unmapped, and its own descriptor closed, when the last of them goes.
+        """
+        self._mmap = None
         if self._tif is not None:
             self._tif.close()
             self._tif = None

@@ -111,6 +111,41 @@ def test_ifd_loop(tmp_path, bigtiff, target):
     _assert_read_error(path, "loops")
 
 
+def _compressed(path, n=6, **options):
+    data = np.arange(n * 20 * 24, dtype="u2").reshape(n, 20, 24)
+    tifffile.imwrite(path, data, compression="zlib", **options)
+    with tifffile.TiffFile(path) as tif:
+        return [(p.offset, len(p.tags)) for p in tif.pages]
+
+
+@pytest.mark.parametrize("target", ["itself", "earlier", "first"])
+@pytest.mark.parametrize("page", [3, 5])
+def test_ifd_loop_in_a_compressed_file(tmp_path, target, page):
+    """tifffile cuts the chain at a loop with a log message: the reader raises."""
+    path = tmp_path / "loop.tif"
+    pages = _compressed(path)
+    offset, ntags = pages[page]
+    goto = {"itself": offset, "earlier": pages[1][0], "first": pages[0][0]}[target]
+    _patch(path, _next_pointer_at(offset, ntags), goto)
+    _assert_read_error(path, "corrupt IFD chain")
+
+
+def test_pointer_beyond_end_of_a_compressed_file(tmp_path):
+    path = tmp_path / "beyond.tif"
+    offset, ntags = _compressed(path)[2]
+    _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
+    _assert_read_error(path, "corrupt IFD chain")
+
+
+def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
+    """OME-XML names 6 planes; tifffile finds 5 and would read the 6th as zeros."""
+    path = tmp_path / "cut.ome.tif"
+    pages = _compressed(path, ome=True)
+    offset, ntags = pages[4]
+    _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
+    _assert_read_error(path, "corrupt IFD chain")
+
+
 def test_pointer_beyond_end_of_file(tmp_path):
     path = tmp_path / "beyond.tif"
     pages = _interleaved(path)

@@ -1,0 +1,444 @@
+"""TiffStackND on edge cases found in the session-7 bug bash, each checked against tifffile.
+
+Shapes with length-1 axes, samples that the metadata names as channels, unparsable or absurd
+metadata values, units that differ per axis, non-regular files, corrupt sizes, files changed
+after open, and pims.open with a pathlib.Path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+
+import pims_videoutils
+from pims_videoutils import StackReadError
+from pims_videoutils.readers import TiffStackND
+
+RNG = np.random.default_rng(11)
+
+
+def _data(shape, dtype="u2"):
+    return RNG.integers(0, 4000, shape).astype(dtype)
+
+
+def _all_planes(reader):
+    """Every plane, stacked in C order of the non-plane axes."""
+    return np.stack([reader._read_plane(i) for i in range(reader._layout.nplanes)])
+
+
+# --- length-1 axes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 7, 1), (4, 5, 7, 1, 1), (1, 4, 5, 7), (5, 7, 1),
+                                   (1, 1, 5, 7)])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_unknown_axes_of_length_one_are_dropped(tmp_path, shape, compression):
+    """An array (T, Y, X, 1) or (1, T, Y, X) gives T frames, as tifffile's pages say."""
+    path = tmp_path / "unit.tif"
+    data = _data(shape)
+    tifffile.imwrite(path, data, photometric="minisblack", compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        pages = np.stack([page.asarray() for page in tif.pages])
+        assert set(tif.series[0].axes) <= set("QYX")
+    with TiffStackND(path) as reader:
+        assert len(reader) == len(pages)
+        assert reader.sizes == {**({"t": len(pages)} if len(pages) > 1 else {}),
+                                "y": pages.shape[1], "x": pages.shape[2]}
+        np.testing.assert_array_equal(_all_planes(reader), pages)
+        np.testing.assert_array_equal(reader[-1], pages[-1])
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_named_axis_of_length_one_after_the_image_is_kept(tmp_path, compression):
+    """(T, Y, X, 1) with axes 'TYXC' (channels last): one channel, T frames."""
+    path = tmp_path / "tyxc.tif"
+    data = _data((4, 5, 7, 1))
+    tifffile.imwrite(path, data, photometric="minisblack", compression=compression,
+                     metadata={"axes": "TYXC"})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TYXC"
+        expected = tif.series[0].asarray()
+    with TiffStackND(path) as reader:
+        assert reader.sizes == {"t": 4, "c": 1, "y": 5, "x": 7}
+        assert len(reader) == 4
+        for i, frame in enumerate(reader):
+            np.testing.assert_array_equal(frame, expected[i, :, :, 0])
+
+
+# --- samples named by the metadata ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axes", ["TCYX", "TZYX"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_planar_samples_take_the_name_the_metadata_gives(tmp_path, axes, compression):
+    """tifffile writes (T, 3, Y, X) as planar RGB; its metadata says C (or Z): so do we."""
+    path = tmp_path / "tcyx.tif"
+    data = _data((2, 3, 5, 7))
+    tifffile.imwrite(path, data, photometric="rgb", planarconfig="separate",
+                     compression=compression, metadata={"axes": axes})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes
+        expected = tif.series[0].asarray()
+    name = axes[1].lower()
+    with TiffStackND(path) as reader:
+        assert reader.sizes == {"t": 2, name: 3, "y": 5, "x": 7}
+        reader.iter_axes = ["t", name]
+        reader.bundle_axes = "yx"
+        for i, frame in enumerate(reader):
+            np.testing.assert_array_equal(frame, expected[i // 3, i % 3])
+
+
+def test_contiguous_samples_named_channels(tmp_path):
+    path = tmp_path / "tyxc.tif"
+    data = _data((2, 5, 7, 3), "u1")
+    tifffile.imwrite(path, data, photometric="rgb", metadata={"axes": "TYXC"})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TYXC"
+        expected = tif.series[0].asarray()
+    with TiffStackND(path) as reader:
+        assert reader.sizes == {"t": 2, "y": 5, "x": 7, "c": 3}
+        reader.bundle_axes = "yx"  # (before iter_axes: see the xfail test below)
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 1
+        np.testing.assert_array_equal(reader[2], expected[1, :, :, 2])
+
+
+# --- metadata values --------------------------------------------------------------------------
+
+
+def _imagej_with(path, extra):
+    data = _data((5, 6, 7))
+    description = "ImageJ=1.53f\nimages=5\nframes=5\nunit=micron\n" + extra
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(data, contiguous=True, description=description, metadata=None,
+                  resolution=(2.0, 4.0), resolutionunit=1)
+    return data
+
+
+@pytest.mark.parametrize("value", ["foo", "0.5um", "-1", "0", "inf", "nan", "true"])
+def test_bad_imagej_metadata_values_are_unknown(tmp_path, value):
+    """A value that is not a positive number is unknown; it does not refuse the pixels."""
+    path = tmp_path / "ij.tif"
+    data = _imagej_with(path, f"spacing={value}\nfinterval={value}\n")
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(_all_planes(reader), data)
+        assert reader.metadata["z_step"] is None
+        assert reader.metadata["frame_interval"] is None
+        assert reader.frame_rate is None
+        assert reader.metadata["pixel_size_x"] == 1 / 2.0  # the rest is still read
+
+
+@pytest.mark.parametrize("fps", ["0", "inf", "-4"])
+def test_imagej_fps_that_is_not_positive_is_unknown(tmp_path, fps):
+    path = tmp_path / "ij.tif"
+    _imagej_with(path, f"fps={fps}\n")
+    with TiffStackND(path) as reader:
+        assert reader.metadata["frame_interval"] is None
+        assert reader.frame_rate is None
+
+
+def _ome_with(tmp_path, replacements):
+    """An OME-TIFF (T=2, C=3) whose OME-XML has ``replacements`` applied."""
+    path = tmp_path / "cells.ome.tif"
+    data = _data((2, 3, 4, 6))
+    tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "TCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "TimeIncrement": 2.0,
+        "TimeIncrementUnit": "ms", "Plane": {"DeltaT": [0, 1, 2, 3, 4, 5]}})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    for old, new in replacements.items():
+        assert old in xml
+        xml = xml.replace(old, new)
+    tifffile.tiffcomment(path, xml.encode())
+    return path, data
+
+
+@pytest.mark.parametrize("replacements", [
+    {'PhysicalSizeX="0.5"': 'PhysicalSizeX="abc"', 'TimeIncrement="2.0"': 'TimeIncrement="x"'},
+    {'PhysicalSizeX="0.5"': 'PhysicalSizeX="0"', 'TimeIncrement="2.0"': 'TimeIncrement="INF"'},
+    {'PhysicalSizeX="0.5"': 'PhysicalSizeX="-1"', 'TimeIncrementUnit="ms"':
+        'TimeIncrementUnit="fortnight"'},
+], ids=["not-numbers", "zero-and-infinite", "negative-and-unknown-unit"])
+def test_bad_ome_values_are_unknown(tmp_path, replacements):
+    path, data = _ome_with(tmp_path, replacements)
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(_all_planes(reader), data.reshape(6, 4, 6))
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["frame_interval"] is None
+        assert reader.frame_rate is None
+
+
+def test_bad_ome_plane_entries_are_skipped(tmp_path):
+    """A Plane with a non-numeric DeltaT or TheT has no time stamp; the others keep theirs."""
+    path, _ = _ome_with(tmp_path, {'TheT="1" DeltaT="3"': 'TheT="q" DeltaT="3"',
+                                   'DeltaT="4"': 'DeltaT="zz"'})
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "tc"
+        stamps = [frame.metadata.get("timestamp") for frame in reader]
+    assert stamps == [0.0, 1.0, 2.0, None, None, 5.0]
+
+
+def test_ome_units_per_axis_are_converted_to_the_x_unit(tmp_path):
+    """PhysicalSizeY in nm and PhysicalSizeZ in nm are given in X's unit (µm)."""
+    path, _ = _ome_with(tmp_path, {'PhysicalSizeY="0.5"': 'PhysicalSizeY="500" '
+                                   'PhysicalSizeYUnit="nm" PhysicalSizeZ="200" '
+                                   'PhysicalSizeZUnit="nm"',
+                                   'TimeIncrementUnit="ms"': 'TimeIncrementUnit="min"'})
+    with TiffStackND(path) as reader:
+        meta = reader.metadata
+    assert meta["unit"] == "µm"
+    assert meta["pixel_size_y"] == 0.5
+    assert meta["z_step"] == 0.2
+    assert meta["frame_interval"] == 120.0
+
+
+def test_ome_unit_that_cannot_be_converted_is_unknown(tmp_path):
+    path, _ = _ome_with(tmp_path, {'PhysicalSizeY="0.5"': 'PhysicalSizeY="3" '
+                                   'PhysicalSizeYUnit="thou"'})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] == 0.5
+        assert reader.metadata["pixel_size_y"] is None
+
+
+# --- what the path names ----------------------------------------------------------------------
+
+
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "stream.tif"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def attempt():
+        try:
+            TiffStackND(fifo)
+        except StackReadError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # it waits in open(): give it a writer so the thread ends
+        with open(fifo, "wb"):
+            pass
+        thread.join(10)
+        pytest.fail("TiffStackND waited for a writer on a FIFO")
+    assert outcome and "not a regular file" in str(outcome[0])
+
+
+def test_open_refuses_a_fifo_without_waiting(tmp_path):
+    """pims_videoutils.open would hand the FIFO to reader after reader, each waiting."""
+    fifo = tmp_path / "stream.tif"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def attempt():
+        try:
+            pims_videoutils.open(fifo)
+        except StackReadError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    while thread.is_alive():  # a reader waits in open(): writers until every reader gave up
+        with open(fifo, "wb"):
+            pass
+        thread.join(1)
+        outcome.append("waited")
+    assert len(outcome) == 1 and "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.parametrize("path", [b"stack.tif", 42])
+def test_path_that_is_not_a_string_is_a_type_error(path):
+    with pytest.raises(TypeError):
+        TiffStackND(path)
+
+
+def test_nul_in_path_is_a_read_error(tmp_path):
+    with pytest.raises(StackReadError):
+        TiffStackND(f"{tmp_path}/a\0b.tif")
+
+
+@pytest.mark.parametrize("option", [{"series": 0.5}, {"series": "0"}, {"level": 1.5}])
+def test_series_and_level_must_be_integers(tmp_path, option):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((5, 6, 7)))
+    with pytest.raises(TypeError):
+        TiffStackND(path, **option)
+    with TiffStackND(path, series=np.int64(0), level=np.uint8(0)) as reader:
+        assert len(reader) == 5
+
+
+def test_pims_open_takes_a_path_object(tmp_path):
+    path = tmp_path / "stack.tif"
+    data = _data((5, 6, 7))
+    tifffile.imwrite(path, data)
+    with pims.open(pathlib.Path(path)) as reader:
+        assert isinstance(reader, TiffStackND)
+        np.testing.assert_array_equal(reader[2], data[2])
+
+
+# --- corrupt sizes ----------------------------------------------------------------------------
+
+
+def _patch_tag(path, name, value):
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags[name]
+        fmt = tif.byteorder + {3: "H", 4: "I"}[int(tag.dtype)]
+        offset = tag.valueoffset
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack(fmt, value))
+
+
+@pytest.mark.parametrize(("kind", "tag"), [
+    ("plain", "ImageWidth"), ("deflate", "ImageLength"), ("shaped", "ImageWidth"),
+    ("deflate", "RowsPerStrip"),
+])
+def test_sizes_of_zero_raise_read_errors(tmp_path, kind, tag):
+    """tifffile divides by these (ZeroDivisionError); the reader says the file is bad."""
+    path = tmp_path / f"{kind}.tif"
+    options = {"plain": {"metadata": None}, "deflate": {"compression": "zlib"}}.get(kind, {})
+    tifffile.imwrite(path, _data((3, 32, 40)), photometric="minisblack", **options)
+    _patch_tag(path, tag, 0)
+    with pytest.raises(StackReadError):
+        with TiffStackND(path) as reader:
+            reader[0]
+
+
+def test_out_of_memory_while_decoding_is_a_read_error(tmp_path, monkeypatch):
+    """A page claiming absurd sizes makes numpy fail to allocate: a StackReadError."""
+    path = tmp_path / "deflate.tif"
+    tifffile.imwrite(path, _data((5, 32, 40)), compression="zlib")
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 384. GiB")
+
+    with TiffStackND(path) as reader:
+        monkeypatch.setattr(tifffile.TiffPage, "asarray", no_memory)
+        monkeypatch.setattr(tifffile.TiffFrame, "asarray", no_memory)
+        with pytest.raises(StackReadError, match="MemoryError: Unable to allocate 384") as info:
+            reader[1]
+    assert info.value.__context__ is None  # (its traceback would keep tifffile's buffers)
+
+
+def test_compressed_file_rewritten_after_open(tmp_path):
+    """Pages that now decode to another shape raise StackReadError, not numpy's ValueError."""
+    path = tmp_path / "deflate.tif"
+    data = _data((6, 8, 10))
+    tifffile.imwrite(path, data, compression="zlib")
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(reader[0], data[0])
+        tifffile.imwrite(path, _data((2, 3, 4), "u1"), compression="zlib")
+        for i in range(len(reader)):
+            with pytest.raises(StackReadError):
+                reader[i]
+
+
+def test_copy_of_a_file_replaced_by_rename_keeps_reading_the_old_one(tmp_path):
+    path = tmp_path / "stack.tif"
+    data = _data((5, 8, 10))
+    tifffile.imwrite(path, data, compression="zlib")
+    with TiffStackND(path) as reader:
+        tifffile.imwrite(tmp_path / "new.tif", data[::-1], compression="zlib")
+        shutil.move(tmp_path / "new.tif", path)
+        np.testing.assert_array_equal(_all_planes(reader), data)
+
+
+def test_zero_copy_views_outlive_close(tmp_path):
+    """close() must not unmap what copy=False views point into (a segfault: run in a child)."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
+    code = textwrap.dedent(f"""
+        import gc, numpy as np, tifffile
+        from pims_videoutils import TiffStackND
+        reader = TiffStackND({str(path)!r}, copy=False)
+        views = [reader[i] for i in range(len(reader))]
+        reader.close()
+        gc.collect()
+        print(np.array_equal(np.stack(views), tifffile.imread({str(path)!r})))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
+
+
+def test_closing_without_views_closes_the_mapping_at_once(tmp_path):
+    """No view alive: close() leaves no descriptor of the file open (the mapping's included)."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
+
+    def descriptors_of_the_file():
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path)
+                   for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    reader = TiffStackND(path, copy=False)
+    np.asarray(reader[2]).sum()
+    assert descriptors_of_the_file() >= 1
+    reader.close()
+    assert descriptors_of_the_file() == 0
+
+
+# --- pims bundling after iter_axes changes ----------------------------------------------------
+
+
+def test_iterating_rgb_samples_gives_one_sample_per_frame(tmp_path):
+    """``iter_axes = 's'`` on an RGB file: pims's setter leaves bundle_axes 'yx'."""
+    path = tmp_path / "rgb.tif"
+    data = _data((2, 5, 7, 3), "u1")
+    tifffile.imwrite(path, data, photometric="rgb")
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "s"
+        assert reader.bundle_axes == ["y", "x"]
+        np.testing.assert_array_equal(reader[1], data[0, :, :, 1])
+
+
+def test_bundle_follows_iter_axes_taking_a_bundled_axis(tmp_path):
+    """pims's iter_axes setter drops 'y' from bundle_axes: frames are then rows along x."""
+    path = tmp_path / "stack.tif"
+    data = _data((3, 4, 5, 6))
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZYX"})
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "y"
+        assert reader.bundle_axes == ["x"]
+        reader.iter_axes = "z"
+        reader.default_coords["y"] = 2
+        frame = reader[3]
+        assert frame.metadata["axes"] == ["x"]
+        np.testing.assert_array_equal(frame, data[0, 3, 2])
+        assert math.prod(frame.shape) == 6
+
+
+@pytest.mark.parametrize(("unit", "per_unit"), [("CENTIMETER", 1e4), ("MILLIMETER", 1e3),
+                                                ("MICROMETER", 1.0)])
+def test_pixel_size_from_metric_resolution_units(tmp_path, unit, per_unit):
+    """tifffile writes resolutions per mm and per µm too (ResolutionUnit 4 and 5)."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(per_unit / 0.25, per_unit / 0.5),
+                     resolutionunit=unit)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["unit"] == "µm"
+        assert reader.metadata["pixel_size_x"] == pytest.approx(0.25)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(0.5)
+
+
+def test_resolution_in_inches_is_not_a_pixel_size(tmp_path):
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(72, 72), resolutionunit="INCH")
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["unit"] is None
