@@ -52,6 +52,7 @@ _KEY_AT_END = re.compile(
     r"(?:^|[^a-z])(" + "|".join(sorted(_KEY_TO_AXIS, key=len, reverse=True)) + r")$"
 )
 _DIGITS = re.compile(r"(\d+)")
+_INTEGER = re.compile(r"[+-]?\d+")
 _MM14 = re.compile(r"^img_(?P<t>\d{9})_(?P<c>.+)_(?P<z>\d{3})$")
 #: Longest first: a name ending in ``.ome.tif`` also ends in ``.tif``.
 _EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
@@ -231,10 +232,10 @@ def _stems(names: Sequence[str]) -> list[str]:
 
 
 def _coordinates(texts: list[str]) -> list[int | str]:
-    """Coordinates from matched texts: an int for decimal digits, else the text itself."""
+    """Coordinates from matched texts: an int for (signed) decimal digits, else the text."""
     if all(texts) and "".join(texts).isdecimal():  # all numbers: convert without testing each
         return list(map(int, texts))
-    return [int(text) if text.isdecimal() else text for text in texts]
+    return [int(text) if _INTEGER.fullmatch(text) else text for text in texts]
 
 
 def _by_regex(stems: Sequence[str], regex: re.Pattern[str]) -> dict[str, list]:
@@ -365,8 +366,12 @@ def _check_unique(names: Sequence[str], cells: list[int]) -> None:
     for number, cell in enumerate(cells):
         earlier = first.setdefault(cell, number)
         if earlier != number:
+            one, other = names[earlier], names[number]
+            hint = ""
+            if os.path.basename(one) == os.path.basename(other) and one != other:
+                hint = " (only file names are read, not folder names: open each folder)"
             raise FileNameError(
-                f"two files have the same coordinates: {names[earlier]!r} and {names[number]!r}"
+                f"two files have the same coordinates: {one!r} and {other!r}{hint}"
             )
 
 
@@ -400,9 +405,10 @@ def arrange_files(
         File names or paths (only the last path component is parsed).
     pattern : str or re.Pattern, optional
         A regular expression with named groups among ``t``, ``z``, ``c``, ``p``, searched in
-        each file name without its ``.tif``/``.tiff``/``.ome.tif`` extension. Groups of digits
-        give integer coordinates, other groups text (ordered naturally). By default the
-        built-in conventions of the module docstring are used.
+        each file name without its ``.tif``/``.tiff``/``.ome.tif`` extension. Groups of
+        digits (with an optional sign, e.g. ``z-2``) give integer coordinates, other groups
+        text (ordered naturally). By default the built-in conventions of the module
+        docstring are used.
     fill_missing : bool, default False
         If False, a gap in the numbering (``t`` = 1, 2, 4) or a missing combination of
         coordinates raises. If True, gaps are kept in :attr:`FileGrid.missing`; integer

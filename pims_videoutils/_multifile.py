@@ -49,6 +49,7 @@ _MM_PART = re.compile(
     r"^(?P<base>.+_MMStack(?:_Pos\d+)?)_(?P<part>\d+)(?P<ext>(?:\.ome)?\.tiff?)$"
 )
 _OME_START = re.compile(r"<(?:[\w.-]+:)?OME\b[^>]*>")
+_IMAGE_START = re.compile(r"<(?:[\w.-]+:)?Image[\s/>]")
 _UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"[^"]*"|'[^']*')""")
 
 
@@ -60,6 +61,9 @@ class PlaneTable:
     ----------
     files : tuple of str
         The files holding planes.
+    dataset_files : tuple of str
+        Every file holding planes of any series of the dataset (more than ``files`` when the
+        series differ in shape, so that only the chosen one is read).
     kind : str
         tifffile's series kind (``'ome'``, ``'ndtiff'``, ``'mmstack'``...).
     axes : str
@@ -91,6 +95,7 @@ class PlaneTable:
     """
 
     files: tuple[str, ...]
+    dataset_files: tuple[str, ...]
     kind: str
     axes: str
     shape: tuple[int, ...]
@@ -118,14 +123,15 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
     -------
     PlaneTable or None
         None for a file that is not OME, NDTiff or Micro-Manager, or whose series lies in this
-        one file and has no sibling positions (read it as a plain stack); never None for a
-        BinaryOnly OME-TIFF whose companion metadata exists.
+        one file, complete, and has no sibling positions (read it as a plain stack); never
+        None for a BinaryOnly OME-TIFF whose companion metadata exists.
 
     Raises
     ------
     StackNotFoundError
-        The companion metadata file of a BinaryOnly OME-TIFF does not exist, or an earlier
-        part of a Micro-Manager position continued in ``path`` is missing.
+        The companion metadata file of a BinaryOnly OME-TIFF does not exist, an earlier
+        part of a Micro-Manager position continued in ``path`` is missing, or a file named
+        by the dataset's index (NDTiff) is missing.
     StackReadError
         The dataset cannot be read: a corrupt file or companion, no such series, compressed or
         non-contiguous planes, planes that disagree with their series.
@@ -149,6 +155,13 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
             table = _plane_table(tif, path, series, companion)
         table.metadata["ome_xml"] = xml
         return table
+    except StackReadError:  # also StackNotFoundError, a FileNotFoundError: already explained
+        raise
+    except FileNotFoundError as exc:  # a file the dataset's index names (NDTiff.index)
+        raise StackNotFoundError(
+            exc.filename or path,
+            f"no such file, but the dataset of {os.path.basename(path)} names it",
+        ) from None
     except _PARSE_ERRORS as exc:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
 
@@ -247,6 +260,8 @@ def _plane_table(
     everything = tif.series
     if not 0 <= series < len(everything):
         raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
+    if everything[series].kind == "ome":
+        _check_no_image_lost(tif.ome_metadata, path, len(everything))
     chosen = everything[series]
     same = [
         s
@@ -256,7 +271,11 @@ def _plane_table(
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
     pages = [page for s in positions for page in s.pages]
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
-    if len(positions) == 1 and len(files) <= 1 and companion is None:
+    dataset_files = sorted(
+        {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
+    )
+    complete = all(page is not None for page in pages)  # else missing planes: error or fill
+    if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:
         return None
     codes = chosen.axes
     plane_codes = "YXS" if codes.endswith("YXS") else "YX"
@@ -307,6 +326,7 @@ def _plane_table(
     metadata["ome_companion"] = companion
     return PlaneTable(
         tuple(files),
+        tuple(dataset_files),
         chosen.kind,
         axes,
         shape,
@@ -319,6 +339,32 @@ def _plane_table(
         metadata,
         None if times is None else times.reshape(shape),
     )
+
+
+def _check_no_image_lost(xml: str, path: str, found: int) -> None:
+    """Raise if an OME image is missing from tifffile's ``found`` series for want of its files.
+
+    tifffile skips an image whose every plane is in missing files: its position would vanish
+    from the dataset without a word.
+    """
+    if len(_IMAGE_START.findall(xml)) <= found:  # the usual case, without parsing the XML
+        return
+    images = [e for e in ET.fromstring(xml) if e.tag.endswith("Image")]
+    folder = os.path.dirname(os.path.abspath(path))
+    names = {
+        u.attrib["FileName"]
+        for image in images
+        for u in image.iter()
+        if u.tag.endswith("UUID") and u.attrib.get("FileName")
+    }
+    missing = sorted(n for n in names if not os.path.isfile(os.path.join(folder, n)))
+    if missing:
+        raise StackNotFoundError(
+            os.path.join(folder, missing[0]),
+            f"no such file, but the OME-XML of {os.path.basename(path)} puts planes in it "
+            f"({len(missing)} file(s) missing; {len(images) - found} of the dataset's "
+            f"{len(images)} images have no file left)",
+        )
 
 
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:

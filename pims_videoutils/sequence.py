@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import math
+import numbers
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ from pims import Frame
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files
+from ._layout import pims_axes
 from ._multifile import DatasetFile, PlaneTable, find_dataset
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
@@ -42,6 +44,7 @@ __all__ = ["TiffSequenceND"]
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
+_NDTIFF_INDEX = "NDTiff.index"
 #: Kinds of single-plane first files whose siblings may be read through a PlaneTemplate
 #: (their layout is the file's one IFD; OME or Micro-Manager files may describe more).
 _TEMPLATE_KINDS = ("imagej", "uniform", "shaped")
@@ -73,7 +76,10 @@ def glob_files(pattern: str) -> list[str]:
 
 
 def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them)."""
+    """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them).
+
+    An NDTiff dataset's ``NDTiff.index`` file names its folder.
+    """
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if os.path.isdir(text):
@@ -86,20 +92,77 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             if not names:
                 raise StackNotFoundError(text, "the folder holds no .tif or .tiff file")
             return names
+        if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
+            return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
+        if os.path.isfile(text):  # one file, even if its name holds glob characters
+            return [text]
         if _GLOB_CHARS.search(text):
             names = glob_files(text)
             if not names:
                 raise StackNotFoundError(text, "no file matches this pattern")
             return names
-        if not os.path.isfile(text):
-            raise StackNotFoundError(text, "no such file or folder")
-        return [text]
+        raise StackNotFoundError(text, "no such file or folder")
     names = [os.fspath(name) for name in source]
     if not names:
         raise StackNotFoundError("[]", "the list of files is empty")
     for name in names:
         if not os.path.isfile(name):
             raise StackNotFoundError(name, "no such file")
+    return names
+
+
+def _fill_value(value: Any, dtype: np.dtype) -> np.ndarray:
+    """Return ``value`` as a 0-d array of ``dtype`` (floats rounded to the type's precision).
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not a real number, or ``dtype`` cannot hold it (out of range, a fraction
+        or not finite for an integer type; beyond the range of a floating-point type).
+    """
+    message = f"fill_missing={value!r} does not fit {dtype}"
+    if not isinstance(value, (numbers.Real, np.bool_)):
+        raise ValueError(message)
+    if dtype.kind in "biu":
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(message)
+        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if not low <= int(value) <= high:
+            raise ValueError(message)
+        return np.array(int(value), dtype)
+    with np.errstate(over="ignore"):
+        fill = np.array(float(value), dtype)  # rounded to the nearest value of the type
+    if math.isfinite(value) and not np.isfinite(fill):
+        raise ValueError(message)
+    return fill
+
+
+def _unnamed_axes(reader: TiffStackND, series: int) -> set[str]:
+    """Return the reader's axes that its file does not name (tifffile's ``Q``, ``I`` codes)."""
+    codes = reader.metadata["series"][series]["axes"]
+    return {name for code, name in zip(codes, pims_axes(codes), strict=True) if code in "QI"}
+
+
+def _inner_axis_names(
+    file_sizes: dict[str, int], name_axes: Sequence[str], unnamed: set[str]
+) -> dict[str, str]:
+    """Name the axes inside the files that the file names do not number: axis -> file axis.
+
+    An axis of size > 1 that the file's format leaves unnamed (a plain multi-page file, read
+    as ``t``) but that the file names already number becomes the first of ``z``, ``t``,
+    ``c`` still free: a folder of unlabelled z-stacks named by time point gives ``t, z``.
+    """
+    taken = set(name_axes) | set(file_sizes)
+    names = {}
+    for axis, size in file_sizes.items():
+        if axis in name_axes and size > 1 and axis in unnamed:
+            free = next((a for a in "ztc" if a not in taken), None)
+            if free is None:
+                continue
+            taken.add(free)
+            names[free] = axis
+        elif axis not in name_axes:
+            names[axis] = axis
     return names
 
 
@@ -118,9 +181,9 @@ class _Closeable(Protocol):
 class _OpenFiles:
     """A bounded, thread-safe LRU cache of open per-file readers (or raw files).
 
-    A reader is closed when it is evicted, but never while another thread uses it: readers
-    in use are counted and stay open (the cache may then exceed its bound briefly) until
-    released.
+    A reader is closed when it is evicted or the cache closed, but never while another
+    thread uses it: readers in use are counted and stay open (the cache may then exceed its
+    bound briefly) until released.
     """
 
     def __init__(self, capacity: int, open_reader) -> None:
@@ -161,8 +224,12 @@ class _OpenFiles:
             self._evict()
 
     def _evict(self) -> None:
-        """Close least recently used idle readers beyond the capacity (lock held)."""
-        excess = len(self._readers) - self._capacity
+        """Close least recently used idle readers beyond the capacity (lock held).
+
+        Once the cache is closed its capacity is 0: readers still in use are closed when
+        their last user releases them.
+        """
+        excess = len(self._readers) - (0 if self._closed else self._capacity)
         if excess <= 0:
             return
         idle = [n for n in self._readers if n not in self._users][:excess]
@@ -175,13 +242,13 @@ class _OpenFiles:
             return len(self._readers)
 
     def close(self) -> None:
-        """Close every reader; later acquisitions raise :class:`ReaderClosedError`."""
+        """Close every reader, those in use once released; later acquisitions raise.
+
+        Acquiring after this raises :class:`ReaderClosedError`.
+        """
         with self._lock:
             self._closed = True
-            readers = list(self._readers.values())
-            self._readers.clear()
-        for reader in readers:
-            reader.close()
+            self._evict()
 
 
 class TiffSequenceND(PlanesND):
@@ -194,7 +261,8 @@ class TiffSequenceND(PlanesND):
         of files. Each file may itself be a stack. When the files are one multi-file dataset
         (OME-TIFF whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager), the reader spans that dataset instead, with positions as the ``p``
-        axis; any one file of the dataset, or its folder, opens it.
+        axis; any one file of the dataset, or its folder (or an NDTiff dataset's
+        ``NDTiff.index``), opens it.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -231,7 +299,10 @@ class TiffSequenceND(PlanesND):
     Raises
     ------
     StackNotFoundError
-        The folder, glob or a listed file does not exist, or holds no TIFF file.
+        The folder, glob or a listed file does not exist, or holds no TIFF file; or a file a
+        multi-file dataset needs is missing (its OME companion, an earlier part of a
+        Micro-Manager position, a file named by the NDTiff index, or a file holding every
+        plane of an OME image: such a position cannot be filled).
     StackReadError
         File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
         a gap without ``fill_missing``), a file-name axis that is also an axis inside the
@@ -245,7 +316,9 @@ class TiffSequenceND(PlanesND):
     Notes
     -----
     Axes: the file-name axes (``p, t, z, c`` order) then the axes inside each file; only
-    axes of size > 1 appear, plus ``y``, ``x`` (and ``s`` for RGB samples). Default
+    axes of size > 1 appear, plus ``y``, ``x`` (and ``s`` for RGB samples). An axis inside
+    the files that their format does not name (plain multi-page files) and that the file
+    names already number becomes the first of ``z``, ``t``, ``c`` still free. Default
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
     re-lists the files when loaded.
@@ -315,22 +388,28 @@ class TiffSequenceND(PlanesND):
         self._files.add(0, first)
 
     def _dataset_of_all(self, label: str, series: int) -> PlaneTable | None:
-        """Return the first file's multi-file dataset, if the source lists only its files."""
-        table = find_dataset(self.files[0], series)
+        """Return the first file's multi-file dataset, if the source lists only its files.
+
+        The first file by name, not in the order the folder lists them: the outcome does not
+        depend on the file system.
+        """
+        probe = min(self.files)
+        table = find_dataset(probe, series)
         if table is None:
             return None
         others = {os.path.abspath(f) for f in self.files} - {
-            os.path.abspath(f) for f in table.files
+            os.path.abspath(f) for f in table.dataset_files
         }
         if not others:
             return table
-        if len(table.files) == 1:  # positions inside each file of a numbered sequence
+        if len(table.dataset_files) == 1:  # positions inside each file of a numbered sequence
             return None
         raise StackReadError(
             label,
-            f"{os.path.basename(self.files[0])} belongs to a dataset of {len(table.files)} "
-            f"files, but the source also holds {len(others)} other TIFF files (e.g. "
-            f"{os.path.basename(min(others))}); open one file of the dataset instead",
+            f"{os.path.basename(probe)} belongs to a dataset of "
+            f"{len(table.dataset_files)} files, but the source also holds {len(others)} other "
+            f"TIFF files (e.g. {os.path.basename(min(others))}); open one file of the dataset "
+            "instead",
         )
 
     def _init_axes(
@@ -344,12 +423,7 @@ class TiffSequenceND(PlanesND):
         self._dtype = np.dtype(dtype).newbyteorder("=")
         self._plane_axes = "".join(axis for axis, _ in plane)
         self._plane_shape = tuple(size for _, size in plane)
-        self._fill = None
-        if fill_missing is not None:
-            self._fill = np.array(fill_missing).astype(self._dtype)
-            both_nan = self._fill != self._fill and fill_missing != fill_missing
-            if self._fill != fill_missing and not both_nan:
-                raise ValueError(f"fill_missing={fill_missing!r} does not fit {self._dtype}")
+        self._fill = None if fill_missing is None else _fill_value(fill_missing, self._dtype)
         for axis, size in (*outer, *plane):
             self._init_axis(axis, size)
         self._outer_sizes = tuple(outer)
@@ -365,8 +439,8 @@ class TiffSequenceND(PlanesND):
         if missing and fill_missing is None:
             raise StackReadError(
                 label,
-                f"{missing} planes of the dataset are in no file (files missing?); pass "
-                "fill_missing= to fill them",
+                f"{missing} planes of the dataset are in no file (files missing, or an "
+                "acquisition stopped early?); pass fill_missing= to fill them",
             )
         self.files = table.files
         self._inner_axes = ()
@@ -385,7 +459,10 @@ class TiffSequenceND(PlanesND):
         """Set axes, dtype and metadata from the first file and the file grid."""
         plane_axes = first.plane_axes
         file_sizes = {a: n for a, n in first.sizes.items() if a not in plane_axes}
-        clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1]
+        unnamed = _unnamed_axes(first, self._options["series"])
+        names = _inner_axis_names(file_sizes, self.grid.axes, unnamed)
+        renamed = {f for a, f in names.items() if a != f}
+        clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1 and a not in renamed]
         if clashes:
             axis = clashes[0]
             raise StackReadError(
@@ -394,9 +471,10 @@ class TiffSequenceND(PlanesND):
                 f"{axis!r} axis of {file_sizes[axis]}; give pattern= with another axis",
             )
         self._file_sizes = file_sizes
-        self._inner_axes = tuple(a for a in file_sizes if a not in self.grid.axes)
+        self._inner_names = names  # axis here -> axis in each file
+        self._inner_axes = tuple(names)
         outer = [*zip(self.grid.axes, self.grid.shape, strict=True)]
-        outer += [(a, file_sizes[a]) for a in self._inner_axes]
+        outer += [(a, file_sizes[names[a]]) for a in self._inner_axes]
         plane = [(a, first.sizes[a]) for a in plane_axes]
         self._init_axes(outer, plane, first.pixel_type, fill_missing)
         self.metadata = dict(first.metadata)
@@ -468,7 +546,7 @@ class TiffSequenceND(PlanesND):
     def _sequence_plane(self, coords: dict[str, int]) -> np.ndarray:
         """Read one plane: find its file from the file-name coordinates, then read inside it."""
         number = self.grid.file_number(coords)
-        return self._file_plane(number, {a: coords[a] for a in self._inner_axes})
+        return self._file_plane(number, {f: coords[a] for a, f in self._inner_names.items()})
 
     def _plane_numbering(self) -> dict[str, int] | None:
         """Files of one plane, arranged on the axes in their order here: plane number = cell."""
@@ -531,7 +609,10 @@ class TiffSequenceND(PlanesND):
         return 0 if self._files is None else self._files.open_count()
 
     def close(self) -> None:
-        """Close every open file (idempotent); reading afterwards raises ReaderClosedError."""
+        """Close every open file (idempotent); reading afterwards raises ReaderClosedError.
+
+        A file another thread is reading from is closed when that read has finished.
+        """
         files, self._files = self._files, None
         if files is not None:
             files.close()

@@ -310,3 +310,22 @@ def test_regex_groups_mixing_numbers_and_text():
         "s_DAPI.tif",
         "s_²",
     ]
+
+
+def test_user_regex_with_signed_numbers_orders_them_by_value():
+    # focus series named by their offset from the focal plane: z-2 ... z+2
+    offsets = [-2, -1, 0, 1, 2]
+    names = [f"bead_z{z:+d}.tif" if z else "bead_z0.tif" for z in offsets]
+    random.Random(3).shuffle(names)
+    grid = arrange_files(names, pattern=r"z(?P<z>[+-]?\d+)")
+    assert grid.values == {"z": tuple(offsets)}
+    assert [int(re.search(r"z([+-]?\d+)", n)[1]) for n in grid.files] == offsets
+
+
+def test_same_names_in_different_folders_say_folders_are_not_read():
+    # Micro-Manager 1.4 writes each position's files, with the same names, in Pos0/, Pos1/...
+    names = [f"Pos{p}/img_00000000{t}_DAPI_000.tif" for p in (0, 1) for t in (0, 1)]
+    with pytest.raises(FileNameError, match=r"same coordinates.*open each folder"):
+        arrange_files(names)
+    with pytest.raises(FileNameError, match=r"same coordinates: 'a1\.tif' and 'a1\.tif'$"):
+        arrange_files(["a1.tif", "a1.tif", "a2.tif"])

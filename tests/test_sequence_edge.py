@@ -1,0 +1,295 @@
+"""Edge cases of TiffSequenceND found by the bug bash.
+
+Fill values, datasets with missing images or files, OME positions of different sizes, closing
+while other threads read, file names holding glob characters, unlabelled stacks in sequences.
+References are tifffile's own decoding of each file and numpy's own conversions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
+from pims_videoutils.sequence import TiffSequenceND, _OpenFiles
+
+
+@pytest.fixture
+def gap(tmp_path):
+    """img0, img1, img3 as uint8 planes: t=2 is a gap."""
+    for i in (0, 1, 3):
+        tifffile.imwrite(tmp_path / f"img{i}.tif", np.full((4, 5), i, np.uint8))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.nan, np.inf, 1e20, 2**64, 2**63, -1, 256, 0.5, "0", [1, 2], 1 + 0j],
+    ids=repr,
+)
+def test_fill_value_the_pixel_type_cannot_hold_is_a_value_error(gap, value):
+    # a ValueError with our message: no OverflowError, RuntimeWarning or ComplexWarning
+    with pytest.raises(ValueError, match="does not fit uint8"):
+        TiffSequenceND(gap, fill_missing=value)
+
+
+@pytest.mark.parametrize("value", [0, 255, True, np.uint16(7), 3.0])
+def test_fill_value_is_read_in_the_pixel_type(gap, value):
+    with TiffSequenceND(gap, fill_missing=value) as reader:
+        filled = reader.get_plane(t=2)
+        assert filled.dtype == np.uint8
+        np.testing.assert_array_equal(filled, np.full((4, 5), int(value), np.uint8))
+        np.testing.assert_array_equal(reader.get_plane(t=3), tifffile.imread(gap / "img3.tif"))
+
+
+def test_float_fill_values_round_but_do_not_overflow(tmp_path):
+    for i in (0, 1, 3):
+        tifffile.imwrite(tmp_path / f"img{i}.tif", np.full((4, 5), i, np.float32))
+    with TiffSequenceND(tmp_path, fill_missing=0.1) as reader:
+        np.testing.assert_array_equal(reader.get_plane(t=2), np.full((4, 5), 0.1, np.float32))
+    with pytest.raises(ValueError, match="does not fit float32"):
+        TiffSequenceND(tmp_path, fill_missing=1e300)
+
+
+# --- NDTiff: images missing from the index, files missing from the folder ----------------------
+
+NDTIFF = "NDTiff3.2_multichannel_NDTiffStack.tif"
+
+
+def _ndtiff_copy(real_data: Path, folder: Path, keep, rename: str | None = None) -> Path:
+    """Copy the real NDTiff dataset, keeping the index entries ``keep(axes)`` accepts."""
+    source = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    shutil.copyfile(source / NDTIFF, folder / (rename or NDTIFF))
+    with open(folder / "NDTiff.index", "wb") as index:
+        for axes, filename, *numbers in tifffile.read_ndtiff_index(source / "NDTiff.index"):
+            if keep(axes):
+                text, name = json.dumps(axes).encode(), filename.encode()
+                index.write(struct.pack("<I", len(text)) + text)
+                index.write(struct.pack("<I", len(name)) + name)
+                index.write(struct.pack("<IiiiiIii", *numbers))
+    return folder / (rename or NDTIFF)
+
+
+def test_ndtiff_acquisition_stopped_early_is_an_error_or_filled(real_data, tmp_path):
+    # the last time point only reached z=9: 12 images (6 z x 2 c) were never written
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: a["time"] < 7 or a["z"] < 10)
+    with pytest.raises(StackReadError, match=r"12 planes .*fill_missing"):
+        TiffSequenceND(tmp_path)
+    expected = tifffile.imread(path)  # tifffile zero-fills the images the index lacks
+    assert expected.shape == (8, 2, 16, 64, 64)
+    assert not expected[7, :, 10:].any() and expected[7, :, :10].all()
+    for source in (tmp_path, path):
+        with TiffSequenceND(source, fill_missing=0) as reader:
+            assert reader.metadata["missing_files"] == 12
+            reader.bundle_axes = "czyx"
+            for t in (0, 7):
+                np.testing.assert_array_equal(reader[t], expected[t])
+
+
+def test_ndtiff_index_naming_a_missing_file(real_data, tmp_path):
+    _ndtiff_copy(real_data, tmp_path, lambda a: True, rename="renamed.tif")
+    with pytest.raises(StackNotFoundError, match=re.escape(NDTIFF)):
+        TiffSequenceND(tmp_path)
+
+
+# --- multi-file OME-TIFF: positions of different sizes, a position's file missing --------------
+
+
+def _write_ome_positions(folder: Path, times: list[int]) -> list[np.ndarray]:
+    """One file per position ``pos{p}.ome.tif`` of ``times[p]`` planes, every file holding
+    the OME-XML of all positions (as Bio-Formats writes a multi-file dataset)."""
+    names = [f"pos{p}.ome.tif" for p in range(len(times))]
+    uuids = [f"urn:uuid:00000000-0000-0000-0000-{p:012d}" for p in range(len(times))]
+    images = "".join(
+        f'<Image ID="Image:{p}" Name="pos{p}"><Pixels ID="Pixels:{p}" DimensionOrder="XYZCT" '
+        f'Type="uint16" SizeX="6" SizeY="5" SizeZ="1" SizeC="1" SizeT="{size}">'
+        f'<Channel ID="Channel:{p}:0" SamplesPerPixel="1"/><TiffData IFD="0" '
+        f'PlaneCount="{size}"><UUID FileName="{names[p]}">{uuids[p]}</UUID></TiffData>'
+        "</Pixels></Image>"
+        for p, size in enumerate(times)
+    )
+    data = []
+    for p, size in enumerate(times):
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><OME xmlns='
+            f'"http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{uuids[p]}">{images}</OME>'
+        )
+        data.append(np.random.default_rng(p).integers(0, 60000, (size, 5, 6), np.uint16))
+        tifffile.imwrite(
+            folder / names[p], data[p], description=xml, metadata=None, photometric="minisblack"
+        )
+    return data
+
+
+@pytest.mark.parametrize("entry", ["folder", "pos0.ome.tif", "pos1.ome.tif"])
+def test_ome_positions_of_different_sizes_open_one_series(tmp_path, entry):
+    _write_ome_positions(tmp_path, [3, 2])
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    for series, name in enumerate(["pos0.ome.tif", "pos1.ome.tif"]):
+        # the file's own pages (tifffile's imread(series=1) of pos0.ome.tif reads pos0's pages)
+        expected = tifffile.imread(tmp_path / name, is_ome=False)
+        with TiffSequenceND(source, series=series) as reader:
+            assert reader.sizes == {"t": len(expected), "y": 5, "x": 6}
+            assert [os.path.basename(f) for f in reader.files] == [name]
+            assert len(reader.metadata["series"]) == 2
+            for t, plane in enumerate(expected):
+                np.testing.assert_array_equal(reader[t], plane)
+
+
+def test_ome_position_whose_file_is_missing_is_not_dropped_silently(tmp_path):
+    _write_ome_positions(tmp_path, [3, 3])
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes["p"] == 2
+    (tmp_path / "pos1.ome.tif").unlink()
+    for options in ({}, {"fill_missing": 0}):
+        with pytest.raises(StackNotFoundError, match=r"pos1\.ome\.tif"):
+            TiffSequenceND(tmp_path, **options)
+
+
+# --- closing while other threads read --------------------------------------------------------
+
+
+def test_close_waits_for_files_in_use_by_other_threads(tmp_path):
+    data = _write_ome_positions(tmp_path, [4, 4])
+    reader = TiffSequenceND(tmp_path, max_open_files=1)
+    cache = reader._files
+    handle = cache.acquire(1)  # another thread between acquiring file 1 and reading from it
+    idle = cache.acquire(0)
+    cache.release(0)
+    reader.close()
+    assert idle._file.closed  # not in use: closed at once
+    with pytest.raises(ReaderClosedError):
+        cache.acquire(0)
+    # the read in progress finishes on an open file (it failed with EBADF before)
+    np.testing.assert_array_equal(
+        handle.read(reader._table, int(reader._table.offsets[1, 2])), data[1][2]
+    )
+    cache.release(1)
+    assert handle._file.closed
+
+
+def test_open_files_cache_closes_a_reader_once_its_last_user_releases_it():
+    closed = []
+
+    class Reader:
+        def __init__(self, number):
+            self.number = number
+
+        def close(self):
+            closed.append(self.number)
+
+    cache = _OpenFiles(2, Reader)
+    for number in (0, 1, 1):
+        cache.acquire(number)
+    cache.close()
+    assert closed == [] and cache.open_count() == 2
+    cache.release(1)
+    assert closed == []
+    cache.release(0)
+    cache.release(1)
+    assert sorted(closed) == [0, 1] and cache.open_count() == 0
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def test_a_file_whose_name_holds_glob_characters_is_that_file(tmp_path):
+    named = tmp_path / "cell[1].tif"
+    tifffile.imwrite(
+        named, np.arange(40, dtype=np.uint8).reshape(2, 4, 5), photometric="minisblack"
+    )
+    tifffile.imwrite(tmp_path / "cell1.tif", np.zeros((4, 5), np.uint8))  # what the glob matches
+    with TiffSequenceND(named) as reader:
+        assert reader.files == (str(named),)
+        np.testing.assert_array_equal(reader.get_plane(t=1), tifffile.imread(named)[1])
+
+
+@pytest.mark.parametrize("listing", [sorted, lambda names: sorted(names, reverse=True)])
+def test_dataset_mixed_with_other_files_does_not_depend_on_listing_order(
+    tmp_path, monkeypatch, listing
+):
+    from pims_videoutils import sequence
+
+    _write_ome_positions(tmp_path, [2, 2])
+    tifffile.imwrite(tmp_path / "zz_other.tif", np.zeros((5, 6), np.uint16))
+    real = sequence._file_names
+    monkeypatch.setattr(sequence, "_file_names", lambda folder: listing(real(folder)))
+    with pytest.raises(StackReadError, match="open one file of the dataset"):
+        TiffSequenceND(tmp_path)
+
+
+# --- stacks inside sequences -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [{}, None], ids=["tifffile-shaped", "plain-multipage"])
+def test_folder_of_unlabelled_z_stacks_named_by_time_gives_t_and_z(tmp_path, metadata):
+    # multi-page files that do not name their axis: the names number t, so the pages are z
+    for t in range(3):
+        stack = np.random.default_rng(t).integers(0, 255, (4, 5, 6), np.uint8)
+        tifffile.imwrite(
+            tmp_path / f"cell_t{t:03d}.tif", stack, photometric="minisblack", metadata=metadata
+        )
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 3, "z": 4, "y": 5, "x": 6}
+        reader.bundle_axes = "zyx"
+        for t in range(3):
+            np.testing.assert_array_equal(
+                reader[t], tifffile.imread(tmp_path / f"cell_t{t:03d}.tif")
+            )
+        np.testing.assert_array_equal(
+            reader.get_plane(t=2, z=3), tifffile.imread(tmp_path / "cell_t002.tif", key=3)
+        )
+
+
+def test_stacks_whose_files_name_the_same_axis_still_clash(tmp_path):
+    for t in range(2):
+        tifffile.imwrite(
+            tmp_path / f"cell_t{t}.tif",
+            np.zeros((4, 5, 6), np.uint8),
+            imagej=True,
+            metadata={"axes": "TYX"},
+        )
+    with pytest.raises(StackReadError, match="also has a 't' axis"):
+        TiffSequenceND(tmp_path)
+
+
+def test_ndtiff_index_file_opens_its_dataset(real_data):
+    folder = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    expected = tifffile.imread(folder / NDTIFF)
+    with TiffSequenceND(folder / "NDTiff.index") as reader:
+        assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+        reader.bundle_axes = "czyx"
+        np.testing.assert_array_equal(reader[5], expected[5])
+
+
+def test_zero_copy_views_outlive_eviction_and_close(tmp_path):
+    for t in range(3):
+        stack = np.random.default_rng(t).integers(0, 60000, (3, 8, 9), np.uint16)
+        tifffile.imwrite(tmp_path / f"s_t{t}.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    # in a child process: a view into an unmapped file crashes the process
+    code = textwrap.dedent(f"""
+        import numpy as np, tifffile
+        from pims_videoutils import TiffSequenceND
+        folder = {str(tmp_path)!r}
+        reader = TiffSequenceND(folder, copy=False, max_open_files=1)
+        views = [reader.get_plane(t=t, z=1) for t in range(3)]  # each read evicts a file
+        reader.close()
+        expected = [tifffile.imread(f"{{folder}}/s_t{{t}}.tif")[1] for t in range(3)]
+        print(all(np.array_equal(v, e) for v, e in zip(views, expected)))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
