@@ -252,18 +252,6 @@ def test_folder_of_unlabelled_z_stacks_named_by_time_gives_t_and_z(tmp_path, met
         )
 
 
-def test_stacks_whose_files_name_the_same_axis_still_clash(tmp_path):
-    for t in range(2):
-        tifffile.imwrite(
-            tmp_path / f"cell_t{t}.tif",
-            np.zeros((4, 5, 6), np.uint8),
-            imagej=True,
-            metadata={"axes": "TYX"},
-        )
-    with pytest.raises(StackReadError, match="also has a 't' axis"):
-        TiffSequenceND(tmp_path)
-
-
 def test_ndtiff_index_file_opens_its_dataset(real_data):
     folder = real_data / "ndtiff" / "ndtiff3.2_multichannel"
     expected = tifffile.imread(folder / NDTIFF)
