@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import ReaderClosedError
+from ._errors import ReaderClosedError, StackReadError
 
 if TYPE_CHECKING:
     import dask.array
@@ -30,6 +30,9 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
         from dask.base import tokenize
     except ImportError as exc:
         raise ImportError("to_dask needs dask: pip install 'pims-videoutils[dask]'") from exc
+    if chunks is not None and not isinstance(chunks, Mapping):
+        raise TypeError(f"chunks must be a mapping of axis to planes per chunk, such as "
+                        f"{{'z': -1}}, not {type(chunks).__name__}")
     sizes = dict(reader.sizes)
     outer_axes = [axis for axis in sizes if axis not in reader.plane_axes]
     unknown = set(chunks or {}) - set(outer_axes)
@@ -40,12 +43,15 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
                          for axis in outer_axes)
     plane_chunks = tuple((sizes[axis],) for axis in reader.plane_axes)
     dtype = reader.pixel_type
+    all_chunks = outer_chunks + plane_chunks
+    # The name names the blocks: arrays of one file with other chunks must not share it.
+    token = tokenize(reader.__reduce__()[1], all_chunks, dtype.str)
     return da.map_blocks(
         _read_block,
         dtype=dtype,
-        chunks=outer_chunks + plane_chunks,
+        chunks=all_chunks,
         meta=np.empty((0,) * len(sizes), dtype),
-        name=f"{type(reader).__name__.lower()}-{tokenize(reader.__reduce__()[1])}",
+        name=f"{type(reader).__name__.lower()}-{token}",
         reader=GraphReader(reader),
         outer_axes=outer_axes,
     )
@@ -65,26 +71,52 @@ class GraphReader:
     """The reader in a dask graph.
 
     In this process it is the reader itself. Pickled to a worker process (each task is), it
-    is the one reader that worker re-opened for it, not a reader re-opened per task.
+    is the one reader that worker re-opened for it, not a reader re-opened per task, checked
+    to still have the axes and pixel type the array was built with.
     """
 
     def __init__(self, reader: PlanesND) -> None:
         self.reader = reader
+        self.layout = (tuple(reader.sizes.items()), reader.pixel_type.str, _label(reader))
 
     def __reduce__(self):
         if self.reader.closed:  # as a read in this process would
             raise ReaderClosedError(f"{self.reader!r}: computed after close()")
-        return (_reopened, self.reader.__reduce__())
+        return (_reopened, (*self.reader.__reduce__(), self.layout))
 
 
-def _reopened(reopen: Callable[..., PlanesND], args: tuple) -> GraphReader:
-    """Unpickle a :class:`GraphReader`: the reader this process already re-opened, or a new one."""
+def _label(reader: PlanesND) -> str:
+    """Name the reader's file, or its sequence's files, as error messages do."""
+    path = getattr(reader, "path", None)
+    if path is not None:
+        return path
+    from .sequence import _source_label
+
+    return _source_label(reader._source)
+
+
+def _reopened(
+    reopen: Callable[..., PlanesND], args: tuple, layout: tuple[tuple, str, str]
+) -> GraphReader:
+    """Unpickle a :class:`GraphReader`: the reader this process already re-opened, or a new one.
+
+    Raises
+    ------
+    StackReadError
+        The file now has other axes, sizes or pixel type than when the array was built.
+    """
     key = pickle.dumps((reopen, args))
     reader = _REOPENED.get(key)
     if reader is None:
         if len(_REOPENED) >= _MAX_REOPENED:  # dropped, not closed: tasks may still read it
             del _REOPENED[next(iter(_REOPENED))]
         reader = _REOPENED[key] = reopen(*args)
+    sizes, dtype, label = layout
+    now = (tuple(reader.sizes.items()), reader.pixel_type.str)
+    if now != (sizes, dtype):  # axes compared in order
+        raise StackReadError(label, f"changed since the dask array was built: sizes "
+                                    f"{dict(now[0])}, dtype {now[1]} "
+                                    f"(were {dict(sizes)}, {dtype})")
     return GraphReader(reader)
 
 

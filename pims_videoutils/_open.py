@@ -82,8 +82,9 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     process, thread-safe) it imports every reader registered in the ``pims.readers``
     entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
     files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes to
-    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs), which
-    chooses among the (now imported) readers as usual.
+    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, and a glob
+    with one match as that file or folder, as in :func:`open`), which chooses among the
+    (now imported) readers as usual.
 
     Parameters
     ----------
@@ -101,6 +102,12 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     def open(sequence, **kwargs):
         ensure_readers_loaded()
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
+        if isinstance(path, str):  # e.g. numpy.str_ (dask-image): os.scandir lists it as bytes
+            path = str(path)
+        if isinstance(path, str) and not os.path.exists(path):
+            matches = glob.glob(path)
+            if len(matches) == 1:  # pims would pass the pattern itself to each reader
+                path = matches[0]
         if isinstance(path, str) and opens_as_sequence(path):
             return _open_sequence(path, kwargs)
         return original(path, **kwargs)  # (pims's open fails on pathlib.Path)
@@ -156,8 +163,8 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     A folder holding TIFF files, or a glob pattern matching several files that are all TIFF
     files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
     :func:`opens_as_sequence`). Any other path that does not exist is read as a glob pattern:
-    one match is opened, several are handed to :func:`pims.open` (which returns a
-    ``pims.ImageSequence``).
+    one match is opened (a folder of TIFF files as a ``TiffSequenceND``), several are handed
+    to :func:`pims.open` (which returns a ``pims.ImageSequence``).
 
     Parameters
     ----------
@@ -192,6 +199,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     target = os.fspath(path)
     if not isinstance(target, str):
         raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
+    target = str(target)  # e.g. numpy.str_: os.scandir would list its folder as bytes
     if opens_as_sequence(target):
         return _open_sequence(target, kwargs)
     if not os.path.exists(target):
@@ -203,6 +211,8 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         if not matches:
             raise StackNotFoundError(target, "no such file")
         target = matches[0]
+        if opens_as_sequence(target):  # the pattern named a folder of TIFF files
+            return _open_sequence(target, kwargs)
     if os.path.isdir(target):
         raise StackReadError(target, "is a folder without .tif or .tiff files; pass a file")
     if not os.path.isfile(target):  # a FIFO would make the readers wait for a writer

@@ -85,27 +85,23 @@ def load_readers() -> list[type]:
     """
     from pims import FramesSequence
 
-    readers = []
+    readers, problems = [], []
     for entry_point in reader_entry_points():
         try:
             reader = entry_point.load()
         except Exception as exc:  # a third-party plugin may fail in any way; report it
-            warnings.warn(
-                f"pims reader {_describe(entry_point)} could not be loaded: "
-                f"{type(exc).__name__}: {exc}",
-                PluginLoadWarning,
-                stacklevel=2,
-            )
+            problems.append(f"pims reader {_describe(entry_point)} could not be loaded: "
+                            f"{type(exc).__name__}: {exc}")
             continue
         if not (isinstance(reader, type) and issubclass(reader, FramesSequence)):
-            warnings.warn(
-                f"pims reader {_describe(entry_point)} is not a subclass of "
-                f"pims.FramesSequence, so pims.open cannot use it: {reader!r}",
-                PluginLoadWarning,
-                stacklevel=2,
-            )
+            problems.append(f"pims reader {_describe(entry_point)} is not a subclass of "
+                            f"pims.FramesSequence, so pims.open cannot use it: {reader!r}")
             continue
         readers.append(reader)
+    # Warned once every reader is imported: under ``-W error`` the first warning raises, and
+    # the good readers must still be loaded for the calls after it.
+    for problem in problems:
+        warnings.warn(problem, PluginLoadWarning, stacklevel=2)
     return readers
 
 

@@ -181,6 +181,23 @@ def test_dask_image_glob_of_numbered_tiffs(
     assert worker == "TiffSequenceND"
 
 
+def test_dask_image_folder_of_tiffs(fake_site: FakeSite, tmp_path: Path) -> None:
+    # dask-image hands each chunk its file name as a numpy.str_ (os.scandir lists bytes for it)
+    from dask_image.imread import imread
+
+    data = np.random.default_rng(5).integers(0, 4096, (5, 8, 6), dtype=np.uint16)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for number, plane in enumerate(data):
+        tifffile.imwrite(folder / f"frame{number:02d}.tif", plane)
+    array = imread(str(folder))
+    assert (array.shape, array.dtype) == (data.shape, data.dtype)
+    np.testing.assert_array_equal(array.compute(scheduler="threads"), data)
+    with pims.open(np.array([str(folder)])[0]) as reader:  # what a chunk does
+        last = tifffile.imread(folder / "frame04.tif")
+        np.testing.assert_array_equal(np.asarray(reader[4]), last)
+
+
 def _bundle(data: np.ndarray, axes: str, bundle_axes: str, coords: dict[str, int]) -> np.ndarray:
     """The frame a pims reader should return, cut from tifffile's ``data`` (axes ``axes``)."""
     plane = data[tuple(slice(None) if a in bundle_axes else coords[a] for a in axes)]

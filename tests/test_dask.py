@@ -97,6 +97,12 @@ def test_bad_chunks(hyperstack, chunks, message: str) -> None:
         reader.to_dask(chunks)
 
 
+@pytest.mark.parametrize("chunks", ["t", "auto", (1, -1), 5])
+def test_chunks_not_a_mapping(hyperstack, chunks) -> None:
+    with TiffStackND(hyperstack[0]) as reader, pytest.raises(TypeError, match="mapping of axis"):
+        reader.to_dask(chunks)
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_closed_reader(hyperstack, scheduler: str) -> None:
     reader = TiffStackND(hyperstack[0])
@@ -125,3 +131,68 @@ def test_worker_processes_reopen_each_reader_once(hyperstack) -> None:
         for handle in handles:
             handle.reader.close()
         _dask._REOPENED.clear()
+
+
+def test_arrays_with_other_chunks_combine(hyperstack) -> None:
+    """Two arrays of one file with different chunks are different dask arrays (own names)."""
+    import dask.array as da
+
+    path = hyperstack[0]
+    with TiffStackND(path) as reader:
+        planes, blocks = reader.to_dask(), reader.to_dask({"t": 2, "z": -1})
+        assert planes.name != blocks.name
+        both = da.concatenate([planes, blocks]).compute(scheduler="threads")
+        np.testing.assert_array_equal(both, np.concatenate([tifffile.imread(path)] * 2))
+
+
+@pytest.fixture
+def reopened_readers():
+    """Close what :class:`GraphReader` unpickling re-opened in this process, after the test."""
+    from pims_videoutils import _dask
+
+    yield _dask._REOPENED
+    for reader in _dask._REOPENED.values():
+        reader.close()
+    _dask._REOPENED.clear()
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [np.ones((5, 9, 9), np.uint16), np.ones((2, 6, 7), np.uint16), np.ones((5, 6, 7), np.uint8)],
+)
+def test_worker_refuses_a_file_changed_since_the_graph(
+    tmp_path: Path, reopened_readers, replacement: np.ndarray
+) -> None:
+    """A worker re-opens the file by name: one that changed shape or type is an error."""
+    import pickle
+
+    from pims_videoutils import StackReadError, _dask
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((5, 6, 7), np.uint16))
+    with TiffStackND(path) as reader:
+        task_reader = pickle.dumps(_dask.GraphReader(reader))  # as each task is sent
+        tifffile.imwrite(tmp_path / "new.tif", replacement)
+        (tmp_path / "new.tif").replace(path)
+        with pytest.raises(StackReadError, match="changed since the dask array was built"):
+            pickle.loads(task_reader)
+        # this process keeps the file it opened (as the threads scheduler does)
+        np.testing.assert_array_equal(reader.to_dask().compute(), np.zeros((5, 6, 7), np.uint16))
+
+
+def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened_readers) -> None:
+    import pickle
+
+    from pims_videoutils import StackReadError, _dask
+
+    path, new = tmp_path / "tzcyx.tif", tmp_path / "new.tif"
+    tifffile.imwrite(path, np.zeros((3, 2, 2, 4, 5), np.uint8), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    with TiffStackND(path) as reader:
+        task_reader = pickle.dumps(_dask.GraphReader(reader))
+        tifffile.imwrite(new, np.zeros((3, 2, 2, 4, 5), np.uint8), metadata={"axes": "TCZYX"})
+        new.replace(path)
+        with TiffStackND(path) as replaced:  # same sizes, other order
+            assert "".join(replaced.sizes) == "tczyx"
+        with pytest.raises(StackReadError, match="changed since the dask array was built"):
+            pickle.loads(task_reader)

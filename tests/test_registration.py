@@ -303,6 +303,32 @@ def test_plugin_raising_at_import_does_not_break_pims(
     assert "RuntimeError: plugin bug" in after
 
 
+def test_broken_plugin_under_warnings_as_errors_keeps_our_readers(
+    fake_site: FakeSite, stack_tif: Path
+) -> None:
+    # pytest's filterwarnings = error: the warning raises once, and pims.open then still
+    # knows every good reader. The broken plugin sits on PYTHONPATH, so it is found first.
+    _add_dist(fake_site.startup, "brokenplug", "Crash = brokenplug:Reader")
+    (fake_site.startup / "brokenplug.py").write_text("raise RuntimeError('plugin bug')\n")
+    proc = fake_site.run(
+        f"""
+        import pims
+        from pims_videoutils import PluginLoadWarning
+        try:
+            pims.open({str(stack_tif)!r}).close()
+        except PluginLoadWarning as warning:
+            print("warned:", warning)
+        with pims.open({str(stack_tif)!r}) as reader:
+            print(type(reader).__name__)
+        """,
+        "-W",
+        "error",
+    )
+    warned, opened = proc.stdout.strip().splitlines()
+    assert warned.startswith("warned:") and "RuntimeError: plugin bug" in warned
+    assert opened == "TiffStackND"
+
+
 def test_plugin_module_imported_first_is_not_loaded_twice(fake_site: FakeSite) -> None:
     # The plugin module imports pims itself: the hook fires while it is half executed.
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
@@ -389,6 +415,15 @@ def _check_sequence_code(source: str, files: list[Path]) -> str:
         """
 
 
+def test_pims_open_glob_naming_one_folder(
+    fake_site: FakeSite, numbered_tiffs: tuple[Path, list[Path]]
+) -> None:
+    folder, files = numbered_tiffs
+    source = str(folder.parent / "numb*")  # matches the folder only
+    out = fake_site.run(_check_sequence_code(source, files), "-W", "error").stdout.split()
+    assert out == ["pims_videoutils.sequence", "TiffSequenceND", "11"]
+
+
 @pytest.mark.parametrize("form", ["folder", "glob"])
 def test_pims_open_folder_or_tiff_glob_is_tiff_sequence(
     fake_site: FakeSite, numbered_tiffs: tuple[Path, list[Path]], form: str
@@ -397,6 +432,26 @@ def test_pims_open_folder_or_tiff_glob_is_tiff_sequence(
     source = str(folder) if form == "folder" else str(folder / "img*.tif")
     out = fake_site.run(_check_sequence_code(source, files), "-W", "error").stdout.split()
     assert out == ["pims_videoutils.sequence", "TiffSequenceND", "11"]
+
+
+def test_pims_open_glob_with_one_match_opens_that_file(
+    fake_site: FakeSite, stack_tif: Path
+) -> None:
+    # as pims_videoutils.open does; pims alone hands the pattern itself to every reader
+    import imageio.v3 as iio
+
+    iio.imwrite(stack_tif.parent / "only.png", np.zeros((3, 4), np.uint8))
+    out = fake_site.run(
+        f"""
+        import pims
+        for pattern in ("stack*.tif", "on*.png"):
+            with pims.open({str(stack_tif.parent)!r} + "/" + pattern) as reader:
+                print(type(reader).__name__, reader.frame_shape)
+        """,
+        "-W",
+        "error",
+    ).stdout.splitlines()
+    assert out == [f"TiffStackND {tifffile.imread(stack_tif).shape[1:]}", "ImageReader (3, 4)"]
 
 
 def test_pims_open_png_glob_is_still_image_sequence(fake_site: FakeSite, tmp_path: Path) -> None:
@@ -492,6 +547,14 @@ def test_open_accepts_path_and_returns_our_reader(stack_tif: Path) -> None:
 def test_open_glob_with_one_match(stack_tif: Path) -> None:
     with pims_videoutils.open(stack_tif.parent / "st*.tif") as reader:
         assert reader.path == str(stack_tif)
+
+
+def test_open_glob_naming_one_folder(numbered_tiffs: tuple[Path, list[Path]]) -> None:
+    folder, files = numbered_tiffs
+    with pims_videoutils.open(folder.parent / "numb*") as reader:
+        assert isinstance(reader, pims_videoutils.TiffSequenceND)
+        expected = np.stack([tifffile.imread(name) for name in files])
+        np.testing.assert_array_equal(np.stack([np.asarray(f) for f in reader]), expected)
 
 
 @pytest.mark.parametrize("form", ["folder", "glob"])
