@@ -10,23 +10,20 @@ per page, never assumed. Any other page is parsed in full, and so are uncompress
 
 from __future__ import annotations
 
-import struct
 import threading
 
 import numpy as np
 import tifffile
 
-from ._errors import StackReadError
+from ._errors import MALFORMED_TIFF_ERRORS, StackReadError
 from ._ifd import page_signature
 from ._pread import PlaneReads
 
 __all__ = ["PageDecoder"]
 
-# tifffile's and imagecodecs' errors on pages it cannot decode (RuntimeError: codec errors;
-# OSError: a seek to an impossible offset; ArithmeticError, MemoryError: absurd sizes)
-_DECODE_ERRORS = (ImportError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-                  RuntimeError, ArithmeticError, AssertionError, MemoryError, OSError,
-                  struct.error, tifffile.TiffFileError)
+# errors on pages that cannot be decoded: a malformed page, and ImportError (a codec not
+# installed) or OSError (a seek to an impossible offset)
+_DECODE_ERRORS = (*MALFORMED_TIFF_ERRORS, ImportError, OSError)
 
 
 class PageDecoder:

@@ -8,6 +8,15 @@ clauses keep working.
 from __future__ import annotations
 
 import os
+import struct
+
+#: What tifffile (and the codecs under it) raise on malformed files, to be turned into
+#: :class:`StackReadError`: tifffile's TiffFileError is a ValueError; RuntimeError:
+#: "incompatible keyframe"; ArithmeticError, MemoryError: sizes of 0 or absurd sizes;
+#: struct.error, EOFError: structures cut short.
+MALFORMED_TIFF_ERRORS = (ValueError, IndexError, KeyError, TypeError, AttributeError,
+                         struct.error, EOFError, RuntimeError, ArithmeticError, AssertionError,
+                         MemoryError)
 
 
 class PimsVideoutilsError(Exception):
@@ -59,8 +68,10 @@ class ReaderClosedError(PimsVideoutilsError, ValueError):
 class ExportArgumentError(PimsVideoutilsError, ValueError):
     """An argument of :func:`~pims_videoutils.to_video` is invalid.
 
-    Raised before ffmpeg starts: unknown codec or extension, empty input, ``fps <= 0``,
-    frames of the wrong shape or dtype, a folder that cannot be written.
+    Raised before ffmpeg starts (unknown codec or extension, empty input, an fps the
+    container cannot time, frames of an unsupported shape or dtype, a folder that cannot be
+    written, an existing file with ``overwrite=False``, inconsistent options), and during the
+    export for a frame whose shape or dtype differs from the first.
     """
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import tifffile
 
 from . import _ifd
-from ._errors import StackReadError
+from ._errors import MALFORMED_TIFF_ERRORS, StackReadError
 from ._planetimes import elapsed_times
 
 MAPPED = "mapped"
@@ -294,8 +294,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 "dataset, or its folder)")
     try:
         all_series = tif.series
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError, RuntimeError,
-            ArithmeticError, AssertionError, MemoryError) as exc:
+    except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
     info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
              "kind": s.kind, "levels": [tuple(lv.shape) for lv in s.levels]}

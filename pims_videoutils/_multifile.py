@@ -32,7 +32,7 @@ import numpy as np
 import tifffile
 
 from ._decode import PageDecoder
-from ._errors import StackNotFoundError, StackReadError
+from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
 from ._layout import file_metadata, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
@@ -41,8 +41,6 @@ __all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
-#: what tifffile raises on malformed files and metadata
-_PARSE_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, KeyError)
 #: a Micro-Manager continuation file: ``{base}_{part}.ome.tif`` continues ``{base}.ome.tif``
 #: (positions with Micro-Manager's default labels ``Pos0``...: other labels may end in digits)
 _MM_PART = re.compile(
@@ -162,7 +160,7 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
             exc.filename or path,
             f"no such file, but the dataset of {os.path.basename(path)} names it",
         ) from None
-    except _PARSE_ERRORS as exc:
+    except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
 
 
@@ -212,7 +210,7 @@ def _companion_xml(companion: str, path: str) -> str:
             with open(companion, encoding="utf-8") as file:
                 xml = file.read()
         root = ET.fromstring(xml)
-    except (OSError, UnicodeDecodeError, ET.ParseError, *_PARSE_ERRORS) as exc:
+    except (OSError, UnicodeDecodeError, ET.ParseError, *MALFORMED_TIFF_ERRORS) as exc:
         raise StackReadError(
             companion, f"cannot read the OME metadata of {name} from it ({exc})"
         ) from None

@@ -7,7 +7,6 @@ import mmap
 import operator
 import os
 import stat
-import struct
 import threading
 from typing import Any
 
@@ -16,17 +15,13 @@ import tifffile
 from pims import Frame
 
 from ._decode import PageDecoder
-from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
+from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover
 from ._planes import Allocate, PlanesND, c_order_strides
 from ._pread import PlaneReads
 
 __all__ = ["TiffStackND"]
 
-# what tifffile raises on malformed files (TiffFileError is a ValueError; RuntimeError:
-# "incompatible keyframe"; ArithmeticError: sizes of 0 or absurd; MemoryError: absurd sizes)
-_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, AttributeError, struct.error,
-                 EOFError, RuntimeError, ArithmeticError, AssertionError, MemoryError)
 
 
 class TiffStackND(PlanesND):
@@ -174,12 +169,12 @@ class TiffStackND(PlanesND):
                 raise StackReadError(self._path, "empty file")
             try:
                 self._tif = tifffile.TiffFile(self._file)
-            except _PARSE_ERRORS as exc:
+            except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"not a readable TIFF file ({exc})") from None
             try:
                 layout = discover(self._tif, self._path, self._options["series"],
                                   self._options["level"])
-            except _PARSE_ERRORS as exc:
+            except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"corrupt TIFF structure ({exc})") from None
             if layout.storage == MAPPED:
                 self._tif.close()

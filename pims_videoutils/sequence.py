@@ -81,7 +81,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     An NDTiff dataset's ``NDTiff.index`` file names its folder.
     """
     if isinstance(source, (str, os.PathLike)):
-        text = os.fspath(source)
+        text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
             prefix = os.path.join(text, "")
             names = [
@@ -312,6 +312,8 @@ class TiffSequenceND(PlanesND):
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.
+    TypeError
+        ``series`` is not an integer, or ``source`` is not a path or a sequence of paths.
 
     Notes
     -----

@@ -281,3 +281,21 @@ def test_zero_copy_views_outlive_eviction_and_close(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
+
+
+def test_a_tiff_header_without_an_ifd_is_a_read_error(tmp_path):
+    """4 bytes of TIFF header: tifffile's struct.error becomes a StackReadError naming it."""
+    path = tmp_path / "tiny.tif"
+    path.write_bytes(b"II*\x00")
+    with pytest.raises(StackReadError, match=r"tiny\.tif"):
+        TiffSequenceND(path)
+
+
+def test_source_given_as_a_numpy_string(tmp_path):
+    """dask-image passes numpy.str_ names; os.scandir would list such a folder as bytes."""
+    data = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    for t, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"img{t}.tif", plane)
+    with TiffSequenceND(np.str_(str(tmp_path))) as reader:
+        expected = tifffile.imread(tmp_path / "img2.tif")
+        np.testing.assert_array_equal(reader.get_plane(t=2), expected)
