@@ -56,7 +56,7 @@ class PlanesND(FramesSequenceND):
 
     @property
     def plane_axes(self) -> str:
-        """Axes of one plane: ``'yx'`` or ``'yxs'``."""
+        """Axes of one plane: ``'yx'``, ``'yxs'`` (RGB samples) or ``'yxc'`` (named channels)."""
         return self._plane_axes
 
     def _plane_at(self, coords: dict[str, int]) -> np.ndarray:
@@ -101,7 +101,8 @@ class PlanesND(FramesSequenceND):
         only the time points of a hyperstack), this holds all axes: ``"".join(reader.sizes)``,
         e.g. ``tzcyx``. Chunks hold whole planes, read with :meth:`get_plane` when computed;
         the threads scheduler shares the reader, and worker processes re-open it once each
-        (from its path and options).
+        (from its path and options), checking that its axes, sizes and pixel type are still
+        those the array was built with.
 
         Parameters
         ----------
@@ -118,11 +119,15 @@ class PlanesND(FramesSequenceND):
         ------
         ImportError
             dask is not installed (``pip install 'pims-videoutils[dask]'``).
+        TypeError
+            ``chunks`` is not a mapping.
         ValueError
             ``chunks`` names a plane axis or an unknown one, or a size that is not a positive
             integer or -1.
         ReaderClosedError
-            After ``close()``.
+            After ``close()`` (also when computed after it).
+        StackReadError
+            When computed in worker processes: the file changed since the array was built.
         """
         from ._dask import planes_to_dask
 
@@ -153,6 +158,9 @@ class PlanesND(FramesSequenceND):
             ``i`` is outside ``0 <= i < len(self)``.
         ReaderClosedError
             After ``close()``.
+        StackReadError
+            A file was truncated or changed since it was opened, a page cannot be decoded, or a
+            file of a sequence differs from the first one.
         """
         plan = self._plan
         if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes

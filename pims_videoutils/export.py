@@ -369,10 +369,12 @@ def to_video(
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
         to a millisecond (``.mkv``, ``.webm``, ``.avi``: at most 1000 fps) or a hundredth
-        of a second (``.gif``: 100 fps, and at least 0.0016 fps); ``.mp4`` and ``.mov``
+        of a second (``.gif``: 100 fps, and at least 0.0015 fps); ``.mp4`` and ``.mov``
         take up to 10^6 fps; the slowest rate is 1/10000 fps.
     codec : str, optional
-        ffmpeg encoder for the container (see :mod:`pims_videoutils._ffmpeg`).
+        ffmpeg encoder the container takes: ``.mp4`` libx264/libx265; ``.mkv``
+        libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
+        libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
         Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
         unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``.
