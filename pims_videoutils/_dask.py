@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["planes_to_dask"]
 
+#: Bytes per chunk that ``to_dask()`` aims at by default: dask's own cost per chunk stays
+#: small against reading it (benchmarks/bench_dask.py), and one plane of it computes in
+#: milliseconds.
+AUTO_CHUNK_BYTES = 8 << 20
 #: Readers re-opened in this (worker) process, by what they were pickled as; oldest dropped.
 _REOPENED: dict[bytes, PlanesND] = {}
 _MAX_REOPENED = 16
@@ -39,10 +43,13 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
     if unknown:
         raise ValueError(f"chunks: {sorted(unknown)} are not axes outside the planes "
                          f"({''.join(outer_axes) or 'none'}); a chunk holds whole planes")
-    outer_chunks = tuple(_axis_chunks(axis, sizes[axis], (chunks or {}).get(axis, 1))
-                         for axis in outer_axes)
-    plane_chunks = tuple((sizes[axis],) for axis in reader.plane_axes)
     dtype = reader.pixel_type
+    plane_shape = [sizes[axis] for axis in reader.plane_axes]
+    if chunks is None:
+        chunks = _auto_chunks(outer_axes, sizes, math.prod(plane_shape) * dtype.itemsize)
+    outer_chunks = tuple(_axis_chunks(axis, sizes[axis], chunks.get(axis, 1))
+                         for axis in outer_axes)
+    plane_chunks = tuple((size,) for size in plane_shape)
     all_chunks = outer_chunks + plane_chunks
     # The name names the blocks: arrays of one file with other chunks must not share it.
     token = tokenize(reader.__reduce__()[1], all_chunks, dtype.str)
@@ -55,6 +62,21 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
         reader=GraphReader(reader),
         outer_axes=outer_axes,
     )
+
+
+def _auto_chunks(outer_axes: list[str], sizes: dict[str, int],
+                 plane_nbytes: int) -> dict[str, int]:
+    """Planes per chunk along each axis for chunks of up to :data:`AUTO_CHUNK_BYTES`.
+
+    Whole innermost axes first (``c``, then ``z``... of ``tzcyx``), then part of the next one:
+    chunks of contiguous planes, one plane each where a plane is that big already.
+    """
+    budget = max(1, AUTO_CHUNK_BYTES // plane_nbytes)  # planes per chunk
+    chunks = {}
+    for axis in reversed(outer_axes):
+        chunks[axis] = min(budget, sizes[axis])
+        budget = max(1, budget // sizes[axis])
+    return chunks
 
 
 def _axis_chunks(axis: str, size: int, chunk: Any) -> tuple[int, ...]:

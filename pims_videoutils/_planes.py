@@ -99,16 +99,21 @@ class PlanesND(FramesSequenceND):
 
         Unlike ``dask_image.imread``, which follows ``iter_axes`` and ``bundle_axes`` (so sees
         only the time points of a hyperstack), this holds all axes: ``"".join(reader.sizes)``,
-        e.g. ``tzcyx``. Chunks hold whole planes, read with :meth:`get_plane` when computed;
-        the threads scheduler shares the reader, and worker processes re-open it once each
-        (from its path and options), checking that its axes, sizes and pixel type are still
-        those the array was built with.
+        e.g. ``tzcyx``. Chunks hold whole planes, read with :meth:`get_plane` when computed.
+        By default a chunk holds up to 8 MiB of planes, whole innermost axes first (e.g.
+        every ``c`` and ``z`` of a time point), so that dask's own cost per chunk stays
+        small against reading it; ``{"t": 1, "z": 1, "c": 1}`` gives one plane per chunk, the
+        quickest for looking at single planes (e.g. in napari). The threads scheduler shares
+        the reader; worker processes re-open it once each (from its path and options),
+        checking that its axes, sizes and pixel type are still those the array was built
+        with.
 
         Parameters
         ----------
         chunks : mapping of str to int, optional
             Planes per chunk along each axis outside the planes, e.g. ``{"z": -1}`` for whole
-            z-stacks (-1: the whole axis); axes not given have one plane per chunk.
+            z-stacks (-1: the whole axis); axes not given have one plane per chunk. None
+            (default): chunks of up to 8 MiB, as above.
 
         Returns
         -------

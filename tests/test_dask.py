@@ -30,8 +30,33 @@ def test_every_plane_of_a_hyperstack(hyperstack, scheduler: str) -> None:
         array = reader.to_dask()
         assert "".join(reader.sizes) == "tzcyx"
         assert (array.shape, array.dtype) == (data.shape, data.dtype)
-        assert array.chunksize == (1, 1, 1, 12, 10)
+        assert array.chunksize == data.shape  # 24 planes of 240 bytes: one chunk
         np.testing.assert_array_equal(array.compute(scheduler=scheduler), tifffile.imread(path))
+        planes = reader.to_dask({"t": 1, "z": 1, "c": 1})
+        assert planes.chunksize == (1, 1, 1, 12, 10)
+        np.testing.assert_array_equal(planes.compute(scheduler=scheduler), tifffile.imread(path))
+
+
+@pytest.mark.parametrize(
+    ("planes_per_chunk", "expected"),
+    [
+        (5, ((1, 1, 1, 1), (2, 1), (2,))),  # every c, then 2 of the 3 z
+        (7, ((1, 1, 1, 1), (3,), (2,))),  # every c and z of a time point
+        (13, ((2, 2), (3,), (2,))),  # 2 time points
+        (0.5, ((1, 1, 1, 1), (1, 1, 1), (1, 1))),  # planes bigger than the target
+    ],
+)
+def test_default_chunks_take_whole_inner_axes_up_to_the_target(
+    hyperstack, monkeypatch: pytest.MonkeyPatch, planes_per_chunk, expected
+) -> None:
+    from pims_videoutils import _dask
+
+    path, data = hyperstack
+    monkeypatch.setattr(_dask, "AUTO_CHUNK_BYTES", int(planes_per_chunk * 12 * 10 * 2))
+    with TiffStackND(path) as reader:
+        array = reader.to_dask()
+        assert array.chunks == (*expected, (12,), (10,))
+        np.testing.assert_array_equal(array.compute(), data)
 
 
 @pytest.mark.parametrize(
