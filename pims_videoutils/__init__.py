@@ -15,6 +15,7 @@ from ._errors import (
     PimsVideoutilsError,
     PluginLoadWarning,
     ReaderClosedError,
+    ReaderFallbackWarning,
     StackNotFoundError,
     StackReadError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "PimsVideoutilsError",
     "PluginLoadWarning",
     "ReaderClosedError",
+    "ReaderFallbackWarning",
     "StackNotFoundError",
     "StackReadError",
     "TiffSequenceND",

@@ -123,3 +123,12 @@ class FFmpegError(PimsVideoutilsError, RuntimeError):
 
 class PluginLoadWarning(UserWarning):
     """A reader registered in the ``pims.readers`` entry-point group failed to load."""
+
+
+class ReaderFallbackWarning(UserWarning):
+    """``pims.open`` gave a TIFF file to another reader because ours could not read it.
+
+    The message says why ``TiffStackND`` refused the file (truncated, corrupt, an incomplete
+    dataset...), a reason the reader it got instead (often pims's flat ``TiffStack``) may
+    only show later, or never.
+    """

@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import warnings
 from types import ModuleType
 from typing import Any
 
-from ._errors import StackNotFoundError, StackReadError
+from ._errors import ReaderFallbackWarning, StackNotFoundError, StackReadError
 from ._registration import ensure_readers_loaded
 
 __all__ = ["open", "opens_as_sequence", "wrap_pims_open"]
@@ -110,7 +111,15 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
                 path = matches[0]
         if isinstance(path, str) and opens_as_sequence(path):
             return _open_sequence(path, kwargs)
-        return original(path, **kwargs)  # (pims's open fails on pathlib.Path)
+        reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
+        if isinstance(path, str) and _fell_back(path, reader):
+            from .readers import TiffStackND
+
+            try:  # ours refused the file: say why (pims keeps no reason)
+                TiffStackND(path, **kwargs).close()
+            except Exception as exc:  # any reason ours gave
+                _warn_fallback(path, reader, f"{type(exc).__name__}: {exc}")
+        return reader
 
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
@@ -119,6 +128,33 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
     pims_module.open = pims_module.api.open = open
+
+
+def _fell_back(path: str, reader: Any) -> bool:
+    """Tell whether a TIFF file went to a reader ranked below ours (so ours refused it)."""
+    from ._planes import PlanesND
+    from .readers import TiffStackND
+
+    return (path.lower().endswith(_TIFF_SUFFIXES) and not isinstance(reader, PlanesND)
+            and getattr(type(reader), "class_priority", 10) < TiffStackND.class_priority)
+
+
+def _warn_fallback(path: str, reader: Any, reason: str) -> None:
+    """Warn that ``reader`` (not ours) opened the TIFF file ``path``, and why ours did not.
+
+    Where warnings are errors, ``reader`` is closed before the error leaves: the caller never
+    gets it.
+    """
+    try:
+        warnings.warn(
+            f"{path}: pims-videoutils' TiffStackND could not read it ({reason}); "
+            f"{type(reader).__name__} opened it instead",
+            ReaderFallbackWarning,
+            stacklevel=3,
+        )
+    except ReaderFallbackWarning:
+        reader.close()
+        raise
 
 
 def _reader_classes() -> set[type]:
@@ -194,6 +230,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         their numbering).
     """
     from . import sequence  # noqa: F401  (our own readers are candidates, installed or not)
+    from .readers import TiffStackND
 
     ensure_readers_loaded()
     target = os.fspath(path)
@@ -226,18 +263,21 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     candidates = _candidates(extension)
     if not candidates:
         raise StackReadError(target, f"no installed pims reader handles '.{extension}' files")
-    reasons: list[str] = []
+    failures: dict[type, str] = {}
     first_error: Exception | None = None
     for reader in candidates:
         try:
-            return reader(target, **kwargs)
+            opened = reader(target, **kwargs)
         except Exception as exc:  # like pims.open: try the next reader, but keep the reason
             # Keep text and only the first exception: tracebacks may hold a failed reader's file.
-            reasons.append(
-                f"{reader.__module__}.{reader.__qualname__}: {type(exc).__name__}: {exc}"
-            )
+            failures[reader] = f"{type(exc).__name__}: {exc}"
             first_error = first_error or exc
-    reason = f"none of the {len(reasons)} candidate readers could open it:\n" + "\n".join(
-        f"  - {line}" for line in reasons
+            continue
+        if TiffStackND in failures and _fell_back(target, opened):
+            _warn_fallback(target, opened, failures[TiffStackND])
+        return opened
+    reason = f"none of the {len(failures)} candidate readers could open it:\n" + "\n".join(
+        f"  - {reader.__module__}.{reader.__qualname__}: {text}"
+        for reader, text in failures.items()
     )
     raise StackReadError(target, reason) from first_error

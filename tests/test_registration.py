@@ -25,7 +25,12 @@ import pytest
 import tifffile
 
 import pims_videoutils
-from pims_videoutils import PluginLoadWarning, StackNotFoundError, StackReadError
+from pims_videoutils import (
+    PluginLoadWarning,
+    ReaderFallbackWarning,
+    StackNotFoundError,
+    StackReadError,
+)
 from pims_videoutils._open import opens_as_sequence
 from pims_videoutils._registration import ENTRY_POINT_GROUP, load_readers
 
@@ -729,3 +734,46 @@ def test_pip_install_registers_reader(
     assert out[2] == "TiffSequenceND"
     subprocess.run([*pip, "uninstall", "--quiet", "--yes", "pims-videoutils"], check=True, env=env)
     assert not (Path(site) / _setup_py_constants()["PTH_NAME"]).exists()
+
+
+@pytest.fixture
+def truncated_imagej(tmp_path: Path) -> Path:
+    """An ImageJ stack of 5 planes cut after the second: pims's TiffStack shows one plane."""
+    path = tmp_path / "truncated.tif"
+    tifffile.imwrite(path, np.ones((5, 16, 16), np.uint16), imagej=True, metadata={"axes": "TYX"})
+    path.write_bytes(path.read_bytes()[: -3 * 16 * 16 * 2])
+    return path
+
+
+@pytest.mark.parametrize("opener", ["pims.open", "pims_videoutils.open"])
+def test_a_tiff_ours_refuses_goes_to_another_reader_with_a_warning(
+    truncated_imagej: Path, opener: str
+) -> None:
+    path = truncated_imagej
+    if opener == "pims.open" and not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    open_ = pims.open if opener == "pims.open" else pims_videoutils.open
+    with pytest.warns(ReaderFallbackWarning, match=r"TiffStackND could not read it \(Stack"
+                      r"ReadError: .*truncated.*\); TiffStack_tifffile opened it instead"):
+        reader = open_(str(path))
+    try:
+        assert type(reader).__name__ == "TiffStack_tifffile"
+    finally:
+        reader.close()
+
+
+def test_no_fallback_warning_when_ours_reads_the_file(stack_tif: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReaderFallbackWarning)
+        for open_ in (pims.open, pims_videoutils.open):
+            with open_(str(stack_tif)) as reader:
+                assert type(reader).__name__ == "TiffStackND"
+
+
+def test_fallback_warning_as_an_error_leaves_no_file_open(truncated_imagej: Path) -> None:
+    """Under ``-W error`` the caller never gets the reader: it is closed (the autouse fixture
+    fails the test on a file left open)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReaderFallbackWarning)
+        with pytest.raises(ReaderFallbackWarning):
+            pims_videoutils.open(truncated_imagej)
