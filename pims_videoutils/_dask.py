@@ -143,20 +143,30 @@ def _reopened(
 
 
 def _read_block(reader: GraphReader, outer_axes: list[str], block_info: dict) -> np.ndarray:
-    """Read the planes of one chunk with ``get_plane`` (the reader is thread-safe)."""
+    """Read the planes of one chunk (the reader is thread-safe).
+
+    A chunk of one plane is the plane as read. Planes of a chunk of several are read straight
+    into it where the reader numbers its planes (``PlanesND._read_plane`` with the chunk's
+    slice as the array to fill), else through ``get_plane`` and copied in.
+    """
     planes = reader.reader  # map_blocks passes its keyword as ``reader``
     location = block_info[None]["array-location"]
     shape = tuple(stop - start for start, stop in location)
     outer_shape = shape[: len(outer_axes)]
     starts = [start for start, _ in location[: len(outer_axes)]]
-
-    def plane(index: tuple[int, ...]) -> np.ndarray:
-        coords = [start + i for start, i in zip(starts, index, strict=True)]
-        return np.asarray(planes.get_plane(**dict(zip(outer_axes, coords, strict=True))))
-
-    if math.prod(outer_shape) == 1:  # one plane: returned as read, no copy
-        return plane((0,) * len(outer_axes)).reshape(shape)
+    if math.prod(outer_shape) == 1:
+        coords = dict(zip(outer_axes, starts, strict=True))
+        return np.asarray(planes.get_plane(**coords)).reshape(shape)
     block = np.empty(shape, planes.pixel_type)
+    strides = planes._plane_numbering()
     for index in np.ndindex(*outer_shape):
-        block[index] = plane(index)
+        out = block[index]
+        coords = [start + i for start, i in zip(starts, index, strict=True)]
+        if strides is None:
+            out[...] = planes.get_plane(**dict(zip(outer_axes, coords, strict=True)))
+            continue
+        number = sum(c * strides[axis] for axis, c in zip(outer_axes, coords, strict=True))
+        plane = planes._read_plane(number, lambda *_, out=out: out)
+        if not np.may_share_memory(plane, out):  # decoded, filled or zero-copy planes
+            out[...] = plane
     return block

@@ -221,3 +221,24 @@ def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened
             assert "".join(replaced.sizes) == "tczyx"
         with pytest.raises(StackReadError, match="changed since the dask array was built"):
             pickle.loads(task_reader)
+
+
+def test_chunks_of_decoded_planes(tmp_path: Path) -> None:
+    """Compressed planes are decoded, not read into the chunk: copied in."""
+    data = np.random.default_rng(10).integers(0, 4096, (6, 9, 8), dtype=np.uint16)
+    path = tmp_path / "zlib.tif"
+    tifffile.imwrite(path, data, compression="zlib")
+    with TiffStackND(path) as reader:
+        array = reader.to_dask({"t": 4})
+        assert array.chunks[0] == (4, 2)
+        np.testing.assert_array_equal(array.compute(), tifffile.imread(path))
+
+
+def test_chunks_of_a_folder_with_a_filled_gap(tmp_path: Path) -> None:
+    data = np.random.default_rng(11).integers(1, 4096, (5, 6, 7), dtype=np.uint16)
+    for t in (0, 1, 3, 4):  # t = 2 missing
+        tifffile.imwrite(tmp_path / f"img_t{t}.tif", data[t])
+    expected = data.copy()
+    expected[2] = 0
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        np.testing.assert_array_equal(reader.to_dask({"t": 3}).compute(), expected)
