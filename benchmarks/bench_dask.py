@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_read import _plane_offsets  # a sibling script (benchmarks/ is on sys.path)
 
 
 def _limit(path: str, shape: tuple[int, ...], dtype: np.dtype, offsets: list[int]) -> np.ndarray:
@@ -85,21 +86,9 @@ def _write(folder: Path, t: int, z: int, c: int, size: int) -> dict[str, tuple[P
     return {"ImageJ TZCYX": (hyperstack, data), "interleaved plain": (plain, flat)}
 
 
-def _offsets(path: Path) -> list[int]:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        if tif.is_imagej:  # one IFD may describe every plane (contiguous data)
-            first = series.dataoffset
-            nbytes = int(np.prod(series.shape[-2:])) * series.dtype.itemsize
-            return [first + i * nbytes for i in range(int(np.prod(series.shape[:-2])))]
-        return [page.dataoffsets[0] for page in tif.pages]
-
-
 def run(path: Path, data: np.ndarray, rounds: int) -> None:
     """Print one table row per contender for ``path``."""
-    offsets = _offsets(path)
+    offsets, _, _ = _plane_offsets(path)  # every page's data, as tifffile reads it
     one_plane = {axis: 1 for axis in "tzc"[: data.ndim - 2]}
     contenders = {
         "to_dask()": lambda: _ours(str(path)),

@@ -103,16 +103,17 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     def open(sequence, **kwargs):
         ensure_readers_loaded()
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
-        if isinstance(path, str):  # e.g. numpy.str_ (dask-image): os.scandir lists it as bytes
-            path = str(path)
-        if isinstance(path, str) and not os.path.exists(path):
+        if not isinstance(path, str):  # not a path: pims's business
+            return original(path, **kwargs)
+        path = str(path)  # e.g. numpy.str_ (dask-image): os.scandir lists it as bytes
+        if not os.path.exists(path):
             matches = glob.glob(path)
             if len(matches) == 1:  # pims would pass the pattern itself to each reader
                 path = matches[0]
-        if isinstance(path, str) and opens_as_sequence(path):
+        if opens_as_sequence(path):
             return _open_sequence(path, kwargs)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
-        if isinstance(path, str) and _fell_back(path, reader):
+        if _fell_back(path, reader):
             from .readers import TiffStackND
 
             try:  # ours refused the file: say why (pims keeps no reason)
