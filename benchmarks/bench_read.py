@@ -6,8 +6,11 @@ fresh subprocesses, readers interleaved within each repeat:
 - warm cache: open time and first frame, then alternating rounds of 200 random frames and a
   full pass, of the reader and of the limits in the same process; a ratio is the median over
   rounds of the reader's time over the faster limit's in the same round (paired);
-- cold cache (the file dropped from the page cache with posix_fadvise(DONTNEED) before open):
-  one process for the random frames, one for the full pass; ratio of medians over repeats.
+- cold cache: alternating rounds again, in one process, but each run (the reader's or a
+  limit's, random frames or full pass) opens afresh right after the file is dropped from the
+  page cache (posix_fadvise(DONTNEED), checked with mincore); a ratio is the median over rounds
+  of the reader's time over the faster limit's in the same round (paired, like warm);
+- memory: the reader alone in a process, growth of anonymous memory over a cold full pass.
 
 The limit: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a
 raw np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
@@ -116,12 +119,35 @@ def _rss_anon():
 
 
 def _drop_cache(path):
+    """Drop the file from the page cache; return the fraction of its pages still cached."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return _cached_fraction(fd)
     finally:
         os.close(fd)
+
+
+def _cached_fraction(fd):
+    """Fraction of the file's pages in the page cache (mincore on a mapping: reads nothing)."""
+    import ctypes
+    import mmap
+
+    size = os.fstat(fd).st_size
+    mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    try:
+        view = np.frombuffer(mapping, np.uint8)
+        pages = -(-size // mmap.PAGESIZE)
+        vector = np.zeros(pages, np.uint8)
+        mincore = ctypes.CDLL(None, use_errno=True).mincore
+        mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        if mincore(view.ctypes.data, size, vector.ctypes.data) != 0:
+            return float("nan")
+        del view
+        return float(np.count_nonzero(vector & 1)) / pages
+    finally:
+        mapping.close()
 
 
 def _import_for(name):
@@ -169,14 +195,14 @@ def child(args):
     base = _rss_anon()
     if mode == "warm":
         result = warm_rounds(job)
-    else:
+    elif mode == "cold":
+        result = cold_rounds(job)
+    else:  # memory: the reader alone, over a cold pass
         _drop_cache(path)
-        t0 = time.perf_counter()
         get, n, close = _open_reader(name, path, job)
-        result = {"open": time.perf_counter() - t0}
-        kinds = {"cold-random": ["random"], "cold-full": [] if job["skip_full"] else ["full"]}
-        times, peak = _passes(get, n, kinds[mode], sample_memory=True)
-        result.update(times, anon_mb=(peak - base) / 2**20)
+        _, peak = _passes(get, n, ["random"] if job["skip_full"] else ["full"],
+                          sample_memory=True)
+        result = {"anon_mb": (peak - base) / 2**20}
         close()
     print(json.dumps(result))
 
@@ -214,6 +240,40 @@ def warm_rounds(job):
     for close_one in closers:
         close_one()
     return result | {"rounds": rounds}
+
+
+def cold_rounds(job):
+    """Cold cache: the reader and the limits in alternating rounds, each run opened afresh.
+
+    Before each run (a reader or a limit; 200 random frames or a full pass) the file is
+    dropped from the page cache, so every run starts cold and pays its own open; the parent
+    takes the ratios round by round, as for warm. Each round also records the largest fraction
+    of the file still cached after a drop (mapped pages cannot be dropped: each run is closed
+    and released before the next drop).
+    """
+    import gc
+
+    path, name = job["path"], job["reader"]
+    runners = [name] + [limit for limit in job["limits"] if limit != name]
+    kinds = ["random"] if job["skip_full"] else ["random", "full"]
+    rounds = []
+    for number in range(job["rounds"]):
+        times = {runner: {} for runner in runners}
+        still_cached = 0.0
+        for kind in kinds:
+            for runner in runners if number % 2 == 0 else runners[::-1]:
+                still_cached = max(still_cached, _drop_cache(path))
+                t0 = time.perf_counter()
+                get, n, close = _open_reader(runner, path, job)
+                opened = time.perf_counter() - t0
+                passed = _passes(get, n, [kind])[0][kind]
+                times[runner].update({kind: passed, f"open {kind}": opened,
+                                      f"{kind} with open": opened + passed})
+                close()
+                del get, close
+                gc.collect()  # a peer's mapping goes with its last reference
+        rounds.append(times | {"still cached": still_cached})
+    return {"rounds": rounds}
 
 
 # --- parent -------------------------------------------------------------------------------------
@@ -299,16 +359,6 @@ def _warm(path):
             pass
 
 
-def check_cache_drop(path, spec):
-    """Measure whether posix_fadvise(DONTNEED) really empties the cache (cold vs warm pread)."""
-    job = {**spec, "path": str(path), "reader": "limit-pread", "skip_full": False}
-    _warm(path)
-    cold = run_one({**job, "mode": "cold-full"})
-    _warm(path)
-    warm = run_one({**job, "mode": "warm", "limits": [], "rounds": 1})
-    return cold.get("full", float("nan")), warm["rounds"][0]["limit-pread"]["full"]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames of the big stacks")
@@ -318,6 +368,8 @@ def main(argv=None):
                         "file and mode")
     parser.add_argument("--rounds", type=int, default=5, help="warm: alternating rounds of "
                         "the reader and the limits in each process")
+    parser.add_argument("--cold-rounds", type=int, default=3, help="cold: alternating rounds "
+                        "of the reader and the limits in each process")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="scratch folder")
     parser.add_argument("--only", default="", help="comma-separated subset of: shaped, "
                         "interleaved, imagej, bigtiff, deflate, pages")
@@ -334,27 +386,23 @@ def main(argv=None):
         print(f"# generated {len(files)} files in {time.perf_counter() - t0:.0f} s "
               f"({args.frames} x {args.size} x {args.size} uint16; {args.pages} pages 32x32)")
         print(f"# python {sys.version.split()[0]}, {os.cpu_count()} cpus; {args.repeats} fresh "
-              f"processes per reader and mode, {args.rounds} warm rounds in each; ratio = "
-              "time / limit (lower is better)")
+              f"processes per reader and mode, {args.rounds} warm and {args.cold_rounds} cold "
+              "rounds in each; ratio = time / limit (lower is better)")
         for kind, path in files.items():
-            report(kind, path, args.repeats, args.rounds)
+            report(kind, path, args.repeats, {"warm": args.rounds, "cold": args.cold_rounds})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(kind, path, repeats, rounds):
+    """Measure every reader on one file and print its table (``rounds``: per mode)."""
     offsets, shape, dtype = _plane_offsets(path)
     spec_file = path.with_suffix(".json")  # plane offsets: too long for a command line
     spec_file.write_text(json.dumps({"offsets": offsets, "shape": shape, "dtype": dtype}))
     spec = {"spec": str(spec_file)}
-    cold_full, warm_full = check_cache_drop(path, spec)
-    print(f"\n## {kind}: {len(offsets)} frames, {path.stat().st_size / 2**20:.0f} MiB "
-          f"(cache drop check: limit full pass cold {cold_full:.3f} s vs warm {warm_full:.3f} s"
-          f"{'' if cold_full > 1.3 * warm_full else ' -- cache drop had little effect'})")
     limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
                                                                       "limit-memmap"]
-    results = {name: {"warm": [], "cold-random": [], "cold-full": []}
-               for name in _readers_for(kind)}
+    results = {name: {"warm": [], "cold": [], "memory": []} for name in _readers_for(kind)}
     for _ in range(repeats):  # readers interleaved: the machine's drift hits them alike
         for name, runs in results.items():
             for mode in runs:
@@ -362,36 +410,43 @@ def report(kind, path, repeats, rounds):
                     _warm(path)
                 runs[mode].append(run_one({**spec, "path": str(path), "reader": name,
                                            "mode": mode, "skip_full": _skip_full(kind, name),
-                                           "limits": limit_names, "rounds": rounds}))
-    cold_cols = [("cold-random", "random"), ("cold-full", "full")]
-    med = {name: {col: _median(runs[col[0]], col[1]) for col in cold_cols}
-           | {"open": _median(runs["warm"], "open"), "first": _median(runs["warm"], "first"),
-              "open cold": _median(runs["cold-random"] + runs["cold-full"], "open"),
-              "anon": _median(runs["cold-random"] + runs["cold-full"], "anon_mb"),
-              "error": next((r["error"] for v in runs.values() for r in v if "error" in r), None)}
-           for name, runs in results.items()}
-    limit = {col: min(med[n][col] for n in limit_names) for col in cold_cols}
-    print(f"limit cold: random200 {limit[cold_cols[0]]:.3f} s, full {limit[cold_cols[1]]:.3f} s")
-    print(f"warm: median (quartiles) over {repeats} processes x {rounds} rounds of the reader's "
+                                           "limits": limit_names,
+                                           "rounds": rounds.get(mode, 0)}))
+    rounds_of = {name: {mode: [r for run in runs[mode] for r in run.get("rounds", [])]
+                        for mode in ("warm", "cold")} for name, runs in results.items()}
+    limit_rounds = rounds_of[limit_names[0]]
+    still_cached = max((r["still cached"] for runs in rounds_of.values() for r in runs["cold"]),
+                       default=float("nan"))
+    print(f"\n## {kind}: {len(offsets)} frames, {path.stat().st_size / 2**20:.0f} MiB; "
+          f"{limit_names[0]} full pass, median cold "
+          f"{_median([r[limit_names[0]] for r in limit_rounds['cold']], 'full'):.3f} s vs warm "
+          f"{_median([r[limit_names[0]] for r in limit_rounds['warm']], 'full'):.3f} s; "
+          f"largest fraction of the file still cached after a drop: {still_cached:.1%}")
+    print(f"ratio: median (quartiles) over {repeats} processes x {rounds['warm']} warm / "
+          f"{rounds['cold']} cold rounds of the reader's "
           "time / the faster limit's in the same round; 'vs pread': / limit-pread's. Cold: "
-          f"median of {repeats} fresh processes / the faster limit's median. n/a: skipped "
-          "(see _skip_full)")
+          "every run opens afresh after a cache drop; 'with open': the open (a limit's: its "
+          "plane offsets are given) added to both times. n/a: skipped (see _skip_full)")
     print("| reader | open ms warm | first frame ms | random warm | full warm | vs pread: "
           "random / full | random cold | full cold | open ms cold | anon MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, m in med.items():
-        if m["error"] and np.isnan(m["open"]):
-            print(f"| {name} | fails: {m['error']} | | | | | | | | |")
+    for name, runs in results.items():
+        error = next((r["error"] for v in runs.values() for r in v if "error" in r), None)
+        if error and not rounds_of[name]["warm"]:
+            print(f"| {name} | fails: {error} | | | | | | | | |")
             continue
-        paired_rounds = [r for run in results[name]["warm"] for r in run.get("rounds", [])]
-        warm = [_paired(paired_rounds, name, limit_names, pass_) for pass_ in ("random", "full")]
-        pread = [_paired(paired_rounds, name, limit_names[:1], pass_, quartiles=False)
+        warm_rounds_, cold_rounds_ = rounds_of[name]["warm"], rounds_of[name]["cold"]
+        warm = [_paired(warm_rounds_, name, limit_names, pass_) for pass_ in ("random", "full")]
+        pread = [_paired(warm_rounds_, name, limit_names[:1], pass_, quartiles=False)
                  for pass_ in ("random", "full")]
-        cold = [f"{m[col] / limit[col]:.2f}x" if not np.isnan(m[col]) else "n/a"
-                for col in cold_cols]
-        print(f"| {name} | {m['open'] * 1e3:.1f} | {m['first'] * 1e3:.2f} | {warm[0]} | "
-              f"{warm[1]} | {pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | "
-              f"{m['open cold'] * 1e3:.1f} | {m['anon']:.1f} |")
+        cold = [f"{_paired(cold_rounds_, name, limit_names, pass_)}; with open "
+                f"{_paired(cold_rounds_, name, limit_names, f'{pass_} with open', False)}"
+                for pass_ in ("random", "full")]
+        open_cold = _median([r[name] for r in cold_rounds_], "open random")
+        print(f"| {name} | {_median(runs['warm'], 'open') * 1e3:.1f} | "
+              f"{_median(runs['warm'], 'first') * 1e3:.2f} | {warm[0]} | {warm[1]} | "
+              f"{pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | {open_cold * 1e3:.1f} | "
+              f"{_median(runs['memory'], 'anon_mb'):.1f} |")
     sys.stdout.flush()
 
 
