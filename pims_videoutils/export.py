@@ -216,6 +216,31 @@ def _reserve_temporary(target: Path) -> str:
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
 
 
+def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
+    """Give the finished video its name; without ``overwrite``, never replace a file.
+
+    A file that appeared at ``target`` while the video was encoded is kept: the name is
+    taken with a hard link, which fails if it exists (where the file system has no hard
+    links, a last check precedes the rename). The caller removes ``tmp_name`` on error.
+    """
+    if overwrite:
+        os.replace(tmp_name, target)
+        return
+    try:
+        os.link(tmp_name, target)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (FAT, some network file systems)
+        if not target.exists():
+            os.replace(tmp_name, target)
+            return
+    else:
+        os.unlink(tmp_name)
+        return
+    raise ExportArgumentError(f"{target} was created while the video was encoded; kept as it "
+                              "is (pass overwrite=True to replace it)")
+
+
 # ---- intensity and colour ---------------------------------------------------------------
 
 
@@ -428,7 +453,8 @@ def to_video(
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
         missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
         unsupported dtype (complex, object...) or shape, inconsistent options. During the
-        export: a frame whose shape or dtype differs from the first one.
+        export: a frame whose shape or dtype differs from the first one. At the end, with
+        ``overwrite=False``: a file created at ``path`` while encoding (it is kept).
     FFmpegError
         ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
     """
@@ -488,7 +514,7 @@ def to_video(
         )
         frame_bytes = width * height * _BYTES_PER_PIXEL[render.pixel_format]
         n_frames = _encode(command, source, layout, render, progress, frame_bytes)
-        os.replace(tmp_name, target)
+        _move_into_place(tmp_name, target, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

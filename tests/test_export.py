@@ -515,6 +515,33 @@ def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
     assert leftovers(tmp_path) == ["exists.mp4", "file"]
 
 
+def frames_creating(path, content, n=4):
+    """Yield ``n`` small frames, writing ``content`` to ``path`` after the second."""
+    for i in range(n):
+        if i == 2:
+            path.write_bytes(content)
+        yield np.full((8, 8), 40 * i, np.uint8)
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_no_overwrite_keeps_a_file_created_while_encoding(tmp_path, monkeypatch, hard_links):
+    if not hard_links:  # e.g. FAT: a last check before the rename instead
+        def refuse(*args):
+            raise PermissionError("hard links not supported")
+
+        monkeypatch.setattr(os, "link", refuse)
+    target = tmp_path / "x.mkv"
+    with pytest.raises(ExportArgumentError, match="created while the video was encoded"):
+        to_video(frames_creating(target, b"theirs"), target, overwrite=False, progress=False)
+    assert target.read_bytes() == b"theirs"
+    assert leftovers(tmp_path) == ["x.mkv"]
+    result = to_video(frames_creating(tmp_path / "other", b""), tmp_path / "y.mkv",
+                      overwrite=False, lossless=True, progress=False)
+    frames, _ = read_back(result.path, "gray")
+    assert [int(f[0, 0]) for f in frames] == [0, 40, 80, 120]
+    assert leftovers(tmp_path) == ["other", "x.mkv", "y.mkv"]
+
+
 def test_unwritable_folder(tmp_path, no_ffmpeg):
     folder = tmp_path / "ro"
     folder.mkdir()
