@@ -19,6 +19,7 @@ import os
 import sys
 
 DISABLE_VARIABLE = "PIMS_VIDEOUTILS_NO_AUTOLOAD"
+_OFF_VALUES = ("", "0", "false", "no", "off")  # values that leave the hook on
 
 
 def autoload_disabled() -> bool:
@@ -27,9 +28,10 @@ def autoload_disabled() -> bool:
     Returns
     -------
     bool
-        True when ``PIMS_VIDEOUTILS_NO_AUTOLOAD`` is set to anything but ``""`` or ``"0"``.
+        True when ``PIMS_VIDEOUTILS_NO_AUTOLOAD`` is set, to anything but ``""``, ``"0"``,
+        ``"false"``, ``"no"`` or ``"off"`` (in any case, spaces around ignored).
     """
-    return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
+    return os.environ.get(DISABLE_VARIABLE, "").strip().lower() not in _OFF_VALUES
 
 
 class _LoaderThenWrap:

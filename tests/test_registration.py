@@ -215,6 +215,18 @@ def test_fresh_interpreter_pims_open_gets_tiffstacknd(
     assert fake_site.run(code, **{SWITCH: "0"}).stdout.split()[1] == "TiffStackND"
 
 
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [("1", True), ("yes", True), ("TRUE", True), ("0", False), ("", False), ("false", False),
+     (" Off ", False), ("no", False), ("NO", False)],
+)
+def test_opt_out_values(monkeypatch, value, disabled):
+    import _pims_videoutils_autoload as hook
+
+    monkeypatch.setenv(SWITCH, value)
+    assert hook.autoload_disabled() is disabled
+
+
 PIMS_OPEN_IDENTITY = """
     import sys
     import pims
