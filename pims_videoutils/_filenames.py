@@ -36,7 +36,14 @@ from functools import cached_property
 from itertools import chain, count, pairwise, product
 from operator import itemgetter
 
-__all__ = ["FileGrid", "FileNameError", "arrange_files", "natural_key", "natural_sorted"]
+__all__ = [
+    "FileGrid",
+    "FileNameError",
+    "arrange_files",
+    "is_micromanager_image_name",
+    "natural_key",
+    "natural_sorted",
+]
 
 #: Order of the file-name axes in a reader (outermost first).
 AXIS_ORDER = "ptzc"
@@ -54,6 +61,8 @@ _KEY_AT_END = re.compile(
 _DIGITS = re.compile(r"(\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
 _MM14 = re.compile(r"^img_(?P<t>\d{9})_(?P<c>.+)_(?P<z>\d{3})$")
+#: Micro-Manager 2's name of one image of a "separate image files" acquisition.
+_MM2_IMAGE = re.compile(r"^img_channel\d+_position\d+_time\d+_z\d+$")
 #: Longest first: a name ending in ``.ome.tif`` also ends in ``.tif``.
 _EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 #: A grid may hold at most this many cells per existing file (guards against numbers that are
@@ -214,6 +223,24 @@ def _strip_extension(name: str) -> str:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def is_micromanager_image_name(path: str) -> bool:
+    """Tell whether a file name is Micro-Manager's for one image of an acquisition.
+
+    Parameters
+    ----------
+    path : str
+        A file name or path (only the last component counts).
+
+    Returns
+    -------
+    bool
+        True for Micro-Manager 1.4 ``img_000000012_DAPI_003.tif`` and Micro-Manager 2
+        ``img_channel000_position000_time000000000_z000.tif`` names.
+    """
+    stem = _strip_extension(os.path.basename(path))
+    return bool(_MM14.match(stem) or _MM2_IMAGE.match(stem))
 
 
 def _stems(names: Sequence[str]) -> list[str]:
@@ -396,6 +423,7 @@ def arrange_files(
     pattern: str | re.Pattern[str] | None = None,
     *,
     fill_missing: bool = False,
+    folders: Sequence[str] | None = None,
 ) -> FileGrid:
     """Arrange file names on a grid of ``p``, ``t``, ``z``, ``c`` coordinates.
 
@@ -413,6 +441,10 @@ def arrange_files(
         If False, a gap in the numbering (``t`` = 1, 2, 4) or a missing combination of
         coordinates raises. If True, gaps are kept in :attr:`FileGrid.missing`; integer
         axes are completed to their regular step.
+    folders : sequence of str, optional
+        The position folder of each name (e.g. Micro-Manager's ``Pos0``, ``Pos1``), for
+        files gathered from several folders. Unless the names number positions themselves,
+        the folder is each file's ``p`` coordinate (text, in natural order).
 
     Returns
     -------
@@ -442,6 +474,8 @@ def arrange_files(
         columns, kind = _by_regex(stems, _MM14), "micromanager1.4"
     else:
         columns, kind = _by_numbers(stems)
+    if folders is not None and len(set(columns.get("p", ()))) < 2:
+        columns["p"] = list(folders)
     n_files = len(names)
     found = {axis: set(column) for axis, column in columns.items()}
     axes = tuple(a for a in AXIS_ORDER if len(found.get(a, ())) > 1)

@@ -1,8 +1,10 @@
 """Opening files and folders: :func:`open`, and the wrapper the start-up hook puts on pims.open.
 
 Both decide with :func:`opens_as_sequence` (the only place that does) whether a path names many
-TIFF files, read as one :class:`~pims_videoutils.TiffSequenceND`: a folder holding TIFF files,
-or a glob pattern matching several files that all end in ``.tif``/``.tiff``. pims's own
+TIFF files, read as one :class:`~pims_videoutils.TiffSequenceND`: a folder holding TIFF files
+(or position sub-folders that do), one image of a Micro-Manager "separate image files"
+acquisition, or a glob pattern matching several files that all end in ``.tif``/``.tiff``.
+pims's own
 ``open`` hands every multi-file glob to ``pims.ImageSequence`` and fails on folders.
 
 * :func:`open` is :func:`pims.open` that also takes paths and, when every candidate reader
@@ -31,17 +33,6 @@ __all__ = ["open", "opens_as_sequence", "wrap_pims_open"]
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def _folder_holds_tiff(folder: str) -> bool:
-    """Tell whether ``folder`` holds a (non-hidden) ``.tif``/``.tiff`` file; stops at the first."""
-    with os.scandir(folder) as entries:
-        return any(
-            entry.name.lower().endswith(_TIFF_SUFFIXES)
-            and not entry.name.startswith(".")
-            and entry.is_file()
-            for entry in entries
-        )
-
-
 def opens_as_sequence(path: str) -> bool:
     """Tell whether ``path`` names many TIFF files, to be read as one ``TiffSequenceND``.
 
@@ -53,16 +44,20 @@ def opens_as_sequence(path: str) -> bool:
     Returns
     -------
     bool
-        True for a folder holding at least one ``.tif``/``.tiff`` file (hidden files aside),
-        and for a glob pattern that matches several files, all ending in ``.tif``/``.tiff``
-        (any case). False otherwise, e.g. for one file, a pattern with one match, or a
-        pattern that also matches other files (such as PNG images).
+        True for a folder holding at least one ``.tif``/``.tiff`` file (hidden files aside)
+        or, if none, sub-folders that do (one per position); for one image of a
+        Micro-Manager "separate image files" acquisition (its name, and ``metadata.txt``
+        beside it); and for a glob pattern that matches several files, all ending in
+        ``.tif``/``.tiff`` (any case). False otherwise, e.g. for another file, a pattern with
+        one match, or a pattern that also matches other files (such as PNG images).
     """
+    # (imported here: the readers are loaded only at the first call of ``open``)
+    from .sequence import folder_holds_tiff, glob_files, micromanager_acquisition, position_folders
+
     if os.path.isdir(path):
-        return _folder_holds_tiff(path)
+        return folder_holds_tiff(path) or bool(position_folders(path))
     if os.path.exists(path):  # one file, even if its name holds glob characters
-        return False
-    from .sequence import glob_files  # lists a folder once (no stat per file, unlike glob)
+        return micromanager_acquisition(path) is not None
 
     matches = glob_files(path)
     return len(matches) > 1 and all(m.lower().endswith(_TIFF_SUFFIXES) for m in matches)
@@ -124,8 +119,9 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
 
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
-        "\n    are imported at the first call; a folder of TIFF files or a glob matching several"
-        "\n    TIFF files opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
+        "\n    are imported at the first call; a folder of TIFF files (or of position folders),"
+        "\n    one image of a Micro-Manager acquisition, or a glob matching several TIFF files"
+        "\n    opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
         "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
     pims_module.open = pims_module.api.open = open
@@ -197,8 +193,9 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     readers of pims-videoutils are always candidates; a missing file raises
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
-    A folder holding TIFF files, or a glob pattern matching several files that are all TIFF
-    files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
+    A folder holding TIFF files (or position sub-folders that do), one image of a
+    Micro-Manager "separate image files" acquisition, or a glob pattern matching several
+    files that are all TIFF files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
     :func:`opens_as_sequence`). Any other path that does not exist is read as a glob pattern:
     one match is opened (a folder of TIFF files as a ``TiffSequenceND``), several are handed
     to :func:`pims.open` (which returns a ``pims.ImageSequence``).
@@ -214,7 +211,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     -------
     pims.FramesSequence
         The reader of highest ``class_priority`` that accepted the file, or a
-        ``TiffSequenceND`` for a folder or glob of TIFF files.
+        ``TiffSequenceND`` for what :func:`opens_as_sequence` accepts.
 
     Raises
     ------

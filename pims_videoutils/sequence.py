@@ -33,7 +33,7 @@ from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
-from ._filenames import AXIS_ORDER, FileNameError, arrange_files
+from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
 from ._layout import pims_axes
 from ._multifile import DatasetFile, PlaneTable, find_dataset
 from ._planes import Allocate, PlanesND, c_order_strides
@@ -45,6 +45,10 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
 _NDTIFF_INDEX = "NDTiff.index"
+#: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
+_MM_METADATA = "metadata.txt"
+#: The position count in the summary at the start of a Micro-Manager ``metadata.txt``.
+_MM_POSITIONS = re.compile(rb'"Positions"\s*:\s*(\d+)')
 #: Kinds of single-plane first files whose siblings may be read through a PlaneTemplate
 #: (their layout is the file's one IFD; OME or Micro-Manager files may describe more).
 _TEMPLATE_KINDS = ("imagej", "uniform", "shaped")
@@ -54,6 +58,51 @@ def _file_names(folder: str) -> list[str]:
     """Names of the regular files (or links to them) in a folder (``""``: the current one)."""
     with os.scandir(folder or os.curdir) as entries:
         return [entry.name for entry in entries if entry.is_file()]
+
+
+def _is_tiff_name(name: str) -> bool:
+    return name.lower().endswith(_TIFF_SUFFIXES) and not name.startswith(".")
+
+
+def folder_holds_tiff(folder: str) -> bool:
+    """Tell whether ``folder`` holds a (non-hidden) ``.tif``/``.tiff`` file; stops at the first."""
+    with os.scandir(folder or os.curdir) as entries:
+        return any(_is_tiff_name(entry.name) and entry.is_file() for entry in entries)
+
+
+def position_folders(folder: str) -> list[str]:
+    """List the sub-folders of ``folder`` that hold TIFF files: one per position, as paths.
+
+    Where some hold a Micro-Manager ``metadata.txt``, only those (an acquisition's positions,
+    not, say, an ``analysis`` folder beside them). Hidden folders are skipped.
+    """
+    with os.scandir(folder or os.curdir) as entries:
+        subfolders = [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
+    holding = [sub for sub in subfolders if folder_holds_tiff(sub)]
+    acquired = [sub for sub in holding if os.path.isfile(os.path.join(sub, _MM_METADATA))]
+    return acquired or holding
+
+
+def micromanager_acquisition(path: str) -> str | None:
+    """Return the folder of the Micro-Manager acquisition that ``path`` is an image of, or None.
+
+    An image of a "separate image files" acquisition has a Micro-Manager image name and a
+    ``metadata.txt`` beside it. The acquisition is that folder, or, when the summary at the
+    start of the ``metadata.txt`` counts several positions, its parent (one sub-folder per
+    position).
+    """
+    if not is_micromanager_image_name(path):
+        return None
+    folder = os.path.dirname(path) or os.curdir
+    try:
+        with open(os.path.join(folder, _MM_METADATA), "rb") as metadata:
+            head = metadata.read(1 << 16)
+    except OSError:
+        return None
+    positions = _MM_POSITIONS.search(head)
+    if positions is not None and int(positions.group(1)) > 1:
+        return os.path.dirname(os.path.abspath(folder))
+    return folder
 
 
 def glob_files(pattern: str) -> list[str]:
@@ -78,24 +127,26 @@ def glob_files(pattern: str) -> list[str]:
 def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them).
 
-    An NDTiff dataset's ``NDTiff.index`` file names its folder.
+    A folder without TIFF files gives those of its position sub-folders
+    (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
+    and one image of a Micro-Manager acquisition its acquisition
+    (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
-            prefix = os.path.join(text, "")
-            names = [
-                prefix + name
-                for name in _file_names(text)
-                if name.lower().endswith(_TIFF_SUFFIXES) and not name.startswith(".")
+            names = _tiff_files(text) or [
+                name for folder in position_folders(text) for name in _tiff_files(folder)
             ]
             if not names:
-                raise StackNotFoundError(text, "the folder holds no .tif or .tiff file")
+                raise StackNotFoundError(
+                    text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
             return names
         if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
             return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
         if os.path.isfile(text):  # one file, even if its name holds glob characters
-            return [text]
+            acquisition = micromanager_acquisition(text)
+            return [text] if acquisition is None else _list_files(acquisition)
         if _GLOB_CHARS.search(text):
             names = glob_files(text)
             if not names:
@@ -109,6 +160,20 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         if not os.path.isfile(name):
             raise StackNotFoundError(name, "no such file")
     return names
+
+
+def _tiff_files(folder: str) -> list[str]:
+    """Paths of the TIFF files directly in ``folder``."""
+    prefix = os.path.join(folder, "")
+    return [prefix + name for name in _file_names(folder) if _is_tiff_name(name)]
+
+
+def _position_labels(files: Sequence[str]) -> list[str] | None:
+    """Each file's folder name when the files come from several folders (positions), or None."""
+    folders = [os.path.dirname(name) for name in files]
+    if len(set(folders)) < 2:
+        return None
+    return [os.path.basename(folder) for folder in folders]
 
 
 def _fill_value(value: Any, dtype: np.dtype) -> np.ndarray:
@@ -258,11 +323,17 @@ class TiffSequenceND(PlanesND):
     ----------
     source : str, os.PathLike or sequence of them
         A folder (its ``.tif``/``.tiff`` files), a glob such as ``"data/img_*.tif"``, or a list
-        of files. Each file may itself be a stack. When the files are one multi-file dataset
-        (OME-TIFF whose OME-XML references other files or holds several positions, NDTiff,
-        Micro-Manager), the reader spans that dataset instead, with positions as the ``p``
-        axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``), opens it.
+        of files. Each file may itself be a stack. A folder without TIFF files but with
+        sub-folders holding them (one per position or well, e.g. Micro-Manager's ``Pos0``,
+        ``Pos1``) spans them all: unless the file names number positions, the sub-folders
+        are the ``p`` axis, in natural order (where some hold a Micro-Manager
+        ``metadata.txt``, only those). When the files are one multi-file dataset (OME-TIFF
+        whose OME-XML references other files or holds several positions, NDTiff,
+        Micro-Manager stacks), the reader spans that dataset instead, with positions as the
+        ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
+        ``NDTiff.index``), opens it. So does any one image of a Micro-Manager "separate image
+        files" acquisition (an image name with ``metadata.txt`` beside it): its folder, or
+        all its position folders when the ``metadata.txt`` counts several positions.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -299,7 +370,8 @@ class TiffSequenceND(PlanesND):
     Raises
     ------
     StackNotFoundError
-        The folder, glob or a listed file does not exist, or holds no TIFF file; or a file a
+        The folder, glob or a listed file does not exist, or holds no TIFF file (nor do the
+        folder's sub-folders); or a file a
         multi-file dataset needs is missing (its OME companion, an earlier part of a
         Micro-Manager position, a file named by the NDTiff index, or a file holding every
         plane of an OME image: such a position cannot be filled).
@@ -367,8 +439,12 @@ class TiffSequenceND(PlanesND):
             self._init_dataset(self._table, label, fill_missing)
             self._files = _OpenFiles(max_open_files, self._open_raw)
             return
+        # a folder (or one Micro-Manager image) whose files lie in position sub-folders
+        from_folders = isinstance(self._source, (str, os.PathLike)) and os.path.exists(label)
         try:
-            self.grid = arrange_files(self.files, pattern, fill_missing=fill_missing is not None)
+            self.grid = arrange_files(
+                self.files, pattern, fill_missing=fill_missing is not None,
+                folders=_position_labels(self.files) if from_folders else None)
         except FileNameError as exc:
             raise StackReadError(label, str(exc)) from None
         # files in grid order (C order of the file-name axes: natural order of numbered names)

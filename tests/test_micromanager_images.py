@@ -1,0 +1,186 @@
+"""Micro-Manager "separate image files" acquisitions, and folders of position sub-folders.
+
+Micro-Manager writes one TIFF per image with a ``metadata.txt`` beside the images; with
+several stage positions, one sub-folder per position (``Pos0``, ``Pos1``...), each with its
+own ``metadata.txt``, whose summary counts the positions. Version 1.4 names images
+``img_{time:09d}_{channel name}_{slice:03d}.tif`` (no position in the name), version 2
+``img_channel000_position000_time000000000_z000.tif``. Every plane is checked against
+tifffile's decoding of the file that should hold it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pims
+import pytest
+import tifffile
+
+import pims_videoutils
+from pims_videoutils import StackReadError, TiffSequenceND, TiffStackND
+from pims_videoutils._open import opens_as_sequence
+
+CHANNELS = ("DAPI", "GFP")
+
+
+def image_name(t: int, z: int, c: int, p: int, version: int) -> str:
+    if version == 1:
+        return f"img_{t:09d}_{CHANNELS[c]}_{z:03d}.tif"
+    return f"img_channel{c:03d}_position{p:03d}_time{t:09d}_z{z:03d}.tif"
+
+
+def write_acquisition(root: Path, positions: int, frames: int = 3, slices: int = 2,
+                      version: int = 1, labels=None) -> Path:
+    """Write an acquisition of random 5 x 6 uint16 images; return its folder."""
+    rng = np.random.default_rng(positions * 10 + version)
+    labels = labels or [f"Pos{p}" for p in range(positions)]
+    for p, label in enumerate(labels):
+        folder = root / label if positions > 1 else root
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {"Positions": positions, "Frames": frames, "Slices": slices,
+                   "Channels": len(CHANNELS), "ChNames": list(CHANNELS), "Prefix": "acq"}
+        (folder / "metadata.txt").write_text(json.dumps({"Summary": summary}, indent=1))
+        for t in range(frames):
+            for z in range(slices):
+                for c in range(len(CHANNELS)):
+                    image = {"Frame": t, "Slice": z, "ChannelIndex": c, "PositionIndex": p,
+                             "PositionName": label}
+                    tifffile.imwrite(
+                        folder / image_name(t, z, c, p, version),
+                        rng.integers(0, 60000, (5, 6), dtype=np.uint16),
+                        extratags=[(51123, "s", 0, json.dumps(image), True)],
+                    )
+    return root
+
+
+def expected_plane(root: Path, label: str | None, t: int, z: int, c: int, p: int,
+                   version: int = 1) -> np.ndarray:
+    folder = root / label if label else root
+    return tifffile.imread(folder / image_name(t, z, c, p, version))
+
+
+def assert_every_plane(reader, root: Path, labels, frames=3, slices=2, version=1):
+    assert reader.sizes == {"p": len(labels), "t": frames, "z": slices, "c": 2, "y": 5, "x": 6}
+    for p, label in enumerate(labels):
+        for t in range(frames):
+            for z in range(slices):
+                for c in range(2):
+                    np.testing.assert_array_equal(
+                        reader.get_plane(p=p, t=t, z=z, c=c),
+                        expected_plane(root, label, t, z, c, p, version))
+
+
+@pytest.fixture
+def acquisition(tmp_path):
+    return write_acquisition(tmp_path / "acq_1", positions=3)
+
+
+def test_acquisition_folder_has_positions_from_its_sub_folders(acquisition):
+    with TiffSequenceND(acquisition) as reader:
+        assert reader.metadata["file_axes"]["p"] == ["Pos0", "Pos1", "Pos2"]
+        assert reader.metadata["file_pattern"] == "micromanager1.4"
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+        reader.default_coords.update(p=2, c=1, z=1)
+        np.testing.assert_array_equal(reader[2], expected_plane(acquisition, "Pos2", 2, 1, 1, 2))
+
+
+@pytest.mark.parametrize("opener", [TiffSequenceND, pims.open, pims_videoutils.open])
+def test_any_one_image_opens_the_whole_acquisition(acquisition, opener):
+    image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
+    assert opens_as_sequence(str(image))
+    with opener(str(image)) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
+def test_the_image_alone_with_tiffstacknd(acquisition):
+    image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
+    with TiffStackND(image) as reader:
+        assert len(reader) == 1
+        np.testing.assert_array_equal(reader[0], tifffile.imread(image))
+
+
+def test_positions_in_natural_order_and_other_folders_ignored(tmp_path):
+    labels = ["Pos2", "Pos10", "Pos1"]
+    root = write_acquisition(tmp_path / "acq", positions=3, labels=labels)
+    (root / "analysis").mkdir()  # results saved beside the positions: not a position
+    tifffile.imwrite(root / "analysis" / "img_000000000_DAPI_000.tif", np.zeros((5, 6), "u2"))
+    with TiffSequenceND(root) as reader:
+        assert reader.metadata["file_axes"]["p"] == ["Pos1", "Pos2", "Pos10"]
+        assert_every_plane(reader, root, ["Pos1", "Pos2", "Pos10"])
+
+
+def test_micromanager2_names_number_the_positions_themselves(tmp_path):
+    root = write_acquisition(tmp_path / "acq", positions=2, version=2)
+    with TiffSequenceND(root / "Pos1" / image_name(0, 0, 0, 1, version=2)) as reader:
+        assert reader.metadata["file_axes"]["p"] == [0, 1]
+        assert_every_plane(reader, root, ["Pos0", "Pos1"], version=2)
+
+
+def test_single_position_acquisition_from_one_image(tmp_path):
+    root = write_acquisition(tmp_path / "acq", positions=1)
+    image = root / image_name(1, 0, 1, 0, version=1)
+    with pims.open(str(image)) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        assert reader.sizes == {"t": 3, "z": 2, "c": 2, "y": 5, "x": 6}
+        np.testing.assert_array_equal(reader.get_plane(t=1, z=0, c=1), tifffile.imread(image))
+
+
+def test_image_name_without_metadata_is_one_file(tmp_path):
+    root = write_acquisition(tmp_path / "acq", positions=1)
+    (root / "metadata.txt").unlink()
+    image = root / image_name(1, 0, 1, 0, version=1)
+    assert not opens_as_sequence(str(image))
+    with pims.open(str(image)) as reader:
+        assert isinstance(reader, TiffStackND) and len(reader) == 1
+
+
+def test_missing_image_of_one_position(acquisition):
+    gone = acquisition / "Pos1" / image_name(2, 0, 1, 1, version=1)
+    gone.unlink()
+    with pytest.raises(StackReadError, match="no file for"):
+        TiffSequenceND(acquisition)
+    with TiffSequenceND(acquisition, fill_missing=7) as reader:
+        assert reader.metadata["missing_files"] == 1
+        assert (reader.get_plane(p=1, t=2, z=0, c=1) == 7).all()
+        np.testing.assert_array_equal(reader.get_plane(p=1, t=2, z=0, c=0),
+                                      expected_plane(acquisition, "Pos1", 2, 0, 0, 1))
+
+
+def test_opened_from_an_image_pickles_and_reopens(acquisition):
+    image = acquisition / "Pos2" / image_name(0, 0, 0, 2, version=1)
+    with TiffSequenceND(image) as reader:
+        again = pickle.loads(pickle.dumps(reader))
+    with again:
+        assert_every_plane(again, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
+def test_plain_folder_of_well_folders(tmp_path):
+    rng = np.random.default_rng(3)
+    planes = {}
+    for well in ("B1", "A10", "A2"):
+        (tmp_path / well).mkdir()
+        for t in range(4):
+            planes[well, t] = rng.integers(0, 255, (3, 4), dtype=np.uint8)
+            tifffile.imwrite(tmp_path / well / f"frame{t:03d}.tif", planes[well, t])
+    (tmp_path / "notes").mkdir()  # no TIFF: not a position
+    assert opens_as_sequence(str(tmp_path))
+    with pims.open(str(tmp_path)) as reader:
+        assert reader.sizes == {"p": 3, "t": 4, "y": 3, "x": 4}
+        assert reader.metadata["file_axes"]["p"] == ["A2", "A10", "B1"]
+        for p, well in enumerate(("A2", "A10", "B1")):
+            for t in range(4):
+                np.testing.assert_array_equal(reader.get_plane(p=p, t=t), planes[well, t])
+
+
+def test_folder_with_its_own_tiffs_ignores_sub_folders(tmp_path):
+    tifffile.imwrite(tmp_path / "a1.tif", np.ones((3, 4), np.uint8))
+    tifffile.imwrite(tmp_path / "a2.tif", np.full((3, 4), 2, np.uint8))
+    (tmp_path / "old").mkdir()
+    tifffile.imwrite(tmp_path / "old" / "a1.tif", np.zeros((3, 4), np.uint8))
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 2, "y": 3, "x": 4}
+        assert reader.files == (str(tmp_path / "a1.tif"), str(tmp_path / "a2.tif"))
