@@ -194,11 +194,14 @@ def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
     if page0.dtype is None or page0.imagedepth != 1 or page0.is_subifd or page0.subifds:
         return None
     with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if sum(page0.databytecounts) >= _SPARSE_IFDS:
-            # IFDs far apart: without this, each page fault on a cold cache reads ahead 128 KB
-            # of pixels around the IFD (and keeps the disk busy after open returns)
+        sparse = sum(page0.databytecounts) >= _SPARSE_IFDS
+        if sparse:
+            # IFDs far apart: without this, each page fault on a cold cache reads ahead (up to
+            # the device's read_ahead_kb) of pixels around the IFD, and keeps the disk busy
+            # after open returns; the walker asks for the IFDs' own pages instead
             buf.madvise(mmap.MADV_RANDOM)
-        pages = _ifd.walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0)
+        pages = _ifd.walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0,
+                          prefetch=sparse)
     if isinstance(pages, str):
         raise StackReadError(path, pages)
     if pages is None:

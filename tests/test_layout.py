@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pims_videoutils import StackReadError
+from pims_videoutils import StackReadError, _ifd
 from pims_videoutils._ifd import walk
 from pims_videoutils._layout import DECODED, MAPPED, discover, pims_axes
 
@@ -23,11 +23,11 @@ def test_pims_axes(codes, names):
     assert pims_axes(codes) == names
 
 
-def _walk(path):
+def _walk(path, prefetch=False):
     with tifffile.TiffFile(path) as tif, open(path, "rb") as f, \
             mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         page0 = tif.pages.first
-        result = walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0)
+        result = walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0, prefetch)
         truth = [(p.offset, p.dataoffsets[0]) for p in tif.pages]
     return result, truth
 
@@ -42,13 +42,42 @@ def _write_pages(path, shapes, dtype="u2", **kwargs):
 @pytest.mark.parametrize("bigtiff", [False, True], ids=["classic", "bigtiff"])
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 @pytest.mark.parametrize("rowsperstrip", [None, 3])
-def test_walker_matches_tifffile(tmp_path, bigtiff, byteorder, rowsperstrip):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_walker_matches_tifffile(tmp_path, bigtiff, byteorder, rowsperstrip, prefetch):
     path = tmp_path / "w.tif"
     _write_pages(path, [(20, 24)] * 40, bigtiff=bigtiff, byteorder=byteorder,
                  rowsperstrip=rowsperstrip)
-    result, truth = _walk(path)
+    result, truth = _walk(path, prefetch)
     assert result.ifd_offsets.tolist() == [t[0] for t in truth]
     assert result.data_offsets.tolist() == [t[1] for t in truth]
+
+
+class _AdviceLog:
+    """Stands for a mapping: records the advice it is given."""
+
+    def __init__(self):
+        self.advice = []
+
+    def madvise(self, option, start, length):
+        self.advice.append((option, start, length))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_prefetch_advises_every_ifd_page_of_a_cold_chunk(monkeypatch, cached):
+    monkeypatch.setattr(_ifd, "_cached", lambda buf, page: cached)
+    page = mmap.PAGESIZE
+    log = _AdviceLog()
+    _ifd._will_need(log, np.array([100, 20 * page + 5, 41 * page - 50]), 200)
+    expected = [(mmap.MADV_WILLNEED, 0, page), (mmap.MADV_WILLNEED, 20 * page, page),
+                (mmap.MADV_WILLNEED, 40 * page, 2 * page)]  # the last IFD spans two pages
+    assert log.advice == ([] if cached else expected)
+
+
+def test_page_cache_query_sees_a_page_just_read(tmp_path):
+    path = tmp_path / "read.bin"
+    path.write_bytes(b"x" * 3 * mmap.PAGESIZE)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        assert f.read() and _ifd._cached(buf, 1) is True
 
 
 def test_walker_resumes_after_a_broken_progression(tmp_path):
