@@ -373,6 +373,7 @@ def main(argv=None):
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="scratch folder")
     parser.add_argument("--only", default="", help="comma-separated subset of: shaped, "
                         "interleaved, imagej, bigtiff, deflate, pages")
+    parser.add_argument("--raw", help="also write every run's measurements to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -388,14 +389,21 @@ def main(argv=None):
         print(f"# python {sys.version.split()[0]}, {os.cpu_count()} cpus; {args.repeats} fresh "
               f"processes per reader and mode, {args.rounds} warm and {args.cold_rounds} cold "
               "rounds in each; ratio = time / limit (lower is better)")
+        raw = {}
         for kind, path in files.items():
-            report(kind, path, args.repeats, {"warm": args.rounds, "cold": args.cold_rounds})
+            raw[kind] = report(kind, path, args.repeats,
+                               {"warm": args.rounds, "cold": args.cold_rounds})
+            if args.raw:
+                Path(args.raw).write_text(json.dumps(raw))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(kind, path, repeats, rounds):
-    """Measure every reader on one file and print its table (``rounds``: per mode)."""
+    """Measure every reader on one file, print its table and return the runs' results.
+
+    ``rounds``: the number of rounds per mode.
+    """
     offsets, shape, dtype = _plane_offsets(path)
     spec_file = path.with_suffix(".json")  # plane offsets: too long for a command line
     spec_file.write_text(json.dumps({"offsets": offsets, "shape": shape, "dtype": dtype}))
@@ -425,8 +433,9 @@ def report(kind, path, repeats, rounds):
     print(f"ratio: median (quartiles) over {repeats} processes x {rounds['warm']} warm / "
           f"{rounds['cold']} cold rounds of the reader's "
           "time / the faster limit's in the same round; 'vs pread': / limit-pread's. Cold: "
-          "every run opens afresh after a cache drop; 'with open': the open (a limit's: its "
-          "plane offsets are given) added to both times. n/a: skipped (see _skip_full)")
+          "every run opens afresh after a cache drop; '/ pread': over limit-pread's; 'with "
+          "open': the open (a limit's: its plane offsets are given) added to both times. "
+          "n/a: skipped (see _skip_full)")
     print("| reader | open ms warm | first frame ms | random warm | full warm | vs pread: "
           "random / full | random cold | full cold | open ms cold | anon MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -439,7 +448,8 @@ def report(kind, path, repeats, rounds):
         warm = [_paired(warm_rounds_, name, limit_names, pass_) for pass_ in ("random", "full")]
         pread = [_paired(warm_rounds_, name, limit_names[:1], pass_, quartiles=False)
                  for pass_ in ("random", "full")]
-        cold = [f"{_paired(cold_rounds_, name, limit_names, pass_)}; with open "
+        cold = [f"{_paired(cold_rounds_, name, limit_names, pass_)} / pread "
+                f"{_paired(cold_rounds_, name, limit_names[:1], pass_, False)}; with open "
                 f"{_paired(cold_rounds_, name, limit_names, f'{pass_} with open', False)}"
                 for pass_ in ("random", "full")]
         open_cold = _median([r[name] for r in cold_rounds_], "open random")
@@ -448,6 +458,7 @@ def report(kind, path, repeats, rounds):
               f"{pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | {open_cold * 1e3:.1f} | "
               f"{_median(runs['memory'], 'anon_mb'):.1f} |")
     sys.stdout.flush()
+    return results
 
 
 def _paired(rounds, name, limits, pass_, quartiles=True):
