@@ -107,6 +107,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
                 path = matches[0]
         if opens_as_sequence(path):
             return _open_sequence(path, kwargs)
+        if path.lower().endswith(_TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
+            _refuse_special_file(path)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
         if _fell_back(path, reader):
             from .readers import TiffStackND
@@ -125,6 +127,16 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
     pims_module.open = pims_module.api.open = open
+
+
+def _refuse_special_file(path: str) -> None:
+    """Raise StackReadError if ``path`` exists but is neither a regular file nor a folder.
+
+    Opening a FIFO waits for a writer: every reader tried would hang.
+    """
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise StackReadError(path, "is not a regular file (a FIFO or a device); pims "
+                             "readers need a file they can seek in")
 
 
 def _fell_back(path: str, reader: Any) -> bool:
@@ -250,9 +262,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
             return _open_sequence(target, kwargs)
     if os.path.isdir(target):
         raise StackReadError(target, "is a folder without .tif or .tiff files; pass a file")
-    if not os.path.isfile(target):  # a FIFO would make the readers wait for a writer
-        raise StackReadError(target, "is not a regular file (a FIFO or a device); pims "
-                             "readers need a file they can seek in")
+    _refuse_special_file(target)
     extension = os.path.splitext(target)[1].lower().lstrip(".")
     if not extension:
         raise StackReadError(

@@ -215,7 +215,7 @@ def test_ome_unit_that_cannot_be_converted_is_unknown(tmp_path):
 # --- what the path names ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opener", [TiffStackND, pims_videoutils.open])
+@pytest.mark.parametrize("opener", [TiffStackND, pims_videoutils.open, pims.open])
 def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path, opener):
     """Opening a FIFO waits for a writer; ``open`` would try reader after reader, each waiting."""
     fifo = tmp_path / "stream.tif"
