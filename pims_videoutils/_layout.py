@@ -640,13 +640,25 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
 
 def _micromanager_metadata(mm: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     meta["micromanager_metadata"] = mm
-    summary = mm.get("Summary") or {}
     image = page0.tags.valueof(51123)  # the first image's metadata: MM 2.0 keeps its pixel size
-    pixel_size = _positive(summary.get("PixelSize_um")) or (
-        _positive(image.get("PixelSizeUm")) if isinstance(image, dict) else None)
+    pixel_size = _positive(image.get("PixelSizeUm")) if isinstance(image, dict) else None
     if pixel_size:
         meta.update(pixel_size_x=pixel_size, pixel_size_y=pixel_size, unit="µm")
-    if summary.get("MicroManagerVersion") and not page0.software:  # else "ImageJ" (its header)
+    # a software tag wins; else "ImageJ" would come from ImageJ's header that MM writes
+    micromanager_summary_metadata(mm.get("Summary") or {}, meta, name_software=not page0.software)
+
+
+def micromanager_summary_metadata(summary: dict[str, Any], meta: dict[str, Any],
+                                  name_software: bool = True) -> None:
+    """Update ``meta`` (``TiffStackND.metadata``) from a Micro-Manager summary's values.
+
+    Pixel size, z step, frame interval and channel names where the summary has valid ones;
+    the software too if ``name_software``.
+    """
+    pixel_size = _positive(summary.get("PixelSize_um"))
+    if pixel_size:
+        meta.update(pixel_size_x=pixel_size, pixel_size_y=pixel_size, unit="µm")
+    if summary.get("MicroManagerVersion") and name_software:
         meta["software"] = f"Micro-Manager {summary['MicroManagerVersion']}"
     meta["z_step"] = _positive(summary.get("z-step_um")) or meta["z_step"]
     interval = _positive(summary.get("Interval_ms"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import math
 import numbers
 import os
@@ -34,7 +35,7 @@ from pims import Frame
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
-from ._layout import pims_axes
+from ._layout import micromanager_summary_metadata, pims_axes
 from ._multifile import DatasetFile, PlaneTable, find_dataset
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
@@ -47,8 +48,9 @@ _DEFAULT_MAX_OPEN_FILES = 128
 _NDTIFF_INDEX = "NDTiff.index"
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
-#: The position count in the summary at the start of a Micro-Manager ``metadata.txt``.
-_MM_POSITIONS = re.compile(rb'"Positions"\s*:\s*(\d+)')
+#: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
+_MM_SUMMARY_BYTES = 1 << 20
+_MM_SUMMARY_KEY = re.compile(r'"Summary"\s*:\s*')
 #: Kinds of single-plane first files whose siblings may be read through a PlaneTemplate
 #: (their layout is the file's one IFD; OME or Micro-Manager files may describe more).
 _TEMPLATE_KINDS = ("imagej", "uniform", "shaped")
@@ -94,15 +96,34 @@ def micromanager_acquisition(path: str) -> str | None:
     if not is_micromanager_image_name(path):
         return None
     folder = os.path.dirname(path) or os.curdir
-    try:
-        with open(os.path.join(folder, _MM_METADATA), "rb") as metadata:
-            head = metadata.read(1 << 16)
-    except OSError:
+    summary = _micromanager_summary(folder)
+    if summary is None:
         return None
-    positions = _MM_POSITIONS.search(head)
-    if positions is not None and int(positions.group(1)) > 1:
+    positions = summary.get("Positions")
+    if isinstance(positions, int) and positions > 1:
         return os.path.dirname(os.path.abspath(folder))
     return folder
+
+
+def _micromanager_summary(folder: str) -> dict[str, Any] | None:
+    """Read the summary of the Micro-Manager ``metadata.txt`` in ``folder``.
+
+    None without such a file; ``{}`` when its summary cannot be read. Only the start of the
+    file is read (it lists every image after the summary).
+    """
+    try:
+        with open(os.path.join(folder, _MM_METADATA), "rb") as metadata:
+            head = metadata.read(_MM_SUMMARY_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    key = _MM_SUMMARY_KEY.search(head)
+    if key is None:
+        return {}
+    try:
+        summary, _ = json.JSONDecoder().raw_decode(head, key.end())
+    except ValueError:
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def glob_files(pattern: str) -> list[str]:
@@ -562,8 +583,27 @@ class TiffSequenceND(PlanesND):
             file_pattern=self.grid.pattern,
             missing_files=len(self.grid.slots) - len(self.files),
         )
-        self._frame_rate = first.frame_rate
+        if is_micromanager_image_name(self.files[0]):
+            self._add_acquisition_summary()
+        interval = self.metadata.get("frame_interval")
+        self._frame_rate = 1.0 / interval if interval else None
         self._storage = first.storage
+
+    def _add_acquisition_summary(self) -> None:
+        """Add what a Micro-Manager acquisition's ``metadata.txt`` says to the metadata.
+
+        The frame interval, z step, pixel size, software and channel names; Micro-Manager 1.4
+        names channels in the file names, so there the channel names are the ``c`` axis's
+        (in its order).
+        """
+        summary = _micromanager_summary(os.path.dirname(self.files[0]) or os.curdir)
+        if not summary:
+            return
+        micromanager_summary_metadata(summary, self.metadata)
+        if self.grid.pattern == "micromanager1.4":
+            self.metadata["channel_names"] = (
+                [str(name) for name in self.grid.values["c"]] if "c" in self.grid.axes
+                else [str(self.grid.constants["c"])])
 
     def _open_raw(self, number: int) -> DatasetFile:
         """Open file ``number`` of a multi-file dataset for reading planes at known offsets."""

@@ -41,7 +41,9 @@ def write_acquisition(root: Path, positions: int, frames: int = 3, slices: int =
         folder = root / label if positions > 1 else root
         folder.mkdir(parents=True, exist_ok=True)
         summary = {"Positions": positions, "Frames": frames, "Slices": slices,
-                   "Channels": len(CHANNELS), "ChNames": list(CHANNELS), "Prefix": "acq"}
+                   "Channels": len(CHANNELS), "ChNames": list(CHANNELS[::-1]), "Prefix": "acq",
+                   "Interval_ms": 250.0, "z-step_um": 0.5, "PixelSize_um": 0.108,
+                   "MicroManagerVersion": "1.4.23"}
         (folder / "metadata.txt").write_text(json.dumps({"Summary": summary}, indent=1))
         for t in range(frames):
             for z in range(slices):
@@ -94,6 +96,21 @@ def test_any_one_image_opens_the_whole_acquisition(acquisition, opener):
     with opener(str(image)) as reader:
         assert isinstance(reader, TiffSequenceND)
         assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
+def test_acquisition_metadata_from_its_summary(acquisition, tmp_path):
+    with TiffSequenceND(acquisition) as reader:
+        meta = reader.metadata
+        assert (meta["frame_interval"], meta["z_step"], meta["pixel_size_x"]) == (0.25, 0.5, 0.108)
+        assert reader.frame_rate == 4.0 and meta["software"] == "Micro-Manager 1.4.23"
+        # 1.4 names the channels in the file names: the names follow the c axis, not ChNames
+        assert meta["channel_names"] == ["DAPI", "GFP"]
+    version2 = write_acquisition(tmp_path / "v2", positions=2, version=2)
+    with TiffSequenceND(version2) as reader:
+        assert reader.metadata["channel_names"] == ["GFP", "DAPI"]  # ChNames: by channel index
+    (acquisition / "Pos0" / "metadata.txt").write_text('{"Summary": {"Interval_ms": "soon"')
+    with TiffSequenceND(acquisition) as reader:  # a summary that cannot be read: unknown
+        assert reader.metadata["frame_interval"] is None and reader.frame_rate is None
 
 
 def test_the_image_alone_with_tiffstacknd(acquisition):
