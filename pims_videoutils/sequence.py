@@ -383,8 +383,9 @@ class TiffSequenceND(PlanesND):
     grid : FileGrid or None
         Which file holds which file-name coordinates (None for a multi-file dataset).
     metadata : dict
-        The keys of ``TiffStackND.metadata`` (from the first file, or the dataset's OME-XML)
-        plus ``files`` (count), ``file_axes`` (axis -> coordinates read from the file names),
+        The keys of ``TiffStackND.metadata`` (from the first file, or the dataset's OME-XML;
+        for a Micro-Manager acquisition, updated from its ``metadata.txt`` summary) plus
+        ``files`` (count), ``file_axes`` (axis -> coordinates read from the file names),
         ``file_pattern`` (the naming convention, or the dataset kind) and ``missing_files``
         (count of filled gaps or missing planes).
 
