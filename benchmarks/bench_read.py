@@ -246,7 +246,9 @@ def cold_rounds(job):
     """Cold cache: the reader and the limits in alternating rounds, each run opened afresh.
 
     Before each run (a reader or a limit; 200 random frames or a full pass) the file is
-    dropped from the page cache, so every run starts cold and pays its own open; the parent
+    dropped from the page cache twice, 0.1 s apart (read-ahead still in flight from the run
+    before would otherwise land in the cache, or compete for the disk), so every run starts
+    cold and pays its own open; the parent
     takes the ratios round by round, as for warm. Each round also records the largest fraction
     of the file still cached after a drop (mapped pages cannot be dropped: each run is closed
     and released before the next drop).
@@ -262,6 +264,8 @@ def cold_rounds(job):
         still_cached = 0.0
         for kind in kinds:
             for runner in runners if number % 2 == 0 else runners[::-1]:
+                _drop_cache(path)
+                time.sleep(0.1)
                 still_cached = max(still_cached, _drop_cache(path))
                 t0 = time.perf_counter()
                 get, n, close = _open_reader(runner, path, job)
