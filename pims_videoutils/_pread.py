@@ -3,10 +3,12 @@
 A plane in the page cache costs one ``preadv``. Where Linux offers it, that ``preadv`` is
 made with ``RWF_NOWAIT``, which copies only what is cached and so also tells whether the plane
 is. A plane that had to come (partly) from the disk, starting within :data:`READ_AHEAD_BYTES`
-after the previous such plane, is part of a forward pass over a cold file: the kernel is then
+after the previous read, is part of a forward pass over a cold file: the kernel is then
 asked (``posix_fadvise(WILLNEED)``) to read the next :data:`READ_AHEAD_BYTES` in the
-background, which its own read-ahead (128 KiB on many systems) does not. Cached reads and
-random reads are never advised, so a warm pass costs nothing extra.
+background, which its own read-ahead (128 KiB on many systems) does not. The planes of that
+run that arrive so keep the window going (advised again when less than half of it is left),
+so the pass does not wait for the disk once per window. A jump (a random read) ends the run.
+Reads that never met the disk are never advised, so a warm pass costs nothing extra.
 
 Systems without ``os.preadv`` (Windows) read with a seek and a read under one lock.
 """
@@ -61,8 +63,8 @@ class PlaneReads:
         self.fd = fd
         self.path = path
         self._nowait = _NOWAIT if _PREADV is not None and _WILLNEED is not None else 0
-        self._last_disk_end: int | None = None
-        self._advised_to = 0
+        self._last_end: int | None = None  # end of the last read of a run (or disk read)
+        self._advised_to = 0  # end of the advised window; 0: no run being read ahead
 
     def read_bytes(self, offset: int, nbytes: int) -> bytes:
         """Return the file's ``nbytes`` bytes from ``offset`` (one read; fewer at the end)."""
@@ -104,8 +106,8 @@ class PlaneReads:
         """
         if self._nowait:
             done = self._read_cached(out, offset)
-            if done < out.nbytes:
-                self._from_disk(offset, out.nbytes)
+            if done < out.nbytes or self._advised_to:  # (a warm pass skips the call)
+                self._read_ahead(offset, out.nbytes, from_disk=done < out.nbytes)
         else:
             done = read_at(self.fd, [out], offset)
         if done < out.nbytes:
@@ -129,12 +131,15 @@ class PlaneReads:
             self._nowait = 0  # a file system that cannot tell: plain reads from now on
             return 0
 
-    def _from_disk(self, offset: int, nbytes: int) -> None:
-        """Note a read that is not (wholly) cached; advise read-ahead in a forward run."""
+    def _read_ahead(self, offset: int, nbytes: int, from_disk: bool) -> None:
+        """Advise read-ahead in a forward run that met the disk (see the module docstring)."""
         end = offset + nbytes
-        last, self._last_disk_end = self._last_disk_end, end
+        last, self._last_end = self._last_end, end
         if last is None or not last <= offset <= last + READ_AHEAD_BYTES:
-            return  # the first disk read, or a jump: a random access
+            self._advised_to = 0  # the first read, or a jump: a random access, no run
+            return
+        if not from_disk and not self._advised_to:
+            return  # a cached run that never met the disk
         if self._advised_to >= end + READ_AHEAD_BYTES // 2:
             return  # half a window or more is already on its way
         start = max(end, self._advised_to)
