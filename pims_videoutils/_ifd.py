@@ -227,9 +227,10 @@ def _progression(buf, fmt: _Format, start: int, step: int, ntags: int, size: int
     done, chunk = 0, 64
     while done < guesses:
         end = min(guesses, done + chunk)
+        guessed = start + step * np.arange(done, end + 1, dtype=np.int64)  # IFDs done..end
         if prefetch:
-            _will_need(buf, start + step * np.arange(done, end, dtype=np.int64), head_len)
-        expected = start + step * np.arange(done + 1, end + 1, dtype=np.int64)
+            _will_need(buf, guessed[:-1], head_len)
+        expected = guessed[1:]  # each guessed IFD's successor
         linked = (counts[done:end] == ntags) & (nexts[done:end].astype(np.int64) == expected)
         if not linked.all():
             return max(1, done + int(np.argmin(linked)))
@@ -334,16 +335,23 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     return offsets[:, 0].copy()
 
 
+def _read_tag_count(read, fmt: _Format, offset: int) -> int | None:
+    """Read the tag count of the IFD at ``offset`` with ``read`` (None: the file ends first)."""
+    head = read(offset, fmt.count_size)
+    if len(head) < fmt.count_size:
+        return None
+    return struct.unpack(fmt.byteorder + fmt.count_fmt, head)[0]
+
+
 def next_ifd(read, byteorder: str, bigtiff: bool, offset: int) -> int | None:
     """Return the next-IFD pointer of the IFD at ``offset`` (None: the IFD cannot be read).
 
     ``read(offset, nbytes) -> bytes`` reads the file (fewer bytes at its end).
     """
     fmt = _Format.of(byteorder, bigtiff)
-    head = read(offset, fmt.count_size)
-    if len(head) < fmt.count_size:
+    ntags = _read_tag_count(read, fmt, offset)
+    if ntags is None:
         return None
-    (ntags,) = struct.unpack(byteorder + fmt.count_fmt, head)
     pointer = read(offset + fmt.count_size + ntags * fmt.entry_size, fmt.pointer_size)
     if len(pointer) < fmt.pointer_size:
         return None
@@ -373,11 +381,8 @@ def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | N
         lets tifffile parse it, and report what is wrong.
     """
     fmt = _Format.of(byteorder, bigtiff)
-    head = read(offset, fmt.count_size)
-    if len(head) < fmt.count_size:
-        return None
-    (ntags,) = struct.unpack(byteorder + fmt.count_fmt, head)
-    if not 0 < ntags <= _MAX_TAGS:
+    ntags = _read_tag_count(read, fmt, offset)
+    if ntags is None or not 0 < ntags <= _MAX_TAGS:
         return None
     table = read(offset + fmt.count_size, ntags * fmt.entry_size)
     if len(table) < ntags * fmt.entry_size:
