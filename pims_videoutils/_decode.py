@@ -24,6 +24,7 @@ __all__ = ["PageDecoder"]
 # errors on pages that cannot be decoded: a malformed page, and ImportError (a codec not
 # installed) or OSError (a seek to an impossible offset)
 _DECODE_ERRORS = (*MALFORMED_TIFF_ERRORS, ImportError, OSError)
+_GAP_BYTES = 1 << 16  # bytes between a page's data segments still read as one range
 
 
 class PageDecoder:
@@ -72,6 +73,7 @@ class PageDecoder:
                     key = signature is not None and not page.is_contiguous
                     if self._keyframe is None and key:
                         self._keyframe, self._key_signature = page, signature
+            self._announce_data_read(page)
             return page.asarray(lock=self._lock)
         except _DECODE_ERRORS as exc:
             what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
@@ -83,3 +85,19 @@ class PageDecoder:
         # raised here, not in the except clause: the error keeps no context whose traceback
         # would hold the page's buffers (e.g. a huge output array tifffile had allocated)
         raise StackReadError(self._reads.path, reason)
+
+    def _announce_data_read(self, page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
+        """Announce the read of the page's data to the reads (see ``_pread``).
+
+        Only when the data lie together: segments spread through the file are left to the
+        kernel.
+        """
+        segments = [(offset, count) for offset, count in zip(page.dataoffsets,
+                                                             page.databytecounts, strict=True)
+                    if count > 0]
+        if not segments:
+            return
+        start = min(offset for offset, _ in segments)
+        end = max(offset + count for offset, count in segments)
+        if end - start <= sum(count for _, count in segments) + _GAP_BYTES:
+            self._reads.will_read(start, end - start)

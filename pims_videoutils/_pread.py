@@ -10,6 +10,11 @@ run that arrive so keep the window going (advised again when less than half of i
 so the pass does not wait for the disk once per window. A jump (a random read) ends the run.
 Reads that never met the disk are never advised, so a warm pass costs nothing extra.
 
+Reads that tifffile makes (decoding a compressed page) are announced with
+:meth:`PlaneReads.will_read`: a cold one is advised exactly, and read ahead as above in a
+forward run. Otherwise the kernel took the reads of the page's IFD, just before, for the start
+of a sequential stream and read twice to four times the page's bytes.
+
 Systems without ``os.preadv`` (Windows) read with a seek and a read under one lock.
 """
 
@@ -119,7 +124,21 @@ class PlaneReads:
                 done += got
         return done
 
-    def _read_cached(self, out: np.ndarray, offset: int) -> int:
+    def will_read(self, offset: int, nbytes: int) -> None:
+        """Prepare for a read of ``nbytes`` from ``offset`` that tifffile makes next.
+
+        Unless the range's last byte is cached, the kernel is asked for exactly these bytes,
+        and, in a forward run, for the window after them (see the module docstring).
+        """
+        if not self._nowait or nbytes <= 0:
+            return
+        cached = self._read_cached(bytearray(1), offset + nbytes - 1) == 1
+        if not cached:
+            os.posix_fadvise(self.fd, offset, nbytes, _WILLNEED)
+        if not cached or self._advised_to:
+            self._read_ahead(offset, nbytes, from_disk=not cached)
+
+    def _read_cached(self, out: np.ndarray | bytearray, offset: int) -> int:
         """Read what of ``out``'s bytes the page cache holds (RWF_NOWAIT); return the count."""
         try:
             return _PREADV(self.fd, [out], offset, self._nowait)

@@ -127,6 +127,49 @@ def test_cached_and_random_reads_are_never_advised(data_file, monkeypatch):
     assert disk.advice == []
 
 
+@pytest.mark.skipif(not hasattr(os, "POSIX_FADV_WILLNEED"), reason="no posix_fadvise")
+def test_announced_reads_are_advised_exactly_when_cold_and_read_ahead_in_runs(data_file,
+                                                                              monkeypatch):
+    """tifffile's reads of compressed pages: a cold one is advised as it is (the kernel would
+    read 2-4x more after the IFD reads before it), a cached one not, a forward run also ahead."""
+    fd, _ = data_file
+    disk = FakeDisk(monkeypatch)
+    reads = PlaneReads(fd, "data.bin")
+    disk.cached = {3 * PLANE - 1}  # the last byte of the page at PLANE..3 * PLANE
+    reads.will_read(PLANE, 2 * PLANE)  # cached: nothing to ask for
+    assert disk.advice == []
+    reads.will_read(30 * PLANE, 1000)  # cold and random: exactly its bytes
+    assert disk.advice == [(30 * PLANE, 1000)]
+    reads.will_read(30 * PLANE + 1100, 1000)  # cold and following it: also the window after
+    assert disk.advice[1:] == [(30 * PLANE + 1100, 1000), (30 * PLANE + 2100, WINDOW)]
+    reads.will_read(5 * PLANE, 0)  # an empty page
+    assert len(disk.advice) == 3
+
+
+def test_decoder_announces_each_pages_data_range(tmp_path, monkeypatch):
+    """The range announced for a compressed page is where tifffile says its strips lie."""
+    data = np.random.default_rng(3).integers(0, 64, (4, 96, 80), dtype=np.uint16)
+    path = tmp_path / "deflate.tif"
+    tifffile.imwrite(path, data, compression="zlib", rowsperstrip=16, photometric="minisblack")
+    announced = []
+    monkeypatch.setattr(PlaneReads, "will_read",
+                        lambda self, offset, nbytes: announced.append((offset, nbytes)))
+    with TiffStackND(path) as reader:
+        assert reader.storage == "decoded"
+        for k in (2, 0, 3):
+            np.testing.assert_array_equal(reader[k], data[k])
+    with tifffile.TiffFile(path) as tif:
+        expected = []
+        for k in (2, 0, 3):
+            page = tif.pages[k]
+            assert len(page.dataoffsets) == 6  # several strips, one range
+            start = min(page.dataoffsets)
+            end = max(o + n for o, n in zip(page.dataoffsets, page.databytecounts,
+                                            strict=True))
+            expected.append((start, end - start))
+    assert announced == expected
+
+
 @pytest.mark.parametrize("error", [errno.EOPNOTSUPP, errno.EINVAL])
 def test_a_file_system_without_nowait_reads_plainly(data_file, monkeypatch, error):
     fd, data = data_file
