@@ -11,9 +11,9 @@ so the pass does not wait for the disk once per window. A jump (a random read) e
 Reads that never met the disk are never advised, so a warm pass costs nothing extra.
 
 Reads that tifffile makes (decoding a compressed page) are announced with
-:meth:`PlaneReads.will_read`: a cold one is advised exactly, and read ahead as above in a
-forward run. Otherwise the kernel took the reads of the page's IFD, just before, for the start
-of a sequential stream and read twice to four times the page's bytes.
+:meth:`PlaneReads.will_read`, which advises their bytes exactly, and in a forward run the
+window after them. Otherwise the kernel took the reads of the page's IFD, just before, for the
+start of a sequential stream, and read two to four times the page's bytes from the disk.
 
 Systems without ``os.preadv`` (Windows) read with a seek and a read under one lock.
 """
@@ -127,16 +127,15 @@ class PlaneReads:
     def will_read(self, offset: int, nbytes: int) -> None:
         """Prepare for a read of ``nbytes`` from ``offset`` that tifffile makes next.
 
-        Unless the range's last byte is cached, the kernel is asked for exactly these bytes,
-        and, in a forward run, for the window after them (see the module docstring).
+        The kernel is asked for exactly these bytes (a few microseconds when they are cached),
+        and, in a forward run, for the window after them (see the module docstring). The cache
+        is not probed first: an ``RWF_NOWAIT`` read of bytes not cached starts the kernel's own
+        read-ahead.
         """
-        if not self._nowait or nbytes <= 0:
+        if _WILLNEED is None or nbytes <= 0:
             return
-        cached = self._read_cached(bytearray(1), offset + nbytes - 1) == 1
-        if not cached:
-            os.posix_fadvise(self.fd, offset, nbytes, _WILLNEED)
-        if not cached or self._advised_to:
-            self._read_ahead(offset, nbytes, from_disk=not cached)
+        os.posix_fadvise(self.fd, offset, nbytes, _WILLNEED)
+        self._read_ahead(offset, nbytes, from_disk=True)
 
     def _read_cached(self, out: np.ndarray | bytearray, offset: int) -> int:
         """Read what of ``out``'s bytes the page cache holds (RWF_NOWAIT); return the count."""

@@ -128,22 +128,22 @@ def test_cached_and_random_reads_are_never_advised(data_file, monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "POSIX_FADV_WILLNEED"), reason="no posix_fadvise")
-def test_announced_reads_are_advised_exactly_when_cold_and_read_ahead_in_runs(data_file,
-                                                                              monkeypatch):
-    """tifffile's reads of compressed pages: a cold one is advised as it is (the kernel would
-    read 2-4x more after the IFD reads before it), a cached one not, a forward run also ahead."""
+def test_announced_reads_are_advised_exactly_and_read_ahead_in_runs(data_file, monkeypatch):
+    """tifffile's reads of compressed pages: each is advised as it is (the kernel would read
+    2-4x more after the IFD reads before it); a forward run also gets the window after it."""
     fd, _ = data_file
     disk = FakeDisk(monkeypatch)
     reads = PlaneReads(fd, "data.bin")
-    disk.cached = {3 * PLANE - 1}  # the last byte of the page at PLANE..3 * PLANE
-    reads.will_read(PLANE, 2 * PLANE)  # cached: nothing to ask for
-    assert disk.advice == []
-    reads.will_read(30 * PLANE, 1000)  # cold and random: exactly its bytes
+    reads.will_read(30 * PLANE, 1000)  # the first read: exactly its bytes
     assert disk.advice == [(30 * PLANE, 1000)]
-    reads.will_read(30 * PLANE + 1100, 1000)  # cold and following it: also the window after
+    reads.will_read(30 * PLANE + 1100, 1000)  # following it: also the window after
     assert disk.advice[1:] == [(30 * PLANE + 1100, 1000), (30 * PLANE + 2100, WINDOW)]
-    reads.will_read(5 * PLANE, 0)  # an empty page
-    assert len(disk.advice) == 3
+    reads.will_read(30 * PLANE + 2200, 1000)  # well inside the window: only its bytes
+    reads.will_read(2 * PLANE, 1000)  # a jump back: only its bytes, the run ends
+    reads.will_read(5 * PLANE, 0)  # an empty page: nothing
+    assert disk.advice[3:] == [(30 * PLANE + 2200, 1000), (2 * PLANE, 1000)]
+    reads.will_read(2 * PLANE + 1000, 1000)  # a new run
+    assert disk.advice[5:] == [(2 * PLANE + 1000, 1000), (2 * PLANE + 2000, WINDOW)]
 
 
 def test_decoder_announces_each_pages_data_range(tmp_path, monkeypatch):
