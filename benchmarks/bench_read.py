@@ -118,6 +118,18 @@ def _rss_anon():
     return 0
 
 
+def _disk_read_bytes():
+    """Bytes this process has made the disk read so far (its read-ahead and advice included),
+    or None where /proc/self/io is missing: unlike times, the same in every cold run."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _drop_cache(path):
     """Drop the file from the page cache; return the fraction of its pages still cached."""
     fd = os.open(path, os.O_RDONLY)
@@ -251,7 +263,7 @@ def cold_rounds(job):
     cold and pays its own open; the parent
     takes the ratios round by round, as for warm. Each round also records the largest fraction
     of the file still cached after a drop (mapped pages cannot be dropped: each run is closed
-    and released before the next drop).
+    and released before the next drop), and the bytes each pass made the disk read.
     """
     import gc
 
@@ -270,9 +282,12 @@ def cold_rounds(job):
                 t0 = time.perf_counter()
                 get, n, close = _open_reader(runner, path, job)
                 opened = time.perf_counter() - t0
+                disk_before = _disk_read_bytes()
                 passed = _passes(get, n, [kind])[0][kind]
                 times[runner].update({kind: passed, f"open {kind}": opened,
                                       f"{kind} with open": opened + passed})
+                if disk_before is not None:
+                    times[runner][f"disk {kind}"] = _disk_read_bytes() - disk_before
                 close()
                 del get, close
                 gc.collect()  # a peer's mapping goes with its last reference
@@ -439,14 +454,16 @@ def report(kind, path, repeats, rounds):
           "time / the faster limit's in the same round; 'vs pread': / limit-pread's. Cold: "
           "every run opens afresh after a cache drop; '/ pread': over limit-pread's; 'with "
           "open': the open (a limit's: its plane offsets are given) added to both times. "
-          "n/a: skipped (see _skip_full)")
+          "disk: bytes read from the disk during a cold pass (open excluded), over the "
+          f"{limit_names[0]}'s in the same round. n/a: skipped (see _skip_full)")
     print("| reader | open ms warm | first frame ms | random warm | full warm | vs pread: "
-          "random / full | random cold | full cold | open ms cold | anon MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "random / full | random cold | full cold | disk cold: random / full | open ms cold "
+          "| anon MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         error = next((r["error"] for v in runs.values() for r in v if "error" in r), None)
         if error and not rounds_of[name]["warm"]:
-            print(f"| {name} | fails: {error} | | | | | | | | |")
+            print(f"| {name} | fails: {error} | | | | | | | | | |")
             continue
         warm_rounds_, cold_rounds_ = rounds_of[name]["warm"], rounds_of[name]["cold"]
         warm = [_paired(warm_rounds_, name, limit_names, pass_) for pass_ in ("random", "full")]
@@ -456,19 +473,23 @@ def report(kind, path, repeats, rounds):
                 f"{_paired(cold_rounds_, name, limit_names[:1], pass_, False)}; with open "
                 f"{_paired(cold_rounds_, name, limit_names, f'{pass_} with open', False)}"
                 for pass_ in ("random", "full")]
+        disk = [_paired(cold_rounds_, name, limit_names[:1], f"disk {pass_}", False)
+                for pass_ in ("random", "full")]
         open_cold = _median([r[name] for r in cold_rounds_], "open random")
         print(f"| {name} | {_median(runs['warm'], 'open') * 1e3:.1f} | "
               f"{_median(runs['warm'], 'first') * 1e3:.2f} | {warm[0]} | {warm[1]} | "
-              f"{pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | {open_cold * 1e3:.1f} | "
+              f"{pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | {disk[0]} / {disk[1]} | "
+              f"{open_cold * 1e3:.1f} | "
               f"{_median(runs['memory'], 'anon_mb'):.1f} |")
     sys.stdout.flush()
     return results
 
 
 def _paired(rounds, name, limits, pass_, quartiles=True):
-    """Median (and quartiles) over rounds of ``name``'s time over the fastest limit's."""
+    """Median (and quartiles) over rounds of ``name``'s ``pass_`` time (or bytes: any key of
+    the rounds' results) over the smallest limit's."""
     ratios = [r[name][pass_] / min(r[n][pass_] for n in limits)
-              for r in rounds if pass_ in r[name]]
+              for r in rounds if pass_ in r[name] and all(r[n].get(pass_) for n in limits)]
     if not ratios:
         return "n/a"
     text = f"{statistics.median(ratios):.2f}"

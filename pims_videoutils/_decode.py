@@ -1,11 +1,12 @@
 """Decoding compressed, tiled, planar or bit-packed TIFF pages one at a time, through tifffile.
 
 Parsing a page's whole IFD into a ``tifffile.TiffPage`` costs about a tenth of decoding a
-deflate-compressed 512 x 512 plane. A page whose layout-defining tags (read with a couple of
-``pread``, see :func:`._ifd.page_signature`) equal those of the first page decoded is instead
-read as a ``tifffile.TiffFrame`` of it, which reads only where the page's data lie: verified
-per page, never assumed. Any other page is parsed in full, and so are uncompressed pages
-(whose frames tifffile assumes to be laid out as the first page's, strip for strip).
+deflate-compressed 512 x 512 plane. Each page's layout-defining tags and data segments are
+instead read with a few ``pread`` (:func:`._ifd.page_tags`); a page whose layout equals that
+of the first page decoded becomes a ``tifffile.TiffFrame`` of it, given where its data lie
+(tifffile reads nothing more): verified per page, never assumed. Any other page is parsed in
+full, and so are uncompressed pages (whose frames tifffile assumes to be laid out as the first
+page's, strip for strip).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import tifffile
 
 from ._errors import MALFORMED_TIFF_ERRORS, StackReadError
-from ._ifd import page_signature
+from ._ifd import PageTags, page_tags
 from ._pread import PlaneReads
 
 __all__ = ["PageDecoder"]
@@ -59,20 +60,20 @@ class PageDecoder:
         """
         tif = self._tif
         try:
-            signature = page_signature(self._reads.read_bytes, tif.byteorder, tif.is_bigtiff,
-                                       ifd_offset)
+            tags = page_tags(self._reads.read_bytes, tif.byteorder, tif.is_bigtiff, ifd_offset)
             with self._lock:
-                if signature is not None and signature == self._key_signature:
+                if self._is_frame_of_key(tags):
                     page = tifffile.TiffFrame(tif, index or 0, offset=ifd_offset,
-                                              keyframe=self._keyframe)
+                                              keyframe=self._keyframe,
+                                              dataoffsets=tags.dataoffsets,
+                                              databytecounts=tags.databytecounts)
                 else:
                     tif.filehandle.seek(ifd_offset)
                     page = tifffile.TiffPage(tif, index or 0)
                     # the key of later frames; not an uncompressed page (tifffile assumes
                     # that the strips of its frames lie as its own do)
-                    key = signature is not None and not page.is_contiguous
-                    if self._keyframe is None and key:
-                        self._keyframe, self._key_signature = page, signature
+                    if self._keyframe is None and tags is not None and not page.is_contiguous:
+                        self._keyframe, self._key_signature = page, tags.signature
             self._announce_data_read(page)
             return page.asarray(lock=self._lock)
         except _DECODE_ERRORS as exc:
@@ -85,6 +86,11 @@ class PageDecoder:
         # raised here, not in the except clause: the error keeps no context whose traceback
         # would hold the page's buffers (e.g. a huge output array tifffile had allocated)
         raise StackReadError(self._reads.path, reason)
+
+    def _is_frame_of_key(self, tags: PageTags | None) -> bool:
+        """Whether the page of ``tags`` has the key page's layout (and as many segments)."""
+        return (tags is not None and tags.signature == self._key_signature
+                and len(tags.dataoffsets) == len(self._keyframe.dataoffsets))
 
     def _announce_data_read(self, page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
         """Announce the read of the page's data to the reads (see ``_pread``).

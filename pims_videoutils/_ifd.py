@@ -37,9 +37,12 @@ _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
 _MAX_TAGS = 4096
-# how a page's bytes become pixels: the layout tags, tile size, extra samples, YCbCr
-# subsampling; pages that agree on all of them may be decoded with each other's properties
-_SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 530))
+# how a page's bytes become pixels: the layout tags, tile size, extra samples, JPEG tables,
+# YCbCr subsampling; pages that agree on all of them may be decoded with each other's properties
+_SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 347, 530))
+# where a page's strips (or tiles) lie and how long they are
+_SEGMENT_TAGS = {_STRIP_OFFSETS: "offsets", _STRIP_BYTECOUNTS: "counts", 324: "offsets",
+                 325: "counts"}
 _MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
 
 
@@ -358,12 +361,24 @@ def next_ifd(read, byteorder: str, bigtiff: bool, offset: int) -> int | None:
     return struct.unpack(byteorder + fmt.pointer_fmt, pointer)[0]
 
 
-def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | None:
-    """Read the layout-defining tags of the IFD at ``offset``: ``{code: (type, count, bytes)}``.
+@dataclass(frozen=True)
+class PageTags:
+    """What :func:`page_tags` reads of one IFD.
 
-    Two pages with equal signatures have the same size, samples, sample type, compression,
-    predictor, strip or tile layout... everything but where their data lie: one can be decoded
-    as a lightweight ``tifffile.TiffFrame`` of the other.
+    ``signature``: the layout-defining tags, ``{code: (type, count, value bytes)}``. Two pages
+    with equal signatures have the same size, samples, sample type, compression, predictor,
+    JPEG tables, strip or tile layout... everything but where their data lie: one can be
+    decoded as a lightweight ``tifffile.TiffFrame`` of the other. ``dataoffsets``,
+    ``databytecounts``: where this page's strips or tiles lie.
+    """
+
+    signature: dict
+    dataoffsets: tuple[int, ...]
+    databytecounts: tuple[int, ...]
+
+
+def page_tags(read, byteorder: str, bigtiff: bool, offset: int) -> PageTags | None:
+    """Read the layout-defining tags and the data segments of the IFD at ``offset``.
 
     Parameters
     ----------
@@ -376,9 +391,10 @@ def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | N
 
     Returns
     -------
-    dict or None
-        None when the IFD cannot be read this way (truncated, an unknown tag type): the caller
-        lets tifffile parse it, and report what is wrong.
+    PageTags or None
+        None when the IFD cannot be read this way (truncated, an unknown tag type, more than
+        4096 values in a tag, no or unequal strip offsets and byte counts): the caller lets
+        tifffile parse it, and report what is wrong.
     """
     fmt = _Format.of(byteorder, bigtiff)
     ntags = _read_tag_count(read, fmt, offset)
@@ -388,16 +404,24 @@ def page_signature(read, byteorder: str, bigtiff: bool, offset: int) -> dict | N
     if len(table) < ntags * fmt.entry_size:
         return None
     entry = struct.Struct(f"{byteorder}HH{fmt.pointer_fmt}{fmt.pointer_size}s")
-    signature = {}
+    signature, segments = {}, {}
     for code, typ, count, value in entry.iter_unpack(table):
-        if code not in _SIGNATURE_TAGS:
+        if code not in _SIGNATURE_TAGS and code not in _SEGMENT_TAGS:
             continue
-        if typ not in _TYPE_SIZE or count > _MAX_TAGS:  # (layout values are a few numbers)
+        if typ not in _TYPE_SIZE or count > _MAX_TAGS:
             return None
         nbytes = count * _TYPE_SIZE[typ]
         if nbytes > fmt.pointer_size:  # stored elsewhere
             value = read(struct.unpack(byteorder + fmt.pointer_fmt, value)[0], nbytes)
             if len(value) < nbytes:
                 return None
-        signature[code] = (typ, count, value[:nbytes])
-    return signature
+        value = value[:nbytes]
+        if code in _SIGNATURE_TAGS:
+            signature[code] = (typ, count, value)
+        elif typ in _INT_TYPE:
+            segments[_SEGMENT_TAGS[code]] = tuple(
+                np.frombuffer(value, byteorder + _INT_TYPE[typ]).tolist())
+    offsets, counts = segments.get("offsets"), segments.get("counts")
+    if not offsets or counts is None or len(offsets) != len(counts):
+        return None
+    return PageTags(signature, offsets, counts)

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from pims_videoutils import _decode
-from pims_videoutils._ifd import page_signature
+from pims_videoutils._ifd import page_tags
 from pims_videoutils.readers import TiffStackND
 
 
@@ -92,7 +92,27 @@ def test_a_page_whose_layout_differs_is_decoded_by_its_own_tags(tmp_path, parsed
     assert parsed["page"] == 2  # page 0, then page 2 in full
 
 
-def test_page_signature_tells_layouts_apart(tmp_path):
+def test_a_page_with_fewer_strips_than_its_layout_is_parsed_in_full(tmp_path, parsed):
+    """Page 2's strip tags are cut from 6 values to 5 in the file: its layout tags still equal
+    page 0's, but it is no frame of page 0; it decodes as tifffile's own parse of it does."""
+    path = tmp_path / "stack.tif"
+    _stack(path, compression="zlib", rowsperstrip=8, metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        positions = [tif.pages[2].tags[code].offset + 4 for code in (273, 279)]  # counts
+        assert [tif.pages[2].tags[code].count for code in (273, 279)] == [6, 6]
+    with open(path, "r+b") as f:
+        for position in positions:
+            f.seek(position)
+            f.write(struct.pack("<I", 5))
+    with tifffile.TiffFile(path) as tif:
+        expected = [tif.pages[k].asarray() for k in range(5)]
+    with TiffStackND(path) as reader:
+        for k in range(5):
+            np.testing.assert_array_equal(reader[k], expected[k])
+    assert parsed["page"] == 2  # page 0, then page 2 in full
+
+
+def test_page_tags_tell_layouts_apart(tmp_path):
     paths = {}
     for name, options in {"zlib": {"compression": "zlib"}, "lzw": {"compression": "lzw"},
                           "zlib_big": {"compression": "zlib", "bigtiff": True}}.items():
@@ -102,7 +122,7 @@ def test_page_signature_tells_layouts_apart(tmp_path):
     for name, path in paths.items():
         with tifffile.TiffFile(path) as tif:
             read = _reader(path)
-            pages = [page_signature(read, tif.byteorder, tif.is_bigtiff, page.offset)
+            pages = [page_tags(read, tif.byteorder, tif.is_bigtiff, page.offset).signature
                      for page in tif.pages]
             assert pages[0] == pages[1] == pages[2] and pages[0]
             assert pages[0][259][2] == struct.pack("<H", tif.pages.first.compression)
@@ -111,7 +131,41 @@ def test_page_signature_tells_layouts_apart(tmp_path):
     assert signatures["zlib"][259] == signatures["zlib_big"][259]
 
 
-def test_page_signature_of_a_truncated_or_impossible_ifd_is_none(tmp_path):
+def test_pages_with_other_jpeg_tables_have_other_signatures(tmp_path):
+    """tifffile decodes a frame with its key page's JPEG tables: they are part of the layout."""
+    path = tmp_path / "tables.tif"
+    data = np.zeros((3, 16, 16), np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        for k, table in enumerate((b"table one", b"table one", b"table two")):
+            tif.write(data[k], compression="zlib", photometric="minisblack",
+                      extratags=[(347, 7, len(table), table, False)])
+    read = _reader(path)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[2].jpegtables == b"table two"
+        signatures = [page_tags(read, "<", False, page.offset).signature for page in tif.pages]
+    assert signatures[0] == signatures[1] != signatures[2]
+
+
+@pytest.mark.parametrize("options", [
+    {"compression": "zlib", "rowsperstrip": 8},
+    {"compression": "zlib", "rowsperstrip": 48},
+    {"compression": "zlib", "tile": (16, 16)},
+    {"compression": "lzw", "bigtiff": True, "rowsperstrip": 5},
+    {"compression": "zlib", "byteorder": ">"},
+])
+def test_page_tags_give_where_each_pages_data_lie(tmp_path, options):
+    """The segments read from each IFD equal tifffile's own parse of the page."""
+    path = tmp_path / "stack.tif"
+    _stack(path, n=3, **options)
+    read = _reader(path)
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            tags = page_tags(read, tif.byteorder, tif.is_bigtiff, page.offset)
+            assert tags.dataoffsets == tuple(page.dataoffsets)
+            assert tags.databytecounts == tuple(page.databytecounts)
+
+
+def test_page_tags_of_a_truncated_or_impossible_ifd_is_none(tmp_path):
     path = tmp_path / "stack.tif"
     _stack(path, n=2, compression="zlib")
     with tifffile.TiffFile(path) as tif:
@@ -120,9 +174,9 @@ def test_page_signature_of_a_truncated_or_impossible_ifd_is_none(tmp_path):
     for cut in (offset + 1, offset + 20):
         def read(at, nbytes, cut=cut):
             return content[:cut][at : at + nbytes]
-        assert page_signature(read, "<", False, offset) is None
+        assert page_tags(read, "<", False, offset) is None
 
     def no_tags(at, nbytes):
         return b"\0" * nbytes
 
-    assert page_signature(no_tags, "<", False, offset) is None
+    assert page_tags(no_tags, "<", False, offset) is None
