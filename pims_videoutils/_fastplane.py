@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-import tifffile
 
+from ._layout import open_tiff
 from ._pread import read_at
 
 __all__ = ["PlaneTemplate"]
@@ -97,7 +97,7 @@ class PlaneTemplate:
         dtype : numpy.dtype
             Its sample type (any byte order: the file's is used).
         """
-        with tifffile.TiffFile(path) as tif:
+        with open_tiff(path) as tif:
             page = tif.pages.first
             if len(tif.pages) != 1 or not page.is_contiguous or page.compression != 1:
                 return None

@@ -55,6 +55,27 @@ _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "
                       "scanimage", "eer", "mmstack", "indica", "avs")
 
 
+# the first word after the TIFF header of Micro-Manager's stack files and of NDTiff files
+_MICROMANAGER_HEADERS = (54773648, 483729)
+
+
+def open_tiff(source, **options: Any) -> tifffile.TiffFile:
+    """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's image files.
+
+    A file with Micro-Manager's per-image tag but without its file header (Micro-Manager's
+    "separate image files") gets no ``micromanager_metadata``. Otherwise tifffile's search for
+    that header logs four failed reads each time such a file is opened.
+    """
+    tif = tifffile.TiffFile(source, **options)
+    if tif.is_micromanager:
+        tif.filehandle.seek(8)
+        head = tif.filehandle.read(4)
+        if len(head) < 4 or int.from_bytes(head, "little" if tif.byteorder == "<" else "big") \
+                not in _MICROMANAGER_HEADERS:
+            tif.__dict__["micromanager_metadata"] = None  # (the cached property, set first)
+    return tif
+
+
 class _UnsupportedPage(Exception):
     """A page shape this reader does not handle (internal)."""
 
@@ -526,7 +547,7 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
         _imagej_metadata(tif.imagej_metadata or {}, page0, meta)
     if tif.is_ome and tif.ome_metadata:
         timestamps = ome_metadata(tif.ome_metadata, series, axes, shape, meta)
-    if tif.is_micromanager and tif.micromanager_metadata:
+    if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
     return meta, timestamps
 
@@ -638,14 +659,20 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     return None if np.isnan(stamps).all() else stamps
 
 
-def _micromanager_metadata(mm: dict[str, Any], page0, meta: dict[str, Any]) -> None:
-    meta["micromanager_metadata"] = mm
+def _micromanager_metadata(mm: dict[str, Any] | None, page0, meta: dict[str, Any]) -> None:
+    """Update ``meta`` from Micro-Manager's file header ``mm`` and the first image's metadata.
+
+    ``mm`` is None for Micro-Manager's image files, which have no file header.
+    """
+    if mm:
+        meta["micromanager_metadata"] = mm
     image = page0.tags.valueof(51123)  # the first image's metadata: MM 2.0 keeps its pixel size
     pixel_size = _positive(image.get("PixelSizeUm")) if isinstance(image, dict) else None
     if pixel_size:
         meta.update(pixel_size_x=pixel_size, pixel_size_y=pixel_size, unit="µm")
     # a software tag wins; else "ImageJ" would come from ImageJ's header that MM writes
-    micromanager_summary_metadata(mm.get("Summary") or {}, meta, name_software=not page0.software)
+    summary = (mm or {}).get("Summary") or {}
+    micromanager_summary_metadata(summary, meta, name_software=not page0.software)
 
 
 def micromanager_summary_metadata(summary: dict[str, Any], meta: dict[str, Any],

@@ -33,7 +33,7 @@ import tifffile
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
-from ._layout import file_metadata, pims_axes
+from ._layout import file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
@@ -135,7 +135,7 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
         non-contiguous planes, planes that disagree with their series.
     """
     try:
-        with tifffile.TiffFile(path) as tif:
+        with open_tiff(path) as tif:
             flags = set(tif.flags)
             if not flags & set(_DATASET_FLAGS):
                 return None
@@ -149,7 +149,7 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
             description = tif.pages.first.description
         xml = _companion_xml(companion, path)
         seen = _as_seen_from(xml, description, companion)
-        with tifffile.TiffFile(path, omexml=seen) as tif:
+        with open_tiff(path, omexml=seen) as tif:
             table = _plane_table(tif, path, series, companion)
         table.metadata["ome_xml"] = xml
         return table
@@ -414,7 +414,7 @@ class DatasetFile:
         self._reads = PlaneReads(self._file.fileno(), path)
         if storage == DECODED:
             try:
-                self._tif = tifffile.TiffFile(self._file)
+                self._tif = open_tiff(self._file)
             except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
                 self._file.close()
                 raise StackReadError(path, f"not a readable TIFF file ({exc})") from None

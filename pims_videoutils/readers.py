@@ -11,12 +11,11 @@ import threading
 from typing import Any
 
 import numpy as np
-import tifffile
 from pims import Frame
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
-from ._layout import MAPPED, Layout, discover
+from ._layout import MAPPED, Layout, discover, open_tiff
 from ._planes import Allocate, PlanesND, c_order_strides
 from ._pread import PlaneReads
 
@@ -168,7 +167,7 @@ class TiffStackND(PlanesND):
             if os.fstat(self._file.fileno()).st_size == 0:
                 raise StackReadError(self._path, "empty file")
             try:
-                self._tif = tifffile.TiffFile(self._file)
+                self._tif = open_tiff(self._file)
             except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"not a readable TIFF file ({exc})") from None
             try:

@@ -113,6 +113,33 @@ def test_acquisition_metadata_from_its_summary(acquisition, tmp_path):
         assert reader.metadata["frame_interval"] is None and reader.frame_rate is None
 
 
+def test_images_open_without_tifffiles_header_warnings_and_keep_their_pixel_size(
+        tmp_path, caplog):
+    """Image files carry Micro-Manager's per-image tag but not its file header: tifffile's
+    search for the header logged four failures per open; the image's own pixel size stays."""
+    image = tmp_path / "img_000000000_DAPI_000.tif"
+    tifffile.imwrite(image, np.arange(30, dtype=np.uint16).reshape(5, 6),
+                     extratags=[(51123, "s", 0, json.dumps({"PixelSizeUm": 0.065}), True)])
+    with tifffile.TiffFile(image) as tif:
+        assert tif.is_micromanager
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tifffile"), TiffStackND(image) as reader:
+        meta = reader.metadata
+        np.testing.assert_array_equal(reader[0], tifffile.imread(image))
+    assert caplog.records == []
+    assert meta["pixel_size_x"] == 0.065 and "micromanager_metadata" not in meta
+    with caplog.at_level("WARNING", logger="tifffile"), tifffile.TiffFile(image) as tif:
+        tif.micromanager_metadata  # noqa: B018 (the test can see the warnings it guards against)
+    assert any("read_micromanager_metadata" in r.getMessage() for r in caplog.records)
+
+
+def test_opening_an_acquisition_logs_nothing(acquisition, caplog):
+    with caplog.at_level("WARNING"), pims.open(str(acquisition / "Pos0" / image_name(
+            0, 0, 0, 0, version=1))) as reader:
+        assert reader.sizes["p"] == 3
+    assert caplog.records == []
+
+
 def test_the_image_alone_with_tiffstacknd(acquisition):
     image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
     with TiffStackND(image) as reader:
