@@ -43,6 +43,7 @@ _SIGNATURE_TAGS = frozenset((*_LAYOUT_TAGS, 322, 323, 338, 347, 530))
 # where a page's strips (or tiles) lie and how long they are
 _SEGMENT_TAGS = {_STRIP_OFFSETS: "offsets", _STRIP_BYTECOUNTS: "counts", 324: "offsets",
                  325: "counts"}
+_MAX_SEGMENTS = 1 << 20  # strips or tiles of a page read by page_tags (else tifffile parses it)
 _MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
 
 
@@ -393,8 +394,8 @@ def page_tags(read, byteorder: str, bigtiff: bool, offset: int) -> PageTags | No
     -------
     PageTags or None
         None when the IFD cannot be read this way (truncated, an unknown tag type, more than
-        4096 values in a tag, no or unequal strip offsets and byte counts): the caller lets
-        tifffile parse it, and report what is wrong.
+        4096 values in a layout tag or 2**20 strips or tiles, no or unequal strip offsets and
+        byte counts): the caller lets tifffile parse it, and report what is wrong.
     """
     fmt = _Format.of(byteorder, bigtiff)
     ntags = _read_tag_count(read, fmt, offset)
@@ -408,7 +409,8 @@ def page_tags(read, byteorder: str, bigtiff: bool, offset: int) -> PageTags | No
     for code, typ, count, value in entry.iter_unpack(table):
         if code not in _SIGNATURE_TAGS and code not in _SEGMENT_TAGS:
             continue
-        if typ not in _TYPE_SIZE or count > _MAX_TAGS:
+        if typ not in _TYPE_SIZE or count > (_MAX_SEGMENTS if code in _SEGMENT_TAGS
+                                             else _MAX_TAGS):
             return None
         nbytes = count * _TYPE_SIZE[typ]
         if nbytes > fmt.pointer_size:  # stored elsewhere

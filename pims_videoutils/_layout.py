@@ -67,12 +67,15 @@ def open_tiff(source, **options: Any) -> tifffile.TiffFile:
     that header logs four failed reads each time such a file is opened.
     """
     tif = tifffile.TiffFile(source, **options)
-    if tif.is_micromanager:
-        tif.filehandle.seek(8)
-        head = tif.filehandle.read(4)
-        if len(head) < 4 or int.from_bytes(head, "little" if tif.byteorder == "<" else "big") \
-                not in _MICROMANAGER_HEADERS:
-            tif.__dict__["micromanager_metadata"] = None  # (the cached property, set first)
+    try:
+        if tif.is_micromanager:
+            tif.filehandle.seek(8)
+            order = "little" if tif.byteorder == "<" else "big"
+            if int.from_bytes(tif.filehandle.read(4), order) not in _MICROMANAGER_HEADERS:
+                tif.__dict__["micromanager_metadata"] = None  # (the cached property, set first)
+    except BaseException:
+        tif.close()
+        raise
     return tif
 
 

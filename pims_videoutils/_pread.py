@@ -137,7 +137,7 @@ class PlaneReads:
         os.posix_fadvise(self.fd, offset, nbytes, _WILLNEED)
         self._read_ahead(offset, nbytes, from_disk=True)
 
-    def _read_cached(self, out: np.ndarray | bytearray, offset: int) -> int:
+    def _read_cached(self, out: np.ndarray, offset: int) -> int:
         """Read what of ``out``'s bytes the page cache holds (RWF_NOWAIT); return the count."""
         try:
             return _PREADV(self.fd, [out], offset, self._nowait)

@@ -165,6 +165,25 @@ def test_page_tags_give_where_each_pages_data_lie(tmp_path, options):
             assert tags.databytecounts == tuple(page.databytecounts)
 
 
+def test_page_tags_of_pages_with_more_strips_than_layout_values(tmp_path, parsed):
+    """4100 strips per page (more than a layout tag may hold): still read, still frames."""
+    path = tmp_path / "strips.tif"
+    data = np.random.default_rng(5).integers(0, 255, (3, 4100, 3), dtype=np.uint8)
+    tifffile.imwrite(path, data, photometric="minisblack", compression="zlib",
+                     rowsperstrip=1, metadata=None)
+    read = _reader(path)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[1]
+        tags = page_tags(read, tif.byteorder, tif.is_bigtiff, page.offset)
+        assert len(tags.dataoffsets) == 4100
+        assert tags.dataoffsets == tuple(page.dataoffsets)
+        assert tags.databytecounts == tuple(page.databytecounts)
+    with TiffStackND(path) as reader:
+        for k in (2, 0, 1):
+            np.testing.assert_array_equal(reader[k], data[k])
+    assert parsed == {"page": 1, "frame": 2}
+
+
 def test_page_tags_of_a_truncated_or_impossible_ifd_is_none(tmp_path):
     path = tmp_path / "stack.tif"
     _stack(path, n=2, compression="zlib")
