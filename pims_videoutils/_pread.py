@@ -10,7 +10,7 @@ run that arrive so keep the window going (advised again when less than half of i
 so the pass does not wait for the disk once per window. A jump (a random read) ends the run.
 Reads that never met the disk are never advised, so a warm pass costs nothing extra.
 
-Reads that tifffile makes (decoding a compressed page) are announced with
+Reads that tifffile makes (decoding a compressed page of 64 KiB or more) are announced with
 :meth:`PlaneReads.will_read`, which advises their bytes exactly, and in a forward run the
 window after them. Otherwise the kernel took the reads of the page's IFD, just before, for the
 start of a sequential stream, and read two to four times the page's bytes from the disk.
