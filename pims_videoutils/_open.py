@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import stat
 import warnings
 from types import ModuleType
 from typing import Any
@@ -134,7 +135,11 @@ def _refuse_special_file(path: str) -> None:
 
     Opening a FIFO waits for a writer: every reader tried would hang.
     """
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing (or an impossible name): left to the readers
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise StackReadError(path, "is not a regular file (a FIFO or a device); pims "
                              "readers need a file they can seek in")
 
