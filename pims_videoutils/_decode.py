@@ -11,6 +11,7 @@ page's, strip for strip).
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -77,6 +78,7 @@ class PageDecoder:
                     # that the strips of its frames lie as its own do)
                     if self._keyframe is None and tags is not None and not page.is_contiguous:
                         self._keyframe, self._key_signature = page, tags.signature
+            _check_segments(page)
             self._announce_data_read(page)
             return page.asarray(lock=self._lock)
         except _DECODE_ERRORS as exc:
@@ -110,3 +112,18 @@ class PageDecoder:
         end = max(offset + count for offset, count in segments)
         if _SMALL_READ_BYTES <= end - start <= sum(count for _, count in segments) + _GAP_BYTES:
             self._reads.will_read(start, end - start)
+
+
+def _check_segments(page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
+    """Raise ValueError if the page has fewer strips or tiles than its size needs.
+
+    tifffile reads the missing ones as zeros (with a log message), allocating the whole
+    declared image: a corrupt size tag of a tiny file (``ImageLength`` 10**7 or 10**5 x 10**5
+    tiles) took seconds to hours and gigabytes to give zeros.
+    """
+    needed = math.prod(page.chunked)
+    if len(page.dataoffsets) < needed or len(page.databytecounts) < needed:
+        raise ValueError(
+            f"it has {min(len(page.dataoffsets), len(page.databytecounts))} strips or tiles, "
+            f"its size {'x'.join(map(str, page.shape))} needs {needed} (corrupt size or "
+            "offsets tags)")

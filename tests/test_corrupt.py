@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 
@@ -221,3 +222,30 @@ def test_missing_codec_names_imagecodecs(tmp_path, monkeypatch):
     with TiffStackND(path) as reader:
         with pytest.raises(StackReadError, match="pip install imagecodecs"):
             reader[0]
+
+
+@pytest.mark.parametrize("options", [{"compression": "zlib"}, {"compression": "zlib",
+                                                                 "tile": (16, 16)},
+                                     {"tile": (16, 16)}, {"planarconfig": "separate"}])
+@pytest.mark.parametrize("length", [480, 10**7])
+def test_size_tag_larger_than_the_strips_or_tiles(tmp_path, options, length):
+    """An ImageLength that the strips or tiles do not cover: an error, not zeros (tifffile
+    fills the missing segments with zeros, after allocating the declared image)."""
+    path = tmp_path / "long.tif"
+    shape = (2, 3, 48, 32) if "planarconfig" in options else (2, 48, 32)
+    tifffile.imwrite(path, np.ones(shape, "u2"), photometric="rgb" if len(shape) == 4
+                     else "minisblack", **options)
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages[0].tags["ImageLength"]
+        fmt = tif.byteorder + {3: "H", 4: "I"}[entry.dtype]
+        covered = math.prod(tif.pages[0].chunked)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into(tif.byteorder + "H", raw, entry.offset + 2, 4)  # type LONG
+    struct.pack_into(fmt.replace("H", "I"), raw, entry.valueoffset, length)
+    path.write_bytes(bytes(raw))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].imagelength == length
+        assert math.prod(tif.pages[0].chunked) > covered == len(tif.pages[0].dataoffsets)
+    with TiffStackND(path) as reader:
+        with pytest.raises(StackReadError, match=r"page 0 .*strips or tiles"):
+            reader.get_plane()
