@@ -20,7 +20,8 @@ Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->
 (samples per pixel, unless the series names them ``C``, ``Z`` or ``T``); unknown sequences
 ``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
 ``R``, ``V``, ``P``, ``M`` -> ``p``; any other code, or a name already taken, -> the code in lower
-case (then the first free letter).
+case (then the first free letter). A code that a file's metadata repeats (axes ``'TTYX'``) keeps
+its name on its innermost axis, so that the plane's ``Y``, ``X`` stay ``y``, ``x``.
 """
 
 from __future__ import annotations
@@ -157,8 +158,13 @@ def pims_axes(codes: str) -> str:
     str
         pims axis names, same length and order.
     """
-    names: list[str | None] = [_DIRECT.get(code) for code in codes]
-    taken = {name for name in names if name}
+    names: list[str | None] = [None] * len(codes)
+    taken: set[str] = set()
+    for i in reversed(range(len(codes))):  # a repeated code: the innermost (plane) axis wins
+        name = _DIRECT.get(codes[i])
+        if name is not None and name not in taken:
+            names[i] = name
+            taken.add(name)
     for i, code in enumerate(codes):
         if names[i] is None:
             for candidate in (_PREFERRED.get(code), code.lower(), *_SPARE):

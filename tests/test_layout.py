@@ -17,7 +17,8 @@ from pims_videoutils._layout import DECODED, MAPPED, discover, pims_axes
 @pytest.mark.parametrize(
     ("codes", "names"),
     [("TZCYX", "tzcyx"), ("QYX", "tyx"), ("IYX", "tyx"), ("TQYX", "tqyx"), ("QQYX", "tqyx"),
-     ("RYXS", "pyxs"), ("TCRYX", "tcpyx"), ("AYX", "ayx"), ("EYX", "eyx")],
+     ("RYXS", "pyxs"), ("TCRYX", "tcpyx"), ("AYX", "ayx"), ("EYX", "eyx"),
+     ("CCYX", "acyx"), ("TZTYX", "aztyx"), ("YXYX", "abyx"), ("SYXS", "ayxs")],
 )
 def test_pims_axes(codes, names):
     assert pims_axes(codes) == names

@@ -421,3 +421,20 @@ def test_resolution_in_inches_is_not_a_pixel_size(tmp_path):
     with TiffStackND(path) as reader:
         assert reader.metadata["pixel_size_x"] is None
         assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize("axes", ["CCYX", "YZYX"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_axis_code_repeated_by_the_metadata(tmp_path, axes, compression):
+    """tifffile writes and reads axes 'CCYX' as given; the reader names the outer C otherwise
+    (it failed with pims's "axis 'c' already exists" ValueError, leaving the file open)."""
+    path = tmp_path / "repeated.tif"
+    tifffile.imwrite(path, _data((4, 3, 5, 6)), photometric="minisblack",
+                     compression=compression, metadata={"axes": axes})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes
+        expected = tif.series[0].asarray()
+    with TiffStackND(path) as reader:
+        assert list(reader.sizes.values()) == [4, 3, 5, 6]
+        assert list(reader.sizes)[1:] == [axes[1].lower(), "y", "x"]
+        np.testing.assert_array_equal(_all_planes(reader), expected.reshape(12, 5, 6))
