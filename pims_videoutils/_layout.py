@@ -581,23 +581,47 @@ def _in_unit(value: float | None, unit: str, target: str) -> float | None:
 
 
 def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
+    """Update ``meta`` from ImageJ's description ``ij``.
+
+    ImageJ writes the resolution tags in pixels per ``unit`` (their ResolutionUnit is inch for
+    ``unit=inch``, centimetre for ``cm``, else none), the y and z calibrations in ``yunit`` and
+    ``zunit`` when they differ from ``unit`` (converted to it here), and the frame interval in
+    ``tunit`` unless seconds.
+    """
     meta["imagej_metadata"] = ij
+
+    def unit_of(key: str) -> str | None:
+        value = ij.get(key)
+        return _length_unit(_unescape(str(value))) if value else None
+
     meta["software"] = meta["software"] or (f"ImageJ {ij['ImageJ']}" if "ImageJ" in ij else None)
-    unit = ij.get("unit")
+    unit = unit_of("unit")
     if unit:
-        meta["unit"] = _length_unit(_unescape(str(unit)))
+        meta["unit"] = unit
         xres, yres = (_positive(r) for r in page0.resolution)
-        if xres and yres and page0.resolutionunit == 1:
-            meta.update(pixel_size_x=1 / xres, pixel_size_y=1 / yres)
-    meta["z_step"] = _positive(ij.get("spacing"))
+        if xres and yres:
+            meta.update(pixel_size_x=1 / xres,
+                        pixel_size_y=_in_unit(1 / yres, unit_of("yunit") or unit, unit))
+    z_unit = unit_of("zunit") or meta["unit"]
+    z_step = _positive(ij.get("spacing"))
+    if z_step and meta["unit"] is None:
+        meta["unit"] = z_unit
+    meta["z_step"] = _in_unit(z_step, z_unit, meta["unit"])
     fps = _positive(ij.get("fps"))
-    meta["frame_interval"] = _positive(ij.get("finterval")) or (1.0 / fps if fps else None)
+    time_unit = _unescape(str(ij.get("tunit") or "s"))
+    time_unit = _IMAGEJ_TIME_UNITS.get(time_unit, time_unit)
+    interval = _seconds(_positive(ij.get("finterval")), time_unit)
+    meta["frame_interval"] = interval if interval > 0 else (1.0 / fps if fps else None)
 
 
 # TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
 _MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
               "min": 60.0, "h": 3600.0, "d": 86400.0}
+# ImageJ's time units (its default "sec", and what users type in its Properties dialog)
+_IMAGEJ_TIME_UNITS = {"sec": "s", "second": "s", "seconds": "s", "msec": "ms", "\u03bcs": "µs",
+                      "usec": "us", "minute": "min", "minutes": "min", "hr": "h", "hour": "h",
+                      "hours": "h", "day": "d", "days": "d"}
 
 
 def _seconds(value: Any, unit: str) -> float:

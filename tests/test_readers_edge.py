@@ -438,3 +438,51 @@ def test_axis_code_repeated_by_the_metadata(tmp_path, axes, compression):
         assert list(reader.sizes.values()) == [4, 3, 5, 6]
         assert list(reader.sizes)[1:] == [axes[1].lower(), "y", "x"]
         np.testing.assert_array_equal(_all_planes(reader), expected.reshape(12, 5, 6))
+
+
+def _imagej_calibrated(path, resolutionunit=None, **metadata):
+    """An ImageJ TYX file with resolution (2, 4) pixels per unit and ``metadata``."""
+    tifffile.imwrite(path, _data((3, 5, 6)), imagej=True, resolution=(2.0, 4.0),
+                     resolutionunit=resolutionunit, metadata={"axes": "TYX", **metadata})
+    with tifffile.TiffFile(path) as tif:
+        return tif.imagej_metadata
+
+
+@pytest.mark.parametrize(("tunit", "seconds"), [("sec", 1.0), ("min", 60.0), ("ms", 1e-3),
+                                                ("hour", 3600.0), ("fortnight", None)])
+def test_imagej_frame_interval_in_its_time_unit(tmp_path, tunit, seconds):
+    """ImageJ writes ``finterval`` in ``tunit`` (e.g. 5 min); frame_interval is in seconds."""
+    ij = _imagej_calibrated(tmp_path / "t.tif", finterval=5, tunit=tunit)
+    assert (ij["finterval"], ij["tunit"]) == (5, tunit)
+    with TiffStackND(tmp_path / "t.tif") as reader:
+        if seconds is None:  # a unit that cannot be converted: unknown
+            assert reader.metadata["frame_interval"] is None
+        else:
+            assert reader.metadata["frame_interval"] == pytest.approx(5 * seconds)
+            assert reader.frame_rate == pytest.approx(1 / (5 * seconds))
+
+
+def test_imagej_y_and_z_units_are_converted_to_the_x_unit(tmp_path):
+    """ImageJ writes ``yunit`` / ``zunit`` when they differ from ``unit``."""
+    ij = _imagej_calibrated(tmp_path / "u.tif", unit="um", yunit="nm", zunit="mm", spacing=0.5)
+    assert (ij["unit"], ij["yunit"], ij["zunit"]) == ("um", "nm", "mm")
+    with TiffStackND(tmp_path / "u.tif") as reader:
+        meta = reader.metadata
+        assert meta["unit"] == "µm"
+        assert meta["pixel_size_x"] == pytest.approx(1 / 2.0)
+        assert meta["pixel_size_y"] == pytest.approx(1 / 4.0 / 1000)  # 0.25 nm
+        assert meta["z_step"] == pytest.approx(500.0)  # 0.5 mm
+
+
+@pytest.mark.parametrize(("unit", "resolutionunit"), [("cm", "CENTIMETER"), ("inch", "INCH")])
+def test_imagej_resolution_is_per_its_unit_whatever_the_resolution_unit(tmp_path, unit,
+                                                                         resolutionunit):
+    """ImageJ calibrated in cm (or inch) writes ResolutionUnit centimetre (inch), with the
+    resolution in pixels per cm: the pixel size is 1/resolution in cm, as ImageJ reads it."""
+    _imagej_calibrated(tmp_path / "cm.tif", resolutionunit, unit=unit)
+    with tifffile.TiffFile(tmp_path / "cm.tif") as tif:
+        assert tif.pages[0].resolutionunit == getattr(tifffile.RESUNIT, resolutionunit)
+    with TiffStackND(tmp_path / "cm.tif") as reader:
+        assert reader.metadata["unit"] == unit
+        assert reader.metadata["pixel_size_x"] == pytest.approx(1 / 2.0)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(1 / 4.0)
