@@ -635,13 +635,14 @@ def _seconds(value: Any, unit: str) -> float:
 
 def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
                  meta: dict[str, Any]) -> np.ndarray | None:
-    """Fill ``meta`` from image ``series`` of an OME-XML document; return per-plane time stamps.
+    """Fill ``meta`` from series ``series`` of an OME-XML document; return per-plane times.
 
-    Sets ``ome_xml``, and where the XML has them ``pixel_size_x``, ``pixel_size_y``, ``unit``,
-    ``z_step``, ``frame_interval`` (in seconds, whatever ``TimeIncrementUnit``) and
-    ``channel_names``. The time stamps (seconds, NaN where unknown) are in C order of ``axes``
-    and ``shape``, and None when the planes have none or ``axes`` are not all of ``t``, ``z``,
-    ``c``.
+    tifffile's series are the document's images with planes in TIFF pages (``TiffData``): it
+    makes none of an image without them (``MetadataOnly``, ``BinData``). Sets ``ome_xml``, and
+    where the XML has them ``pixel_size_x``, ``pixel_size_y``, ``unit``, ``z_step``,
+    ``frame_interval`` (in seconds, whatever ``TimeIncrementUnit``) and ``channel_names``. The
+    time stamps (seconds, NaN where unknown) are in C order of ``axes`` and ``shape``, and None
+    when the planes have none or ``axes`` are not all of ``t``, ``z``, ``c``.
     """
     meta["ome_xml"] = xml
     try:
@@ -649,12 +650,11 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     except ET.ParseError:
         return None
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    images = root.findall(f"{ns}Image")
-    if series >= len(images):
+    pixels_with_data = [pixels for pixels in root.findall(f"{ns}Image/{ns}Pixels")
+                        if pixels.find(f"{ns}TiffData") is not None]
+    if series >= len(pixels_with_data):
         return None
-    pixels = images[series].find(f"{ns}Pixels")
-    if pixels is None:
-        return None
+    pixels = pixels_with_data[series]
     get = pixels.attrib.get
     unit = None
     size_x = _positive(get("PhysicalSizeX"))

@@ -486,3 +486,27 @@ def test_imagej_resolution_is_per_its_unit_whatever_the_resolution_unit(tmp_path
         assert reader.metadata["unit"] == unit
         assert reader.metadata["pixel_size_x"] == pytest.approx(1 / 2.0)
         assert reader.metadata["pixel_size_y"] == pytest.approx(1 / 4.0)
+
+
+def test_ome_metadata_of_the_series_not_of_an_image_without_pixels(tmp_path):
+    """An OME image with MetadataOnly (an overview, a label) has no tifffile series: series 0
+    is the next image, whose pixel size, interval, channel names and times are its own."""
+    path, data = _ome_with(tmp_path, {})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    start = xml.index("<Image ")
+    overview = (
+        '<Image ID="Image:9" Name="overview"><Pixels ID="Pixels:9" DimensionOrder="XYCZT" '
+        'Type="uint8" SizeX="8" SizeY="8" SizeC="2" SizeZ="1" SizeT="1" PhysicalSizeX="7.0" '
+        'PhysicalSizeY="7.0" TimeIncrement="60"><Channel ID="Channel:9:0" Name="X"/>'
+        '<Channel ID="Channel:9:1" Name="Y"/><MetadataOnly/></Pixels></Image>')
+    tifffile.tiffcomment(path, (xml[:start] + overview + xml[start:]).encode())
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 1 and tif.series[0].shape == data.shape
+        np.testing.assert_array_equal(tif.series[0].asarray(), data)
+    with TiffStackND(path) as reader:
+        meta = reader.metadata
+        assert (meta["pixel_size_x"], meta["pixel_size_y"]) == (0.5, 0.5)
+        assert meta["frame_interval"] == pytest.approx(2e-3)  # 2.0 ms
+        assert meta["channel_names"] is None  # the image's channels have no names
+        assert [frame.metadata["timestamp"] for frame in reader] == [0.0, 3.0]
