@@ -151,7 +151,12 @@ class PlanesND(FramesSequenceND):
         """
         if isinstance(key, (int, np.integer)):
             index = int(key)
-            return self.get_frame(index + len(self) if index < 0 else index)
+            if index < 0:
+                length = len(self)
+                if index < -length:
+                    raise IndexError(f"frame {index} out of range -{length}..{length - 1}")
+                index += length
+            return self.get_frame(index)
         return super().__getitem__(key)
 
     def get_frame(self, i: int) -> Frame:

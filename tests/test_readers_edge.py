@@ -510,3 +510,14 @@ def test_ome_metadata_of_the_series_not_of_an_image_without_pixels(tmp_path):
         assert meta["frame_interval"] == pytest.approx(2e-3)  # 2.0 ms
         assert meta["channel_names"] is None  # the image's channels have no names
         assert [frame.metadata["timestamp"] for frame in reader] == [0.0, 3.0]
+
+
+def test_negative_index_out_of_range_names_the_index_given(tmp_path):
+    """reader[-4] of 3 frames said "frame -1 out of range 0..2": the index after adding 3."""
+    path = tmp_path / "three.tif"
+    tifffile.imwrite(path, _data((3, 4, 5)), photometric="minisblack")
+    with TiffStackND(path) as reader:
+        assert len(reader) == 3
+        np.testing.assert_array_equal(reader[-3], tifffile.imread(path, key=0))
+        with pytest.raises(IndexError, match=r"^frame -4 out of range -3\.\.2$"):
+            reader[-4]
