@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -86,12 +87,18 @@ class PlanesND(FramesSequenceND):
             After ``close()``.
         IndexError
             A coordinate out of range.
+        TypeError
+            A coordinate is not an integer (``t=1.5``).
         StackReadError
             A file was truncated or changed since it was opened, a page cannot be decoded, or a
             file of a sequence differs from the first one.
         """
         full = dict(self._default_coords)
-        full.update(coords)
+        for name, value in coords.items():
+            try:
+                full[name] = operator.index(value)
+            except TypeError:
+                raise TypeError(f"coordinate {name}={value!r} is not an integer") from None
         return self._plane_at(full)
 
     def to_dask(self, chunks: Mapping[str, int] | None = None) -> dask.array.Array:

@@ -521,3 +521,15 @@ def test_negative_index_out_of_range_names_the_index_given(tmp_path):
         np.testing.assert_array_equal(reader[-3], tifffile.imread(path, key=0))
         with pytest.raises(IndexError, match=r"^frame -4 out of range -3\.\.2$"):
             reader[-4]
+
+
+@pytest.mark.parametrize("value", [1.7, "1", None])
+def test_get_plane_refuses_coordinates_that_are_not_integers(tmp_path, value):
+    """get_plane(t=1.7) gave plane 1 (int() truncated it), where numpy refuses such indices."""
+    path = tmp_path / "three.tif"
+    tifffile.imwrite(path, _data((3, 4, 5)), photometric="minisblack")
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(reader.get_plane(t=np.int64(2)),
+                                      tifffile.imread(path, key=2))
+        with pytest.raises(TypeError, match=r"t=.* is not an integer"):
+            reader.get_plane(t=value)
