@@ -599,7 +599,7 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     if unit:
         meta["unit"] = unit
         xres, yres = (_positive(r) for r in page0.resolution)
-        if xres and yres:
+        if xres and yres and 282 in page0.tags:  # (XResolution; absent: tifffile says 1)
             meta.update(pixel_size_x=1 / xres,
                         pixel_size_y=_in_unit(1 / yres, unit_of("yunit") or unit, unit))
     z_unit = unit_of("zunit") or meta["unit"]

@@ -533,3 +533,20 @@ def test_get_plane_refuses_coordinates_that_are_not_integers(tmp_path, value):
                                       tifffile.imread(path, key=2))
         with pytest.raises(TypeError, match=r"t=.* is not an integer"):
             reader.get_plane(t=value)
+
+
+def test_imagej_unit_without_resolution_tags_has_no_pixel_size(tmp_path):
+    """Without XResolution/YResolution tifffile says (1, 1) pixels per inch: no pixel size."""
+    path = tmp_path / "nores.tif"
+    _imagej_calibrated(path, unit="um")
+    raw = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            for code in (282, 283, 296):  # renamed to private tags
+                struct.pack_into(tif.byteorder + "H", raw, page.tags[code].offset, 65000 + code)
+    path.write_bytes(bytes(raw))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej and 282 not in tif.pages[0].tags
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["unit"] == "µm"
