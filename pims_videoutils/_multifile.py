@@ -267,7 +267,8 @@ def _plane_table(
         if (s.shape, s.axes, s.dtype) == (chosen.shape, chosen.axes, chosen.dtype)
     ]
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
-    pages = [page for s in positions for page in s.pages]
+    # tifffile keeps a placeholder for a Micro-Manager image cut off its (truncated) file
+    pages = [None if _lost(page) else page for s in positions for page in s.pages]
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
     dataset_files = sorted(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
@@ -337,6 +338,15 @@ def _plane_table(
         metadata,
         None if times is None else times.reshape(shape),
     )
+
+
+def _lost(page) -> bool:
+    """Tell whether a series page is tifffile's placeholder for an image cut off its file.
+
+    tifffile gives a Micro-Manager image whose IFD and pixels lie beyond the end of a truncated
+    file an IFD offset of 0 and no data ("missing data are zeroed").
+    """
+    return page is not None and page.offset == 0 and not any(page.databytecounts)
 
 
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:
