@@ -26,7 +26,7 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import quoteattr, unescape
 
 import numpy as np
 import tifffile
@@ -48,7 +48,10 @@ _MM_PART = re.compile(
 )
 _OME_START = re.compile(r"<(?:[\w.-]+:)?OME\b[^>]*>")
 _IMAGE_START = re.compile(r"<(?:[\w.-]+:)?Image[\s/>]")
-_UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"[^"]*"|'[^']*')""")
+_UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+#: a ``<UUID FileName="...">urn:uuid:...</UUID>`` element: its attributes and its text
+_UUID_ELEMENT = re.compile(r"<(?:[\w.-]+:)?UUID\b([^>]*)>([^<]*)<")
+_FILE_NAME = re.compile(r"""\sFileName\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,6 +277,8 @@ def _plane_table(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
     )
     complete = all(page is not None for page in pages)  # else missing planes: error or fill
+    if chosen.kind == "ome" and len(files) > 1:
+        _check_uuids(tif.ome_metadata, pages, path)
     if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:
         return None
     codes = chosen.axes
@@ -347,6 +352,36 @@ def _lost(page) -> bool:
     file an IFD offset of 0 and no data ("missing data are zeroed").
     """
     return page is not None and page.offset == 0 and not any(page.databytecounts)
+
+
+def _check_uuids(xml: str, pages, path: str) -> None:
+    """Raise if a file holding planes is not the one the OME-XML names: its own UUID differs.
+
+    tifffile finds the files of a dataset by their ``FileName`` alone: a file of another
+    acquisition under that name (a re-run written over it, a copy) would give its pixels as
+    this dataset's.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    named = {}  # file -> the UUID the OME-XML gives it
+    for attributes, text in _UUID_ELEMENT.findall(xml):
+        name = _FILE_NAME.search(attributes)
+        if name is not None and text.strip():
+            file = os.path.join(folder, unescape(name[1] if name[2] is None else name[2]))
+            named[os.path.normpath(file)] = text.strip()
+    parents = {id(page.parent): page.parent for page in pages if page is not None}
+    for tif in parents.values():
+        file = os.path.normpath(os.path.abspath(tif.filehandle.path))
+        start = _OME_START.search(tif.pages.first.description or "")
+        own = None if start is None else _UUID_ATTRIBUTE.search(start.group())
+        if own is None or file not in named:
+            continue
+        own = own[1] if own[2] is None else own[2]
+        if unescape(own).strip() != named[file]:
+            raise StackReadError(
+                file,
+                f"its OME UUID {own} is not the {named[file]} that the OME-XML of "
+                f"{os.path.basename(path)} gives it: a file of another acquisition?",
+            )
 
 
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:

@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import random
+import re
+import shutil
 import struct
 import threading
 import unittest
@@ -502,11 +504,14 @@ def test_file_deleted_after_opening(numbered):
 # --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
 
 
-def _write_multifile_ome(folder: Path, data: np.ndarray, **kwargs) -> None:
-    """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME."""
+def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs) -> None:
+    """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME.
+
+    ``run`` numbers the acquisition: the files' UUIDs differ from run to run.
+    """
     positions, times, height, width = data.shape
     names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
-    uuids = {key: f"urn:uuid:00000000-0000-0000-0000-{i:012d}" for i, key in enumerate(names)}
+    uuids = {key: f"urn:uuid:00000000-0000-0000-{run:04d}-{i:012d}" for i, key in enumerate(names)}
     half = times // 2
     for key, name in names.items():
         images = []
@@ -613,6 +618,33 @@ def test_multifile_ome_missing_file(multifile_ome):
         reader.iter_axes = "pt"
         np.testing.assert_array_equal(reader[5], data[1, 1])
         assert not reader[6].any()
+
+
+@pytest.mark.parametrize("entry", ["pos0_part0.ome.tif", "pos1_part1.ome.tif", "folder"])
+def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
+    # pos1_part1 overwritten by a re-run of the acquisition: same name, other UUID and pixels
+    data = np.random.default_rng(23).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data)
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_multifile_ome(other, data[::-1], run=1)
+    with tifffile.TiffFile(other / "pos1_part1.ome.tif") as tif:
+        xml = tif.pages.first.description
+    (other / "pos1_part1.ome.tif").replace(tmp_path / "pos1_part1.ome.tif")
+    shutil.rmtree(other)
+    own = re.search(r'<OME [^>]*UUID="([^"]+)"', xml)[1]
+    named = re.search(r'<UUID FileName="pos1_part1.ome.tif">([^<]+)<', xml)[1]
+    assert own == named  # consistent in its own acquisition...
+    with tifffile.TiffFile(tmp_path / "pos0_part0.ome.tif") as tif:
+        xml = tif.pages.first.description
+        assert re.search(r'<UUID FileName="pos1_part1.ome.tif">([^<]+)<', xml)[1] != own
+        # ...but not in this one, where tifffile reads its pixels as those of position 1
+        np.testing.assert_array_equal(tif.series[1].asarray()[2:], data[0, 2:])
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    # opened from the foreign file, the others are the foreign ones
+    culprit = "pos0_part0" if entry == "pos1_part1.ome.tif" else "pos1_part1"
+    with pytest.raises(StackReadError, match=rf"{culprit}\.ome\.tif: its OME UUID .* is not"):
+        TiffSequenceND(source)
 
 
 def test_single_file_ome_with_positions(tmp_path):
