@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import quoteattr, unescape
 
@@ -88,6 +88,9 @@ class PlaneTable:
     timestamps : numpy.ndarray or None
         float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
         where unknown; Micro-Manager's per-image times), or None.
+    unreadable : dict of str to str
+        Files the OME-XML puts planes in that exist but cannot be read (their planes are
+        missing), each with the reason.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
@@ -108,6 +111,7 @@ class PlaneTable:
     offsets: np.ndarray
     metadata: dict[str, Any]
     timestamps: np.ndarray | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
@@ -277,8 +281,18 @@ def _plane_table(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
     )
     complete = all(page is not None for page in pages)  # else missing planes: error or fill
-    if chosen.kind == "ome" and len(files) > 1:
-        _check_uuids(tif.ome_metadata, pages, path)
+    named = _named_files(tif.ome_metadata, path) if chosen.kind == "ome" else {}
+    if len(files) > 1:
+        _check_uuids(named, pages, path)
+    unreadable = {}  # files tifffile skipped: their planes are missing, but they are not others
+    if not complete:
+        held = {os.path.normpath(os.path.abspath(name)) for name in dataset_files}
+        unreadable = {
+            name: reason
+            for name in named.keys() - held
+            if (reason := _why_unreadable(name)) is not None
+        }
+        dataset_files = sorted({*dataset_files, *unreadable})
     if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:
         return None
     codes = chosen.axes
@@ -342,6 +356,7 @@ def _plane_table(
         (data_offsets if mapped else ifd_offsets).reshape(shape),
         metadata,
         None if times is None else times.reshape(shape),
+        unreadable,
     )
 
 
@@ -354,34 +369,61 @@ def _lost(page) -> bool:
     return page is not None and page.offset == 0 and not any(page.databytecounts)
 
 
-def _check_uuids(xml: str, pages, path: str) -> None:
+def _named_files(xml: str, path: str) -> dict[str, str]:
+    """Map each file the OME-XML names (``<UUID FileName=...>``) to the UUID it gives it.
+
+    Files are absolute, normalised paths, relative to the folder of ``path``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    named = {}
+    for attributes, text in _UUID_ELEMENT.findall(xml):
+        name = _FILE_NAME.search(attributes)
+        if name is not None:
+            file = os.path.join(folder, unescape(name[1] if name[2] is None else name[2]))
+            named[os.path.normpath(file)] = _uuid(text)
+    return named
+
+
+def _uuid(text: str) -> str:
+    """Normalise a UUID of the OME-XML for comparison (``urn:uuid:`` prefix and case dropped)."""
+    return unescape(text).strip().lower().removeprefix("urn:uuid:")
+
+
+def _check_uuids(named: dict[str, str], pages, path: str) -> None:
     """Raise if a file holding planes is not the one the OME-XML names: its own UUID differs.
 
     tifffile finds the files of a dataset by their ``FileName`` alone: a file of another
     acquisition under that name (a re-run written over it, a copy) would give its pixels as
-    this dataset's.
+    this dataset's. ``named``: see :func:`_named_files`.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    named = {}  # file -> the UUID the OME-XML gives it
-    for attributes, text in _UUID_ELEMENT.findall(xml):
-        name = _FILE_NAME.search(attributes)
-        if name is not None and text.strip():
-            file = os.path.join(folder, unescape(name[1] if name[2] is None else name[2]))
-            named[os.path.normpath(file)] = text.strip()
     parents = {id(page.parent): page.parent for page in pages if page is not None}
     for tif in parents.values():
         file = os.path.normpath(os.path.abspath(tif.filehandle.path))
         start = _OME_START.search(tif.pages.first.description or "")
         own = None if start is None else _UUID_ATTRIBUTE.search(start.group())
-        if own is None or file not in named:
+        if own is None or not named.get(file):
             continue
         own = own[1] if own[2] is None else own[2]
-        if unescape(own).strip() != named[file]:
+        if _uuid(own) != named[file]:
             raise StackReadError(
                 file,
                 f"its OME UUID {own} is not the {named[file]} that the OME-XML of "
                 f"{os.path.basename(path)} gives it: a file of another acquisition?",
             )
+
+
+def _why_unreadable(file: str) -> str | None:
+    """Tell why tifffile cannot read every IFD of ``file`` (None: it can, or there is no file)."""
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open_tiff(file) as tif:
+            tif.pages.useframes = True
+            for _ in tif.pages:
+                pass
+    except (OSError, *MALFORMED_TIFF_ERRORS) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:

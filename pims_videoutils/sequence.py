@@ -537,10 +537,16 @@ class TiffSequenceND(PlanesND):
         """Set axes, dtype and metadata from a multi-file dataset's plane table."""
         missing = int(np.count_nonzero(table.file_index < 0))
         if missing and fill_missing is None:
+            why = "files missing, or an acquisition stopped early?"
+            if table.unreadable:
+                why = "; ".join(
+                    f"{os.path.basename(name)} cannot be read: {reason}"
+                    for name, reason in sorted(table.unreadable.items())
+                )
             raise StackReadError(
                 label,
-                f"{missing} planes of the dataset are in no file (files missing, or an "
-                "acquisition stopped early?); pass fill_missing= to fill them",
+                f"{missing} planes of the dataset are in no file ({why}); pass fill_missing= "
+                "to fill them",
             )
         self.files = table.files
         self._inner_axes = ()

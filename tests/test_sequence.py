@@ -620,6 +620,25 @@ def test_multifile_ome_missing_file(multifile_ome):
         assert not reader[6].any()
 
 
+@pytest.mark.parametrize("content", [b"", b"not a tiff at all"])
+def test_multifile_ome_unreadable_file_is_named_and_its_planes_filled(multifile_ome, content):
+    folder, data = multifile_ome
+    broken = folder / "pos1_part1.ome.tif"
+    broken.write_bytes(content)
+    with pytest.raises(tifffile.TiffFileError):
+        tifffile.TiffFile(broken)
+    for source in (folder, folder / "pos0_part0.ome.tif"):
+        with pytest.raises(StackReadError, match=r"2 planes .*pos1_part1\.ome\.tif cannot be "
+                           r"read: TiffFileError: not a TIFF file.*fill_missing"):
+            TiffSequenceND(source)
+        with TiffSequenceND(source, fill_missing=0) as reader:
+            assert reader.metadata["missing_files"] == 2
+            reader.iter_axes = "pt"
+            for i in range(6):
+                np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
+            assert not reader[6].any() and not reader[7].any()
+
+
 @pytest.mark.parametrize("entry", ["pos0_part0.ome.tif", "pos1_part1.ome.tif", "folder"])
 def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
     # pos1_part1 overwritten by a re-run of the acquisition: same name, other UUID and pixels
