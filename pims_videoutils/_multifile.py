@@ -262,7 +262,13 @@ def _check_mm_parts(path: str) -> None:
 def _plane_table(
     tif: tifffile.TiffFile, path: str, series: int, companion: str | None = None
 ) -> PlaneTable | None:
-    everything = tif.series
+    try:
+        everything = tif.series
+    except MALFORMED_TIFF_ERRORS as exc:  # tifffile fails on a broken file of the dataset
+        _close_other_files(exc.__traceback__, tif)
+        if tif.ome_metadata:
+            _check_files_readable(_named_files(tif.ome_metadata, path), path)  # name it
+        raise
     if not 0 <= series < len(everything):
         raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
     if everything[series].kind == "ome":
@@ -424,6 +430,29 @@ def _why_unreadable(file: str) -> str | None:
     except (OSError, *MALFORMED_TIFF_ERRORS) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _close_other_files(traceback, tif: tifffile.TiffFile) -> None:
+    """Close the files other than ``tif`` that tifffile had open where it failed.
+
+    tifffile leaves a file of a dataset open when it fails reading its IFDs (until the garbage
+    collector finds it, with a ResourceWarning).
+    """
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            if isinstance(value, tifffile.TiffFile) and value is not tif:
+                value.close()
+        traceback = traceback.tb_next
+
+
+def _check_files_readable(named: dict[str, str], path: str) -> None:
+    """Raise StackReadError naming the first file of the dataset that tifffile cannot read."""
+    for name in sorted(named):
+        reason = _why_unreadable(name)
+        if reason is not None:
+            dataset = os.path.basename(path)
+            raise StackReadError(name, f"cannot read this file of the dataset of {dataset} "
+                                 f"({reason})")
 
 
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import os
@@ -637,6 +638,20 @@ def test_multifile_ome_unreadable_file_is_named_and_its_planes_filled(multifile_
             for i in range(6):
                 np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
             assert not reader[6].any() and not reader[7].any()
+
+
+def test_multifile_ome_truncated_file_is_named(multifile_ome):
+    folder, _ = multifile_ome
+    broken = folder / "pos1_part1.ome.tif"
+    os.truncate(broken, broken.stat().st_size - 100)  # the second IFD, after the pixels, cut
+    with tifffile.TiffFile(broken) as tif, pytest.raises(struct.error):  # its second IFD
+        tif.pages.useframes = True  # (as tifffile reads the files of an OME dataset)
+        list(tif.pages)
+    for source in (folder, folder / "pos0_part0.ome.tif"):
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: cannot read this file "
+                           r"of the dataset of pos0_part0\.ome\.tif \(error: unpack"):
+            TiffSequenceND(source)
+    gc.collect()  # (a file left open would now warn)
 
 
 @pytest.mark.parametrize("entry", ["pos0_part0.ome.tif", "pos1_part1.ome.tif", "folder"])
