@@ -458,8 +458,8 @@ def _check_files_readable(named: dict[str, str], path: str) -> None:
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:
     """Raise if an OME image is missing from tifffile's ``found`` series for want of its files.
 
-    tifffile skips an image whose every plane is in missing files: its position would vanish
-    from the dataset without a word.
+    tifffile skips an image whose every plane is in missing or unreadable files: its position
+    would vanish from the dataset without a word.
     """
     if len(_IMAGE_START.findall(xml)) <= found:  # the usual case, without parsing the XML
         return
@@ -479,6 +479,15 @@ def _check_no_image_lost(xml: str, path: str, found: int) -> None:
             f"({len(missing)} file(s) missing; {len(images) - found} of the dataset's "
             f"{len(images)} images have no file left)",
         )
+    for name in sorted(names):
+        reason = _why_unreadable(os.path.join(folder, name))
+        if reason is not None:
+            raise StackReadError(
+                os.path.join(folder, name),
+                f"cannot read it ({reason}), but the OME-XML of {os.path.basename(path)} puts "
+                f"planes in it ({len(images) - found} of the dataset's {len(images)} images "
+                "have no readable file left)",
+            )
 
 
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:

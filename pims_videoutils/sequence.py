@@ -400,9 +400,12 @@ class TiffSequenceND(PlanesND):
     StackReadError
         File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
         a gap without ``fill_missing``), a file-name axis that is also an axis inside the
-        files, or an unreadable first file; a multi-file dataset with missing files (without
-        ``fill_missing``) or planar RGB pages. A file whose layout differs from the first
-        file's raises when it is first read, naming the file and the difference.
+        files, or an unreadable first file; a multi-file dataset with missing or unreadable
+        files (without ``fill_missing``; with it too for a file of the dataset that tifffile
+        fails on, or an unreadable file holding every plane of an OME image), a file of
+        another acquisition (its OME UUID differs) or planar RGB pages. A file whose layout
+        differs from the first file's raises when it is first read, naming the file and the
+        difference.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.

@@ -157,6 +157,18 @@ def test_ome_position_whose_file_is_missing_is_not_dropped_silently(tmp_path):
             TiffSequenceND(tmp_path, **options)
 
 
+@pytest.mark.parametrize("entry", ["folder", "pos0.ome.tif", "pos2.ome.tif"])
+def test_ome_position_whose_file_is_unreadable_is_not_dropped_silently(tmp_path, entry):
+    _write_ome_positions(tmp_path, [3, 3, 3])
+    (tmp_path / "pos1.ome.tif").write_bytes(b"overwritten")
+    with tifffile.TiffFile(tmp_path / "pos0.ome.tif") as tif:
+        assert len(tif.series) == 2  # tifffile drops position 1: position 2 would take its place
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    for options in ({}, {"fill_missing": 0}):
+        with pytest.raises(StackReadError, match=r"pos1\.ome\.tif: cannot read it .*not a TIFF"):
+            TiffSequenceND(source, **options)
+
+
 # --- closing while other threads read --------------------------------------------------------
 
 
