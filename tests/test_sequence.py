@@ -485,6 +485,39 @@ def test_per_file_display_range_is_read_through_the_template(tmp_path):
         assert reader.open_file_count() == kept + 1
 
 
+def _write_description_last(path: Path, planes: list[np.ndarray], description: str) -> None:
+    """One IFD, then the planes (uint16, contiguous), then the ImageDescription's text."""
+    height, width = planes[0].shape
+    pixels = b"".join(plane.astype("<u2").tobytes() for plane in planes)
+    text = description.encode() + b"\0"
+    pixel_offset = 8 + 2 + 10 * 12 + 4
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, 16), (259, 3, 1, 1),
+               (262, 3, 1, 1), (270, 2, len(text), pixel_offset + len(pixels)),
+               (273, 4, 1, pixel_offset), (277, 3, 1, 1), (278, 3, 1, height),
+               (279, 4, 1, height * width * 2)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHIHH" if kind == 3 else "<HHII", code, kind, count, value,
+                    *((0,) if kind == 3 else ()))
+        for code, kind, count, value in entries) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + pixels + text)
+
+
+def test_file_whose_description_after_the_pixels_differs_is_read_in_full(tmp_path):
+    planes = _planes(15, 4, shape=(4, 5))
+    one = "ImageJ=1.53t\nimages=1\n"
+    _write_description_last(tmp_path / "img1.tif", planes[:1], one)
+    _write_description_last(tmp_path / "img2.tif", planes[1:3], f"{one}slices=2\n".replace(
+        "images=1", "images=2"))
+    _write_description_last(tmp_path / "img3.tif", planes[3:], one)
+    expected = [tifffile.imread(tmp_path / f"img{i}.tif") for i in (1, 2, 3)]
+    assert [e.shape for e in expected] == [(4, 5), (2, 4, 5), (4, 5)]  # img2 is a stack
+    with TiffSequenceND(tmp_path) as reader:
+        np.testing.assert_array_equal(reader[0], expected[0])
+        with pytest.raises(StackReadError, match=r"img2\.tif: its layout differs .* axes"):
+            reader[1]
+        np.testing.assert_array_equal(reader[2], expected[2])
+
+
 def test_truncated_later_file_raises_naming_it(numbered):
     path = numbered / "f5.tif"
     path.write_bytes(path.read_bytes()[:-10])
