@@ -280,8 +280,7 @@ def _plane_table(
         if (s.shape, s.axes, s.dtype) == (chosen.shape, chosen.axes, chosen.dtype)
     ]
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
-    # tifffile keeps a placeholder for a Micro-Manager image cut off its (truncated) file
-    pages = [None if _lost(page) else page for s in positions for page in s.pages]
+    pages = _without_lost_images([page for s in positions for page in s.pages])
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
     dataset_files = sorted(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
@@ -366,13 +365,29 @@ def _plane_table(
     )
 
 
-def _lost(page) -> bool:
-    """Tell whether a series page is tifffile's placeholder for an image cut off its file.
+def _without_lost_images(pages: list) -> list:
+    """Replace the pages of images cut off their files (an acquisition that crashed) by None.
 
     tifffile gives a Micro-Manager image whose IFD and pixels lie beyond the end of a truncated
-    file an IFD offset of 0 and no data ("missing data are zeroed").
+    file an IFD offset of 0 and no data ("missing data are zeroed"); an index (NDTiff) may
+    list images whose pixels lie beyond it.
     """
-    return page is not None and page.offset == 0 and not any(page.databytecounts)
+    sizes: dict[int, int] = {}  # id of a file's TiffFile -> the file's size
+    kept = []
+    for page in pages:
+        if page is not None:
+            offsets, counts = page.dataoffsets, page.databytecounts
+            size = sizes.get(id(page.parent))
+            if size is None:
+                size = sizes[id(page.parent)] = page.parent.filehandle.size
+            if len(offsets) == 1:  # the usual case, without the general expression
+                end = offsets[0] + counts[0]
+            else:
+                end = max(map(int.__add__, offsets, counts), default=0)
+            if end > size or (page.offset == 0 and not any(counts)):
+                page = None
+        kept.append(page)
+    return kept
 
 
 def _named_files(xml: str, path: str) -> dict[str, str]:

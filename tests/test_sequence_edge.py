@@ -97,6 +97,29 @@ def test_ndtiff_acquisition_stopped_early_is_an_error_or_filled(real_data, tmp_p
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
+def test_ndtiff_file_truncated_by_a_crash_is_an_error_or_filled(real_data, tmp_path):
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+    os.truncate(path, path.stat().st_size - 50000)  # the index lists images the file lost
+    with tifffile.TiffFile(path) as tif:
+        series, size = tif.series[0], tif.filehandle.size
+        assert series.shape == (8, 2, 16, 64, 64)
+        beyond = [i for i, page in enumerate(series.pages)
+                  if page.dataoffsets[0] + page.databytecounts[0] > size]
+    assert len(beyond) == 4
+    expected = tifffile.imread(real_data / "ndtiff" / "ndtiff3.2_multichannel" / NDTIFF)
+    expected = expected.reshape(-1, 64, 64)
+    expected[beyond] = 0
+    for source in (tmp_path, path):
+        with pytest.raises(StackReadError, match=r"4 planes .*fill_missing"):
+            TiffSequenceND(source)
+        with TiffSequenceND(source, fill_missing=0) as reader:
+            assert reader.metadata["missing_files"] == 4
+            assert reader.storage == "mapped"
+            reader.iter_axes = "tcz"
+            for i in range(len(reader)):
+                np.testing.assert_array_equal(reader[i], expected[i])
+
+
 def test_ndtiff_index_naming_a_missing_file(real_data, tmp_path):
     _ndtiff_copy(real_data, tmp_path, lambda a: True, rename="renamed.tif")
     with pytest.raises(StackNotFoundError, match=re.escape(NDTIFF)):
