@@ -76,13 +76,34 @@ def position_folders(folder: str) -> list[str]:
     """List the sub-folders of ``folder`` that hold TIFF files: one per position, as paths.
 
     Where some hold a Micro-Manager ``metadata.txt``, only those (an acquisition's positions,
-    not, say, an ``analysis`` folder beside them). Hidden folders are skipped.
+    not, say, an ``analysis`` folder beside them), unless their summary counts more positions:
+    then every folder holding TIFF files if that is their number. Hidden folders are skipped.
+
+    Raises
+    ------
+    StackReadError
+        The summary counts more positions than folders hold a ``metadata.txt``, and the
+        folders holding TIFF files are not that many either.
     """
     with os.scandir(folder or os.curdir) as entries:
         subfolders = [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
     holding = [sub for sub in subfolders if folder_holds_tiff(sub)]
     acquired = [sub for sub in holding if os.path.isfile(os.path.join(sub, _MM_METADATA))]
-    return acquired or holding
+    if not acquired or len(acquired) == len(holding):
+        return holding
+    positions = (_micromanager_summary(acquired[0]) or {}).get("Positions")
+    if not isinstance(positions, int) or positions <= len(acquired):
+        return acquired
+    if len(holding) == positions:  # a position's metadata.txt is missing
+        return holding
+    without = sorted(os.path.basename(sub) for sub in set(holding) - set(acquired))
+    raise StackReadError(
+        folder,
+        f"the Micro-Manager acquisition has {positions} positions (metadata.txt of "
+        f"{os.path.basename(acquired[0])}), but only {len(acquired)} of the "
+        f"{len(holding)} sub-folders holding TIFF files hold a metadata.txt (not "
+        f"{', '.join(without)}); open the position folders one by one",
+    )
 
 
 def micromanager_acquisition(path: str) -> str | None:

@@ -157,6 +157,20 @@ def test_positions_in_natural_order_and_other_folders_ignored(tmp_path):
         assert_every_plane(reader, root, ["Pos1", "Pos2", "Pos10"])
 
 
+def test_position_folder_without_its_metadata_is_not_dropped(acquisition):
+    (acquisition / "Pos1" / "metadata.txt").unlink()  # lost in a copy
+    summary = json.loads((acquisition / "Pos0" / "metadata.txt").read_text())["Summary"]
+    assert summary["Positions"] == 3
+    with TiffSequenceND(acquisition) as reader:
+        assert reader.metadata["file_axes"]["p"] == ["Pos0", "Pos1", "Pos2"]
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+    (acquisition / "analysis").mkdir()  # now which folder is the third position?
+    tifffile.imwrite(acquisition / "analysis" / "img_000000000_DAPI_000.tif",
+                     np.zeros((5, 6), "u2"))
+    with pytest.raises(StackReadError, match=r"3 positions .* only 2 of .*Pos1"):
+        TiffSequenceND(acquisition)
+
+
 def test_micromanager2_names_number_the_positions_themselves(tmp_path):
     root = write_acquisition(tmp_path / "acq", positions=2, version=2)
     with TiffSequenceND(root / "Pos1" / image_name(0, 0, 0, 1, version=2)) as reader:
