@@ -200,6 +200,9 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         raise StackNotFoundError("[]", "the list of files is empty")
     for name in names:
         if not os.path.isfile(name):
+            if os.path.isdir(name):
+                raise StackReadError(
+                    name, "a folder in the list of files; give the folder alone as the source")
             raise StackNotFoundError(name, "no such file")
     return names
 
@@ -421,12 +424,12 @@ class TiffSequenceND(PlanesND):
     StackReadError
         File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
         a gap without ``fill_missing``), a file-name axis that is also an axis inside the
-        files, or an unreadable first file; a multi-file dataset with missing or unreadable
-        files (without ``fill_missing``; with it too for a file of the dataset that tifffile
-        fails on, or an unreadable file holding every plane of an OME image), a file of
-        another acquisition (its OME UUID differs) or planar RGB pages. A file whose layout
-        differs from the first file's raises when it is first read, naming the file and the
-        difference.
+        files, a folder in a list of files, or an unreadable first file; a multi-file dataset
+        with missing or unreadable files (without ``fill_missing``; with it too for a file of
+        the dataset that tifffile fails on, or an unreadable file holding every plane of an
+        OME image), a file of another acquisition (its OME UUID differs) or planar RGB pages.
+        A file whose layout differs from the first file's raises when it is first read,
+        naming the file and the difference.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.

@@ -145,6 +145,12 @@ def test_missing_sources(tmp_path, kind):
         TiffSequenceND(source)
 
 
+def test_folder_in_a_list_of_files_is_named_as_a_folder(numbered):
+    (numbered / "sub").mkdir()
+    with pytest.raises(StackReadError, match=r"sub: a folder in the list of files"):
+        TiffSequenceND([numbered / "f1.tif", numbered / "sub"])
+
+
 @pytest.mark.parametrize(
     "pattern",
     ["*.tif", "*1.tif", ".*.tif", "[ab]1.*", "*", "?1.TIF", "sub*/*.tif", "absent/*.tif"],
