@@ -171,7 +171,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
     A folder without TIFF files gives those of its position sub-folders
     (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
-    and one image of a Micro-Manager acquisition its acquisition
+    and one image of a Micro-Manager acquisition the images of its acquisition
     (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
@@ -188,7 +188,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
         if os.path.isfile(text):  # one file, even if its name holds glob characters
             acquisition = micromanager_acquisition(text)
-            return [text] if acquisition is None else _list_files(acquisition)
+            return [text] if acquisition is None else _acquisition_images(text, acquisition)
         if _GLOB_CHARS.search(text):
             names = glob_files(text)
             if not names:
@@ -205,6 +205,21 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                     name, "a folder in the list of files; give the folder alone as the source")
             raise StackNotFoundError(name, "no such file")
     return names
+
+
+def _acquisition_images(image: str, acquisition: str) -> list[str]:
+    """List the Micro-Manager images of the acquisition ``image`` is one of.
+
+    Those of its folder, or of every position folder (:func:`position_folders`) when the
+    acquisition is their parent; other TIFF files beside them (a projection, say) are not
+    images of the acquisition.
+    """
+    folder = os.path.dirname(image) or os.curdir
+    folders = [folder] if acquisition == folder else position_folders(acquisition)
+    return [
+        name for where in folders for name in _tiff_files(where)
+        if is_micromanager_image_name(name)
+    ]
 
 
 def _tiff_files(folder: str) -> list[str]:
