@@ -37,7 +37,7 @@ from ._layout import file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
-__all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
+__all__ = ["DatasetFile", "PlaneTable", "companion_file", "files_named_by", "find_dataset"]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
@@ -198,6 +198,23 @@ def companion_file(description: str, path: str) -> str | None:
             folder = os.path.dirname(os.path.abspath(path))
             return os.path.join(folder, element.attrib["MetadataFile"])
     return None
+
+
+def files_named_by(companion: str) -> list[str]:
+    """List the existing files whose planes an OME companion file (``.companion.ome``) describes.
+
+    Raises
+    ------
+    StackReadError
+        The file is not OME-XML with images.
+    StackNotFoundError
+        None of the files it names exists.
+    """
+    xml = _companion_xml(companion, companion)
+    named = sorted(name for name in _named_files(xml, companion) if os.path.isfile(name))
+    if not named:
+        raise StackNotFoundError(companion, "none of the TIFF files its OME-XML names exists")
+    return named
 
 
 def _companion_xml(companion: str, path: str) -> str:

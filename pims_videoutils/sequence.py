@@ -36,7 +36,7 @@ from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
 from ._layout import micromanager_summary_metadata, pims_axes
-from ._multifile import DatasetFile, PlaneTable, find_dataset
+from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
@@ -46,6 +46,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
 _NDTIFF_INDEX = "NDTiff.index"
+_OME_COMPANION = ".companion.ome"
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
 #: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
@@ -171,8 +172,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
     A folder without TIFF files gives those of its position sub-folders
     (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
-    and one image of a Micro-Manager acquisition the images of its acquisition
-    (:func:`micromanager_acquisition`).
+    an OME ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
+    acquisition the images of its acquisition (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
@@ -186,6 +187,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             return names
         if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
             return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
+        if text.lower().endswith(_OME_COMPANION) and os.path.isfile(text):
+            return files_named_by(text)
         if os.path.isfile(text):  # one file, even if its name holds glob characters
             acquisition = micromanager_acquisition(text)
             return [text] if acquisition is None else _acquisition_images(text, acquisition)
@@ -391,9 +394,10 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``), opens it. So does any one image of a Micro-Manager "separate image
-        files" acquisition (an image name with ``metadata.txt`` beside it): its folder, or
-        all its position folders when the ``metadata.txt`` counts several positions.
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it. So does any one image
+        of a Micro-Manager "separate image files" acquisition (an image name with
+        ``metadata.txt`` beside it): its folder, or all its position folders when the
+        ``metadata.txt`` counts several positions.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -470,7 +474,7 @@ class TiffSequenceND(PlanesND):
     @classmethod
     def class_exts(cls) -> set[str]:
         """File extensions this reader claims from ``pims.open``."""
-        return {"tif", "tiff", "ome.tif", "ome.tiff"}
+        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome"}  # "ome": a .companion.ome file
 
     def __init__(
         self,
