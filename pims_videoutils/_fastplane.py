@@ -26,7 +26,8 @@ class PlaneTemplate:
     """Read single-plane files that share the first file's structure with one ``preadv`` each.
 
     Built from the first file when it holds one uncompressed, contiguous plane in one IFD
-    placed before the pixels (the usual one-file-per-frame sequence). Each read fetches the
+    placed, with its description and the values of its layout tags, before the pixels (the
+    usual one-file-per-frame sequence). Each read fetches the
     bytes before the pixels and the pixels together. A file whose bytes before the pixels are
     those of the first file is thereby verified; otherwise it is checked, byte for byte, that the
     file has the first file's header, IFD position, tag list, layout-defining tags (size,
@@ -57,6 +58,8 @@ class PlaneTemplate:
         for tag in page.tags:
             ranges.append((tag.offset, tag.offset + 2))
             if tag.code == 270:
+                if tag.valueoffset + tag.valuebytecount > self.head:  # (it may set the shape)
+                    raise ValueError("the first file's description does not lie before its pixels")
                 self._description = tag.offset
             if tag.code == 273 and tag.count == 1:
                 ranges.append((tag.offset, tag.offset + 4 + pointer))

@@ -318,10 +318,14 @@ def _by_numbers(stems: Sequence[str]) -> tuple[dict[str, list], str]:
         raise FileNameError(f"file name {stems[0]!r} names an axis twice; give pattern=")
     varying = [i for i, column in enumerate(numbers) if len(set(column)) > 1]
     unnamed = [i for i in varying if labels[i] is None]
-    if len(unnamed) > 1 or (unnamed and "t" in used):
+    if len(unnamed) == 1 and "t" in used and labels.index("t") not in varying:
+        labels[labels.index("t")] = None  # the same t in every file (exp_t1_001): ignored
+    elif len(unnamed) > 1 or (unnamed and "t" in used):
+        what = "several varying numbers" if len(unnamed) > 1 else "a varying number"
         raise FileNameError(
-            f"file names such as {stems[0]!r} hold several varying numbers without an axis "
-            "key; give pattern= with named groups t, z, c, p"
+            f"file names such as {stems[0]!r} hold {what} without an axis key"
+            f"{'' if len(unnamed) > 1 else ' besides the t numbers'}; give pattern= with "
+            "named groups t, z, c, p"
         )
     if unnamed:
         labels[unnamed[0]] = "t"

@@ -24,9 +24,9 @@ import os
 import re
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import quoteattr, unescape
 
 import numpy as np
 import tifffile
@@ -37,7 +37,7 @@ from ._layout import file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
-__all__ = ["DatasetFile", "PlaneTable", "companion_file", "find_dataset"]
+__all__ = ["DatasetFile", "PlaneTable", "companion_file", "files_named_by", "find_dataset"]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
@@ -48,7 +48,10 @@ _MM_PART = re.compile(
 )
 _OME_START = re.compile(r"<(?:[\w.-]+:)?OME\b[^>]*>")
 _IMAGE_START = re.compile(r"<(?:[\w.-]+:)?Image[\s/>]")
-_UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"[^"]*"|'[^']*')""")
+_UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+#: a ``<UUID FileName="...">urn:uuid:...</UUID>`` element: its attributes and its text
+_UUID_ELEMENT = re.compile(r"<(?:[\w.-]+:)?UUID\b([^>]*)>([^<]*)<")
+_FILE_NAME = re.compile(r"""\sFileName\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +88,9 @@ class PlaneTable:
     timestamps : numpy.ndarray or None
         float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
         where unknown; Micro-Manager's per-image times), or None.
+    unreadable : dict of str to str
+        Files the OME-XML puts planes in that exist but cannot be read (their planes are
+        missing), each with the reason.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
@@ -105,6 +111,7 @@ class PlaneTable:
     offsets: np.ndarray
     metadata: dict[str, Any]
     timestamps: np.ndarray | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
@@ -193,6 +200,23 @@ def companion_file(description: str, path: str) -> str | None:
     return None
 
 
+def files_named_by(companion: str) -> list[str]:
+    """List the existing files whose planes an OME companion file (``.companion.ome``) describes.
+
+    Raises
+    ------
+    StackReadError
+        The file is not OME-XML with images.
+    StackNotFoundError
+        None of the files it names exists.
+    """
+    xml = _companion_xml(companion, companion)
+    named = sorted(name for name in _named_files(xml, companion) if os.path.isfile(name))
+    if not named:
+        raise StackNotFoundError(companion, "none of the TIFF files its OME-XML names exists")
+    return named
+
+
 def _companion_xml(companion: str, path: str) -> str:
     """Read the OME-XML of a BinaryOnly dataset from its companion file or master OME-TIFF."""
     name = os.path.basename(path)
@@ -255,7 +279,13 @@ def _check_mm_parts(path: str) -> None:
 def _plane_table(
     tif: tifffile.TiffFile, path: str, series: int, companion: str | None = None
 ) -> PlaneTable | None:
-    everything = tif.series
+    try:
+        everything = tif.series
+    except MALFORMED_TIFF_ERRORS as exc:  # tifffile fails on a broken file of the dataset
+        _close_other_files(exc.__traceback__, tif)
+        if tif.ome_metadata:
+            _check_files_readable(_named_files(tif.ome_metadata, path), path)  # name it
+        raise
     if not 0 <= series < len(everything):
         raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
     if everything[series].kind == "ome":
@@ -267,12 +297,24 @@ def _plane_table(
         if (s.shape, s.axes, s.dtype) == (chosen.shape, chosen.axes, chosen.dtype)
     ]
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
-    pages = [page for s in positions for page in s.pages]
+    pages = _without_lost_images([page for s in positions for page in s.pages])
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
     dataset_files = sorted(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
     )
     complete = all(page is not None for page in pages)  # else missing planes: error or fill
+    named = _named_files(tif.ome_metadata, path) if chosen.kind == "ome" else {}
+    if len(files) > 1:
+        _check_uuids(named, pages, path)
+    unreadable = {}  # files tifffile skipped: their planes are missing, but they are not others
+    if not complete:
+        held = {os.path.normpath(os.path.abspath(name)) for name in dataset_files}
+        unreadable = {
+            name: reason
+            for name in named.keys() - held
+            if (reason := _why_unreadable(name)) is not None
+        }
+        dataset_files = sorted({*dataset_files, *unreadable})
     if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:
         return None
     codes = chosen.axes
@@ -336,14 +378,120 @@ def _plane_table(
         (data_offsets if mapped else ifd_offsets).reshape(shape),
         metadata,
         None if times is None else times.reshape(shape),
+        unreadable,
     )
+
+
+def _without_lost_images(pages: list) -> list:
+    """Replace the pages of images cut off their files (an acquisition that crashed) by None.
+
+    tifffile gives a Micro-Manager image whose IFD and pixels lie beyond the end of a truncated
+    file an IFD offset of 0 and no data ("missing data are zeroed"); an index (NDTiff) may
+    list images whose pixels lie beyond it.
+    """
+    sizes: dict[int, int] = {}  # id of a file's TiffFile -> the file's size
+    kept = []
+    for page in pages:
+        if page is not None:
+            offsets, counts = page.dataoffsets, page.databytecounts
+            size = sizes.get(id(page.parent))
+            if size is None:
+                size = sizes[id(page.parent)] = page.parent.filehandle.size
+            if len(offsets) == 1:  # the usual case, without the general expression
+                end = offsets[0] + counts[0]
+            else:
+                end = max(map(int.__add__, offsets, counts), default=0)
+            if end > size or (page.offset == 0 and not any(counts)):
+                page = None
+        kept.append(page)
+    return kept
+
+
+def _named_files(xml: str, path: str) -> dict[str, str]:
+    """Map each file the OME-XML names (``<UUID FileName=...>``) to the UUID it gives it.
+
+    Files are absolute, normalised paths, relative to the folder of ``path``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    named = {}
+    for attributes, text in _UUID_ELEMENT.findall(xml):
+        name = _FILE_NAME.search(attributes)
+        if name is not None:
+            file = os.path.join(folder, unescape(name[1] if name[2] is None else name[2]))
+            named[os.path.normpath(file)] = _uuid(text)
+    return named
+
+
+def _uuid(text: str) -> str:
+    """Normalise a UUID of the OME-XML for comparison (``urn:uuid:`` prefix and case dropped)."""
+    return unescape(text).strip().lower().removeprefix("urn:uuid:")
+
+
+def _check_uuids(named: dict[str, str], pages, path: str) -> None:
+    """Raise if a file holding planes is not the one the OME-XML names: its own UUID differs.
+
+    tifffile finds the files of a dataset by their ``FileName`` alone: a file of another
+    acquisition under that name (a re-run written over it, a copy) would give its pixels as
+    this dataset's. ``named``: see :func:`_named_files`.
+    """
+    parents = {id(page.parent): page.parent for page in pages if page is not None}
+    for tif in parents.values():
+        file = os.path.normpath(os.path.abspath(tif.filehandle.path))
+        start = _OME_START.search(tif.pages.first.description or "")
+        own = None if start is None else _UUID_ATTRIBUTE.search(start.group())
+        if own is None or not named.get(file):
+            continue
+        own = own[1] if own[2] is None else own[2]
+        if _uuid(own) != named[file]:
+            raise StackReadError(
+                file,
+                f"its OME UUID {own} is not the {named[file]} that the OME-XML of "
+                f"{os.path.basename(path)} gives it: a file of another acquisition?",
+            )
+
+
+def _why_unreadable(file: str) -> str | None:
+    """Tell why tifffile cannot read every IFD of ``file`` (None: it can, or there is no file)."""
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open_tiff(file) as tif:
+            tif.pages.useframes = True
+            for _ in tif.pages:
+                pass
+    except (OSError, *MALFORMED_TIFF_ERRORS) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _close_other_files(traceback, tif: tifffile.TiffFile) -> None:
+    """Close the files other than ``tif`` that tifffile had open where it failed.
+
+    tifffile leaves a file of a dataset open when it fails reading its IFDs (until the garbage
+    collector finds it, with a ResourceWarning).
+    """
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            if isinstance(value, tifffile.TiffFile) and value is not tif:
+                value.close()
+        traceback = traceback.tb_next
+
+
+def _check_files_readable(named: dict[str, str], path: str) -> None:
+    """Raise StackReadError naming the first file of the dataset that tifffile cannot read."""
+    for name in sorted(named):
+        reason = _why_unreadable(name)
+        if reason is not None:
+            dataset = os.path.basename(path)
+            raise StackReadError(name, f"cannot read this file of the dataset of {dataset} "
+                                 f"({reason})")
 
 
 def _check_no_image_lost(xml: str, path: str, found: int) -> None:
     """Raise if an OME image is missing from tifffile's ``found`` series for want of its files.
 
-    tifffile skips an image whose every plane is in missing files: its position would vanish
-    from the dataset without a word.
+    tifffile skips an image whose every plane is in missing or unreadable files: its position
+    would vanish from the dataset without a word.
     """
     if len(_IMAGE_START.findall(xml)) <= found:  # the usual case, without parsing the XML
         return
@@ -363,6 +511,15 @@ def _check_no_image_lost(xml: str, path: str, found: int) -> None:
             f"({len(missing)} file(s) missing; {len(images) - found} of the dataset's "
             f"{len(images)} images have no file left)",
         )
+    for name in sorted(names):
+        reason = _why_unreadable(os.path.join(folder, name))
+        if reason is not None:
+            raise StackReadError(
+                os.path.join(folder, name),
+                f"cannot read it ({reason}), but the OME-XML of {os.path.basename(path)} puts "
+                f"planes in it ({len(images) - found} of the dataset's {len(images)} images "
+                "have no readable file left)",
+            )
 
 
 def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
 from ._layout import micromanager_summary_metadata, pims_axes
-from ._multifile import DatasetFile, PlaneTable, find_dataset
+from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
@@ -46,6 +46,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
 _NDTIFF_INDEX = "NDTiff.index"
+_OME_COMPANION = ".companion.ome"
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
 #: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
@@ -76,13 +77,34 @@ def position_folders(folder: str) -> list[str]:
     """List the sub-folders of ``folder`` that hold TIFF files: one per position, as paths.
 
     Where some hold a Micro-Manager ``metadata.txt``, only those (an acquisition's positions,
-    not, say, an ``analysis`` folder beside them). Hidden folders are skipped.
+    not, say, an ``analysis`` folder beside them), unless their summary counts more positions:
+    then every folder holding TIFF files if that is their number. Hidden folders are skipped.
+
+    Raises
+    ------
+    StackReadError
+        The summary counts more positions than folders hold a ``metadata.txt``, and the
+        folders holding TIFF files are not that many either.
     """
     with os.scandir(folder or os.curdir) as entries:
         subfolders = [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
     holding = [sub for sub in subfolders if folder_holds_tiff(sub)]
     acquired = [sub for sub in holding if os.path.isfile(os.path.join(sub, _MM_METADATA))]
-    return acquired or holding
+    if not acquired or len(acquired) == len(holding):
+        return holding
+    positions = (_micromanager_summary(acquired[0]) or {}).get("Positions")
+    if not isinstance(positions, int) or positions <= len(acquired):
+        return acquired
+    if len(holding) == positions:  # a position's metadata.txt is missing
+        return holding
+    without = sorted(os.path.basename(sub) for sub in set(holding) - set(acquired))
+    raise StackReadError(
+        folder,
+        f"the Micro-Manager acquisition has {positions} positions (metadata.txt of "
+        f"{os.path.basename(acquired[0])}), but only {len(acquired)} of the "
+        f"{len(holding)} sub-folders holding TIFF files hold a metadata.txt (not "
+        f"{', '.join(without)}); open the position folders one by one",
+    )
 
 
 def micromanager_acquisition(path: str) -> str | None:
@@ -150,8 +172,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
     A folder without TIFF files gives those of its position sub-folders
     (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
-    and one image of a Micro-Manager acquisition its acquisition
-    (:func:`micromanager_acquisition`).
+    an OME ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
+    acquisition the images of its acquisition (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
@@ -165,9 +187,11 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             return names
         if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
             return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
+        if text.lower().endswith(_OME_COMPANION) and os.path.isfile(text):
+            return files_named_by(text)
         if os.path.isfile(text):  # one file, even if its name holds glob characters
             acquisition = micromanager_acquisition(text)
-            return [text] if acquisition is None else _list_files(acquisition)
+            return [text] if acquisition is None else _acquisition_images(text, acquisition)
         if _GLOB_CHARS.search(text):
             names = glob_files(text)
             if not names:
@@ -179,8 +203,26 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         raise StackNotFoundError("[]", "the list of files is empty")
     for name in names:
         if not os.path.isfile(name):
+            if os.path.isdir(name):
+                raise StackReadError(
+                    name, "a folder in the list of files; give the folder alone as the source")
             raise StackNotFoundError(name, "no such file")
     return names
+
+
+def _acquisition_images(image: str, acquisition: str) -> list[str]:
+    """List the Micro-Manager images of the acquisition ``image`` is one of.
+
+    Those of its folder, or of every position folder (:func:`position_folders`) when the
+    acquisition is their parent; other TIFF files beside them (a projection, say) are not
+    images of the acquisition.
+    """
+    folder = os.path.dirname(image) or os.curdir
+    folders = [folder] if acquisition == folder else position_folders(acquisition)
+    return [
+        name for where in folders for name in _tiff_files(where)
+        if is_micromanager_image_name(name)
+    ]
 
 
 def _tiff_files(folder: str) -> list[str]:
@@ -352,9 +394,10 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``), opens it. So does any one image of a Micro-Manager "separate image
-        files" acquisition (an image name with ``metadata.txt`` beside it): its folder, or
-        all its position folders when the ``metadata.txt`` counts several positions.
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it. So does any one image
+        of a Micro-Manager "separate image files" acquisition (an image name with
+        ``metadata.txt`` beside it): its folder, or all its position folders when the
+        ``metadata.txt`` counts several positions.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -400,9 +443,12 @@ class TiffSequenceND(PlanesND):
     StackReadError
         File names that cannot be arranged (different patterns, ambiguous numbers, duplicates,
         a gap without ``fill_missing``), a file-name axis that is also an axis inside the
-        files, or an unreadable first file; a multi-file dataset with missing files (without
-        ``fill_missing``) or planar RGB pages. A file whose layout differs from the first
-        file's raises when it is first read, naming the file and the difference.
+        files, a folder in a list of files, or an unreadable first file; a multi-file dataset
+        with missing or unreadable files (without ``fill_missing``; with it too for a file of
+        the dataset that tifffile fails on, or an unreadable file holding every plane of an
+        OME image), a file of another acquisition (its OME UUID differs) or planar RGB pages.
+        A file whose layout differs from the first file's raises when it is first read,
+        naming the file and the difference.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.
@@ -428,7 +474,7 @@ class TiffSequenceND(PlanesND):
     @classmethod
     def class_exts(cls) -> set[str]:
         """File extensions this reader claims from ``pims.open``."""
-        return {"tif", "tiff", "ome.tif", "ome.tiff"}
+        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome"}  # "ome": a .companion.ome file
 
     def __init__(
         self,
@@ -537,10 +583,16 @@ class TiffSequenceND(PlanesND):
         """Set axes, dtype and metadata from a multi-file dataset's plane table."""
         missing = int(np.count_nonzero(table.file_index < 0))
         if missing and fill_missing is None:
+            why = "files missing, or an acquisition stopped early?"
+            if table.unreadable:
+                why = "; ".join(
+                    f"{os.path.basename(name)} cannot be read: {reason}"
+                    for name, reason in sorted(table.unreadable.items())
+                )
             raise StackReadError(
                 label,
-                f"{missing} planes of the dataset are in no file (files missing, or an "
-                "acquisition stopped early?); pass fill_missing= to fill them",
+                f"{missing} planes of the dataset are in no file ({why}); pass fill_missing= "
+                "to fill them",
             )
         self.files = table.files
         self._inner_axes = ()

@@ -168,7 +168,7 @@ def test_sparse_numbers_refuse_to_fill():
         (["a1.tif", "b1.tif"], "different patterns"),
         (["t1.tif", "t01.tif"], "same coordinates"),
         (["x1_2.tif", "x2_3.tif"], "several varying numbers"),
-        (["a_t1_5.tif", "a_t2_6.tif"], "several varying numbers"),
+        (["a_t1_5.tif", "a_t2_6.tif"], "a varying number without an axis key besides the t"),
         (["a_t1_t2.tif", "a_t2_t3.tif"], "names an axis twice"),
     ],
     ids=["empty", "templates", "duplicates", "two-unnamed", "unnamed-and-t", "axis-twice"],
@@ -176,6 +176,15 @@ def test_sparse_numbers_refuse_to_fill():
 def test_ambiguous_names(names, message):
     with pytest.raises(FileNameError, match=message):
         arrange_files(names)
+
+
+def test_the_same_t_in_every_name_is_ignored_like_other_constant_numbers():
+    # "cells_t1_001.tif"...: t1 (a condition, the same everywhere) does not number the files
+    names = [f"cells_t1_{i:03d}.tif" for i in (3, 1, 2)]
+    grid = arrange_files(names)
+    assert grid.axes == ("t",)
+    assert grid.values == {"t": (1, 2, 3)}
+    assert grid.files == tuple(natural_sorted(names))
 
 
 def test_single_file_has_no_file_axes():

@@ -345,6 +345,31 @@ def test_missing_last_file_of_a_single_position(tmp_path):
                 np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c), plane)
 
 
+def test_truncated_last_file_of_an_acquisition_has_missing_planes(dataset):
+    folder, files, data = dataset
+    # an acquisition that crashed while writing: its last file lost its last images (tifffile
+    # keeps them in the series as placeholders at offset 0, "missing data are zeroed")
+    os.truncate(files[3], files[3].stat().st_size - 1200)
+    with tifffile.TiffFile(files[0]) as tif:
+        series = tif.series[0]
+        assert series.axes[:4] == "TRZC"
+        lost = {np.unravel_index(i, series.shape[:4]) for i, page in enumerate(series.pages)
+                if page is not None and not page.offset}
+    assert len(lost) == 2
+    for source in (files[0], folder):
+        with pytest.raises(StackReadError, match=r"2 planes.*in no file.*fill_missing"):
+            TiffSequenceND(source)
+    with TiffSequenceND(folder, fill_missing=7) as reader:
+        assert reader.metadata["missing_files"] == 2
+        assert reader.storage == "mapped"
+        for t, p, z, c in np.ndindex(3, 2, 2, 2):
+            plane = reader.get_plane(p=p, t=t, z=z, c=c)
+            if (t, p, z, c) in lost:
+                assert (plane == 7).all()
+            else:
+                np.testing.assert_array_equal(plane, data[p, t, z, c])
+
+
 # --- resources -------------------------------------------------------------------------------
 
 

@@ -98,6 +98,25 @@ def test_any_one_image_opens_the_whole_acquisition(acquisition, opener):
         assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
 
 
+@pytest.mark.parametrize("positions", [1, 3])
+def test_one_image_opens_its_acquisition_not_other_tiffs_beside_it(tmp_path, positions):
+    root = write_acquisition(tmp_path / "acq", positions=positions)
+    labels = [f"Pos{p}" for p in range(positions)] if positions > 1 else [None]
+    # results saved in the acquisition folder: a projection, an analysis folder
+    tifffile.imwrite(root / "MAX_projection.tif", np.zeros((5, 6), "u2"))
+    (root / "analysis").mkdir()
+    tifffile.imwrite(root / "analysis" / "mask.tif", np.zeros((5, 6), "u2"))
+    folder = root / labels[-1] if labels[-1] else root
+    image = folder / image_name(1, 0, 1, positions - 1, version=1)
+    with pims.open(str(image)) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        for p, label in enumerate(labels):
+            for t, z, c in np.ndindex(3, 2, 2):
+                coords = {"t": t, "z": z, "c": c} | ({"p": p} if positions > 1 else {})
+                np.testing.assert_array_equal(reader.get_plane(**coords),
+                                              expected_plane(root, label, t, z, c, p))
+
+
 def test_acquisition_metadata_from_its_summary(acquisition, tmp_path):
     with TiffSequenceND(acquisition) as reader:
         meta = reader.metadata
@@ -155,6 +174,20 @@ def test_positions_in_natural_order_and_other_folders_ignored(tmp_path):
     with TiffSequenceND(root) as reader:
         assert reader.metadata["file_axes"]["p"] == ["Pos1", "Pos2", "Pos10"]
         assert_every_plane(reader, root, ["Pos1", "Pos2", "Pos10"])
+
+
+def test_position_folder_without_its_metadata_is_not_dropped(acquisition):
+    (acquisition / "Pos1" / "metadata.txt").unlink()  # lost in a copy
+    summary = json.loads((acquisition / "Pos0" / "metadata.txt").read_text())["Summary"]
+    assert summary["Positions"] == 3
+    with TiffSequenceND(acquisition) as reader:
+        assert reader.metadata["file_axes"]["p"] == ["Pos0", "Pos1", "Pos2"]
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+    (acquisition / "analysis").mkdir()  # now which folder is the third position?
+    tifffile.imwrite(acquisition / "analysis" / "img_000000000_DAPI_000.tif",
+                     np.zeros((5, 6), "u2"))
+    with pytest.raises(StackReadError, match=r"3 positions .* only 2 of .*Pos1"):
+        TiffSequenceND(acquisition)
 
 
 def test_micromanager2_names_number_the_positions_themselves(tmp_path):

@@ -133,6 +133,22 @@ def test_any_tiff_or_the_folder_opens_the_whole_dataset(companion_dataset, entry
         _check_whole_dataset(reader, folder, folder / COMPANION)
 
 
+@pytest.mark.parametrize("opener", [TiffSequenceND, pims.open, pims_videoutils.open])
+def test_the_companion_file_opens_the_whole_dataset(companion_dataset, opener):
+    folder, _, _ = companion_dataset  # (as Bio-Formats users open such a dataset)
+    tifffile.imwrite(folder / "unrelated.tif", np.zeros((6, 8), np.uint16))
+    with opener(str(folder / COMPANION)) as reader:
+        _check_whole_dataset(reader, folder, folder / COMPANION)
+
+
+def test_companion_file_naming_no_existing_file(companion_dataset):
+    folder, _, _ = companion_dataset
+    for path in folder.glob("*.ome.tif"):
+        path.unlink()
+    with pytest.raises(StackNotFoundError, match=r"companion\.ome: none of the TIFF files"):
+        TiffSequenceND(folder / COMPANION)
+
+
 @pytest.mark.parametrize(
     "options", [{"compression": "zlib"}, {"tile": (16, 16)}], ids=["zlib", "tiled"]
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import os
 import pickle
 import random
+import re
+import shutil
 import struct
 import threading
 import unittest
@@ -140,6 +143,12 @@ def test_missing_sources(tmp_path, kind):
         TiffSequenceND(source)
     with pytest.raises(FileNotFoundError):
         TiffSequenceND(source)
+
+
+def test_folder_in_a_list_of_files_is_named_as_a_folder(numbered):
+    (numbered / "sub").mkdir()
+    with pytest.raises(StackReadError, match=r"sub: a folder in the list of files"):
+        TiffSequenceND([numbered / "f1.tif", numbered / "sub"])
 
 
 @pytest.mark.parametrize(
@@ -482,6 +491,39 @@ def test_per_file_display_range_is_read_through_the_template(tmp_path):
         assert reader.open_file_count() == kept + 1
 
 
+def _write_description_last(path: Path, planes: list[np.ndarray], description: str) -> None:
+    """One IFD, then the planes (uint16, contiguous), then the ImageDescription's text."""
+    height, width = planes[0].shape
+    pixels = b"".join(plane.astype("<u2").tobytes() for plane in planes)
+    text = description.encode() + b"\0"
+    pixel_offset = 8 + 2 + 10 * 12 + 4
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, 16), (259, 3, 1, 1),
+               (262, 3, 1, 1), (270, 2, len(text), pixel_offset + len(pixels)),
+               (273, 4, 1, pixel_offset), (277, 3, 1, 1), (278, 3, 1, height),
+               (279, 4, 1, height * width * 2)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHIHH" if kind == 3 else "<HHII", code, kind, count, value,
+                    *((0,) if kind == 3 else ()))
+        for code, kind, count, value in entries) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + pixels + text)
+
+
+def test_file_whose_description_after_the_pixels_differs_is_read_in_full(tmp_path):
+    planes = _planes(15, 4, shape=(4, 5))
+    one = "ImageJ=1.53t\nimages=1\n"
+    _write_description_last(tmp_path / "img1.tif", planes[:1], one)
+    _write_description_last(tmp_path / "img2.tif", planes[1:3], f"{one}slices=2\n".replace(
+        "images=1", "images=2"))
+    _write_description_last(tmp_path / "img3.tif", planes[3:], one)
+    expected = [tifffile.imread(tmp_path / f"img{i}.tif") for i in (1, 2, 3)]
+    assert [e.shape for e in expected] == [(4, 5), (2, 4, 5), (4, 5)]  # img2 is a stack
+    with TiffSequenceND(tmp_path) as reader:
+        np.testing.assert_array_equal(reader[0], expected[0])
+        with pytest.raises(StackReadError, match=r"img2\.tif: its layout differs .* axes"):
+            reader[1]
+        np.testing.assert_array_equal(reader[2], expected[2])
+
+
 def test_truncated_later_file_raises_naming_it(numbered):
     path = numbered / "f5.tif"
     path.write_bytes(path.read_bytes()[:-10])
@@ -502,11 +544,14 @@ def test_file_deleted_after_opening(numbered):
 # --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
 
 
-def _write_multifile_ome(folder: Path, data: np.ndarray, **kwargs) -> None:
-    """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME."""
+def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs) -> None:
+    """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME.
+
+    ``run`` numbers the acquisition: the files' UUIDs differ from run to run.
+    """
     positions, times, height, width = data.shape
     names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
-    uuids = {key: f"urn:uuid:00000000-0000-0000-0000-{i:012d}" for i, key in enumerate(names)}
+    uuids = {key: f"urn:uuid:00000000-0000-0000-{run:04d}-{i:012d}" for i, key in enumerate(names)}
     half = times // 2
     for key, name in names.items():
         images = []
@@ -613,6 +658,66 @@ def test_multifile_ome_missing_file(multifile_ome):
         reader.iter_axes = "pt"
         np.testing.assert_array_equal(reader[5], data[1, 1])
         assert not reader[6].any()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a tiff at all"])
+def test_multifile_ome_unreadable_file_is_named_and_its_planes_filled(multifile_ome, content):
+    folder, data = multifile_ome
+    broken = folder / "pos1_part1.ome.tif"
+    broken.write_bytes(content)
+    with pytest.raises(tifffile.TiffFileError):
+        tifffile.TiffFile(broken)
+    for source in (folder, folder / "pos0_part0.ome.tif"):
+        with pytest.raises(StackReadError, match=r"2 planes .*pos1_part1\.ome\.tif cannot be "
+                           r"read: TiffFileError: not a TIFF file.*fill_missing"):
+            TiffSequenceND(source)
+        with TiffSequenceND(source, fill_missing=0) as reader:
+            assert reader.metadata["missing_files"] == 2
+            reader.iter_axes = "pt"
+            for i in range(6):
+                np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
+            assert not reader[6].any() and not reader[7].any()
+
+
+def test_multifile_ome_truncated_file_is_named(multifile_ome):
+    folder, _ = multifile_ome
+    broken = folder / "pos1_part1.ome.tif"
+    os.truncate(broken, broken.stat().st_size - 100)  # the second IFD, after the pixels, cut
+    with tifffile.TiffFile(broken) as tif, pytest.raises(struct.error):  # its second IFD
+        tif.pages.useframes = True  # (as tifffile reads the files of an OME dataset)
+        list(tif.pages)
+    for source in (folder, folder / "pos0_part0.ome.tif"):
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: cannot read this file "
+                           r"of the dataset of pos0_part0\.ome\.tif \(error: unpack"):
+            TiffSequenceND(source)
+    gc.collect()  # (a file left open would now warn)
+
+
+@pytest.mark.parametrize("entry", ["pos0_part0.ome.tif", "pos1_part1.ome.tif", "folder"])
+def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
+    # pos1_part1 overwritten by a re-run of the acquisition: same name, other UUID and pixels
+    data = np.random.default_rng(23).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data)
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_multifile_ome(other, data[::-1], run=1)
+    with tifffile.TiffFile(other / "pos1_part1.ome.tif") as tif:
+        xml = tif.pages.first.description
+    (other / "pos1_part1.ome.tif").replace(tmp_path / "pos1_part1.ome.tif")
+    shutil.rmtree(other)
+    own = re.search(r'<OME [^>]*UUID="([^"]+)"', xml)[1]
+    named = re.search(r'<UUID FileName="pos1_part1.ome.tif">([^<]+)<', xml)[1]
+    assert own == named  # consistent in its own acquisition...
+    with tifffile.TiffFile(tmp_path / "pos0_part0.ome.tif") as tif:
+        xml = tif.pages.first.description
+        assert re.search(r'<UUID FileName="pos1_part1.ome.tif">([^<]+)<', xml)[1] != own
+        # ...but not in this one, where tifffile reads its pixels as those of position 1
+        np.testing.assert_array_equal(tif.series[1].asarray()[2:], data[0, 2:])
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    # opened from the foreign file, the others are the foreign ones
+    culprit = "pos0_part0" if entry == "pos1_part1.ome.tif" else "pos1_part1"
+    with pytest.raises(StackReadError, match=rf"{culprit}\.ome\.tif: its OME UUID .* is not"):
+        TiffSequenceND(source)
 
 
 def test_single_file_ome_with_positions(tmp_path):

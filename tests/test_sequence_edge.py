@@ -97,6 +97,29 @@ def test_ndtiff_acquisition_stopped_early_is_an_error_or_filled(real_data, tmp_p
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
+def test_ndtiff_file_truncated_by_a_crash_is_an_error_or_filled(real_data, tmp_path):
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+    os.truncate(path, path.stat().st_size - 50000)  # the index lists images the file lost
+    with tifffile.TiffFile(path) as tif:
+        series, size = tif.series[0], tif.filehandle.size
+        assert series.shape == (8, 2, 16, 64, 64)
+        beyond = [i for i, page in enumerate(series.pages)
+                  if page.dataoffsets[0] + page.databytecounts[0] > size]
+    assert len(beyond) == 4
+    expected = tifffile.imread(real_data / "ndtiff" / "ndtiff3.2_multichannel" / NDTIFF)
+    expected = expected.reshape(-1, 64, 64)
+    expected[beyond] = 0
+    for source in (tmp_path, path):
+        with pytest.raises(StackReadError, match=r"4 planes .*fill_missing"):
+            TiffSequenceND(source)
+        with TiffSequenceND(source, fill_missing=0) as reader:
+            assert reader.metadata["missing_files"] == 4
+            assert reader.storage == "mapped"
+            reader.iter_axes = "tcz"
+            for i in range(len(reader)):
+                np.testing.assert_array_equal(reader[i], expected[i])
+
+
 def test_ndtiff_index_naming_a_missing_file(real_data, tmp_path):
     _ndtiff_copy(real_data, tmp_path, lambda a: True, rename="renamed.tif")
     with pytest.raises(StackNotFoundError, match=re.escape(NDTIFF)):
@@ -155,6 +178,18 @@ def test_ome_position_whose_file_is_missing_is_not_dropped_silently(tmp_path):
     for options in ({}, {"fill_missing": 0}):
         with pytest.raises(StackNotFoundError, match=r"pos1\.ome\.tif"):
             TiffSequenceND(tmp_path, **options)
+
+
+@pytest.mark.parametrize("entry", ["folder", "pos0.ome.tif", "pos2.ome.tif"])
+def test_ome_position_whose_file_is_unreadable_is_not_dropped_silently(tmp_path, entry):
+    _write_ome_positions(tmp_path, [3, 3, 3])
+    (tmp_path / "pos1.ome.tif").write_bytes(b"overwritten")
+    with tifffile.TiffFile(tmp_path / "pos0.ome.tif") as tif:
+        assert len(tif.series) == 2  # tifffile drops position 1: position 2 would take its place
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    for options in ({}, {"fill_missing": 0}):
+        with pytest.raises(StackReadError, match=r"pos1\.ome\.tif: cannot read it .*not a TIFF"):
+            TiffSequenceND(source, **options)
 
 
 # --- closing while other threads read --------------------------------------------------------
