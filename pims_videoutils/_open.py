@@ -72,7 +72,7 @@ def _open_sequence(path: str, kwargs: dict[str, Any]) -> Any:
 
 
 def wrap_pims_open(pims_module: ModuleType) -> None:
-    """Replace ``pims.open`` and ``pims.api.open`` by a wrapper that knows our readers.
+    """Replace ``pims.open`` (and ``pims.api.open``) by a wrapper that knows our readers.
 
     The wrapper keeps the name, signature and docstring of pims's ``open`` (through
     :func:`functools.wraps`; the original is its ``__wrapped__``). At its first call (once per
@@ -127,7 +127,10 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         "\n    opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
         "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
-    pims_module.open = pims_module.api.open = open
+    api = getattr(pims_module, "api", None)  # (pims 0.7 defines open in pims.api)
+    if getattr(api, "open", None) is original:
+        api.open = open
+    pims_module.open = open
 
 
 def _refuse_special_file(path: str) -> None:

@@ -246,6 +246,40 @@ def test_pims_open_is_wrapped_and_opt_out_leaves_pims_untouched(fake_site: FakeS
     assert opted_out == ["pims.api True", "True True", "pims.api open False"]
 
 
+FAKE_PIMS_WITHOUT_API = """
+class FramesSequence:
+    pass
+
+def open(sequence):
+    return "pims's own open"
+"""
+
+
+@pytest.mark.parametrize("broken", ["package gone", "pims without pims.api"])
+def test_import_pims_survives_a_hook_that_cannot_wrap(fake_site: FakeSite, broken: str) -> None:
+    code = """
+        import sys, warnings
+        warnings.simplefilter("always")
+        import pims
+        print(pims.open.__name__, hasattr(pims.open, "__wrapped__"))
+        """
+    if broken == "package gone":  # the hook's module left behind, pims_videoutils not importable
+        code = "import sys; sys.modules['pims_videoutils'] = None\n" + textwrap.dedent(code)
+        expected = ["open False"]
+    else:  # a pims laid out otherwise: wrapped where it can be
+        (fake_site.workdir / "shadow" / "pims").mkdir(parents=True)
+        (fake_site.workdir / "shadow" / "pims" / "__init__.py").write_text(FAKE_PIMS_WITHOUT_API)
+        code = f"import sys; sys.path.insert(0, {str(fake_site.workdir / 'shadow')!r})\n" + (
+            textwrap.dedent(code)
+        )
+        expected = ["open True"]
+    proc = fake_site.run(code)
+    assert proc.stdout.split("\n")[:1] == expected
+    if broken == "package gone":
+        assert "RuntimeWarning: pims-videoutils could not wrap pims.open" in proc.stderr
+        assert "_pims_videoutils_autoload.py" in proc.stderr
+
+
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     out = fake_site.run(
