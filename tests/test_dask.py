@@ -223,6 +223,35 @@ def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened
             pickle.loads(task_reader)
 
 
+@pytest.mark.parametrize("kind", ["file", "glob", "files"])
+def test_reader_opened_by_relative_path_reopens_after_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopened_readers, kind: str
+) -> None:
+    """Workers re-open what a reader names: a relative name must not depend on the cwd."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    data = np.random.default_rng(12).integers(0, 4096, (3, 6, 7), dtype=np.uint16)
+    (tmp_path / "data").mkdir()
+    for t in range(3):
+        tifffile.imwrite(tmp_path / "data" / f"img_{t}.tif", data[t])
+    tifffile.imwrite(tmp_path / "data" / "stack.tif", data, photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    if kind == "file":
+        reader = TiffStackND("data/stack.tif")
+    elif kind == "glob":
+        reader = TiffSequenceND("data/img_*.tif")
+    else:
+        reader = TiffSequenceND([f"data/img_{t}.tif" for t in range(3)])
+    with reader:
+        monkeypatch.chdir(tmp_path / "data")  # e.g. %cd in Jupyter, then a processes scheduler
+        blob = pickle.dumps(_dask.GraphReader(reader))  # as each task is sent to a worker
+        np.testing.assert_array_equal(pickle.loads(blob).reader.get_plane(t=2), data[2])
+        with pickle.loads(pickle.dumps(reader)) as clone:
+            np.testing.assert_array_equal(clone[2], data[2])
+
+
 def test_chunks_of_decoded_planes(tmp_path: Path) -> None:
     """Compressed planes are decoded, not read into the chunk: copied in."""
     data = np.random.default_rng(10).integers(0, 4096, (6, 9, 8), dtype=np.uint16)
