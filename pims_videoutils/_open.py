@@ -79,9 +79,9 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     process, thread-safe) it imports every reader registered in the ``pims.readers``
     entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
     files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes to
-    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, and a glob
-    with one match as that file or folder, as in :func:`open`), which chooses among the
-    (now imported) readers as usual.
+    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, a leading ``~``
+    as the home folder, and a glob with one match as that file or folder, as in :func:`open`),
+    which chooses among the (now imported) readers as usual.
 
     Parameters
     ----------
@@ -101,7 +101,7 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
         if not isinstance(path, str):  # not a path: pims's business
             return original(path, **kwargs)
-        path = str(path)  # e.g. numpy.str_ (dask-image): os.scandir lists it as bytes
+        path = os.path.expanduser(str(path))  # str: numpy.str_ (dask-image) lists as bytes
         if not os.path.exists(path):
             matches = glob.glob(path)
             if len(matches) == 1:  # pims would pass the pattern itself to each reader
@@ -209,8 +209,9 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """Open an image file with the best pims reader, like :func:`pims.open`.
 
     Differences from :func:`pims.open`: ``path`` may be a :class:`pathlib.Path` (or any
-    ``os.PathLike``); the readers registered in the ``pims.readers`` entry-point group and the
-    readers of pims-videoutils are always candidates; a missing file raises
+    ``os.PathLike``), and a leading ``~`` is the home folder for every reader; the readers
+    registered in the ``pims.readers`` entry-point group and the readers of pims-videoutils
+    are always candidates; a missing file raises
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
     A folder holding TIFF files (or position sub-folders that do), one image of a
@@ -254,7 +255,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     target = os.fspath(path)
     if not isinstance(target, str):
         raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
-    target = str(target)  # e.g. numpy.str_: os.scandir would list its folder as bytes
+    target = os.path.expanduser(str(target))  # str: numpy.str_'s folder would list as bytes
     if opens_as_sequence(target):
         return _open_sequence(target, kwargs)
     if not os.path.exists(target):

@@ -705,6 +705,26 @@ def test_open_passes_kwargs_to_the_reader(stack_tif: Path) -> None:
         np.testing.assert_array_equal(viewing[0], tifffile.imread(stack_tif)[0])
 
 
+def test_home_folder_tilde(
+    fake_site: FakeSite, stack_tif: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pims hands ``~/stack.tif`` to imageio (which expands it): our readers must get it too."""
+    monkeypatch.setenv("HOME", str(stack_tif.parent))
+    expected = tifffile.imread(stack_tif)
+    with pims_videoutils.open("~/stack.tif") as reader:
+        assert type(reader).__name__ == "TiffStackND"
+        np.testing.assert_array_equal(reader[len(reader) - 1], expected[-1])
+    code = """
+        import warnings
+        warnings.simplefilter("error")
+        import pims
+        with pims.open("~/stack.tif") as reader:
+            print(type(reader).__name__, len(reader))
+        """
+    out = fake_site.run(code, HOME=str(stack_tif.parent)).stdout.split()
+    assert out == ["TiffStackND", str(len(expected))]
+
+
 def test_pims_open_agrees_with_our_open(stack_tif: Path) -> None:
     # pims.open needs the class imported when the hook is not installed in this interpreter
     from pims_videoutils import readers
