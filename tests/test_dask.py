@@ -205,6 +205,27 @@ def test_worker_refuses_a_file_changed_since_the_graph(
         np.testing.assert_array_equal(reader.to_dask().compute(), np.zeros((5, 6, 7), np.uint16))
 
 
+def test_long_lived_worker_reads_a_replaced_file_anew(tmp_path: Path, reopened_readers) -> None:
+    """A worker that outlives a computation (a reused pool, dask.distributed) must not serve a
+    reader opened after the file was replaced from the reader it re-opened for an older one."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    path, new = tmp_path / "stack.tif", tmp_path / "new.tif"
+    tifffile.imwrite(path, np.zeros((3, 6, 7), np.uint16), photometric="minisblack")
+    with TiffStackND(path) as reader:  # first computation: the worker re-opens the file
+        worker = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))
+        assert worker.reader.get_plane(t=1).max() == 0
+    tifffile.imwrite(new, np.full((3, 6, 7), 7, np.uint16), photometric="minisblack")
+    new.replace(path)  # saved anew, as editors do: same name, same shape
+    with TiffStackND(path) as reader:
+        expected = tifffile.imread(path)
+        np.testing.assert_array_equal(reader.to_dask().compute(scheduler="threads"), expected)
+        worker = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))  # the same worker
+        np.testing.assert_array_equal(worker.reader.get_plane(t=1), expected[1])
+
+
 def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened_readers) -> None:
     import pickle
 
