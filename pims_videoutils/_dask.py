@@ -55,15 +55,17 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
                          for axis in outer_axes)
     plane_chunks = tuple((size,) for size in plane_shape)
     all_chunks = outer_chunks + plane_chunks
-    # The name names the blocks: arrays of one file with other chunks must not share it.
-    token = tokenize(reader.__reduce__()[1], all_chunks, dtype.str)
+    graph_reader = GraphReader(reader)
+    # The name names the blocks: arrays of one file with other chunks must not share it, nor
+    # arrays of two readers of one path (the file may have been replaced in between).
+    token = tokenize(graph_reader.key, all_chunks, dtype.str)
     return da.map_blocks(
         _read_block,
         dtype=dtype,
         chunks=all_chunks,
         meta=np.empty((0,) * len(sizes), dtype),
         name=f"{type(reader).__name__.lower()}-{token}",
-        reader=GraphReader(reader),
+        reader=graph_reader,
         outer_axes=outer_axes,
     )
 

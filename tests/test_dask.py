@@ -170,6 +170,19 @@ def test_arrays_with_other_chunks_combine(hyperstack) -> None:
         np.testing.assert_array_equal(both, np.concatenate([tifffile.imread(path)] * 2))
 
 
+def test_arrays_of_two_readers_of_a_replaced_file_combine(tmp_path: Path) -> None:
+    """The file saved anew between two readers: their arrays hold different pixels."""
+    path, new = tmp_path / "stack.tif", tmp_path / "new.tif"
+    tifffile.imwrite(path, np.zeros((3, 6, 7), np.uint16), photometric="minisblack")
+    with TiffStackND(path) as before:
+        tifffile.imwrite(new, np.full((3, 6, 7), 7, np.uint16), photometric="minisblack")
+        new.replace(path)
+        with TiffStackND(path) as after:
+            difference = after.to_dask().astype(int) - before.to_dask()
+            expected = tifffile.imread(path).astype(int)  # minus the zeros of before
+            np.testing.assert_array_equal(difference.compute(scheduler="threads"), expected)
+
+
 @pytest.fixture
 def reopened_readers():
     """Close what :class:`GraphReader` unpickling re-opened in this process, after the test."""
