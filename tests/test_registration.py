@@ -177,6 +177,22 @@ def test_hook_adds_one_small_module_at_startup(fake_site: FakeSite) -> None:
         assert heavy not in with_hook
 
 
+def test_pth_line_is_silent_when_the_hook_module_is_gone(tmp_path: Path) -> None:
+    """An editable install whose checkout was moved: no traceback at every start-up."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    pth = _setup_py_constants()
+    (site / pth["PTH_NAME"]).write_text(pth["PTH_LINE"])
+    code = f"import site, sys; site.addsitedir({str(site)!r}); print(len(sys.path))"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", SWITCH)}
+    proc = subprocess.run(  # -S: no site-packages, so the module cannot be found anywhere
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip()
+    assert proc.stderr == ""
+
+
 def test_fresh_interpreter_pims_open_finds_registered_plugin(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     (fake_site.workdir / "x.fakestack").touch()
