@@ -111,13 +111,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         if path.lower().endswith(_TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
             _refuse_special_file(path)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
-        if _fell_back(path, reader):
-            from .readers import TiffStackND
-
-            try:  # ours refused the file: say why (pims keeps no reason)
-                TiffStackND(path, **kwargs).close()
-            except Exception as exc:  # any reason ours gave
-                _warn_fallback(path, reader, f"{type(exc).__name__}: {exc}")
+        if _fell_back(path, reader):  # ours refused the file: say why (pims keeps no reason)
+            _warn_fallback(path, reader, _our_refusals(path, kwargs))
         return reader
 
     open.__doc__ = (original.__doc__ or "") + (
@@ -156,16 +151,45 @@ def _fell_back(path: str, reader: Any) -> bool:
             and getattr(type(reader), "class_priority", 10) < TiffStackND.class_priority)
 
 
-def _warn_fallback(path: str, reader: Any, reason: str) -> None:
+def _our_refusals(path: str, kwargs: dict[str, Any]) -> dict[type, str]:
+    """Why each of our readers refuses ``path``: its exception as text, by reader class."""
+    from .readers import TiffStackND
+    from .sequence import TiffSequenceND
+
+    failures = {}
+    for reader in (TiffStackND, TiffSequenceND):
+        try:
+            reader(path, **kwargs).close()
+        except Exception as exc:  # any reason ours gave
+            failures[reader] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def _warn_fallback(path: str, reader: Any, failures: dict[type, str]) -> None:
     """Warn that ``reader`` (not ours) opened the TIFF file ``path``, and why ours did not.
 
-    Where warnings are errors, ``reader`` is closed before the error leaves: the caller never
-    gets it.
+    ``failures`` holds each refusing reader's exception as text; ours are named in the
+    warning, each distinct reason once (a file of a dataset is refused by ``TiffStackND``,
+    which leaves it to ``TiffSequenceND``: the reason that one gives is the one that counts).
+    Nothing is said when none of ours refused. Where warnings are errors, ``reader`` is
+    closed before the error leaves: the caller never gets it.
     """
+    from .readers import TiffStackND
+    from .sequence import TiffSequenceND
+
+    reasons: dict[str, str] = {}  # reason -> first reader that gave it
+    for cls in (TiffStackND, TiffSequenceND):
+        if cls in failures:
+            reasons.setdefault(failures[cls], cls.__name__)
+    if not reasons:
+        return
+    (first, first_name), *others = reasons.items()
+    refusals = f"{first_name} could not read it ({first})" + "".join(
+        f", nor could {name} ({reason})" for reason, name in others
+    )
     try:
         warnings.warn(
-            f"{path}: pims-videoutils' TiffStackND could not read it ({reason}); "
-            f"{type(reader).__name__} opened it instead",
+            f"{path}: pims-videoutils' {refusals}; {type(reader).__name__} opened it instead",
             ReaderFallbackWarning,
             stacklevel=3,
         )
@@ -248,8 +272,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         raised by ``TiffSequenceND`` (e.g. file names that cannot be arranged, or a gap in
         their numbering).
     """
-    from . import sequence  # noqa: F401  (our own readers are candidates, installed or not)
-    from .readers import TiffStackND
+    from . import readers, sequence  # noqa: F401  (ours are candidates, installed or not)
 
     ensure_readers_loaded()
     target = os.fspath(path)
@@ -290,8 +313,8 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
             failures[reader] = f"{type(exc).__name__}: {exc}"
             first_error = first_error or exc
             continue
-        if TiffStackND in failures and _fell_back(target, opened):
-            _warn_fallback(target, opened, failures[TiffStackND])
+        if _fell_back(target, opened):
+            _warn_fallback(target, opened, failures)
         return opened
     reason = f"none of the {len(failures)} candidate readers could open it:\n" + "\n".join(
         f"  - {reader.__module__}.{reader.__qualname__}: {text}"
