@@ -78,7 +78,10 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     :func:`functools.wraps`; the original is its ``__wrapped__``). At its first call (once per
     process, thread-safe) it imports every reader registered in the ``pims.readers``
     entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
-    files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes to
+    files, opens as :class:`~pims_videoutils.TiffSequenceND` (unless the glob's file names
+    hold no common numbering and no option of ``TiffSequenceND`` was given: then pims's
+    ``ImageSequence`` reads them, as it did, after a
+    :class:`~pims_videoutils.ReaderFallbackWarning`); every other argument goes to
     pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, a leading ``~``
     as the home folder, and a glob with one match as that file or folder, as in :func:`open`),
     which chooses among the (now imported) readers as usual.
@@ -92,6 +95,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     -----
     PluginLoadWarning
         At the wrapper's first call, for each registered reader that cannot be loaded.
+    ReaderFallbackWarning
+        When pims's readers open a TIFF file, or a glob of them, that ours refused: why.
     """
     original = pims_module.open
 
@@ -107,7 +112,17 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
             if len(matches) == 1:  # pims would pass the pattern itself to each reader
                 path = matches[0]
         if opens_as_sequence(path):
-            return _open_sequence(path, kwargs)
+            try:
+                return _open_sequence(path, kwargs)
+            except StackReadError as exc:
+                if os.path.exists(path) or not _names_cannot_be_arranged(path, kwargs):
+                    raise
+                from .sequence import TiffSequenceND
+
+                # TIFF files not named as one numbering: pims's ImageSequence, as without us
+                reader = original(path, **kwargs)
+                _warn_fallback(path, reader, {TiffSequenceND: f"{type(exc).__name__}: {exc}"})
+                return reader
         if path.lower().endswith(_TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
             _refuse_special_file(path)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
@@ -119,13 +134,34 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
         "\n    are imported at the first call; a folder of TIFF files (or of position folders),"
         "\n    one image of a Micro-Manager acquisition, or a glob matching several TIFF files"
-        "\n    opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
-        "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
+        "\n    named as one numbering opens as pims_videoutils.TiffSequenceND. Opt out with"
+        "\n    the environment variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
     api = getattr(pims_module, "api", None)  # (pims 0.7 defines open in pims.api)
     if getattr(api, "open", None) is original:
         api.open = open
     pims_module.open = open
+
+
+def _names_cannot_be_arranged(pattern: str, kwargs: dict[str, Any]) -> bool:
+    """Tell whether the files a glob matches have names that no grid of coordinates holds.
+
+    Such as ``control.tif``, ``treated.tif``, or ``*/frame.tif`` in several folders; not a
+    gap in a numbering (pims's ``ImageSequence`` would hide it). False as well when
+    ``kwargs`` hold an option of ``TiffSequenceND``: the caller asked for ours.
+    """
+    import inspect
+
+    from ._filenames import FileNameError, arrange_files
+    from .sequence import TiffSequenceND, glob_files
+
+    if not set(kwargs).isdisjoint(inspect.signature(TiffSequenceND).parameters):
+        return False
+    try:
+        arrange_files(glob_files(pattern), fill_missing=True)
+    except FileNameError:
+        return True
+    return False
 
 
 def _refuse_special_file(path: str) -> None:

@@ -543,6 +543,45 @@ def test_pims_open_png_glob_is_still_image_sequence(fake_site: FakeSite, tmp_pat
     np.testing.assert_array_equal(np.load(tmp_path / "read.npy"), planes)
 
 
+@pytest.mark.parametrize("layout", ["names", "folders"])
+def test_pims_open_glob_of_tiffs_named_without_numbers_still_reads_them(
+    tmp_path: Path, layout: str
+) -> None:
+    """pims read such a glob as an ImageSequence (name order); our package must not break it."""
+    if not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    planes = np.random.default_rng(9).integers(0, 4096, (3, 6, 5), dtype=np.uint16)
+    if layout == "names":  # no numbers at all
+        files = [tmp_path / f"{name}.tif" for name in ("control", "drug", "wash")]
+        pattern = tmp_path / "*.tif"
+    else:  # one file of the same name per folder
+        files = [tmp_path / f"cell{i}" / "frame.tif" for i in range(3)]
+        pattern = tmp_path / "*" / "frame.tif"
+    for file, plane in zip(files, planes, strict=True):
+        file.parent.mkdir(exist_ok=True)
+        tifffile.imwrite(file, plane)
+    with pytest.warns(ReaderFallbackWarning, match="TiffSequenceND could not read it"):
+        reader = pims.open(str(pattern))
+    with reader:
+        assert type(reader).__name__ == "ImageSequence"
+        read = np.stack([np.asarray(frame) for frame in reader])
+    np.testing.assert_array_equal(read, np.stack([tifffile.imread(f) for f in files]))
+    with pytest.raises(StackReadError, match=r"patterns|same coordinates"):
+        pims_videoutils.open(pattern)  # ours: documented to raise
+    with pytest.raises(StackReadError, match=r"patterns|same coordinates"):
+        pims.open(str(pattern), fill_missing=0)  # an option of ours: ours was asked for
+
+
+def test_pims_open_glob_with_a_gap_is_still_our_error(tmp_path: Path) -> None:
+    """A gap is an error of ours: pims's ImageSequence would renumber the frames after it."""
+    if not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    for t in (1, 2, 4):
+        tifffile.imwrite(tmp_path / f"img_{t}.tif", np.zeros((4, 5), np.uint8))
+    with pytest.raises(StackReadError, match="gap"):
+        pims.open(str(tmp_path / "img_*.tif"))
+
+
 SPAWN_SCRIPT = """
 import multiprocessing
 import sys
