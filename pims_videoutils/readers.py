@@ -30,7 +30,7 @@ class TiffStackND(PlanesND):
     offset into a fresh array in native byte order (safe to modify, thread-safe, no page-fault
     penalty on a cold cache; a forward pass over planes that come from the disk asks the kernel
     to read 8 MiB ahead). Compressed, tiled, planar or bit-packed pages are decoded one page at
-    a time through tifffile (codecs beyond deflate/LZW/PackBits need ``pip install imagecodecs``).
+    a time through tifffile (codecs beyond deflate and PackBits, such as LZW, need imagecodecs).
 
     Parameters
     ----------
