@@ -141,3 +141,27 @@ for name in {names!r}:
     result = subprocess.run([sys.executable, "-c", code], env=env_with_checkout(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_not_a_tiff_is_a_stack_read_error_with_older_tifffile(tmp_path):
+    """On Python 3.10 (the README's minimum) pip installs a tifffile whose TiffFileError is a
+    bare Exception, not yet a ValueError: it must still become our StackReadError."""
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"this is not a TIFF file at all" * 10)
+    code = f"""
+import tifffile
+
+class TiffFileError(Exception):  # as tifffile 2025.5.10 defines it
+    pass
+
+tifffile.TiffFileError = tifffile.tifffile.TiffFileError = TiffFileError
+from pims_videoutils import StackReadError, TiffSequenceND, TiffStackND
+for reader in (TiffStackND, TiffSequenceND):
+    try:
+        reader({str(bad)!r})
+    except StackReadError as exc:
+        assert "bad.tif" in str(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=env_with_checkout(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
