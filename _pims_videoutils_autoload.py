@@ -13,7 +13,9 @@ longer importable, a pims without ``pims.api``), ``import pims`` succeeds: pims'
 is kept, with a :class:`RuntimeWarning` saying why.
 
 Set the environment variable ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1`` to switch the hook off (checked
-at start-up and again when pims is imported): pims is then left untouched.
+at start-up and again when pims is imported): ``pims.open`` is then left as it is, and our
+readers are imported only when used (after which pims, which considers every imported reader
+class, picks ``TiffStackND`` for ``.tif`` files).
 """
 
 # No ``from __future__ import annotations``: it imports the __future__ module at start-up.

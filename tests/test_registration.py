@@ -296,6 +296,22 @@ def test_import_pims_survives_a_hook_that_cannot_wrap(fake_site: FakeSite, broke
         assert "_pims_videoutils_autoload.py" in proc.stderr
 
 
+def test_opt_out_until_our_readers_are_used(fake_site: FakeSite, stack_tif: Path) -> None:
+    """As the README says: opted out, pims.open is pims's; once ours are imported (by using
+    them), pims.open considers them for .tif files, as it does every imported reader."""
+    out = fake_site.run(
+        f"""
+        import pims, pims_videoutils
+        print(type(pims.open({str(stack_tif)!r})).__name__)
+        pims_videoutils.open({str(stack_tif)!r}).close()
+        print(type(pims.open({str(stack_tif)!r})).__name__, hasattr(pims.open, "__wrapped__"))
+        """,
+        "-W", "ignore::ResourceWarning",
+        **{SWITCH: "1"},
+    )
+    assert out.stdout.split() == ["TiffStack_tifffile", "TiffStackND", "False"]
+
+
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     out = fake_site.run(
