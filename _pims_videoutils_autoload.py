@@ -8,10 +8,14 @@ waits for ``import pims``. Right after pims's own module has run, it replaces ``
 imports the registered readers at its first call and sends folders and globs of TIFF files to
 ``TiffSequenceND``. No reader is imported in the middle of someone else's import. Nothing else
 is imported at start-up (no numpy, no pims, no :mod:`importlib.metadata`), so interpreters that
-never import pims pay almost nothing.
+never import pims pay almost nothing. Whatever happens while wrapping (``pims_videoutils`` no
+longer importable, a pims without ``pims.api``), ``import pims`` succeeds: pims's own ``open``
+is kept, with a :class:`RuntimeWarning` saying why.
 
 Set the environment variable ``PIMS_VIDEOUTILS_NO_AUTOLOAD=1`` to switch the hook off (checked
-at start-up and again when pims is imported): pims is then left untouched.
+at start-up and again when pims is imported): ``pims.open`` is then left as it is, and our
+readers are imported only when used (after which pims, which considers every imported reader
+class, picks ``TiffStackND`` for ``.tif`` files).
 """
 
 # No ``from __future__ import annotations``: it imports the __future__ module at start-up.
@@ -51,9 +55,21 @@ class _LoaderThenWrap:
         _remove_finder()
         if autoload_disabled():
             return
-        from pims_videoutils._open import wrap_pims_open
+        try:
+            from pims_videoutils._open import wrap_pims_open
 
-        wrap_pims_open(module)
+            wrap_pims_open(module)
+        except Exception as exc:  # e.g. the package removed but this hook left: pims still imports
+            import warnings
+
+            warnings.warn(
+                f"pims-videoutils could not wrap pims.open, which stays pims's own "
+                f"({type(exc).__name__}: {exc}); its start-up hook {__file__} runs from "
+                f"pims_videoutils-autoload.pth in site-packages: reinstall pims-videoutils, "
+                f"or delete both files",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 class PimsImportFinder:

@@ -15,7 +15,12 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PTH_NAME = "pims_videoutils-autoload.pth"
-PTH_LINE = "import _pims_videoutils_autoload\n"
+# Silent when the hook's module is gone (an editable install whose checkout was moved or
+# deleted): a bare import would print a traceback at every interpreter start-up.
+PTH_LINE = (
+    'import sys; exec("try:\\n import _pims_videoutils_autoload\\n'
+    'except ModuleNotFoundError:\\n pass")\n'
+)
 
 
 class build_py_with_pth(build_py):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +24,11 @@ __all__ = ["planes_to_dask"]
 #: small against reading it (benchmarks/bench_dask.py), and one plane of it computes in
 #: milliseconds.
 AUTO_CHUNK_BYTES = 8 << 20
-#: Readers re-opened in this (worker) process, by what they were pickled as; oldest dropped.
-_REOPENED: dict[bytes, PlanesND] = {}
+#: Readers re-opened in this (worker) process, by the reader they stand for; oldest dropped.
+_REOPENED: dict[tuple[str, bytes], PlanesND] = {}
 _MAX_REOPENED = 16
+#: A name for each reader of this process that a graph holds: what workers cache by.
+_GRAPH_KEYS: weakref.WeakKeyDictionary[PlanesND, str] = weakref.WeakKeyDictionary()
 
 
 def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) -> dask.array.Array:
@@ -51,15 +55,17 @@ def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) ->
                          for axis in outer_axes)
     plane_chunks = tuple((size,) for size in plane_shape)
     all_chunks = outer_chunks + plane_chunks
-    # The name names the blocks: arrays of one file with other chunks must not share it.
-    token = tokenize(reader.__reduce__()[1], all_chunks, dtype.str)
+    graph_reader = GraphReader(reader)
+    # The name names the blocks: arrays of one file with other chunks must not share it, nor
+    # arrays of two readers of one path (the file may have been replaced in between).
+    token = tokenize(graph_reader.key, all_chunks, dtype.str)
     return da.map_blocks(
         _read_block,
         dtype=dtype,
         chunks=all_chunks,
         meta=np.empty((0,) * len(sizes), dtype),
         name=f"{type(reader).__name__.lower()}-{token}",
-        reader=GraphReader(reader),
+        reader=graph_reader,
         outer_axes=outer_axes,
     )
 
@@ -94,17 +100,20 @@ class GraphReader:
 
     In this process it is the reader itself. Pickled to a worker process (each task is), it
     is the one reader that worker re-opened for it, not a reader re-opened per task, checked
-    to still have the axes and pixel type the array was built with.
+    to still have the axes and pixel type the array was built with. Workers that outlive a
+    computation (a reused pool, dask.distributed) keep that reader for this one only: a
+    reader opened here after the file was replaced gets the new file there too.
     """
 
     def __init__(self, reader: PlanesND) -> None:
         self.reader = reader
         self.layout = (tuple(reader.sizes.items()), reader.pixel_type.str, _label(reader))
+        self.key = _GRAPH_KEYS.setdefault(reader, uuid.uuid4().hex)
 
     def __reduce__(self):
         if self.reader.closed:  # as a read in this process would
             raise ReaderClosedError(f"{self.reader!r}: computed after close()")
-        return (_reopened, (*self.reader.__reduce__(), self.layout))
+        return (_reopened, (*self.reader.__reduce__(), self.layout, self.key))
 
 
 def _label(reader: PlanesND) -> str:
@@ -118,7 +127,7 @@ def _label(reader: PlanesND) -> str:
 
 
 def _reopened(
-    reopen: Callable[..., PlanesND], args: tuple, layout: tuple[tuple, str, str]
+    reopen: Callable[..., PlanesND], args: tuple, layout: tuple[tuple, str, str], key: str
 ) -> GraphReader:
     """Unpickle a :class:`GraphReader`: the reader this process already re-opened, or a new one.
 
@@ -127,7 +136,7 @@ def _reopened(
     StackReadError
         The file now has other axes, sizes or pixel type than when the array was built.
     """
-    key = pickle.dumps((reopen, args))
+    key = (key, pickle.dumps((reopen, args)))  # (axis settings may differ between tasks)
     reader = _REOPENED.get(key)
     if reader is None:
         if len(_REOPENED) >= _MAX_REOPENED:  # dropped, not closed: tasks may still read it

@@ -10,13 +10,26 @@ from __future__ import annotations
 import os
 import struct
 
-#: What tifffile (and the codecs under it) raise on malformed files, to be turned into
-#: :class:`StackReadError`: tifffile's TiffFileError is a ValueError; RuntimeError:
-#: "incompatible keyframe"; ArithmeticError, MemoryError: sizes of 0 or absurd sizes;
-#: struct.error, EOFError: structures cut short.
-MALFORMED_TIFF_ERRORS = (ValueError, IndexError, KeyError, TypeError, AttributeError,
-                         struct.error, EOFError, RuntimeError, ArithmeticError, AssertionError,
-                         MemoryError)
+_BUILTIN_MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError,
+                      struct.error, EOFError, RuntimeError, ArithmeticError, AssertionError,
+                      MemoryError)
+
+
+def __getattr__(name: str):
+    """Build ``MALFORMED_TIFF_ERRORS`` at first use: ``import pims_videoutils`` skips tifffile.
+
+    What tifffile (and the codecs under it) raise on malformed files, to be turned into
+    :class:`StackReadError`: tifffile's TiffFileError (a ValueError in recent tifffile, a bare
+    Exception in older releases, such as those pip installs on Python 3.10); RuntimeError:
+    "incompatible keyframe"; ArithmeticError, MemoryError: sizes of 0 or absurd sizes;
+    struct.error, EOFError: structures cut short.
+    """
+    if name != "MALFORMED_TIFF_ERRORS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import tifffile
+
+    value = globals()[name] = (*_BUILTIN_MALFORMED, tifffile.TiffFileError)
+    return value
 
 
 class PimsVideoutilsError(Exception):

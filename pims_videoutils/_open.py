@@ -72,16 +72,19 @@ def _open_sequence(path: str, kwargs: dict[str, Any]) -> Any:
 
 
 def wrap_pims_open(pims_module: ModuleType) -> None:
-    """Replace ``pims.open`` and ``pims.api.open`` by a wrapper that knows our readers.
+    """Replace ``pims.open`` (and ``pims.api.open``) by a wrapper that knows our readers.
 
     The wrapper keeps the name, signature and docstring of pims's ``open`` (through
     :func:`functools.wraps`; the original is its ``__wrapped__``). At its first call (once per
     process, thread-safe) it imports every reader registered in the ``pims.readers``
     entry-point group. Then a folder holding TIFF files, or a glob matching several TIFF
-    files, opens as :class:`~pims_videoutils.TiffSequenceND`; every other argument goes to
-    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, and a glob
-    with one match as that file or folder, as in :func:`open`), which chooses among the
-    (now imported) readers as usual.
+    files, opens as :class:`~pims_videoutils.TiffSequenceND` (unless the glob's file names
+    hold no common numbering and no option of ``TiffSequenceND`` was given: then pims's
+    ``ImageSequence`` reads them, as it did, after a
+    :class:`~pims_videoutils.ReaderFallbackWarning`); every other argument goes to
+    pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, a leading ``~``
+    as the home folder, and a glob with one match as that file or folder, as in :func:`open`),
+    which chooses among the (now imported) readers as usual.
 
     Parameters
     ----------
@@ -92,6 +95,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     -----
     PluginLoadWarning
         At the wrapper's first call, for each registered reader that cannot be loaded.
+    ReaderFallbackWarning
+        When pims's readers open a TIFF file, or a glob of them, that ours refused: why.
     """
     original = pims_module.open
 
@@ -101,33 +106,62 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
         if not isinstance(path, str):  # not a path: pims's business
             return original(path, **kwargs)
-        path = str(path)  # e.g. numpy.str_ (dask-image): os.scandir lists it as bytes
+        path = os.path.expanduser(str(path))  # str: numpy.str_ (dask-image) lists as bytes
         if not os.path.exists(path):
             matches = glob.glob(path)
             if len(matches) == 1:  # pims would pass the pattern itself to each reader
                 path = matches[0]
         if opens_as_sequence(path):
-            return _open_sequence(path, kwargs)
+            try:
+                return _open_sequence(path, kwargs)
+            except StackReadError as exc:
+                if os.path.exists(path) or not _names_cannot_be_arranged(path, kwargs):
+                    raise
+                from .sequence import TiffSequenceND
+
+                # TIFF files not named as one numbering: pims's ImageSequence, as without us
+                reader = original(path, **kwargs)
+                _warn_fallback(path, reader, {TiffSequenceND: f"{type(exc).__name__}: {exc}"})
+                return reader
         if path.lower().endswith(_TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
             _refuse_special_file(path)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
-        if _fell_back(path, reader):
-            from .readers import TiffStackND
-
-            try:  # ours refused the file: say why (pims keeps no reason)
-                TiffStackND(path, **kwargs).close()
-            except Exception as exc:  # any reason ours gave
-                _warn_fallback(path, reader, f"{type(exc).__name__}: {exc}")
+        if _fell_back(path, reader):  # ours refused the file: say why (pims keeps no reason)
+            _warn_fallback(path, reader, _our_refusals(path, kwargs))
         return reader
 
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
         "\n    are imported at the first call; a folder of TIFF files (or of position folders),"
         "\n    one image of a Micro-Manager acquisition, or a glob matching several TIFF files"
-        "\n    opens as pims_videoutils.TiffSequenceND. Opt out with the environment"
-        "\n    variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
+        "\n    named as one numbering opens as pims_videoutils.TiffSequenceND. Opt out with"
+        "\n    the environment variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
-    pims_module.open = pims_module.api.open = open
+    api = getattr(pims_module, "api", None)  # (pims 0.7 defines open in pims.api)
+    if getattr(api, "open", None) is original:
+        api.open = open
+    pims_module.open = open
+
+
+def _names_cannot_be_arranged(pattern: str, kwargs: dict[str, Any]) -> bool:
+    """Tell whether the files a glob matches have names that no grid of coordinates holds.
+
+    Such as ``control.tif``, ``treated.tif``, or ``*/frame.tif`` in several folders; not a
+    gap in a numbering (pims's ``ImageSequence`` would hide it). False as well when
+    ``kwargs`` hold an option of ``TiffSequenceND``: the caller asked for ours.
+    """
+    import inspect
+
+    from ._filenames import FileNameError, arrange_files
+    from .sequence import TiffSequenceND, glob_files
+
+    if not set(kwargs).isdisjoint(inspect.signature(TiffSequenceND).parameters):
+        return False
+    try:
+        arrange_files(glob_files(pattern), fill_missing=True)
+    except FileNameError:
+        return True
+    return False
 
 
 def _refuse_special_file(path: str) -> None:
@@ -153,16 +187,45 @@ def _fell_back(path: str, reader: Any) -> bool:
             and getattr(type(reader), "class_priority", 10) < TiffStackND.class_priority)
 
 
-def _warn_fallback(path: str, reader: Any, reason: str) -> None:
+def _our_refusals(path: str, kwargs: dict[str, Any]) -> dict[type, str]:
+    """Why each of our readers refuses ``path``: its exception as text, by reader class."""
+    from .readers import TiffStackND
+    from .sequence import TiffSequenceND
+
+    failures = {}
+    for reader in (TiffStackND, TiffSequenceND):
+        try:
+            reader(path, **kwargs).close()
+        except Exception as exc:  # any reason ours gave
+            failures[reader] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def _warn_fallback(path: str, reader: Any, failures: dict[type, str]) -> None:
     """Warn that ``reader`` (not ours) opened the TIFF file ``path``, and why ours did not.
 
-    Where warnings are errors, ``reader`` is closed before the error leaves: the caller never
-    gets it.
+    ``failures`` holds each refusing reader's exception as text; ours are named in the
+    warning, each distinct reason once (a file of a dataset is refused by ``TiffStackND``,
+    which leaves it to ``TiffSequenceND``: the reason that one gives is the one that counts).
+    Nothing is said when none of ours refused. Where warnings are errors, ``reader`` is
+    closed before the error leaves: the caller never gets it.
     """
+    from .readers import TiffStackND
+    from .sequence import TiffSequenceND
+
+    reasons: dict[str, str] = {}  # reason -> first reader that gave it
+    for cls in (TiffStackND, TiffSequenceND):
+        if cls in failures:
+            reasons.setdefault(failures[cls], cls.__name__)
+    if not reasons:
+        return
+    (first, first_name), *others = reasons.items()
+    refusals = f"{first_name} could not read it ({first})" + "".join(
+        f", nor could {name} ({reason})" for reason, name in others
+    )
     try:
         warnings.warn(
-            f"{path}: pims-videoutils' TiffStackND could not read it ({reason}); "
-            f"{type(reader).__name__} opened it instead",
+            f"{path}: pims-videoutils' {refusals}; {type(reader).__name__} opened it instead",
             ReaderFallbackWarning,
             stacklevel=3,
         )
@@ -206,8 +269,9 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """Open an image file with the best pims reader, like :func:`pims.open`.
 
     Differences from :func:`pims.open`: ``path`` may be a :class:`pathlib.Path` (or any
-    ``os.PathLike``); the readers registered in the ``pims.readers`` entry-point group and the
-    readers of pims-videoutils are always candidates; a missing file raises
+    ``os.PathLike``), and a leading ``~`` is the home folder for every reader; the readers
+    registered in the ``pims.readers`` entry-point group and the readers of pims-videoutils
+    are always candidates; a missing file raises
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
     A folder holding TIFF files (or position sub-folders that do), one image of a
@@ -244,14 +308,13 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         raised by ``TiffSequenceND`` (e.g. file names that cannot be arranged, or a gap in
         their numbering).
     """
-    from . import sequence  # noqa: F401  (our own readers are candidates, installed or not)
-    from .readers import TiffStackND
+    from . import readers, sequence  # noqa: F401  (ours are candidates, installed or not)
 
     ensure_readers_loaded()
     target = os.fspath(path)
     if not isinstance(target, str):
         raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
-    target = str(target)  # e.g. numpy.str_: os.scandir would list its folder as bytes
+    target = os.path.expanduser(str(target))  # str: numpy.str_'s folder would list as bytes
     if opens_as_sequence(target):
         return _open_sequence(target, kwargs)
     if not os.path.exists(target):
@@ -286,8 +349,8 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
             failures[reader] = f"{type(exc).__name__}: {exc}"
             first_error = first_error or exc
             continue
-        if TiffStackND in failures and _fell_back(target, opened):
-            _warn_fallback(target, opened, failures[TiffStackND])
+        if _fell_back(target, opened):
+            _warn_fallback(target, opened, failures)
         return opened
     reason = f"none of the {len(failures)} candidate readers could open it:\n" + "\n".join(
         f"  - {reader.__module__}.{reader.__qualname__}: {text}"

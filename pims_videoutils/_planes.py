@@ -111,9 +111,10 @@ class PlanesND(FramesSequenceND):
         every ``c`` and ``z`` of a time point), so that dask's own cost per chunk stays
         small against reading it; ``{"t": 1, "z": 1, "c": 1}`` gives one plane per chunk, the
         quickest for looking at single planes (e.g. in napari). The threads scheduler shares
-        the reader; worker processes re-open it once each (from its path and options),
-        checking that its axes, sizes and pixel type are still those the array was built
-        with.
+        the reader; worker processes re-open it once each (from its absolute path and
+        options; a worker that outlives the computation keeps that reader for this reader
+        only), checking that its axes, sizes and pixel type are still those the array was
+        built with.
 
         Parameters
         ----------

@@ -30,7 +30,7 @@ class TiffStackND(PlanesND):
     offset into a fresh array in native byte order (safe to modify, thread-safe, no page-fault
     penalty on a cold cache; a forward pass over planes that come from the disk asks the kernel
     to read 8 MiB ahead). Compressed, tiled, planar or bit-packed pages are decoded one page at
-    a time through tifffile (codecs beyond deflate/LZW/PackBits need ``pip install imagecodecs``).
+    a time through tifffile (codecs beyond deflate and PackBits, such as LZW, need imagecodecs).
 
     Parameters
     ----------
@@ -122,6 +122,8 @@ class TiffStackND(PlanesND):
         self._path = os.fspath(path)
         if not isinstance(self._path, str):
             raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
+        # what a pickled reader re-opens: this file, also after os.chdir or in a worker process
+        self._abspath = os.path.abspath(self._path)
         self._options = {"series": operator.index(series), "level": operator.index(level),
                          "copy": bool(copy)}
         self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
@@ -321,7 +323,7 @@ class TiffStackND(PlanesND):
 
     def __reduce__(self):
         state = (self.iter_axes, self.bundle_axes, dict(self.default_coords))
-        return (_reopen, (type(self), self._path, dict(self._options), state))
+        return (_reopen, (type(self), self._abspath, dict(self._options), state))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())

@@ -490,6 +490,11 @@ class TiffSequenceND(PlanesND):
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
         self._source = source if isinstance(source, (str, os.PathLike)) else tuple(source)
+        # what a pickled reader re-opens: these files, also after os.chdir or in a worker process
+        self._abs_source = (
+            os.path.abspath(self._source) if isinstance(self._source, (str, os.PathLike))
+            else tuple(os.path.abspath(name) for name in self._source)
+        )
         self._options = {
             "pattern": pattern,
             "fill_missing": fill_missing,
@@ -794,7 +799,7 @@ class TiffSequenceND(PlanesND):
             "bundle_axes": self.bundle_axes,
             "default_coords": dict(self.default_coords),
         }
-        return (_restore, (type(self), self._source, self._options, state))
+        return (_restore, (type(self), self._abs_source, self._options, state))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{a}={n}" for a, n in self.sizes.items())

@@ -170,6 +170,19 @@ def test_arrays_with_other_chunks_combine(hyperstack) -> None:
         np.testing.assert_array_equal(both, np.concatenate([tifffile.imread(path)] * 2))
 
 
+def test_arrays_of_two_readers_of_a_replaced_file_combine(tmp_path: Path) -> None:
+    """The file saved anew between two readers: their arrays hold different pixels."""
+    path, new = tmp_path / "stack.tif", tmp_path / "new.tif"
+    tifffile.imwrite(path, np.zeros((3, 6, 7), np.uint16), photometric="minisblack")
+    with TiffStackND(path) as before:
+        tifffile.imwrite(new, np.full((3, 6, 7), 7, np.uint16), photometric="minisblack")
+        new.replace(path)
+        with TiffStackND(path) as after:
+            difference = after.to_dask().astype(int) - before.to_dask()
+            expected = tifffile.imread(path).astype(int)  # minus the zeros of before
+            np.testing.assert_array_equal(difference.compute(scheduler="threads"), expected)
+
+
 @pytest.fixture
 def reopened_readers():
     """Close what :class:`GraphReader` unpickling re-opened in this process, after the test."""
@@ -205,6 +218,27 @@ def test_worker_refuses_a_file_changed_since_the_graph(
         np.testing.assert_array_equal(reader.to_dask().compute(), np.zeros((5, 6, 7), np.uint16))
 
 
+def test_long_lived_worker_reads_a_replaced_file_anew(tmp_path: Path, reopened_readers) -> None:
+    """A worker that outlives a computation (a reused pool, dask.distributed) must not serve a
+    reader opened after the file was replaced from the reader it re-opened for an older one."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    path, new = tmp_path / "stack.tif", tmp_path / "new.tif"
+    tifffile.imwrite(path, np.zeros((3, 6, 7), np.uint16), photometric="minisblack")
+    with TiffStackND(path) as reader:  # first computation: the worker re-opens the file
+        worker = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))
+        assert worker.reader.get_plane(t=1).max() == 0
+    tifffile.imwrite(new, np.full((3, 6, 7), 7, np.uint16), photometric="minisblack")
+    new.replace(path)  # saved anew, as editors do: same name, same shape
+    with TiffStackND(path) as reader:
+        expected = tifffile.imread(path)
+        np.testing.assert_array_equal(reader.to_dask().compute(scheduler="threads"), expected)
+        worker = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))  # the same worker
+        np.testing.assert_array_equal(worker.reader.get_plane(t=1), expected[1])
+
+
 def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened_readers) -> None:
     import pickle
 
@@ -221,6 +255,35 @@ def test_worker_refuses_a_file_whose_axes_changed_order(tmp_path: Path, reopened
             assert "".join(replaced.sizes) == "tczyx"
         with pytest.raises(StackReadError, match="changed since the dask array was built"):
             pickle.loads(task_reader)
+
+
+@pytest.mark.parametrize("kind", ["file", "glob", "files"])
+def test_reader_opened_by_relative_path_reopens_after_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopened_readers, kind: str
+) -> None:
+    """Workers re-open what a reader names: a relative name must not depend on the cwd."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    data = np.random.default_rng(12).integers(0, 4096, (3, 6, 7), dtype=np.uint16)
+    (tmp_path / "data").mkdir()
+    for t in range(3):
+        tifffile.imwrite(tmp_path / "data" / f"img_{t}.tif", data[t])
+    tifffile.imwrite(tmp_path / "data" / "stack.tif", data, photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    if kind == "file":
+        reader = TiffStackND("data/stack.tif")
+    elif kind == "glob":
+        reader = TiffSequenceND("data/img_*.tif")
+    else:
+        reader = TiffSequenceND([f"data/img_{t}.tif" for t in range(3)])
+    with reader:
+        monkeypatch.chdir(tmp_path / "data")  # e.g. %cd in Jupyter, then a processes scheduler
+        blob = pickle.dumps(_dask.GraphReader(reader))  # as each task is sent to a worker
+        np.testing.assert_array_equal(pickle.loads(blob).reader.get_plane(t=2), data[2])
+        with pickle.loads(pickle.dumps(reader)) as clone:
+            np.testing.assert_array_equal(clone[2], data[2])
 
 
 def test_chunks_of_decoded_planes(tmp_path: Path) -> None:

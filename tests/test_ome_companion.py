@@ -232,6 +232,23 @@ def test_missing_companion_is_a_clear_error(companion_dataset):
         assert len(reader) == 2
 
 
+@pytest.mark.parametrize("opener", [pims.open, pims_videoutils.open])
+def test_fallback_warning_says_why_the_dataset_could_not_be_read(tmp_path, opener):
+    """A file of a dataset whose other file is gone: the reason is the missing planes, not
+    only TiffStackND's "open it with TiffSequenceND" (which fails just the same)."""
+    data = np.random.default_rng(34).integers(0, 60000, (2, 4, 6, 8), np.uint16)
+    _write_dataset(tmp_path, data, metadata="embedded")
+    (tmp_path / "pos1_part1.ome.tif").unlink()
+    if opener is pims.open and not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    with pytest.warns(ReaderFallbackWarning) as record:
+        reader = opener(str(tmp_path / "pos0_part0.ome.tif"))
+    reader.close()
+    (message,) = [str(w.message) for w in record if w.category is ReaderFallbackWarning]
+    assert "nor could TiffSequenceND (StackReadError: " in message
+    assert "2 planes of the dataset are in no file" in message
+
+
 @pytest.mark.parametrize(
     "content", ["not xml at all", f'<OME xmlns="{NS}"></OME>'], ids=["not-xml", "no-image"]
 )

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import tifffile
 
@@ -113,3 +114,54 @@ def test_python_example_prints_what_the_readme_says(tmp_path):
     assert result.stdout.splitlines() == expected
     n_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "movie.mp4"))
     assert n_frames == 50
+
+
+def test_codecs_the_readme_says_need_no_imagecodecs(tmp_path):
+    """The codecs the README lists as working without ``imagecodecs`` do (it is blocked)."""
+    claim = re.search(r"for codecs beyond (.+?)(?:, such as|\))", README.replace("\n  ", " "))
+    assert claim, "README no longer says which codecs need no imagecodecs"
+    names = re.split(r", | and ", claim.group(1))
+    compression = {"deflate": "zlib", "LZW": "lzw", "PackBits": "packbits"}
+    data = np.arange(3 * 16 * 20, dtype=np.uint16).reshape(3, 16, 20) % 1000
+    for name in names:  # written here, where imagecodecs may be installed
+        tifffile.imwrite(tmp_path / f"{name}.tif", data, compression=compression[name],
+                         photometric="minisblack")
+    np.save(tmp_path / "data.npy", data)
+    code = f"""
+import sys
+sys.modules["imagecodecs"] = None  # not installed
+import numpy as np
+from pims_videoutils import TiffStackND
+data = np.load({str(tmp_path / "data.npy")!r})
+for name in {names!r}:
+    with TiffStackND({str(tmp_path)!r} + "/" + name + ".tif") as reader:
+        assert reader.metadata["storage"] == "decoded"
+        np.testing.assert_array_equal(np.stack([reader[i] for i in range(3)]), data), name
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=env_with_checkout(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_not_a_tiff_is_a_stack_read_error_with_older_tifffile(tmp_path):
+    """On Python 3.10 (the README's minimum) pip installs a tifffile whose TiffFileError is a
+    bare Exception, not yet a ValueError: it must still become our StackReadError."""
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"this is not a TIFF file at all" * 10)
+    code = f"""
+import tifffile
+
+class TiffFileError(Exception):  # as tifffile 2025.5.10 defines it
+    pass
+
+tifffile.TiffFileError = tifffile.tifffile.TiffFileError = TiffFileError
+from pims_videoutils import StackReadError, TiffSequenceND, TiffStackND
+for reader in (TiffStackND, TiffSequenceND):
+    try:
+        reader({str(bad)!r})
+    except StackReadError as exc:
+        assert "bad.tif" in str(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=env_with_checkout(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

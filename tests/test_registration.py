@@ -177,6 +177,22 @@ def test_hook_adds_one_small_module_at_startup(fake_site: FakeSite) -> None:
         assert heavy not in with_hook
 
 
+def test_pth_line_is_silent_when_the_hook_module_is_gone(tmp_path: Path) -> None:
+    """An editable install whose checkout was moved: no traceback at every start-up."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    pth = _setup_py_constants()
+    (site / pth["PTH_NAME"]).write_text(pth["PTH_LINE"])
+    code = f"import site, sys; site.addsitedir({str(site)!r}); print(len(sys.path))"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", SWITCH)}
+    proc = subprocess.run(  # -S: no site-packages, so the module cannot be found anywhere
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip()
+    assert proc.stderr == ""
+
+
 def test_fresh_interpreter_pims_open_finds_registered_plugin(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     (fake_site.workdir / "x.fakestack").touch()
@@ -244,6 +260,56 @@ def test_pims_open_is_wrapped_and_opt_out_leaves_pims_untouched(fake_site: FakeS
     opted_out = fake_site.run(PIMS_OPEN_IDENTITY, **{SWITCH: "1"}).stdout.splitlines()
     # pims's own function object, in both of its places; nothing of ours imported
     assert opted_out == ["pims.api True", "True True", "pims.api open False"]
+
+
+FAKE_PIMS_WITHOUT_API = """
+class FramesSequence:
+    pass
+
+def open(sequence):
+    return "pims's own open"
+"""
+
+
+@pytest.mark.parametrize("broken", ["package gone", "pims without pims.api"])
+def test_import_pims_survives_a_hook_that_cannot_wrap(fake_site: FakeSite, broken: str) -> None:
+    code = """
+        import sys, warnings
+        warnings.simplefilter("always")
+        import pims
+        print(pims.open.__name__, hasattr(pims.open, "__wrapped__"))
+        """
+    if broken == "package gone":  # the hook's module left behind, pims_videoutils not importable
+        code = "import sys; sys.modules['pims_videoutils'] = None\n" + textwrap.dedent(code)
+        expected = ["open False"]
+    else:  # a pims laid out otherwise: wrapped where it can be
+        (fake_site.workdir / "shadow" / "pims").mkdir(parents=True)
+        (fake_site.workdir / "shadow" / "pims" / "__init__.py").write_text(FAKE_PIMS_WITHOUT_API)
+        code = f"import sys; sys.path.insert(0, {str(fake_site.workdir / 'shadow')!r})\n" + (
+            textwrap.dedent(code)
+        )
+        expected = ["open True"]
+    proc = fake_site.run(code)
+    assert proc.stdout.split("\n")[:1] == expected
+    if broken == "package gone":
+        assert "RuntimeWarning: pims-videoutils could not wrap pims.open" in proc.stderr
+        assert "_pims_videoutils_autoload.py" in proc.stderr
+
+
+def test_opt_out_until_our_readers_are_used(fake_site: FakeSite, stack_tif: Path) -> None:
+    """As the README says: opted out, pims.open is pims's; once ours are imported (by using
+    them), pims.open considers them for .tif files, as it does every imported reader."""
+    out = fake_site.run(
+        f"""
+        import pims, pims_videoutils
+        print(type(pims.open({str(stack_tif)!r})).__name__)
+        pims_videoutils.open({str(stack_tif)!r}).close()
+        print(type(pims.open({str(stack_tif)!r})).__name__, hasattr(pims.open, "__wrapped__"))
+        """,
+        "-W", "ignore::ResourceWarning",
+        **{SWITCH: "1"},
+    )
+    assert out.stdout.split() == ["TiffStack_tifffile", "TiffStackND", "False"]
 
 
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
@@ -493,6 +559,45 @@ def test_pims_open_png_glob_is_still_image_sequence(fake_site: FakeSite, tmp_pat
     np.testing.assert_array_equal(np.load(tmp_path / "read.npy"), planes)
 
 
+@pytest.mark.parametrize("layout", ["names", "folders"])
+def test_pims_open_glob_of_tiffs_named_without_numbers_still_reads_them(
+    tmp_path: Path, layout: str
+) -> None:
+    """pims read such a glob as an ImageSequence (name order); our package must not break it."""
+    if not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    planes = np.random.default_rng(9).integers(0, 4096, (3, 6, 5), dtype=np.uint16)
+    if layout == "names":  # no numbers at all
+        files = [tmp_path / f"{name}.tif" for name in ("control", "drug", "wash")]
+        pattern = tmp_path / "*.tif"
+    else:  # one file of the same name per folder
+        files = [tmp_path / f"cell{i}" / "frame.tif" for i in range(3)]
+        pattern = tmp_path / "*" / "frame.tif"
+    for file, plane in zip(files, planes, strict=True):
+        file.parent.mkdir(exist_ok=True)
+        tifffile.imwrite(file, plane)
+    with pytest.warns(ReaderFallbackWarning, match="TiffSequenceND could not read it"):
+        reader = pims.open(str(pattern))
+    with reader:
+        assert type(reader).__name__ == "ImageSequence"
+        read = np.stack([np.asarray(frame) for frame in reader])
+    np.testing.assert_array_equal(read, np.stack([tifffile.imread(f) for f in files]))
+    with pytest.raises(StackReadError, match=r"patterns|same coordinates"):
+        pims_videoutils.open(pattern)  # ours: documented to raise
+    with pytest.raises(StackReadError, match=r"patterns|same coordinates"):
+        pims.open(str(pattern), fill_missing=0)  # an option of ours: ours was asked for
+
+
+def test_pims_open_glob_with_a_gap_is_still_our_error(tmp_path: Path) -> None:
+    """A gap is an error of ours: pims's ImageSequence would renumber the frames after it."""
+    if not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    for t in (1, 2, 4):
+        tifffile.imwrite(tmp_path / f"img_{t}.tif", np.zeros((4, 5), np.uint8))
+    with pytest.raises(StackReadError, match="gap"):
+        pims.open(str(tmp_path / "img_*.tif"))
+
+
 SPAWN_SCRIPT = """
 import multiprocessing
 import sys
@@ -669,6 +774,26 @@ def test_open_passes_kwargs_to_the_reader(stack_tif: Path) -> None:
         assert copying[0].flags.writeable
         assert not viewing[0].flags.writeable  # a read-only view of the mapping
         np.testing.assert_array_equal(viewing[0], tifffile.imread(stack_tif)[0])
+
+
+def test_home_folder_tilde(
+    fake_site: FakeSite, stack_tif: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pims hands ``~/stack.tif`` to imageio (which expands it): our readers must get it too."""
+    monkeypatch.setenv("HOME", str(stack_tif.parent))
+    expected = tifffile.imread(stack_tif)
+    with pims_videoutils.open("~/stack.tif") as reader:
+        assert type(reader).__name__ == "TiffStackND"
+        np.testing.assert_array_equal(reader[len(reader) - 1], expected[-1])
+    code = """
+        import warnings
+        warnings.simplefilter("error")
+        import pims
+        with pims.open("~/stack.tif") as reader:
+            print(type(reader).__name__, len(reader))
+        """
+    out = fake_site.run(code, HOME=str(stack_tif.parent)).stdout.split()
+    assert out == ["TiffStackND", str(len(expected))]
 
 
 def test_pims_open_agrees_with_our_open(stack_tif: Path) -> None:
