@@ -421,8 +421,8 @@ class TiffSequenceND(PlanesND):
     Attributes
     ----------
     files : tuple of str
-        The files, in the C order of the file-name axes (for numbered names, their natural
-        order); for a multi-file dataset, sorted by name.
+        The files (absolute paths), in the C order of the file-name axes (for numbered
+        names, their natural order); for a multi-file dataset, sorted by name.
     grid : FileGrid or None
         Which file holds which file-name coordinates (None for a multi-file dataset).
     metadata : dict
@@ -503,7 +503,8 @@ class TiffSequenceND(PlanesND):
             "copy": copy,
         }
         label = _source_label(self._source)
-        self.files = tuple(_list_files(self._source))
+        # absolute, so that files opened later are the same after an os.chdir
+        self.files = tuple(os.path.abspath(name) for name in _list_files(self._source))
         self.grid = None
         self._template = None
         self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)

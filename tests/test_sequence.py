@@ -174,6 +174,17 @@ def test_glob_lists_what_glob_lists(tmp_path, monkeypatch, pattern, relative):
             _list_files(source)
 
 
+def test_relative_source_reads_after_chdir(numbered, monkeypatch):
+    # files are opened on first use: a relative source must still name them after os.chdir
+    monkeypatch.chdir(numbered.parent)
+    with TiffSequenceND(numbered.name, max_open_files=1) as reader:
+        monkeypatch.chdir("/")
+        for i in (11, 0, 5):
+            expected = tifffile.imread(numbered / f"f{i + 1}.tif")
+            np.testing.assert_array_equal(reader[i], expected)
+        assert all(os.path.isabs(name) for name in reader.files)
+
+
 def test_not_a_tiff_first_file(tmp_path):
     (tmp_path / "a1.tif").write_bytes(b"this is not a tiff file at all")
     _write(tmp_path / "a2.tif", _planes(0, 1)[0])
