@@ -64,8 +64,17 @@ def opens_as_sequence(path: str) -> bool:
     return len(matches) > 1 and all(m.lower().endswith(_TIFF_SUFFIXES) for m in matches)
 
 
-def _open_sequence(path: str, kwargs: dict[str, Any]) -> Any:
-    """Open what :func:`opens_as_sequence` accepted."""
+def _is_list_of_tiffs(sequence: Any) -> bool:
+    """Tell whether ``sequence`` is a non-empty list or tuple of paths of ``.tif(f)`` files."""
+    return (
+        isinstance(sequence, (list, tuple)) and len(sequence) > 0
+        and all(isinstance(name, (str, os.PathLike)) for name in sequence)
+        and all(os.fspath(name).lower().endswith(_TIFF_SUFFIXES) for name in sequence)
+    )
+
+
+def _open_sequence(path: str | list[str], kwargs: dict[str, Any]) -> Any:
+    """Open what :func:`opens_as_sequence` accepted, or a list of TIFF files."""
     from .sequence import TiffSequenceND
 
     return TiffSequenceND(path, **kwargs)
@@ -81,7 +90,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     files, opens as :class:`~pims_videoutils.TiffSequenceND` (unless the glob's file names
     hold no common numbering and no option of ``TiffSequenceND`` was given: then pims's
     ``ImageSequence`` reads them, as it did, after a
-    :class:`~pims_videoutils.ReaderFallbackWarning`); every other argument goes to
+    :class:`~pims_videoutils.ReaderFallbackWarning`), and so does a list of TIFF files
+    (which pims's own ``open`` cannot take); every other argument goes to
     pims's ``open`` (a :class:`pathlib.Path` as its string, which pims needs, a leading ``~``
     as the home folder, and a glob with one match as that file or folder, as in :func:`open`),
     which chooses among the (now imported) readers as usual.
@@ -104,6 +114,8 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     def open(sequence, **kwargs):
         ensure_readers_loaded()
         path = os.fspath(sequence) if isinstance(sequence, os.PathLike) else sequence
+        if _is_list_of_tiffs(path):  # (pims's own open fails on a list: glob.glob of it)
+            return _open_sequence([os.path.expanduser(os.fspath(name)) for name in path], kwargs)
         if not isinstance(path, str):  # not a path: pims's business
             return original(path, **kwargs)
         path = os.path.expanduser(str(path))  # str: numpy.str_ (dask-image) lists as bytes
@@ -133,8 +145,9 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
         "\n    are imported at the first call; a folder of TIFF files (or of position folders),"
-        "\n    one image of a Micro-Manager acquisition, or a glob matching several TIFF files"
-        "\n    named as one numbering opens as pims_videoutils.TiffSequenceND. Opt out with"
+        "\n    one image of a Micro-Manager acquisition, a glob matching several TIFF files"
+        "\n    named as one numbering, or a list of TIFF files opens as"
+        "\n    pims_videoutils.TiffSequenceND. Opt out with"
         "\n    the environment variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
     )
     api = getattr(pims_module, "api", None)  # (pims 0.7 defines open in pims.api)

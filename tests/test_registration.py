@@ -484,7 +484,7 @@ def numbered_tiffs(tmp_path: Path) -> tuple[Path, list[Path]]:
     return folder, files
 
 
-def _check_sequence_code(source: str, files: list[Path]) -> str:
+def _check_sequence_code(source: str | list[str], files: list[Path]) -> str:
     """Code that opens ``source`` with pims.open and compares it with tifffile, file by file."""
     return f"""
         import numpy as np
@@ -507,12 +507,17 @@ def test_pims_open_glob_naming_one_folder(
     assert out == ["pims_videoutils.sequence", "TiffSequenceND", "11"]
 
 
-@pytest.mark.parametrize("form", ["folder", "glob"])
+@pytest.mark.parametrize("form", ["folder", "glob", "list"])
 def test_pims_open_folder_or_tiff_glob_is_tiff_sequence(
     fake_site: FakeSite, numbered_tiffs: tuple[Path, list[Path]], form: str
 ) -> None:
     folder, files = numbered_tiffs
-    source = str(folder) if form == "folder" else str(folder / "img*.tif")
+    sources = {
+        "folder": str(folder),
+        "glob": str(folder / "img*.tif"),
+        "list": [str(name) for name in reversed(files)],  # (pims alone fails on a list)
+    }
+    source = sources[form]
     out = fake_site.run(_check_sequence_code(source, files), "-W", "error").stdout.split()
     assert out == ["pims_videoutils.sequence", "TiffSequenceND", "11"]
 
