@@ -119,11 +119,11 @@ def _video_options(function):
     """Add the options shared by ``convert`` and ``batch`` (those of ``to_video``)."""
     options = [
         click.option("--fps", type=click.FloatRange(min=0, min_open=True),
-                     help="Frame rate of the movie [default: 1 / the file's frame interval, "
-                          "so movie time is real time (a slow time-lapse, one frame every "
-                          "10 s, plays at 0.1 fps: give e.g. --fps 10 to speed it up); else "
-                          "10]. --step keeps the file's rate (the movie plays STEP times "
-                          "faster)."),
+                     help="Frame rate of the movie [default: when animating t, 1 / the file's "
+                          "frame interval, so movie time is real time (a slow time-lapse, one "
+                          "frame every 10 s, plays at 0.1 fps: give e.g. --fps 10 to speed it "
+                          "up); else 10]. --step keeps the file's rate (the movie plays STEP "
+                          "times faster)."),
         click.option("--codec", help="ffmpeg encoder, e.g. libx264, libx265, ffv1, "
                                      "libvpx-vp9, prores_ks, gif [default: from the extension]."),
         click.option("--crf", type=click.IntRange(min=0),
@@ -322,8 +322,9 @@ def convert(source: str, output: str, **options: Any) -> int:
     shows all channels as one colour composite, and max-projects over z when there are several
     z planes and z is not animated; every other axis stays at index 0 unless given with
     --coords. One contrast is computed for the whole movie (--contrast auto), so brightness
-    changes stay visible. The movie plays in real time (the file's frame interval) unless
-    --fps says otherwise: use --fps for slow time-lapses.
+    changes stay visible. A movie of time points plays in real time (the file's frame
+    interval), other movies at 10 fps, unless --fps says otherwise: use --fps for slow
+    time-lapses.
     """
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)

@@ -131,7 +131,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     """Return the frame rate: the argument, else the reader's, else :data:`DEFAULT_FPS`.
 
     The reader's ``frame_rate``, then ``1 / metadata['frame_interval']`` (seconds), are used
-    when they are finite and > 0. A lazy slice of a reader (``reader[10:50:2]``, a
+    when they are finite and > 0, and the frames step through time: an N-D reader must
+    iterate over ``t`` alone (frames along z, channels or several axes have no real-time
+    rate). A lazy slice of a reader (``reader[10:50:2]``, a
     ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
     ``_ancestor``) is asked. An invalid argument, or a rate (also the reader's) that the
     container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises.
@@ -170,7 +172,14 @@ def _rate_sources(frames: Any) -> list[Any]:
 
 
 def _reader_rate(frames: Any) -> float | None:
-    """Return a reader's ``frame_rate``, else ``1 / metadata['frame_interval']``, else None."""
+    """Return a reader's ``frame_rate``, else ``1 / metadata['frame_interval']``, else None.
+
+    None also for an N-D reader whose ``iter_axes`` are not ``t`` alone: the time between
+    time points is not the time between its frames.
+    """
+    iter_axes = getattr(frames, "iter_axes", None)
+    if iter_axes is not None and list(iter_axes) != ["t"]:
+        return None
     rate = getattr(frames, "frame_rate", None)
     if _positive(rate):
         return rate
@@ -389,7 +398,9 @@ def to_video(
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
     fps : float, optional
         Frame rate. Default: the reader's ``frame_rate``, else ``1 / metadata
-        ['frame_interval']`` (seconds), so that movie time is real time; else 10. A lazy
+        ['frame_interval']`` (seconds), so that movie time is real time; else 10. An N-D
+        reader gives its rate only when it iterates over ``t`` alone (``iter_axes`` ``z``
+        or ``tz`` make 10 fps movies, not one frame per frame interval). A lazy
         slice ``reader[a:b:n]`` plays at its reader's rate (a step ``n`` makes the movie n
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames

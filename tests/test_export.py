@@ -722,6 +722,21 @@ def test_slice_of_a_reader_keeps_names_and_frame_rate(tmp_path):
     np.testing.assert_array_equal(frames[..., 0], display(mip[:, 1], 0, 6000))
 
 
+@pytest.mark.parametrize("iter_axes", ["z", "c", "tz", "zt"])
+def test_frames_not_along_time_alone_do_not_take_the_frame_interval(tmp_path, iter_axes):
+    # frame interval 60 s: a z-stack movie would play one plane per minute
+    write_hyperstack(tmp_path / "h.tif", interval=60.0)
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = iter_axes
+        result = to_video(reader, tmp_path / "z.mp4", progress=False)
+        sliced = to_video(reader[::2], tmp_path / "s.mp4", progress=False)
+    finally:
+        reader.close()
+    assert result.fps == sliced.fps == 10.0
+    assert read_back(result.path)[1]["fps"] == pytest.approx(10.0)
+
+
 def test_bad_quality_option_leaves_no_temporary_file(tmp_path):
     with pytest.raises(ExportArgumentError, match="crf"):
         to_video(gradient_movie(n=2), tmp_path / "x.mkv", lossless=True, crf=3, progress=False)
