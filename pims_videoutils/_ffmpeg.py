@@ -16,6 +16,9 @@ ext    codecs                                     output pixel format
 .mov   prores_ks, libx264, libx265                prores: yuv422p10le
 .gif   gif                                        pal8 (palette generated per movie)
 ====== ========================================== ==================================
+
+RGB frames stored as YUV are converted with the BT.709 matrix (limited range) and tagged so,
+which every player honours (an untagged file's matrix is guessed from its size).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ _PRESETS = (
     "placebo",
 )
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
+_BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
 
 def ffmpeg_exe() -> str:
@@ -225,12 +229,20 @@ def _quality_args(
 
 
 def _filters(
-    width: int, height: int, scale: int | Fraction, padded: tuple[int, int], codec: str
+    width: int,
+    height: int,
+    scale: int | Fraction,
+    padded: tuple[int, int],
+    codec: str,
+    rgb_to_yuv: str | None = None,
 ) -> str:
-    """Return the ``-vf`` filter chain: cropping and scaling, padding, GIF palette.
+    """Return the ``-vf`` filter chain: cropping and scaling, padding, YUV or GIF palette.
 
     Down-scaling by 1/n first drops the last ``width % n`` columns and ``height % n`` rows,
-    so every output pixel is the mean of one n x n block.
+    so every output pixel is the mean of one n x n block. RGB frames stored as the YUV
+    pixel format ``rgb_to_yuv`` are converted with the BT.709 matrix in limited range and
+    tagged so: players guess the matrix of an untagged file from its size (BT.709 for HD,
+    where ffmpeg's default BT.601 turned pure green into (0, 215, 0)). Gray needs no matrix.
     """
     parts = []
     if scale < 1:
@@ -243,6 +255,8 @@ def _filters(
         parts.append(f"scale={int(width * scale)}:{int(height * scale)}:flags={flags}")
     if padded != (int(height * scale), int(width * scale)):
         parts.append(f"pad={padded[1]}:{padded[0]}:0:0:black")
+    if rgb_to_yuv is not None:
+        parts.append(f"scale=out_color_matrix=bt709:out_range=tv,format={rgb_to_yuv},{_BT709}")
     if codec == "gif":
         parts.append(_GIF_PALETTE)
     return ",".join(parts)
@@ -304,7 +318,8 @@ def build_command(
     """
     scaled = (int(height * scale), int(width * scale))
     encoded = padded_size or scaled
-    vf = _filters(width, height, scale, encoded, codec)
+    yuv = input_pixel_format == "rgb24" and output_pixel_format.startswith("yuv")
+    vf = _filters(width, height, scale, encoded, codec, output_pixel_format if yuv else None)
     rate = f"{fps.numerator}/{fps.denominator}"
     command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]

@@ -203,6 +203,23 @@ def test_two_channel_composite_is_green_and_magenta(tmp_path):
     assert result.intensity_range == [(0.0, 1000.0), (0.0, 50.0)]
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".webm", ".mov"])
+def test_colour_in_yuv_is_bt709_and_tagged_so(tmp_path, ext):
+    # players decode an untagged HD file with BT.709: BT.601 data then shift every colour
+    av = pytest.importorskip("av")
+    movie = np.zeros((2, 16, 32, 2), np.uint16)
+    movie[:, :, :16, 0] = 1000
+    movie[:, :, 16:, 1] = 1000
+    result = to_video(movie, tmp_path / f"c{ext}", crf=0 if ext != ".mov" else None,
+                      progress=False)
+    with av.open(str(result.path)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.colorspace, frame.color_range) == (1, 1)  # BT.709, limited (MPEG)
+        rgb = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
+    assert np.abs(rgb[4:12, 4:12] - [0, 255, 0]).max() <= 3
+    assert np.abs(rgb[4:12, 20:28] - [255, 0, 255]).max() <= 3
+
+
 def test_channel_colors_and_per_channel_contrast(tmp_path):
     movie = np.full((2, 8, 8, 2), 100, np.uint16)
     result = to_video(
