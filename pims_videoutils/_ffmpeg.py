@@ -234,15 +234,16 @@ def _filters(
     scale: int | Fraction,
     padded: tuple[int, int],
     codec: str,
-    rgb_to_yuv: str | None = None,
+    rgb_to_yuv: bool = False,
 ) -> str:
     """Return the ``-vf`` filter chain: cropping and scaling, padding, YUV or GIF palette.
 
     Down-scaling by 1/n first drops the last ``width % n`` columns and ``height % n`` rows,
-    so every output pixel is the mean of one n x n block. RGB frames stored as the YUV
-    pixel format ``rgb_to_yuv`` are converted with the BT.709 matrix in limited range and
-    tagged so: players guess the matrix of an untagged file from its size (BT.709 for HD,
-    where ffmpeg's default BT.601 turned pure green into (0, 215, 0)). Gray needs no matrix.
+    so every output pixel is the mean of one n x n block. ``rgb_to_yuv``: RGB frames stored
+    as YUV (the encoder's pixel format, also one given in ``extra_args``) are converted with
+    the BT.709 matrix in limited range and tagged so: players guess the matrix of an
+    untagged file from its size (BT.709 for HD, where ffmpeg's default BT.601 turned pure
+    green into (0, 215, 0)). Gray needs no matrix.
     """
     parts = []
     if scale < 1:
@@ -255,8 +256,8 @@ def _filters(
         parts.append(f"scale={int(width * scale)}:{int(height * scale)}:flags={flags}")
     if padded != (int(height * scale), int(width * scale)):
         parts.append(f"pad={padded[1]}:{padded[0]}:0:0:black")
-    if rgb_to_yuv is not None:
-        parts.append(f"scale=out_color_matrix=bt709:out_range=tv,format={rgb_to_yuv},{_BT709}")
+    if rgb_to_yuv:
+        parts.append(f"scale=out_color_matrix=bt709:out_range=tv,{_BT709}")
     if codec == "gif":
         parts.append(_GIF_PALETTE)
     return ",".join(parts)
@@ -319,7 +320,7 @@ def build_command(
     scaled = (int(height * scale), int(width * scale))
     encoded = padded_size or scaled
     yuv = input_pixel_format == "rgb24" and output_pixel_format.startswith("yuv")
-    vf = _filters(width, height, scale, encoded, codec, output_pixel_format if yuv else None)
+    vf = _filters(width, height, scale, encoded, codec, yuv)
     rate = f"{fps.numerator}/{fps.denominator}"
     command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]

@@ -220,6 +220,19 @@ def test_colour_in_yuv_is_bt709_and_tagged_so(tmp_path, ext):
     assert np.abs(rgb[4:12, 20:28] - [255, 0, 255]).max() <= 3
 
 
+def test_yuv444p_in_extra_args_keeps_every_pixel_colour(tmp_path):
+    av = pytest.importorskip("av")
+    movie = np.zeros((2, 16, 16, 3), np.uint8)
+    movie[:, ::2, ::2, 1] = 255  # green and black dots: 4:2:0 would smear them
+    result = to_video(movie, tmp_path / "c.mkv", crf=0, contrast=None, progress=False,
+                      extra_args=["-pix_fmt", "yuv444p"])
+    with av.open(str(result.path)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.format.name, frame.colorspace) == ("yuv444p", 1)
+        rgb = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
+    assert np.abs(rgb - movie[0]).max() <= 3
+
+
 def test_channel_colors_and_per_channel_contrast(tmp_path):
     movie = np.full((2, 8, 8, 2), 100, np.uint16)
     result = to_video(
