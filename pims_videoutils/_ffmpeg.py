@@ -43,6 +43,7 @@ __all__ = [
     "ffmpeg_exe",
     "ffv1_slices",
     "output_pixel_format",
+    "padded_size",
     "size_multiple",
 ]
 
@@ -58,6 +59,8 @@ LOSSLESS_CODEC = "ffv1"
 #: ffv1 refuses a slice whose samples x (bits per sample + 1) x planes exceed this
 _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
+#: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
+_MIN_SIZE = {"libx265": 16}
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
 _MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
@@ -155,6 +158,17 @@ def size_multiple(pixel_format: str) -> tuple[int, int]:
     if pixel_format.startswith(("yuv422", "yuvj422")):
         return 1, 2
     return 1, 1
+
+
+def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple[int, int]:
+    """Return the (height, width) that ``codec`` encodes frames of this size at.
+
+    Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
+    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it).
+    """
+    my, mx = size_multiple(pixel_format)
+    least = _MIN_SIZE.get(codec, 1)
+    return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 
 def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:

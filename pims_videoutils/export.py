@@ -453,8 +453,9 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
-        Odd sizes for yuv420p/yuv422p are padded with black at the bottom/right, never
-        stretched: pixel (y, x) of a frame stays at (y, x).
+        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265, are padded
+        with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
+        (y, x).
 
     Raises
     ------
@@ -504,8 +505,7 @@ def to_video(
     scaled = (int(height * factor), int(width * factor))
     if min(scaled) < 1:
         raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
-    my, mx = _ffmpeg.size_multiple(out_pixel_format)
-    padded = (-(-scaled[0] // my) * my, -(-scaled[1] // mx) * mx)
+    padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
     tmp_name = _reserve_temporary(target)
     try:
         command = _ffmpeg.build_command(

@@ -132,6 +132,20 @@ def test_odd_size_is_padded_not_scaled(tmp_path):
     assert frames[:, 31, :].max() <= 2 and frames[:, :, 41].max() <= 2
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (9, 200), (15, 3)])
+def test_frames_too_small_for_libx265_are_padded(tmp_path, shape):
+    # e.g. a kymograph 9 pixels high; ffmpeg's libx265 refuses frames under 16 x 16
+    movie = np.full((2, *shape), 200, np.uint8)
+    result = to_video(movie, tmp_path / "k.mp4", codec="libx265", crf=0, progress=False)
+    height, width = max(16, shape[0] + shape[0] % 2), max(16, shape[1] + shape[1] % 2)
+    assert (result.height, result.width) == (height, width)
+    assert result.padding == (height - shape[0], width - shape[1])
+    frames, meta = read_back(result.path)
+    assert meta["size"] == (width, height) and len(frames) == 2
+    assert np.abs(frames[:, : shape[0], : shape[1]].astype(int) - 200).max() <= 3
+    assert frames[:, shape[0] + 1 :].max(initial=0) <= 3  # black below (one row of chroma)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64, np.int32])
 def test_other_dtypes_use_percentiles(tmp_path, dtype):
     movie = gradient_movie(n=5, spread=1000, base=0, step=0).astype(np.int32) - 500
