@@ -336,7 +336,8 @@ def build_command(
     yuv = input_pixel_format == "rgb24" and output_pixel_format.startswith("yuv")
     vf = _filters(width, height, scale, encoded, codec, yuv)
     rate = f"{fps.numerator}/{fps.denominator}"
-    command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
+    # level+: every message says its level ("[error] ..."), so the cause can be picked out
+    command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+warning"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:

@@ -456,9 +456,14 @@ def _one_line(error: BaseException) -> str:
         text = error.message
         if error.returncode is not None:
             text += f" (ffmpeg exit code {error.returncode})"
-        # ffmpeg's first error line names the cause; the rest of its stderr is for --debug.
+        # ffmpeg's first error message names the cause (later ones say what failed because
+        # of it); the rest of its stderr is for --debug.
         lines = [line.strip() for line in error.stderr_tail.splitlines() if line.strip()]
-        causes = [line for line in lines if "error" in line.lower()] or lines[-1:]
+        causes = (
+            [line for line in lines if "[error]" in line or "[fatal]" in line]
+            or [line for line in lines if "error" in line.lower()]
+            or lines[-1:]
+        )
         if causes:
             text += f": {causes[0]}"
     else:

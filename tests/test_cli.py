@@ -310,6 +310,14 @@ def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
     _assert_one_line_error(result, "could open it: ", "TiffStackND", "not a TIFF file")
 
 
+def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
+    # a kymograph wider than H.264 allows: ffmpeg's first error says why, later ones do not
+    tifffile.imwrite(tmp_path / "wide.tif", np.zeros((2, 2, 17000), np.uint8))
+    result = run("convert", "wide.tif", "wide.mp4", "--no-progress", cwd=tmp_path)
+    _assert_one_line_error(result, "ffmpeg", "invalid width x height (17000x2)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.tif"]
+
+
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
