@@ -357,10 +357,12 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     code is 1 if any input failed. Takes the options of "convert".
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
     from ._errors import ExportArgumentError
     from ._ffmpeg import choose_codec
+    from .export import temporaries_of
 
     selection, export = _split_options(options)
     export["progress"] = False
@@ -376,9 +378,14 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
 
     failed: list[str] = []
     workers = min(jobs or os.cpu_count() or 1, len(sources))
-    executor = ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_skip_display_imports
-    )
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"),
+            initializer=_skip_display_imports,
+        )
+
+    executor = new_pool()
     # Submit one job per free worker, so that after Ctrl-C no queued input starts.
     waiting = list(outputs.items())
     running: dict[Any, str] = {}
@@ -388,10 +395,19 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                 source, output = waiting.pop(0)
                 running[executor.submit(_batch_job, source, output, selection, export)] = source
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
             for future in finished:
                 source = running.pop(future)
                 try:
                     n_frames, width, height, seconds = future.result()
+                except BrokenProcessPool:  # a worker was killed (out of memory?): all stop
+                    broken = True
+                    failed.append(source)
+                    for leftover in temporaries_of(outputs[source]):  # its ffmpeg's file
+                        leftover.unlink(missing_ok=True)
+                    click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
+                               "the system, out of memory?)", err=True)
+                    continue
                 except Exception as error:  # one failed input must not stop the others
                     failed.append(source)
                     click.echo(f"{_PROG}: FAILED {source}: {_one_line(error)}", err=True)
@@ -400,6 +416,9 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
+            if broken:  # the pool is unusable: the inputs still waiting get a new one
+                executor.shutdown(wait=True)
+                executor = new_pool()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     done = len(sources) - len(failed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import glob
 import html
 import math
 import os
@@ -42,6 +43,8 @@ _MAX_FPS_FFMPEG = 1_000_000
 #: The slowest rates: one frame per 2.8 hours (ffmpeg), 655.35 s (GIF's longest delay).
 _MIN_FPS = {".gif": Fraction(100, 65535)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
+#: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
+_TEMPORARY = ".{}.tmp-{}{}"
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,8 @@ def _reserve_temporary(target: Path) -> str:
     the finished video gets the usual permissions.
     """
     for _ in range(100):
-        name = target.with_name(f".{target.stem}.tmp-{secrets.token_hex(4)}{target.suffix}")
+        token = secrets.token_hex(4)
+        name = target.with_name(_TEMPORARY.format(target.stem, token, target.suffix))
         try:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -223,6 +227,18 @@ def _reserve_temporary(target: Path) -> str:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
         return str(name)
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
+    """Return the temporary files of exports to ``target`` still beside it.
+
+    :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
+    out-of-memory killer): ``pims-video batch`` removes those of a worker that died.
+    """
+    target = Path(target).absolute()
+    pattern = _TEMPORARY.format(glob.escape(target.stem), "[0-9a-f]" * 8,
+                                glob.escape(target.suffix))
+    return sorted(target.parent.glob(pattern))
 
 
 def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
