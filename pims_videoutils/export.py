@@ -13,6 +13,7 @@ import html
 import math
 import os
 import secrets
+import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ class VideoResult:
     def _repr_html_(self) -> str:
         """Return an inline player: files up to 20 MiB embedded (base64), larger ones linked.
 
-        A linked file is referred to by its path relative to the working directory, which
-        Jupyter serves when the video lies below the notebook's folder.
+        A linked file is referred to by its path relative to the working directory (as a
+        URL: ``#``, ``%`` and spaces escaped), which Jupyter serves when the video lies below
+        the notebook's folder.
 
         GIFs show as an image; what browsers cannot play (ffv1, ProRes, Matroska, AVI) as a
         one-line summary.
@@ -103,7 +105,8 @@ class VideoResult:
             data = base64.b64encode(self.path.read_bytes()).decode("ascii")
             src = f"data:{mime};base64,{data}"
         else:  # Jupyter serves files below the notebook's folder (the working directory)
-            src = html.escape(Path(os.path.relpath(self.path)).as_posix(), quote=True)
+            relative = Path(os.path.relpath(self.path)).as_posix()
+            src = html.escape(urllib.parse.quote(relative), quote=True)  # "#", "%", spaces
         if ext == ".gif":
             return f'<img src="{src}" alt="{summary}"/>'
         return f'<video controls loop src="{src}" title="{summary}"></video>'

@@ -674,6 +674,22 @@ def test_repr_html_links_large_files(tmp_path, monkeypatch):
     assert 'src="big.mp4"' in result._repr_html_()
 
 
+def test_repr_html_links_a_file_name_that_is_not_a_url(tmp_path, monkeypatch):
+    import re
+    import urllib.parse
+
+    from pims_videoutils import export
+
+    movie = gradient_movie(n=3, h=8, w=8, dtype=np.uint8, spread=100)
+    (tmp_path / "run 2").mkdir()
+    result = to_video(movie, tmp_path / "run 2" / "cell #1 50%.mp4", progress=False)
+    monkeypatch.setattr(export, "EMBED_LIMIT_BYTES", 10)
+    monkeypatch.chdir(tmp_path)
+    src = re.search(r'src="([^"]*)"', result._repr_html_()).group(1)
+    assert "#" not in src and " " not in src  # "#" would start a fragment
+    assert urllib.parse.unquote(src) == "run 2/cell #1 50%.mp4"
+
+
 def test_real_imagej_stack_bit_exact(tmp_path, real_data):
     path = real_data / "pims" / "tiff_stack.tif"  # ImageJ 1.46a, big-endian uint16 ZYX
     reader = TiffStackND(str(path))
