@@ -46,6 +46,7 @@ _MIN_FPS = {".gif": Fraction(100, 65535)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
 #: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
 _TEMPORARY = ".{}.tmp-{}{}"
+_NAME_MAX = 255  # bytes in a file name (Linux, macOS, Windows)
 
 
 @dataclass(frozen=True)
@@ -219,9 +220,9 @@ def _reserve_temporary(target: Path) -> str:
     Created like any new file (mode 0o666 minus the umask, unlike ``mkstemp``'s 0o600), so
     the finished video gets the usual permissions.
     """
+    stem = _temporary_stem(target)
     for _ in range(100):
-        token = secrets.token_hex(4)
-        name = target.with_name(_TEMPORARY.format(target.stem, token, target.suffix))
+        name = target.with_name(_TEMPORARY.format(stem, secrets.token_hex(4), target.suffix))
         try:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -239,9 +240,18 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     out-of-memory killer): ``pims-video batch`` removes those of a worker that died.
     """
     target = Path(target).absolute()
-    pattern = _TEMPORARY.format(glob.escape(target.stem), "[0-9a-f]" * 8,
+    pattern = _TEMPORARY.format(glob.escape(_temporary_stem(target)), "[0-9a-f]" * 8,
                                 glob.escape(target.suffix))
     return sorted(target.parent.glob(pattern))
+
+
+def _temporary_stem(target: Path) -> str:
+    """Return the stem of ``target``, shortened so that its temporary name fits 255 bytes."""
+    room = _NAME_MAX - len(os.fsencode(_TEMPORARY.format("", "0" * 8, target.suffix)))
+    stem = target.stem
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return stem
 
 
 def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:

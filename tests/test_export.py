@@ -586,6 +586,13 @@ def test_no_overwrite_keeps_a_file_created_while_encoding(tmp_path, monkeypatch,
     assert leftovers(tmp_path) == ["other", "x.mkv", "y.mkv"]
 
 
+@pytest.mark.parametrize("stem", ["L" * 250, "顕微鏡" * 27])  # 250 and 243 bytes
+def test_longest_file_names_can_be_written(tmp_path, stem):
+    # the hidden temporary file beside the target must fit the 255-byte limit too
+    result = to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / f"{stem}.mkv", progress=False)
+    assert leftovers(tmp_path) == [f"{stem}.mkv"] and count(result.path) == 2
+
+
 def test_unwritable_folder(tmp_path, no_ffmpeg):
     folder = tmp_path / "ro"
     folder.mkdir()
