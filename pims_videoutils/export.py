@@ -442,7 +442,8 @@ def to_video(
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
         Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
-        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``.
+        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``, or
+        ``gamma`` is not 1 (then mapped to 8 bits like any other data).
     crf : float, optional
         Quality for libx264 (default 18), libx265 (22), VP9 (30); lower is better.
     preset : str, optional
