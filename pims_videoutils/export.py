@@ -238,6 +238,16 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
     out-of-memory killer): ``pims-video batch`` removes those of a worker that died.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The video file an export was writing.
+
+    Returns
+    -------
+    list of Path
+        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target``.
     """
     target = Path(target).absolute()
     pattern = _TEMPORARY.format(glob.escape(_temporary_stem(target)), "[0-9a-f]" * 8,
