@@ -16,6 +16,9 @@ ext    codecs                                     output pixel format
 .mov   prores_ks, libx264, libx265                prores: yuv422p10le
 .gif   gif                                        pal8 (palette generated per movie)
 ====== ========================================== ==================================
+
+RGB frames stored as YUV are converted with the BT.709 matrix (limited range) and tagged so,
+which every player honours (an untagged file's matrix is guessed from its size).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "ffmpeg_exe",
     "ffv1_slices",
     "output_pixel_format",
+    "padded_size",
     "size_multiple",
 ]
 
@@ -55,6 +59,8 @@ LOSSLESS_CODEC = "ffv1"
 #: ffv1 refuses a slice whose samples x (bits per sample + 1) x planes exceed this
 _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
+#: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
+_MIN_SIZE = {"libx265": 16}
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
 _MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
@@ -71,6 +77,7 @@ _PRESETS = (
     "placebo",
 )
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
+_BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
 
 def ffmpeg_exe() -> str:
@@ -153,6 +160,17 @@ def size_multiple(pixel_format: str) -> tuple[int, int]:
     return 1, 1
 
 
+def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple[int, int]:
+    """Return the (height, width) that ``codec`` encodes frames of this size at.
+
+    Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
+    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it).
+    """
+    my, mx = size_multiple(pixel_format)
+    least = _MIN_SIZE.get(codec, 1)
+    return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
+
+
 def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:
     """Return how many slices ffv1 cuts frames of this size into: 4 where ffv1 allows it.
 
@@ -225,12 +243,21 @@ def _quality_args(
 
 
 def _filters(
-    width: int, height: int, scale: int | Fraction, padded: tuple[int, int], codec: str
+    width: int,
+    height: int,
+    scale: int | Fraction,
+    padded: tuple[int, int],
+    codec: str,
+    rgb_to_yuv: bool = False,
 ) -> str:
-    """Return the ``-vf`` filter chain: cropping and scaling, padding, GIF palette.
+    """Return the ``-vf`` filter chain: cropping and scaling, padding, YUV or GIF palette.
 
     Down-scaling by 1/n first drops the last ``width % n`` columns and ``height % n`` rows,
-    so every output pixel is the mean of one n x n block.
+    so every output pixel is the mean of one n x n block. ``rgb_to_yuv``: RGB frames stored
+    as YUV (the encoder's pixel format, also one given in ``extra_args``) are converted with
+    the BT.709 matrix in limited range and tagged so: players guess the matrix of an
+    untagged file from its size (BT.709 for HD, where ffmpeg's default BT.601 turned pure
+    green into (0, 215, 0)). Gray needs no matrix.
     """
     parts = []
     if scale < 1:
@@ -243,6 +270,8 @@ def _filters(
         parts.append(f"scale={int(width * scale)}:{int(height * scale)}:flags={flags}")
     if padded != (int(height * scale), int(width * scale)):
         parts.append(f"pad={padded[1]}:{padded[0]}:0:0:black")
+    if rgb_to_yuv:
+        parts.append(f"scale=out_color_matrix=bt709:out_range=tv,{_BT709}")
     if codec == "gif":
         parts.append(_GIF_PALETTE)
     return ",".join(parts)
@@ -304,9 +333,11 @@ def build_command(
     """
     scaled = (int(height * scale), int(width * scale))
     encoded = padded_size or scaled
-    vf = _filters(width, height, scale, encoded, codec)
+    yuv = input_pixel_format == "rgb24" and output_pixel_format.startswith("yuv")
+    vf = _filters(width, height, scale, encoded, codec, yuv)
     rate = f"{fps.numerator}/{fps.denominator}"
-    command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
+    # level+: every message says its level ("[error] ..."), so the cause can be picked out
+    command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+warning"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:

@@ -68,16 +68,18 @@ class FrameSource:
         """Return up to 50 frames (through ``canonical``) for the contrast.
 
         Evenly spaced frames of an indexable input; else the first frames of the iterable
-        (kept to be written later), at most 256 MiB of them.
+        (kept to be written later), at most 256 MiB of them. Those are copies: an iterator
+        may fill one array for every frame.
         """
         if self.length is not None:
             return [canonical(_get(self._frames, int(i))) for i in sample_indices(self.length)]
         limit = min(MAX_SAMPLE_FRAMES, max(1, SAMPLE_BUFFER_BYTES // max(1, self.first.nbytes)))
+        self._buffer = [np.array(frame) for frame in self._buffer]  # before the next frame
         while len(self._buffer) < limit:
             frame = next(self._iter, _END)
             if frame is _END:
                 break
-            self._buffer.append(_as_array(frame))
+            self._buffer.append(_as_array(frame, copy=True))
         return [canonical(f) for f in self._buffer]
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -113,10 +115,10 @@ def _axis_names(frames: Any, first: Any) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _as_array(frame: Any) -> np.ndarray:
-    """Return a frame as an ndarray; ExportArgumentError for what is none (ragged lists...)."""
+def _as_array(frame: Any, copy: bool = False) -> np.ndarray:
+    """Return a frame as an ndarray (a copy if asked); ExportArgumentError for what is none."""
     try:
-        return np.asarray(frame)
+        return np.array(frame) if copy else np.asarray(frame)
     except (ValueError, TypeError) as exc:
         raise ExportArgumentError(f"a frame is not an array: {exc}") from None
 

@@ -119,11 +119,11 @@ def _video_options(function):
     """Add the options shared by ``convert`` and ``batch`` (those of ``to_video``)."""
     options = [
         click.option("--fps", type=click.FloatRange(min=0, min_open=True),
-                     help="Frame rate of the movie [default: 1 / the file's frame interval, "
-                          "so movie time is real time (a slow time-lapse, one frame every "
-                          "10 s, plays at 0.1 fps: give e.g. --fps 10 to speed it up); else "
-                          "10]. --step keeps the file's rate (the movie plays STEP times "
-                          "faster)."),
+                     help="Frame rate of the movie [default: when animating t, 1 / the file's "
+                          "frame interval, so movie time is real time (a slow time-lapse, one "
+                          "frame every 10 s, plays at 0.1 fps: give e.g. --fps 10 to speed it "
+                          "up); else 10]. --step keeps the file's rate (the movie plays STEP "
+                          "times faster)."),
         click.option("--codec", help="ffmpeg encoder, e.g. libx264, libx265, ffv1, "
                                      "libvpx-vp9, prores_ks, gif [default: from the extension]."),
         click.option("--crf", type=click.IntRange(min=0),
@@ -322,8 +322,9 @@ def convert(source: str, output: str, **options: Any) -> int:
     shows all channels as one colour composite, and max-projects over z when there are several
     z planes and z is not animated; every other axis stays at index 0 unless given with
     --coords. One contrast is computed for the whole movie (--contrast auto), so brightness
-    changes stay visible. The movie plays in real time (the file's frame interval) unless
-    --fps says otherwise: use --fps for slow time-lapses.
+    changes stay visible. A movie of time points plays in real time (the file's frame
+    interval), other movies at 10 fps, unless --fps says otherwise: use --fps for slow
+    time-lapses.
     """
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)
@@ -356,10 +357,12 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     code is 1 if any input failed. Takes the options of "convert".
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
     from ._errors import ExportArgumentError
     from ._ffmpeg import choose_codec
+    from .export import temporaries_of
 
     selection, export = _split_options(options)
     export["progress"] = False
@@ -375,9 +378,14 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
 
     failed: list[str] = []
     workers = min(jobs or os.cpu_count() or 1, len(sources))
-    executor = ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_skip_display_imports
-    )
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"),
+            initializer=_skip_display_imports,
+        )
+
+    executor = new_pool()
     # Submit one job per free worker, so that after Ctrl-C no queued input starts.
     waiting = list(outputs.items())
     running: dict[Any, str] = {}
@@ -387,10 +395,19 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                 source, output = waiting.pop(0)
                 running[executor.submit(_batch_job, source, output, selection, export)] = source
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
             for future in finished:
                 source = running.pop(future)
                 try:
                     n_frames, width, height, seconds = future.result()
+                except BrokenProcessPool:  # a worker was killed (out of memory?): all stop
+                    broken = True
+                    failed.append(source)
+                    for leftover in temporaries_of(outputs[source]):  # its ffmpeg's file
+                        leftover.unlink(missing_ok=True)
+                    click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
+                               "the system, out of memory?)", err=True)
+                    continue
                 except Exception as error:  # one failed input must not stop the others
                     failed.append(source)
                     click.echo(f"{_PROG}: FAILED {source}: {_one_line(error)}", err=True)
@@ -399,6 +416,9 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
+            if broken:  # the pool is unusable: the inputs still waiting get a new one
+                executor.shutdown(wait=True)
+                executor = new_pool()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     done = len(sources) - len(failed)
@@ -455,9 +475,14 @@ def _one_line(error: BaseException) -> str:
         text = error.message
         if error.returncode is not None:
             text += f" (ffmpeg exit code {error.returncode})"
-        # ffmpeg's first error line names the cause; the rest of its stderr is for --debug.
+        # ffmpeg's first error message names the cause (later ones say what failed because
+        # of it); the rest of its stderr is for --debug.
         lines = [line.strip() for line in error.stderr_tail.splitlines() if line.strip()]
-        causes = [line for line in lines if "error" in line.lower()] or lines[-1:]
+        causes = (
+            [line for line in lines if "[error]" in line or "[fatal]" in line]
+            or [line for line in lines if "error" in line.lower()]
+            or lines[-1:]
+        )
         if causes:
             text += f": {causes[0]}"
     else:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import glob
 import html
 import math
 import os
 import secrets
+import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ _MAX_FPS_FFMPEG = 1_000_000
 #: The slowest rates: one frame per 2.8 hours (ffmpeg), 655.35 s (GIF's longest delay).
 _MIN_FPS = {".gif": Fraction(100, 65535)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
+#: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
+_TEMPORARY = ".{}.tmp-{}{}"
+_NAME_MAX = 255  # bytes in a file name (Linux, macOS, Windows)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,9 @@ class VideoResult:
     def _repr_html_(self) -> str:
         """Return an inline player: files up to 20 MiB embedded (base64), larger ones linked.
 
-        A linked file is referred to by its path relative to the working directory, which
-        Jupyter serves when the video lies below the notebook's folder.
+        A linked file is referred to by its path relative to the working directory (as a
+        URL: ``#``, ``%`` and spaces escaped), which Jupyter serves when the video lies below
+        the notebook's folder.
 
         GIFs show as an image; what browsers cannot play (ffv1, ProRes, Matroska, AVI) as a
         one-line summary.
@@ -100,7 +106,8 @@ class VideoResult:
             data = base64.b64encode(self.path.read_bytes()).decode("ascii")
             src = f"data:{mime};base64,{data}"
         else:  # Jupyter serves files below the notebook's folder (the working directory)
-            src = html.escape(Path(os.path.relpath(self.path)).as_posix(), quote=True)
+            relative = Path(os.path.relpath(self.path)).as_posix()
+            src = html.escape(urllib.parse.quote(relative), quote=True)  # "#", "%", spaces
         if ext == ".gif":
             return f'<img src="{src}" alt="{summary}"/>'
         return f'<video controls loop src="{src}" title="{summary}"></video>'
@@ -131,7 +138,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     """Return the frame rate: the argument, else the reader's, else :data:`DEFAULT_FPS`.
 
     The reader's ``frame_rate``, then ``1 / metadata['frame_interval']`` (seconds), are used
-    when they are finite and > 0. A lazy slice of a reader (``reader[10:50:2]``, a
+    when they are finite and > 0, and the frames step through time: an N-D reader must
+    iterate over ``t`` alone (frames along z, channels or several axes have no real-time
+    rate). A lazy slice of a reader (``reader[10:50:2]``, a
     ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
     ``_ancestor``) is asked. An invalid argument, or a rate (also the reader's) that the
     container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises.
@@ -170,7 +179,14 @@ def _rate_sources(frames: Any) -> list[Any]:
 
 
 def _reader_rate(frames: Any) -> float | None:
-    """Return a reader's ``frame_rate``, else ``1 / metadata['frame_interval']``, else None."""
+    """Return a reader's ``frame_rate``, else ``1 / metadata['frame_interval']``, else None.
+
+    None also for an N-D reader whose ``iter_axes`` are not ``t`` alone: the time between
+    time points is not the time between its frames.
+    """
+    iter_axes = getattr(frames, "iter_axes", None)
+    if iter_axes is not None and list(iter_axes) != ["t"]:
+        return None
     rate = getattr(frames, "frame_rate", None)
     if _positive(rate):
         return rate
@@ -204,8 +220,9 @@ def _reserve_temporary(target: Path) -> str:
     Created like any new file (mode 0o666 minus the umask, unlike ``mkstemp``'s 0o600), so
     the finished video gets the usual permissions.
     """
+    stem = _temporary_stem(target)
     for _ in range(100):
-        name = target.with_name(f".{target.stem}.tmp-{secrets.token_hex(4)}{target.suffix}")
+        name = target.with_name(_TEMPORARY.format(stem, secrets.token_hex(4), target.suffix))
         try:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -214,6 +231,37 @@ def _reserve_temporary(target: Path) -> str:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
         return str(name)
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
+    """Return the temporary files of exports to ``target`` still beside it.
+
+    :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
+    out-of-memory killer): ``pims-video batch`` removes those of a worker that died.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The video file an export was writing.
+
+    Returns
+    -------
+    list of Path
+        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target``.
+    """
+    target = Path(target).absolute()
+    pattern = _TEMPORARY.format(glob.escape(_temporary_stem(target)), "[0-9a-f]" * 8,
+                                glob.escape(target.suffix))
+    return sorted(target.parent.glob(pattern))
+
+
+def _temporary_stem(target: Path) -> str:
+    """Return the stem of ``target``, shortened so that its temporary name fits 255 bytes."""
+    room = _NAME_MAX - len(os.fsencode(_TEMPORARY.format("", "0" * 8, target.suffix)))
+    stem = target.stem
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return stem
 
 
 def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
@@ -389,7 +437,9 @@ def to_video(
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
     fps : float, optional
         Frame rate. Default: the reader's ``frame_rate``, else ``1 / metadata
-        ['frame_interval']`` (seconds), so that movie time is real time; else 10. A lazy
+        ['frame_interval']`` (seconds), so that movie time is real time; else 10. An N-D
+        reader gives its rate only when it iterates over ``t`` alone (``iter_axes`` ``z``
+        or ``tz`` make 10 fps movies, not one frame per frame interval). A lazy
         slice ``reader[a:b:n]`` plays at its reader's rate (a step ``n`` makes the movie n
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
@@ -402,7 +452,8 @@ def to_video(
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
         Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
-        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``.
+        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``, or
+        ``gamma`` is not 1 (then mapped to 8 bits like any other data).
     crf : float, optional
         Quality for libx264 (default 18), libx265 (22), VP9 (30); lower is better.
     preset : str, optional
@@ -442,8 +493,9 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
-        Odd sizes for yuv420p/yuv422p are padded with black at the bottom/right, never
-        stretched: pixel (y, x) of a frame stays at (y, x).
+        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265, are padded
+        with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
+        (y, x).
 
     Raises
     ------
@@ -493,8 +545,7 @@ def to_video(
     scaled = (int(height * factor), int(width * factor))
     if min(scaled) < 1:
         raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
-    my, mx = _ffmpeg.size_multiple(out_pixel_format)
-    padded = (-(-scaled[0] // my) * my, -(-scaled[1] // mx) * mx)
+    padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
     tmp_name = _reserve_temporary(target)
     try:
         command = _ffmpeg.build_command(

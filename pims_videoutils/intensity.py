@@ -3,7 +3,8 @@
 The contrast limits ``(lo, hi)`` of a movie are computed once, from exact percentiles of the
 values of a sample of frames, so real brightness changes between frames stay visible. Mapping
 a frame is then one table look-up for integer data of up to 16 bits (a 256- or 65536-entry
-``uint8`` table indexed with ``np.take``), or a few float32 operations for other dtypes.
+``uint8`` table indexed with ``np.take``), or a few float operations for other dtypes (in
+float32 for float16 and float32 data, in float64 for wider integers and floats).
 
 The mapping of a value ``v`` is::
 
@@ -212,12 +213,14 @@ def intensity_lut(dtype: np.dtype, lo: float, hi: float, gamma: float = 1.0) -> 
 def map_to_uint8(plane: np.ndarray, lo: float, hi: float, gamma: float = 1.0) -> np.ndarray:
     """Map any numeric array to uint8 with limits ``(lo, hi)`` (formula in module docstring).
 
-    Uses a look-up table for 8/16-bit integers and bool, float32 arithmetic otherwise.
+    Uses a look-up table for 8/16-bit integers and bool, float32 arithmetic for float16 and
+    float32 data, float64 otherwise (float32's 24-bit significand would merge neighbouring
+    values of 32-bit integers above 2**24).
     """
     if plane.dtype.kind == "b" or _is_table_dtype(plane.dtype):
         return _take(intensity_lut(plane.dtype, lo, hi, gamma), plane)
-    values = plane.astype(np.float32, copy=False) if plane.dtype.itemsize <= 4 else plane
-    return _scale(values, lo, hi, gamma)
+    single = plane.dtype.kind == "f" and plane.dtype.itemsize <= 4
+    return _scale(plane.astype(np.float32 if single else np.float64, copy=False), lo, hi, gamma)
 
 
 class IntensityMap:

@@ -310,6 +310,14 @@ def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
     _assert_one_line_error(result, "could open it: ", "TiffStackND", "not a TIFF file")
 
 
+def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
+    # a kymograph wider than H.264 allows: ffmpeg's first error says why, later ones do not
+    tifffile.imwrite(tmp_path / "wide.tif", np.zeros((2, 2, 17000), np.uint8))
+    result = run("convert", "wide.tif", "wide.mp4", "--no-progress", cwd=tmp_path)
+    _assert_one_line_error(result, "ffmpeg", "invalid width x height (17000x2)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.tif"]
+
+
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
@@ -418,6 +426,53 @@ def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
             process.wait()
     assert process.returncode == 130, stderr
     assert list(movies.iterdir()) == []  # no movie, no partial file, s2 never started
+
+
+def _workers(pid: int) -> list[int]:
+    """Process ids of the multiprocessing workers (spawned children) of process ``pid``."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = []
+    for child in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+        except OSError:
+            continue
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
+    # e.g. the out-of-memory killer: that input fails, the others are converted
+    for i in range(3):
+        write_sample(tmp_path / f"s{i}.tif", seed=i, n_frames=200, n_z=1, n_channels=1,
+                     height=128, width=128, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "s2.tif",
+         "--out", "movies", "--jobs", "1", "--preset", "ultrafast"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if [p for p in movies.glob(".s0.*") if p.stat().st_size > 0]:  # s0 is encoding
+                break
+            time.sleep(0.02)
+        for worker in _workers(process.pid):
+            os.kill(worker, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert "FAILED s0.tif: a worker process died" in stderr
+    assert "2 of 3 converted" in stdout and "1 failed: s0.tif" in stdout
+    assert sorted(p.name for p in movies.iterdir()) == ["s1.mp4", "s2.mp4"]  # no s0 temp
+    for name in ("s1", "s2"):
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 200
 
 
 # ---- helpers of the commands -----------------------------------------------------------

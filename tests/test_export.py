@@ -132,6 +132,20 @@ def test_odd_size_is_padded_not_scaled(tmp_path):
     assert frames[:, 31, :].max() <= 2 and frames[:, :, 41].max() <= 2
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (9, 200), (15, 3)])
+def test_frames_too_small_for_libx265_are_padded(tmp_path, shape):
+    # e.g. a kymograph 9 pixels high; ffmpeg's libx265 refuses frames under 16 x 16
+    movie = np.full((2, *shape), 200, np.uint8)
+    result = to_video(movie, tmp_path / "k.mp4", codec="libx265", crf=0, progress=False)
+    height, width = max(16, shape[0] + shape[0] % 2), max(16, shape[1] + shape[1] % 2)
+    assert (result.height, result.width) == (height, width)
+    assert result.padding == (height - shape[0], width - shape[1])
+    frames, meta = read_back(result.path)
+    assert meta["size"] == (width, height) and len(frames) == 2
+    assert np.abs(frames[:, : shape[0], : shape[1]].astype(int) - 200).max() <= 3
+    assert frames[:, shape[0] + 1 :].max(initial=0) <= 3  # black below (one row of chroma)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64, np.int32])
 def test_other_dtypes_use_percentiles(tmp_path, dtype):
     movie = gradient_movie(n=5, spread=1000, base=0, step=0).astype(np.int32) - 500
@@ -201,6 +215,36 @@ def test_two_channel_composite_is_green_and_magenta(tmp_path):
         frames[:, :, 16:], np.broadcast_to([255, 0, 255], (3, 16, 16, 3))
     )
     assert result.intensity_range == [(0.0, 1000.0), (0.0, 50.0)]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".webm", ".mov"])
+def test_colour_in_yuv_is_bt709_and_tagged_so(tmp_path, ext):
+    # players decode an untagged HD file with BT.709: BT.601 data then shift every colour
+    av = pytest.importorskip("av")
+    movie = np.zeros((2, 16, 32, 2), np.uint16)
+    movie[:, :, :16, 0] = 1000
+    movie[:, :, 16:, 1] = 1000
+    result = to_video(movie, tmp_path / f"c{ext}", crf=0 if ext != ".mov" else None,
+                      progress=False)
+    with av.open(str(result.path)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.colorspace, frame.color_range) == (1, 1)  # BT.709, limited (MPEG)
+        rgb = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
+    assert np.abs(rgb[4:12, 4:12] - [0, 255, 0]).max() <= 3
+    assert np.abs(rgb[4:12, 20:28] - [255, 0, 255]).max() <= 3
+
+
+def test_yuv444p_in_extra_args_keeps_every_pixel_colour(tmp_path):
+    av = pytest.importorskip("av")
+    movie = np.zeros((2, 16, 16, 3), np.uint8)
+    movie[:, ::2, ::2, 1] = 255  # green and black dots: 4:2:0 would smear them
+    result = to_video(movie, tmp_path / "c.mkv", crf=0, contrast=None, progress=False,
+                      extra_args=["-pix_fmt", "yuv444p"])
+    with av.open(str(result.path)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.format.name, frame.colorspace) == ("yuv444p", 1)
+        rgb = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
+    assert np.abs(rgb - movie[0]).max() <= 3
 
 
 def test_channel_colors_and_per_channel_contrast(tmp_path):
@@ -542,6 +586,13 @@ def test_no_overwrite_keeps_a_file_created_while_encoding(tmp_path, monkeypatch,
     assert leftovers(tmp_path) == ["other", "x.mkv", "y.mkv"]
 
 
+@pytest.mark.parametrize("stem", ["L" * 250, "顕微鏡" * 27])  # 250 and 243 bytes
+def test_longest_file_names_can_be_written(tmp_path, stem):
+    # the hidden temporary file beside the target must fit the 255-byte limit too
+    result = to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / f"{stem}.mkv", progress=False)
+    assert leftovers(tmp_path) == [f"{stem}.mkv"] and count(result.path) == 2
+
+
 def test_unwritable_folder(tmp_path, no_ffmpeg):
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -628,6 +679,22 @@ def test_repr_html_links_large_files(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "EMBED_LIMIT_BYTES", 10)
     monkeypatch.chdir(tmp_path)
     assert 'src="big.mp4"' in result._repr_html_()
+
+
+def test_repr_html_links_a_file_name_that_is_not_a_url(tmp_path, monkeypatch):
+    import re
+    import urllib.parse
+
+    from pims_videoutils import export
+
+    movie = gradient_movie(n=3, h=8, w=8, dtype=np.uint8, spread=100)
+    (tmp_path / "run 2").mkdir()
+    result = to_video(movie, tmp_path / "run 2" / "cell #1 50%.mp4", progress=False)
+    monkeypatch.setattr(export, "EMBED_LIMIT_BYTES", 10)
+    monkeypatch.chdir(tmp_path)
+    src = re.search(r'src="([^"]*)"', result._repr_html_()).group(1)
+    assert "#" not in src and " " not in src  # "#" would start a fragment
+    assert urllib.parse.unquote(src) == "run 2/cell #1 50%.mp4"
 
 
 def test_real_imagej_stack_bit_exact(tmp_path, real_data):
@@ -720,6 +787,21 @@ def test_slice_of_a_reader_keeps_names_and_frame_rate(tmp_path):
     mip = data[1:5:2].max(axis=1)  # T, C, Y, X
     np.testing.assert_array_equal(frames[..., 1], display(mip[:, 0], 0, 6000))
     np.testing.assert_array_equal(frames[..., 0], display(mip[:, 1], 0, 6000))
+
+
+@pytest.mark.parametrize("iter_axes", ["z", "c", "tz", "zt"])
+def test_frames_not_along_time_alone_do_not_take_the_frame_interval(tmp_path, iter_axes):
+    # frame interval 60 s: a z-stack movie would play one plane per minute
+    write_hyperstack(tmp_path / "h.tif", interval=60.0)
+    reader = TiffStackND(str(tmp_path / "h.tif"))
+    try:
+        reader.iter_axes = iter_axes
+        result = to_video(reader, tmp_path / "z.mp4", progress=False)
+        sliced = to_video(reader[::2], tmp_path / "s.mp4", progress=False)
+    finally:
+        reader.close()
+    assert result.fps == sliced.fps == 10.0
+    assert read_back(result.path)[1]["fps"] == pytest.approx(10.0)
 
 
 def test_bad_quality_option_leaves_no_temporary_file(tmp_path):

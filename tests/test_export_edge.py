@@ -142,6 +142,26 @@ def test_none_frame_is_an_error_not_the_end(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_generator_filling_one_array_for_every_frame(tmp_path):
+    # a camera loop or a reader reusing its buffer; the first frames are held for the contrast
+    def frames():
+        buffer = np.zeros((6, 8), np.uint16)
+        for t in range(60):
+            buffer[:] = 100 * t
+            yield buffer
+
+    result = to_video(frames(), tmp_path / "r.mkv", lossless=True, colormap="gray",
+                      progress=False)
+    expected = 100 * np.arange(60.0)
+    first_50 = np.broadcast_to(expected[:50, None, None], (50, 6, 8))  # sampled frames
+    lo, hi = np.percentile(first_50, (0.1, 99.9))
+    assert result.intensity_range == pytest.approx((lo, hi))
+    video, _ = read_back(result.path, "rgb24")
+    np.testing.assert_array_equal(
+        video[:, 0, 0, 0], np.floor(255 * np.clip((expected - lo) / (hi - lo), 0, 1) + 0.5)
+    )
+
+
 def test_per_frame_contrast_with_a_frame_of_nan_only(tmp_path):
     movie = np.random.default_rng(10).random((4, 6, 8)).astype(np.float32)
     movie[2] = np.nan  # e.g. a frame masked out entirely

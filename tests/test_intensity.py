@@ -123,6 +123,14 @@ def test_float_and_wide_integer_mapping():
     np.testing.assert_array_equal(m(big.astype(np.uint32)), formula(big, 0, 2**21))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32])
+def test_32_bit_integers_above_2_to_the_24_keep_every_level(dtype):
+    # e.g. a sum projection of 16-bit frames: values near 10**8, a range of 255 counts
+    ramp = (100_000_000 + np.arange(256)).astype(dtype)
+    out = map_to_uint8(ramp, 100_000_000, 100_000_255)
+    np.testing.assert_array_equal(out, formula(ramp, 100_000_000, 100_000_255))
+
+
 def test_per_frame_uses_each_frames_own_limits():
     m = IntensityMap.per_frame(np.uint16, (0, 100))
     assert m.limits is None
