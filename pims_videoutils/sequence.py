@@ -503,8 +503,9 @@ class TiffSequenceND(PlanesND):
             "copy": copy,
         }
         label = _source_label(self._source)
-        # absolute, so that files opened later are the same after an os.chdir
-        self.files = tuple(os.path.abspath(name) for name in _list_files(self._source))
+        # absolute (listed from the absolute source, without a cost per file), so that files
+        # opened later are the same after an os.chdir
+        self.files = tuple(_list_files(self._abs_source))
         self.grid = None
         self._template = None
         self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)
