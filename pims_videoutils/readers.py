@@ -131,9 +131,16 @@ class TiffStackND(PlanesND):
         self._closed = False
         self._reads_in_flight: list[int] = []  # one entry per read under way (see _read_plane)
         self._layout = self._open()
+        try:
+            self._init_reader(copy)
+        except BaseException:  # (a reader that failed to open leaves nothing open)
+            self.close()
+            raise
+
+    def _init_reader(self, copy: bool) -> None:
+        """Set up the mapping, axes and defaults of the opened file's layout."""
         layout = self._layout
         if not copy and layout.storage == MAPPED and not layout.dtype.isnative:
-            self.close()
             raise ValueError(
                 f"{self._path}: copy=False needs native byte order, but the file is "
                 f"{'big' if layout.dtype.byteorder == '>' else 'little'}-endian; use copy=True")

@@ -360,16 +360,34 @@ def test_closing_without_views_closes_the_mapping_at_once(tmp_path):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
 
-    def descriptors_of_the_file():
-        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path)
-                   for fd in os.listdir("/proc/self/fd")
-                   if os.path.exists(f"/proc/self/fd/{fd}"))
-
     reader = TiffStackND(path, copy=False)
     np.asarray(reader[2]).sum()
-    assert descriptors_of_the_file() >= 1
+    assert _descriptors_of(path) >= 1
     reader.close()
-    assert descriptors_of_the_file() == 0
+    assert _descriptors_of(path) == 0
+
+
+def _descriptors_of(path):
+    """Number of this process's open descriptors of the file (its mappings' included)."""
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path)
+               for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_failing_init_closes_the_file(tmp_path, monkeypatch, copy):
+    """An error after the file is opened (here: in setting up the axes) leaves no descriptor
+    of it open, the mapping of ``copy=False`` included."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TiffStackND, "_init_planes", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        TiffStackND(path, copy=copy)
+    assert _descriptors_of(path) == 0
 
 
 # --- pims bundling after iter_axes changes ----------------------------------------------------
