@@ -384,11 +384,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             page_times = elapsed_times(pages, tif.is_ndtiff)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
-        declared = (tif.imagej_metadata or {}).get("images")
-        if isinstance(declared, int) and declared != nplanes:
-            raise StackReadError(
-                path, f"ImageJ header declares {declared} images but the file's structure holds "
-                f"{nplanes} planes (truncated or corrupt file)")
+        _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
                           info, series, page_times)
@@ -396,6 +392,30 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
+    """Raise StackReadError if an ImageJ header promises more planes than the series holds.
+
+    Its count is ``images``, unless the planes are those of the channels x slices x frames it
+    gives (which tifffile reads, deeming ``images`` unreliable; channels that are the samples
+    of ``key`` not counted). A file holding more planes than ``images`` is read as tifffile
+    reads it.
+    """
+    declared = ij.get("images")
+    if not isinstance(declared, int) or declared <= nplanes:
+        return
+    names = ("frames", "slices", "channels")
+    dims = [ij.get(name, 1) for name in names]
+    if any(name in ij for name in names) and all(isinstance(n, int) for n in dims):
+        counts = {math.prod(dims)}
+        if dims[2] == key.samplesperpixel:
+            counts.add(dims[0] * dims[1])
+        if nplanes in counts:
+            return
+    raise StackReadError(
+        path, f"ImageJ header declares {declared} images but the file holds only {nplanes} "
+        f"plane{'s' if nplanes != 1 else ''} (truncated or corrupt file)")
 
 
 def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:

@@ -115,6 +115,26 @@ def test_contiguous_samples_named_channels(tmp_path):
         np.testing.assert_array_equal(reader[2], expected[1, :, :, 2])
 
 
+@pytest.mark.parametrize("images", [10, 14])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_imagej_image_count_contradicting_its_dimensions(tmp_path, images, compression):
+    """An ImageJ header whose ``images`` disagrees with its channels x slices x frames, all of
+    whose planes the file holds: tifffile reads the dimensions ("images" is not reliable), so
+    does the reader (it refused the file as "truncated or corrupt")."""
+    path = tmp_path / "count.tif"
+    tifffile.imwrite(path, _data((12, 4, 5)), imagej=True, compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        description = tif.pages[0].description
+    assert "images=12\n" in description and "channels=12\n" in description
+    tifffile.tiffcomment(path, description.replace("images=12", f"images={images}").encode())
+    with tifffile.TiffFile(path) as tif:
+        expected = tif.series[0].asarray()
+        assert tif.imagej_metadata["images"] == images
+    with TiffStackND(path) as reader:
+        assert reader.sizes == {"c": 12, "y": 4, "x": 5}
+        np.testing.assert_array_equal(_all_planes(reader), expected)
+
+
 # --- metadata values --------------------------------------------------------------------------
 
 
