@@ -560,14 +560,15 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
-    print defaults of most writers (72 dpi), not pixel sizes.
+    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi stored
+    in centimetres (28.35 and 37.8 pixels/cm).
     """
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
     xres, yres = (_positive(r) for r in page0.resolution)
     per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
-    if per_unit and xres and yres and (xres, yres) != (1, 1):
+    if per_unit and xres and yres and not _print_default(xres, yres, page0.resolutionunit):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:
         meta["colormap"] = key.colormap
@@ -579,6 +580,15 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
     return meta, timestamps
+
+
+def _print_default(xres: float, yres: float, unit: int) -> bool:
+    """Tell whether resolution tags hold a writer's default rather than a pixel size.
+
+    Such are 1 pixel per unit, and 72 or 96 dpi stored per centimetre.
+    """
+    return (xres, yres) == (1, 1) or (unit == 3 and all(
+        any(abs(res * 2.54 - dpi) < 0.05 for dpi in _PRINT_DPI) for res in (xres, yres)))
 
 
 def _length_unit(unit: str) -> str:
@@ -636,6 +646,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 
 # TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
 _MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
+# screen and print defaults of image editors (dots per inch), also stored per centimetre
+_PRINT_DPI = (72, 96)
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
               "min": 60.0, "h": 3600.0, "d": 86400.0}
 # ImageJ's time units (its default "sec", and what users type in its Properties dialog)

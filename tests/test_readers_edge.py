@@ -461,6 +461,19 @@ def test_resolution_in_inches_is_not_a_pixel_size(tmp_path):
         assert reader.metadata["unit"] is None
 
 
+@pytest.mark.parametrize("per_cm", [72 / 2.54, 28.34, 28.35, 96 / 2.54, 37.8])
+def test_print_resolution_in_centimetres_is_not_a_pixel_size(tmp_path, per_cm):
+    """72 or 96 dpi stored per centimetre (28.35 or 37.8 pixels/cm, e.g. by Pillow and image
+    editors) is a print default as it is per inch, not pixels of 353 or 265 µm."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(per_cm, per_cm),
+                     resolutionunit="CENTIMETER")
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] is None
+
+
 @pytest.mark.parametrize("axes", ["CCYX", "YZYX"])
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_axis_code_repeated_by_the_metadata(tmp_path, axes, compression):
