@@ -60,14 +60,29 @@ _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "
 _MICROMANAGER_HEADERS = (54773648, 483729)
 
 
+# an OME Plane element with a TheC, TheZ or TheT that is not an integer
+_BAD_OME_PLANE = re.compile(r'<(?:[\w.-]+:)?Plane\s[^>]*?\bThe[CZT]\s*=\s*"(?!\s*\d+\s*")')
+
+
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
-    """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's image files.
+    """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's and OME's files.
 
     A file with Micro-Manager's per-image tag but without its file header (Micro-Manager's
     "separate image files") gets no ``micromanager_metadata``. Otherwise tifffile's search for
-    that header logs four failed reads each time such a file is opened.
+    that header logs four failed reads each time such a file is opened. OME-XML with Plane
+    entries whose indices are not integers (tifffile >= 2026.11 refuses it) is given to
+    tifffile without them (``omexml=``): they place nothing.
     """
+    start = source.tell() if hasattr(source, "tell") else None  # (tifffile starts there)
     tif = tifffile.TiffFile(source, **options)
+    xml = tif.ome_metadata if tif.is_ome else None
+    if xml and _BAD_OME_PLANE.search(xml):
+        cleaned = _without_bad_planes(xml)
+        if cleaned is not None:
+            tif.close()
+            if start is not None:
+                source.seek(start)
+            tif = tifffile.TiffFile(source, **{**options, "omexml": cleaned})
     try:
         if tif.is_micromanager:
             tif.filehandle.seek(8)
@@ -78,6 +93,22 @@ def open_tiff(source, **options: Any) -> tifffile.TiffFile:
         tif.close()
         raise
     return tif
+
+
+def _without_bad_planes(xml: str) -> str | None:
+    """Return the OME-XML without its Plane elements whose TheC, TheZ or TheT is not an integer.
+
+    None: the XML is not parsable (left to tifffile).
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for pixels in root.iter():
+        for plane in [child for child in pixels if child.tag.rpartition("}")[2] == "Plane"]:
+            if not all(plane.attrib.get(f"The{axis}", "0").strip().isdigit() for axis in "CZT"):
+                pixels.remove(plane)
+    return ET.tostring(root, encoding="unicode")
 
 
 class _UnsupportedPage(Exception):
@@ -577,6 +608,8 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
         _imagej_metadata(tif.imagej_metadata or {}, page0, meta)
     if tif.is_ome and tif.ome_metadata:
         timestamps = ome_metadata(tif.ome_metadata, series, axes, shape, meta)
+        if page0.is_ome:  # the file's own, also where open_tiff gave tifffile a cleaned copy
+            meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
     return meta, timestamps

@@ -207,6 +207,7 @@ def test_bad_ome_plane_entries_are_skipped(tmp_path):
     with TiffStackND(path) as reader:
         reader.iter_axes = "tc"
         stamps = [frame.metadata.get("timestamp") for frame in reader]
+        assert 'TheT="q"' in reader.metadata["ome_xml"]  # the file's own XML
     assert stamps == [0.0, 1.0, 2.0, None, None, 5.0]
 
 
