@@ -233,6 +233,8 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0)
         page0 = tif.pages.first
     except IndexError:
         raise StackReadError(path, "no image in the file (invalid first IFD pointer)") from None
+    if not math.prod(page0.shape):  # (tifffile >= 2026.11 leaves such a page out of its series)
+        raise StackReadError(path, f"the first image has no pixels (shape {page0.shape})")
     flags = set(page0.flags)
     size = os.fstat(tif.filehandle.fileno()).st_size
     try:
