@@ -211,6 +211,26 @@ def test_bad_ome_plane_entries_are_skipped(tmp_path):
     assert stamps == [0.0, 1.0, 2.0, None, None, 5.0]
 
 
+@pytest.mark.parametrize("case", ["tyx", "xct", "ctx"])
+def test_bundled_planes_carry_their_time_stamps(tmp_path, case):
+    """Bundling planes whose time stamps differ gives them as an array over the bundled
+    non-plane axes (pims's bundling set ``ndarray.shape``, deprecated in numpy 2.5)."""
+    path, data = _ome_with(tmp_path, {})  # TCYX (2, 3, 4, 6); plane k has DeltaT k (s)
+    stamps = np.arange(6.0).reshape(2, 3)
+    iter_axes, index, expected, expected_stamps = {
+        "tyx": ("c", 2, data[:, 2], stamps[:, 2]),
+        "xct": ("y", 1, data[:, :, 1].transpose(2, 1, 0), stamps.T),
+        "ctx": ("y", 3, data[:, :, 3].transpose(1, 0, 2), stamps.T),
+    }[case]
+    with TiffStackND(path) as reader:
+        reader.bundle_axes = case
+        reader.iter_axes = iter_axes
+        frame = reader[index]
+    assert frame.metadata["axes"] == list(case)
+    np.testing.assert_array_equal(frame, expected)
+    np.testing.assert_array_equal(frame.metadata["timestamp"], expected_stamps)
+
+
 def test_ome_units_per_axis_are_converted_to_the_x_unit(tmp_path):
     """PhysicalSizeY in nm and PhysicalSizeZ in nm are given in X's unit (µm)."""
     path, _ = _ome_with(tmp_path, {'PhysicalSizeY="0.5"': 'PhysicalSizeY="500" '
