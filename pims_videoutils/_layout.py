@@ -359,7 +359,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 f"{os.path.basename(companion)}; open it with TiffSequenceND (any file of the "
                 "dataset, or its folder)")
     try:
-        all_series = tif.series
+        all_series = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
     info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
