@@ -17,8 +17,9 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
-(samples per pixel, unless the series names them ``C``, ``Z`` or ``T``); unknown sequences
-``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
+(samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
+pixel's samples: an ``S`` outside the plane, separate planes of samples, -> ``c``); unknown
+sequences ``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
 ``R``, ``V``, ``P``, ``M`` -> ``p``; any other code, or a name already taken, -> the code in lower
 case (then the first free letter). A code that a file's metadata repeats (axes ``'TTYX'``) keeps
 its name on its innermost axis, so that the plane's ``Y``, ``X`` stay ``y``, ``x``.
@@ -48,7 +49,7 @@ PHYSICAL_METADATA_KEYS = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "fra
                           "channel_names", "software")
 
 _DIRECT = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
-_PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p"}
+_PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p", "S": "c"}
 _SPARE = "abdefghijklmnopqruvw"
 _SPARSE_IFDS = 1 << 16  # bytes of data per page above which the walker's reads are random
 _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "fluoview",
@@ -193,13 +194,15 @@ def pims_axes(codes: str) -> str:
     taken: set[str] = set()
     for i in reversed(range(len(codes))):  # a repeated code: the innermost (plane) axis wins
         name = _DIRECT.get(codes[i])
+        if name == "s" and i != len(codes) - 1:  # 's' only for a plane's samples ('YXS')
+            name = None
         if name is not None and name not in taken:
             names[i] = name
             taken.add(name)
     for i, code in enumerate(codes):
         if names[i] is None:
             for candidate in (_PREFERRED.get(code), code.lower(), *_SPARE):
-                if candidate and candidate not in taken:
+                if candidate and candidate not in taken and candidate != "s":
                     names[i] = candidate
                     taken.add(candidate)
                     break

@@ -57,7 +57,9 @@ class TiffStackND(PlanesND):
         e.g. a ``(T, 3, Y, X)`` array that tifffile wrote as RGB with axes ``'TCYX'``).
         tifffile's unknown sequences ``Q``/``I`` become ``t`` (``Q`` of length 1, as in an array
         ``(T, Y, X, 1)``, are dropped); positions/tiles/scenes ``R``, ``V``, ``P``, ``M`` become
-        ``p``; any other tifffile axis code becomes its lower-case letter. Defaults:
+        ``p``; ``S`` outside the plane (separate planes of samples) becomes ``c``; any other
+        tifffile axis code becomes its lower-case letter (the first free letter when taken,
+        never ``s``). Defaults:
         ``iter_axes = 't'`` (``'z'`` without ``t``, else the first non-plane axis),
         ``bundle_axes = 'yx'`` (``'yxs'`` for RGB, ``'yxc'`` for such channels).
     metadata : dict

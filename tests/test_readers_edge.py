@@ -495,6 +495,25 @@ def test_print_resolution_in_centimetres_is_not_a_pixel_size(tmp_path, per_cm):
         assert reader.metadata["unit"] is None
 
 
+@pytest.mark.parametrize(("axes", "names"), [("STYX", "ctyx"), ("TSYX", "tcyx"),
+                                             ("SCYX", "acyx")])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_samples_axis_outside_the_plane_is_not_s(tmp_path, axes, names, compression):
+    """``s`` is a pixel's samples (to_video drops the last of 2 or 4 as alpha): separate
+    planes that the metadata calls samples are channels, ``c`` (else a spare letter)."""
+    path = tmp_path / "samples.tif"
+    data = _data((2, 3, 5, 7))
+    tifffile.imwrite(path, data, metadata={"axes": axes}, photometric="minisblack",
+                     compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes
+        expected = tif.series[0].asarray()
+    with TiffStackND(path) as reader:
+        assert "".join(reader.sizes) == names
+        assert list(reader.sizes.values()) == list(data.shape)
+        np.testing.assert_array_equal(_all_planes(reader), expected.reshape(6, 5, 7))
+
+
 @pytest.mark.parametrize("axes", ["CCYX", "YZYX"])
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_axis_code_repeated_by_the_metadata(tmp_path, axes, compression):
