@@ -509,6 +509,10 @@ def _page_axes(page: tifffile.TiffPage, series_axes: str = "") -> tuple[str, str
     codes = page.axes
     if codes == "YX":
         return codes, "YX"
+    if page.imagedepth > 1:
+        raise _UnsupportedPage(
+            f"volumetric pages (ImageDepth {page.imagedepth}, page axes {codes!r}) are not "
+            "supported; tifffile.imread reads them")
     if codes not in ("YXS", "SYX"):
         raise _UnsupportedPage(f"unsupported page axes {codes!r}")
     tail = series_axes[-3:]

@@ -85,7 +85,8 @@ class TiffStackND(PlanesND):
         The file does not exist.
     StackReadError
         Not a TIFF, empty, truncated, corrupt or inconsistent file, not a regular file (a
-        folder, a FIFO, a device), or no such series or level.
+        folder, a FIFO, a device), volumetric pages (ImageDepth > 1), or no such series or
+        level.
     TypeError
         ``path`` is not a ``str`` or ``os.PathLike[str]``; ``series`` or ``level`` is not an
         integer.

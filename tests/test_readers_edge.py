@@ -514,6 +514,21 @@ def test_samples_axis_outside_the_plane_is_not_s(tmp_path, axes, names, compress
         np.testing.assert_array_equal(_all_planes(reader), expected.reshape(6, 5, 7))
 
 
+@pytest.mark.parametrize("options", [{"tile": (2, 16, 16)}, {"tile": (2, 16, 16),
+                                                            "compression": "zlib"}, {}])
+@pytest.mark.parametrize("shape", [(4, 32, 32), (2, 4, 32, 32)])
+def test_volumetric_pages_are_refused_saying_so(tmp_path, options, shape):
+    """Pages holding a volume (ImageDepth > 1, tifffile's ``volumetric=True``) are not read:
+    the error says what the file has and that it is not supported, naming the file."""
+    path = tmp_path / "volume.tif"
+    tifffile.imwrite(path, _data(shape), volumetric=True, photometric="minisblack", **options)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].imagedepth == 4
+    with pytest.raises(StackReadError, match=r"volume\.tif: volumetric pages \(ImageDepth 4, "
+                       r".*\) are not supported"):
+        TiffStackND(path)
+
+
 @pytest.mark.parametrize("axes", ["CCYX", "YZYX"])
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_axis_code_repeated_by_the_metadata(tmp_path, axes, compression):
