@@ -17,8 +17,9 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
-(samples per pixel, unless the series names them ``C``, ``Z`` or ``T``); unknown sequences
-``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
+(samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
+pixel's samples: an ``S`` outside the plane, separate planes of samples, -> ``c``); unknown
+sequences ``Q`` and ``I`` -> ``t`` (``Q`` of length 1 dropped); positions/tiles/scenes
 ``R``, ``V``, ``P``, ``M`` -> ``p``; any other code, or a name already taken, -> the code in lower
 case (then the first free letter). A code that a file's metadata repeats (axes ``'TTYX'``) keeps
 its name on its innermost axis, so that the plane's ``Y``, ``X`` stay ``y``, ``x``.
@@ -48,7 +49,7 @@ PHYSICAL_METADATA_KEYS = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "fra
                           "channel_names", "software")
 
 _DIRECT = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
-_PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p"}
+_PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p", "S": "c"}
 _SPARE = "abdefghijklmnopqruvw"
 _SPARSE_IFDS = 1 << 16  # bytes of data per page above which the walker's reads are random
 _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "fluoview",
@@ -60,14 +61,29 @@ _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "
 _MICROMANAGER_HEADERS = (54773648, 483729)
 
 
+# an OME Plane element with a TheC, TheZ or TheT that is not an integer
+_BAD_OME_PLANE = re.compile(r'<(?:[\w.-]+:)?Plane\s[^>]*?\bThe[CZT]\s*=\s*"(?!\s*\d+\s*")')
+
+
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
-    """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's image files.
+    """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's and OME's files.
 
     A file with Micro-Manager's per-image tag but without its file header (Micro-Manager's
     "separate image files") gets no ``micromanager_metadata``. Otherwise tifffile's search for
-    that header logs four failed reads each time such a file is opened.
+    that header logs four failed reads each time such a file is opened. OME-XML with Plane
+    entries whose indices are not integers (tifffile >= 2026.11 refuses it) is given to
+    tifffile without them (``omexml=``): they place nothing.
     """
+    start = source.tell() if hasattr(source, "tell") else None  # (tifffile starts there)
     tif = tifffile.TiffFile(source, **options)
+    xml = tif.ome_metadata if tif.is_ome else None
+    if xml and _BAD_OME_PLANE.search(xml):
+        cleaned = _without_bad_planes(xml)
+        if cleaned is not None:
+            tif.close()
+            if start is not None:
+                source.seek(start)
+            tif = tifffile.TiffFile(source, **{**options, "omexml": cleaned})
     try:
         if tif.is_micromanager:
             tif.filehandle.seek(8)
@@ -78,6 +94,22 @@ def open_tiff(source, **options: Any) -> tifffile.TiffFile:
         tif.close()
         raise
     return tif
+
+
+def _without_bad_planes(xml: str) -> str | None:
+    """Return the OME-XML without its Plane elements whose TheC, TheZ or TheT is not an integer.
+
+    None: the XML is not parsable (left to tifffile).
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for pixels in root.iter():
+        for plane in [child for child in pixels if child.tag.rpartition("}")[2] == "Plane"]:
+            if not all(plane.attrib.get(f"The{axis}", "0").strip().isdigit() for axis in "CZT"):
+                pixels.remove(plane)
+    return ET.tostring(root, encoding="unicode")
 
 
 class _UnsupportedPage(Exception):
@@ -162,13 +194,15 @@ def pims_axes(codes: str) -> str:
     taken: set[str] = set()
     for i in reversed(range(len(codes))):  # a repeated code: the innermost (plane) axis wins
         name = _DIRECT.get(codes[i])
+        if name == "s" and i != len(codes) - 1:  # 's' only for a plane's samples ('YXS')
+            name = None
         if name is not None and name not in taken:
             names[i] = name
             taken.add(name)
     for i, code in enumerate(codes):
         if names[i] is None:
             for candidate in (_PREFERRED.get(code), code.lower(), *_SPARE):
-                if candidate and candidate not in taken:
+                if candidate and candidate not in taken and candidate != "s":
                     names[i] = candidate
                     taken.add(candidate)
                     break
@@ -202,6 +236,8 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0)
         page0 = tif.pages.first
     except IndexError:
         raise StackReadError(path, "no image in the file (invalid first IFD pointer)") from None
+    if not math.prod(page0.shape):  # (tifffile >= 2026.11 leaves such a page out of its series)
+        raise StackReadError(path, f"the first image has no pixels (shape {page0.shape})")
     flags = set(page0.flags)
     size = os.fstat(tif.filehandle.fileno()).st_size
     try:
@@ -326,7 +362,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 f"{os.path.basename(companion)}; open it with TiffSequenceND (any file of the "
                 "dataset, or its folder)")
     try:
-        all_series = tif.series
+        all_series = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
     info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
@@ -384,11 +420,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             page_times = elapsed_times(pages, tif.is_ndtiff)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
-        declared = (tif.imagej_metadata or {}).get("images")
-        if isinstance(declared, int) and declared != nplanes:
-            raise StackReadError(
-                path, f"ImageJ header declares {declared} images but the file's structure holds "
-                f"{nplanes} planes (truncated or corrupt file)")
+        _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
                           info, series, page_times)
@@ -396,6 +428,30 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
+    """Raise StackReadError if an ImageJ header promises more planes than the series holds.
+
+    Its count is ``images``, unless the planes are those of the channels x slices x frames it
+    gives (which tifffile reads, deeming ``images`` unreliable; channels that are the samples
+    of ``key`` not counted). A file holding more planes than ``images`` is read as tifffile
+    reads it.
+    """
+    declared = ij.get("images")
+    if not isinstance(declared, int) or declared <= nplanes:
+        return
+    names = ("frames", "slices", "channels")
+    dims = [ij.get(name, 1) for name in names]
+    if any(name in ij for name in names) and all(isinstance(n, int) for n in dims):
+        counts = {math.prod(dims)}
+        if dims[2] == key.samplesperpixel:
+            counts.add(dims[0] * dims[1])
+        if nplanes in counts:
+            return
+    raise StackReadError(
+        path, f"ImageJ header declares {declared} images but the file holds only {nplanes} "
+        f"plane{'s' if nplanes != 1 else ''} (truncated or corrupt file)")
 
 
 def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:
@@ -453,6 +509,10 @@ def _page_axes(page: tifffile.TiffPage, series_axes: str = "") -> tuple[str, str
     codes = page.axes
     if codes == "YX":
         return codes, "YX"
+    if page.imagedepth > 1:
+        raise _UnsupportedPage(
+            f"volumetric pages (ImageDepth {page.imagedepth}, page axes {codes!r}) are not "
+            "supported; tifffile.imread reads them")
     if codes not in ("YXS", "SYX"):
         raise _UnsupportedPage(f"unsupported page axes {codes!r}")
     tail = series_axes[-3:]
@@ -540,14 +600,15 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
-    print defaults of most writers (72 dpi), not pixel sizes.
+    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi stored
+    in centimetres (28.35 and 37.8 pixels/cm).
     """
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
     xres, yres = (_positive(r) for r in page0.resolution)
     per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
-    if per_unit and xres and yres and (xres, yres) != (1, 1):
+    if per_unit and xres and yres and not _print_default(xres, yres, page0.resolutionunit):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:
         meta["colormap"] = key.colormap
@@ -556,9 +617,20 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
         _imagej_metadata(tif.imagej_metadata or {}, page0, meta)
     if tif.is_ome and tif.ome_metadata:
         timestamps = ome_metadata(tif.ome_metadata, series, axes, shape, meta)
+        if page0.is_ome:  # the file's own, also where open_tiff gave tifffile a cleaned copy
+            meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
     return meta, timestamps
+
+
+def _print_default(xres: float, yres: float, unit: int) -> bool:
+    """Tell whether resolution tags hold a writer's default rather than a pixel size.
+
+    Such are 1 pixel per unit, and 72 or 96 dpi stored per centimetre.
+    """
+    return (xres, yres) == (1, 1) or (unit == 3 and all(
+        any(abs(res * 2.54 - dpi) < 0.05 for dpi in _PRINT_DPI) for res in (xres, yres)))
 
 
 def _length_unit(unit: str) -> str:
@@ -616,6 +688,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 
 # TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
 _MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
+# screen and print defaults of image editors (dots per inch), also stored per centimetre
+_PRINT_DPI = (72, 96)
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
               "min": 60.0, "h": 3600.0, "d": 86400.0}
 # ImageJ's time units (its default "sec", and what users type in its Properties dialog)

@@ -280,7 +280,7 @@ def _plane_table(
     tif: tifffile.TiffFile, path: str, series: int, companion: str | None = None
 ) -> PlaneTable | None:
     try:
-        everything = tif.series
+        everything = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:  # tifffile fails on a broken file of the dataset
         _close_other_files(exc.__traceback__, tif)
         if tif.ome_metadata:

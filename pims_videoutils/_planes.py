@@ -184,8 +184,6 @@ class PlanesND(FramesSequenceND):
         if (plan is None or plan.iter_axes != self._iter_axes or plan.bundle != self._bundle_axes
                 or plan.defaults != self._default_coords):
             plan = self._plan = _FramePlan.of(self)
-            if not plan.direct:  # pims's iter_axes setter edits bundle_axes, not its getter
-                self.bundle_axes = plan.bundle
         i = int(i)
         if not 0 <= i < plan.length:
             raise IndexError(f"frame {i} out of range 0..{plan.length - 1}")
@@ -207,7 +205,7 @@ class PlanesND(FramesSequenceND):
             if plan.direct:
                 result = self._plane_at({**plan.defaults, **coords})
             else:
-                result = self._get_frame_wrapped(**{**plan.defaults, **coords})
+                result = self._bundled(plan.bundle, {**plan.defaults, **coords})
         if plan.transpose is not None:  # e.g. pimsviewer's 'xy'
             result = result.transpose(plan.transpose)
         metadata = {"axes": plan.bundle[:], "coords": coords}
@@ -221,6 +219,38 @@ class PlanesND(FramesSequenceND):
         frame.frame_no = i
         frame.metadata = metadata
         return frame
+
+    def _bundled(self, bundle: list[str], coords: dict[str, int]) -> Frame:
+        """Read the frame of axes ``bundle`` at ``coords`` (every axis), plane by plane.
+
+        The frame pims's bundling gives: the planes' axes not in ``bundle`` taken at their
+        coordinate, the pixel type, and the planes' metadata where every plane has some: a
+        value they share, else an array over the bundled non-plane axes (in ``bundle``
+        order). pims's own sets ``ndarray.shape`` for that, which numpy 2.5 deprecates.
+        """
+        sizes, plane_axes = self._sizes, self._plane_axis_list
+        outer = [a for a in bundle if a not in plane_axes]
+        kept = [a for a in plane_axes if a in bundle]
+        within = tuple(slice(None) if a in bundle else coords[a] for a in plane_axes)
+        outer_shape = tuple(sizes[a] for a in outer)
+        result = np.empty(outer_shape + tuple(sizes[a] for a in kept), self.pixel_type)
+        planes_metadata = []
+        for index in np.ndindex(*outer_shape):
+            plane = self._plane_at({**coords, **dict(zip(outer, index, strict=True))})
+            result[index] = plane[within]
+            if getattr(plane, "metadata", None) is not None:
+                planes_metadata.append(plane.metadata)
+        metadata = None
+        if planes_metadata and len(planes_metadata) == math.prod(outer_shape):
+            metadata = {}
+            for key in planes_metadata[0]:
+                if not all(key in m for m in planes_metadata):
+                    continue
+                values = [m[key] for m in planes_metadata]
+                metadata[key] = (values[0] if values[1:] == values[:-1]
+                                 else np.array(values).reshape(outer_shape))
+        order = outer + kept
+        return Frame(result.transpose([order.index(a) for a in bundle]), metadata=metadata)
 
     def _plane_numbering(self) -> dict[str, int] | None:
         """Stride of the plane number along each non-plane axis, or None.

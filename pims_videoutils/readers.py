@@ -57,7 +57,9 @@ class TiffStackND(PlanesND):
         e.g. a ``(T, 3, Y, X)`` array that tifffile wrote as RGB with axes ``'TCYX'``).
         tifffile's unknown sequences ``Q``/``I`` become ``t`` (``Q`` of length 1, as in an array
         ``(T, Y, X, 1)``, are dropped); positions/tiles/scenes ``R``, ``V``, ``P``, ``M`` become
-        ``p``; any other tifffile axis code becomes its lower-case letter. Defaults:
+        ``p``; ``S`` outside the plane (separate planes of samples) becomes ``c``; any other
+        tifffile axis code becomes its lower-case letter (the first free letter when taken,
+        never ``s``). Defaults:
         ``iter_axes = 't'`` (``'z'`` without ``t``, else the first non-plane axis),
         ``bundle_axes = 'yx'`` (``'yxs'`` for RGB, ``'yxc'`` for such channels).
     metadata : dict
@@ -83,7 +85,8 @@ class TiffStackND(PlanesND):
         The file does not exist.
     StackReadError
         Not a TIFF, empty, truncated, corrupt or inconsistent file, not a regular file (a
-        folder, a FIFO, a device), or no such series or level.
+        folder, a FIFO, a device), volumetric pages (ImageDepth > 1), or no such series or
+        level.
     TypeError
         ``path`` is not a ``str`` or ``os.PathLike[str]``; ``series`` or ``level`` is not an
         integer.
@@ -131,9 +134,16 @@ class TiffStackND(PlanesND):
         self._closed = False
         self._reads_in_flight: list[int] = []  # one entry per read under way (see _read_plane)
         self._layout = self._open()
+        try:
+            self._init_reader(copy)
+        except BaseException:  # (a reader that failed to open leaves nothing open)
+            self.close()
+            raise
+
+    def _init_reader(self, copy: bool) -> None:
+        """Set up the mapping, axes and defaults of the opened file's layout."""
         layout = self._layout
         if not copy and layout.storage == MAPPED and not layout.dtype.isnative:
-            self.close()
             raise ValueError(
                 f"{self._path}: copy=False needs native byte order, but the file is "
                 f"{'big' if layout.dtype.byteorder == '>' else 'little'}-endian; use copy=True")

@@ -173,15 +173,25 @@ def test_strip_offset_beyond_end_of_file(tmp_path):
     _assert_read_error(path, "truncated|beyond")
 
 
-def test_inconsistent_imagej_image_count(tmp_path):
-    """ImageJ header claims more images than the file holds."""
+@pytest.mark.parametrize("truncate", [True, False])
+def test_inconsistent_imagej_image_count(tmp_path, truncate):
+    """ImageJ header claims more images (and channels) than the file holds."""
     path = tmp_path / "count.tif"
-    tifffile.imwrite(path, np.ones((3, 20, 24), "u2"), imagej=True, truncate=True)
+    tifffile.imwrite(path, np.ones((3, 20, 24), "u2"), imagej=True, truncate=truncate)
     raw = path.read_bytes()
-    patched = raw.replace(b"images=3", b"images=9")
+    patched = raw.replace(b"images=3\nchannels=3", b"images=9\nchannels=9")
     assert patched != raw
     path.write_bytes(patched)
     _assert_read_error(path, "truncated|pages for")
+
+
+def test_imagej_image_count_alone_more_than_the_file_holds(tmp_path):
+    """A header with ``images`` and no dimensions: tifffile shows the one plane present."""
+    path = tmp_path / "count.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.ones((20, 24), "u2"), description="ImageJ=1.53f\nimages=5\n",
+                  metadata=None)
+    _assert_read_error(path, "declares 5 images but the file holds only 1 plane.*truncated")
 
 
 def test_file_truncated_after_open(tmp_path):

@@ -18,7 +18,8 @@ from pims_videoutils._layout import DECODED, MAPPED, discover, pims_axes
     ("codes", "names"),
     [("TZCYX", "tzcyx"), ("QYX", "tyx"), ("IYX", "tyx"), ("TQYX", "tqyx"), ("QQYX", "tqyx"),
      ("RYXS", "pyxs"), ("TCRYX", "tcpyx"), ("AYX", "ayx"), ("EYX", "eyx"),
-     ("CCYX", "acyx"), ("TZTYX", "aztyx"), ("YXYX", "abyx"), ("SYXS", "ayxs")],
+     ("CCYX", "acyx"), ("TZTYX", "aztyx"), ("YXYX", "abyx"), ("SYXS", "cyxs"),
+     ("STYX", "ctyx"), ("TSYX", "tcyx"), ("SCYX", "acyx"), ("SYX", "cyx")],
 )
 def test_pims_axes(codes, names):
     assert pims_axes(codes) == names

@@ -115,6 +115,26 @@ def test_contiguous_samples_named_channels(tmp_path):
         np.testing.assert_array_equal(reader[2], expected[1, :, :, 2])
 
 
+@pytest.mark.parametrize("images", [10, 14])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_imagej_image_count_contradicting_its_dimensions(tmp_path, images, compression):
+    """An ImageJ header whose ``images`` disagrees with its channels x slices x frames, all of
+    whose planes the file holds: tifffile reads the dimensions ("images" is not reliable), so
+    does the reader (it refused the file as "truncated or corrupt")."""
+    path = tmp_path / "count.tif"
+    tifffile.imwrite(path, _data((12, 4, 5)), imagej=True, compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        description = tif.pages[0].description
+    assert "images=12\n" in description and "channels=12\n" in description
+    tifffile.tiffcomment(path, description.replace("images=12", f"images={images}").encode())
+    with tifffile.TiffFile(path) as tif:
+        expected = tif.series[0].asarray()
+        assert tif.imagej_metadata["images"] == images
+    with TiffStackND(path) as reader:
+        assert reader.sizes == {"c": 12, "y": 4, "x": 5}
+        np.testing.assert_array_equal(_all_planes(reader), expected)
+
+
 # --- metadata values --------------------------------------------------------------------------
 
 
@@ -187,7 +207,28 @@ def test_bad_ome_plane_entries_are_skipped(tmp_path):
     with TiffStackND(path) as reader:
         reader.iter_axes = "tc"
         stamps = [frame.metadata.get("timestamp") for frame in reader]
+        assert 'TheT="q"' in reader.metadata["ome_xml"]  # the file's own XML
     assert stamps == [0.0, 1.0, 2.0, None, None, 5.0]
+
+
+@pytest.mark.parametrize("case", ["tyx", "xct", "ctx"])
+def test_bundled_planes_carry_their_time_stamps(tmp_path, case):
+    """Bundling planes whose time stamps differ gives them as an array over the bundled
+    non-plane axes (pims's bundling set ``ndarray.shape``, deprecated in numpy 2.5)."""
+    path, data = _ome_with(tmp_path, {})  # TCYX (2, 3, 4, 6); plane k has DeltaT k (s)
+    stamps = np.arange(6.0).reshape(2, 3)
+    iter_axes, index, expected, expected_stamps = {
+        "tyx": ("c", 2, data[:, 2], stamps[:, 2]),
+        "xct": ("y", 1, data[:, :, 1].transpose(2, 1, 0), stamps.T),
+        "ctx": ("y", 3, data[:, :, 3].transpose(1, 0, 2), stamps.T),
+    }[case]
+    with TiffStackND(path) as reader:
+        reader.bundle_axes = case
+        reader.iter_axes = iter_axes
+        frame = reader[index]
+    assert frame.metadata["axes"] == list(case)
+    np.testing.assert_array_equal(frame, expected)
+    np.testing.assert_array_equal(frame.metadata["timestamp"], expected_stamps)
 
 
 def test_ome_units_per_axis_are_converted_to_the_x_unit(tmp_path):
@@ -360,16 +401,34 @@ def test_closing_without_views_closes_the_mapping_at_once(tmp_path):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
 
-    def descriptors_of_the_file():
-        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path)
-                   for fd in os.listdir("/proc/self/fd")
-                   if os.path.exists(f"/proc/self/fd/{fd}"))
-
     reader = TiffStackND(path, copy=False)
     np.asarray(reader[2]).sum()
-    assert descriptors_of_the_file() >= 1
+    assert _descriptors_of(path) >= 1
     reader.close()
-    assert descriptors_of_the_file() == 0
+    assert _descriptors_of(path) == 0
+
+
+def _descriptors_of(path):
+    """Number of this process's open descriptors of the file (its mappings' included)."""
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path)
+               for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_failing_init_closes_the_file(tmp_path, monkeypatch, copy):
+    """An error after the file is opened (here: in setting up the axes) leaves no descriptor
+    of it open, the mapping of ``copy=False`` included."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((5, 8, 9)), imagej=True)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TiffStackND, "_init_planes", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        TiffStackND(path, copy=copy)
+    assert _descriptors_of(path) == 0
 
 
 # --- pims bundling after iter_axes changes ----------------------------------------------------
@@ -421,6 +480,53 @@ def test_resolution_in_inches_is_not_a_pixel_size(tmp_path):
     with TiffStackND(path) as reader:
         assert reader.metadata["pixel_size_x"] is None
         assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize("per_cm", [72 / 2.54, 28.34, 28.35, 96 / 2.54, 37.8])
+def test_print_resolution_in_centimetres_is_not_a_pixel_size(tmp_path, per_cm):
+    """72 or 96 dpi stored per centimetre (28.35 or 37.8 pixels/cm, e.g. by Pillow and image
+    editors) is a print default as it is per inch, not pixels of 353 or 265 µm."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(per_cm, per_cm),
+                     resolutionunit="CENTIMETER")
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize(("axes", "names"), [("STYX", "ctyx"), ("TSYX", "tcyx"),
+                                             ("SCYX", "acyx")])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_samples_axis_outside_the_plane_is_not_s(tmp_path, axes, names, compression):
+    """``s`` is a pixel's samples (to_video drops the last of 2 or 4 as alpha): separate
+    planes that the metadata calls samples are channels, ``c`` (else a spare letter)."""
+    path = tmp_path / "samples.tif"
+    data = _data((2, 3, 5, 7))
+    tifffile.imwrite(path, data, metadata={"axes": axes}, photometric="minisblack",
+                     compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes
+        expected = tif.series[0].asarray()
+    with TiffStackND(path) as reader:
+        assert "".join(reader.sizes) == names
+        assert list(reader.sizes.values()) == list(data.shape)
+        np.testing.assert_array_equal(_all_planes(reader), expected.reshape(6, 5, 7))
+
+
+@pytest.mark.parametrize("options", [{"tile": (2, 16, 16)}, {"tile": (2, 16, 16),
+                                                            "compression": "zlib"}, {}])
+@pytest.mark.parametrize("shape", [(4, 32, 32), (2, 4, 32, 32)])
+def test_volumetric_pages_are_refused_saying_so(tmp_path, options, shape):
+    """Pages holding a volume (ImageDepth > 1, tifffile's ``volumetric=True``) are not read:
+    the error says what the file has and that it is not supported, naming the file."""
+    path = tmp_path / "volume.tif"
+    tifffile.imwrite(path, _data(shape), volumetric=True, photometric="minisblack", **options)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].imagedepth == 4
+    with pytest.raises(StackReadError, match=r"volume\.tif: volumetric pages \(ImageDepth 4, "
+                       r".*\) are not supported"):
+        TiffStackND(path)
 
 
 @pytest.mark.parametrize("axes", ["CCYX", "YZYX"])

@@ -65,6 +65,18 @@ def test_real_metadata(real_data):
         assert reader.metadata["pixel_size_x"] is not None
 
 
+def test_real_print_resolution_in_centimetres(real_data):
+    """Pillow's test file stores 72 dpi as 28.34 pixels/cm: no pixel size of 353 µm."""
+    path = real_data / "pillow/tiff_tiled_planar_lzw.tiff"
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.resolutionunit == 3
+        assert page.resolution[0] * 2.54 == pytest.approx(72, abs=0.05)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["unit"] is None
+
+
 def _stuck_case(name):
     class Case(_image_series, unittest.TestCase):
         def setUp(self):
