@@ -37,7 +37,14 @@ from ._layout import file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
-__all__ = ["DatasetFile", "PlaneTable", "companion_file", "files_named_by", "find_dataset"]
+__all__ = [
+    "DatasetFile",
+    "FileIdentity",
+    "PlaneTable",
+    "companion_file",
+    "files_named_by",
+    "find_dataset",
+]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
@@ -91,6 +98,9 @@ class PlaneTable:
     unreadable : dict of str to str
         Files the OME-XML puts planes in that exist but cannot be read (their planes are
         missing), each with the reason.
+    identities : tuple of FileIdentity
+        Each file of ``files`` as it was when its planes were indexed (empty: not checked);
+        see :meth:`DatasetFile.__init__`.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
@@ -112,6 +122,36 @@ class PlaneTable:
     metadata: dict[str, Any]
     timestamps: np.ndarray | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
+    identities: tuple[FileIdentity, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a path named, and its size and modification time, when it was indexed."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileIdentity:
+        """Return the identity of a file from its ``os.stat``/``os.fstat`` result."""
+        return cls(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+    def change(self, now: FileIdentity) -> str | None:
+        """Describe how the file ``now`` is not this one any more (None: it still is).
+
+        A file that only grew (an acquisition still writing to it) still is: the planes
+        indexed before lie where they were.
+        """
+        if (now.device, now.inode) != (self.device, self.inode):
+            return "another file now has its name"
+        if now.size < self.size:
+            return f"{self.size - now.size} bytes shorter"
+        if now.size == self.size and now.mtime_ns != self.mtime_ns:
+            return "rewritten"
+        return None
 
 
 def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
@@ -364,6 +404,8 @@ def _plane_table(
     metadata["storage"] = MAPPED if mapped else DECODED
     times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
     metadata["ome_companion"] = companion
+    # (tifffile has read every file: one more stat each costs little)
+    identities = tuple(FileIdentity.of(os.stat(name)) for name in files)
     return PlaneTable(
         tuple(files),
         tuple(dataset_files),
@@ -379,6 +421,7 @@ def _plane_table(
         metadata,
         None if times is None else times.reshape(shape),
         unreadable,
+        identities,
     )
 
 
@@ -551,16 +594,19 @@ class DatasetFile:
         The file (opened read-only).
     storage : str
         The table's storage: ``'decoded'`` also opens the file with tifffile.
+    identity : FileIdentity, optional
+        The file as its planes were indexed: the offsets hold only in that file.
 
     Raises
     ------
     StackNotFoundError
         The file does not exist (any more).
     StackReadError
-        tifffile cannot open it.
+        tifffile cannot open it, or the file is not ``identity`` any more (another file put
+        in its place, or the file shortened or rewritten; one that only grew is read).
     """
 
-    def __init__(self, path: str, storage: str) -> None:
+    def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
         self.path = path
         self._lock = threading.RLock()
         self._tif = None
@@ -568,6 +614,12 @@ class DatasetFile:
             self._file = open(path, "rb", buffering=0)  # closed by close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        if identity is not None:
+            change = identity.change(FileIdentity.of(os.fstat(self._file.fileno())))
+            if change is not None:
+                self._file.close()
+                raise StackReadError(
+                    path, f"changed since the dataset was opened ({change}); open it again")
         self._reads = PlaneReads(self._file.fileno(), path)
         if storage == DECODED:
             try:

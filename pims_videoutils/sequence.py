@@ -448,7 +448,9 @@ class TiffSequenceND(PlanesND):
         the dataset that tifffile fails on, or an unreadable file holding every plane of an
         OME image), a file of another acquisition (its OME UUID differs) or planar RGB pages.
         A file whose layout differs from the first file's raises when it is first read,
-        naming the file and the difference.
+        naming the file and the difference; so does a file of a multi-file dataset that was
+        replaced, shortened or rewritten since the reader was opened (the planes' offsets
+        were found then), when it is (re)opened to read a plane.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.
@@ -666,7 +668,9 @@ class TiffSequenceND(PlanesND):
 
     def _open_raw(self, number: int) -> DatasetFile:
         """Open file ``number`` of a multi-file dataset for reading planes at known offsets."""
-        return DatasetFile(self.files[number], self._table.storage)
+        table = self._table
+        identity = table.identities[number] if table.identities else None
+        return DatasetFile(self.files[number], table.storage, identity)
 
     def _dataset_plane(self, coords: dict[str, int]) -> np.ndarray:
         """Read one plane of a multi-file dataset from its file and offset."""

@@ -731,6 +731,31 @@ def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
         TiffSequenceND(source)
 
 
+@pytest.mark.parametrize("how", ["rewritten", "renamed"])
+@pytest.mark.parametrize("options", [{}, {"compression": "zlib"}], ids=["mapped", "decoded"])
+def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, options):
+    # the planes were indexed at open: a file of another run put in its place after that
+    # (same name, same size) must not be read at the old offsets as if it were the same file
+    data = np.random.default_rng(25).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data, **options)
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_multifile_ome(other, data[::-1] // 2, run=1, **options)
+    target, foreign = tmp_path / "pos1_part1.ome.tif", other / "pos1_part1.ome.tif"
+    with TiffSequenceND(tmp_path / "pos0_part0.ome.tif") as reader:
+        reader.iter_axes = "pt"
+        np.testing.assert_array_equal(reader[5], data[1, 1])  # another file of position 1
+        if not options:  # (compressed, the sizes differ)
+            assert foreign.stat().st_size == target.stat().st_size
+        if how == "rewritten":
+            shutil.copyfile(foreign, target)
+        else:
+            foreign.replace(target)
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: .*changed since"):
+            reader[7]
+        np.testing.assert_array_equal(reader[4], data[1, 0])  # the unchanged files still read
+
+
 def test_single_file_ome_with_positions(tmp_path):
     data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
     path = tmp_path / "positions.ome.tif"
