@@ -45,7 +45,8 @@ __all__ = ["TiffSequenceND"]
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
-_NDTIFF_INDEX = "NDTiff.index"
+#: The index file of an NDTiff dataset: it names the dataset (its folder)
+NDTIFF_INDEX = "NDTiff.index"
 _OME_COMPANION = ".companion.ome"
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
@@ -185,7 +186,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                 raise StackNotFoundError(
                     text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
             return names
-        if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
+        if os.path.basename(text) == NDTIFF_INDEX and os.path.isfile(text):
             return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
         if text.lower().endswith(_OME_COMPANION) and os.path.isfile(text):
             return files_named_by(text)
@@ -476,7 +477,8 @@ class TiffSequenceND(PlanesND):
     @classmethod
     def class_exts(cls) -> set[str]:
         """File extensions this reader claims from ``pims.open``."""
-        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome"}  # "ome": a .companion.ome file
+        # "ome": a .companion.ome file; "index": an NDTiff dataset's NDTiff.index
+        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome", "index"}
 
     def __init__(
         self,
