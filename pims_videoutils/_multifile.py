@@ -24,7 +24,8 @@ import os
 import re
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr, unescape
 
@@ -44,6 +45,7 @@ __all__ = [
     "companion_file",
     "files_named_by",
     "find_dataset",
+    "stack_positions",
 ]
 
 MAPPED, DECODED = "mapped", "decoded"
@@ -209,6 +211,72 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
         ) from None
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
+
+
+def stack_positions(tables: Sequence[PlaneTable]) -> PlaneTable:
+    """Join the datasets of several position folders into one, the positions as a new ``p``.
+
+    Parameters
+    ----------
+    tables : sequence of PlaneTable
+        One dataset per position, in the order of the positions.
+
+    Returns
+    -------
+    PlaneTable
+        Their files one position after the other, the metadata of the first.
+
+    Raises
+    ------
+    StackReadError
+        The datasets differ in axes, shape, pixel type or storage (naming the first that
+        differs), or each already has positions.
+    """
+    first = tables[0]
+
+    def layout(table: PlaneTable) -> str:
+        axes = ", ".join(f"{a}={n}" for a, n in zip(table.axes, table.shape, strict=True))
+        plane = "x".join(map(str, table.plane_shape))
+        return f"{axes}, planes {plane} {table.dtype.str} {table.storage}"
+
+    for table in tables[1:]:
+        if layout(table) != layout(first):
+            raise StackReadError(
+                table.files[0],
+                f"its dataset ({layout(table)}) differs from that of {first.files[0]} "
+                f"({layout(first)}); open the position folders one by one",
+            )
+    if "p" in first.axes:
+        raise StackReadError(
+            first.files[0], "the dataset of each position folder has positions itself; open "
+            "the position folders one by one")
+    starts = np.cumsum([0] + [len(table.files) for table in tables[:-1]])
+    file_index = np.stack([
+        np.where(table.file_index < 0, -1, table.file_index + start)
+        for table, start in zip(tables, starts, strict=True)
+    ]).astype(np.int32)
+    timestamps = None
+    if any(table.timestamps is not None for table in tables):
+        timestamps = np.stack([
+            np.full(first.shape, np.nan) if table.timestamps is None else table.timestamps
+            for table in tables
+        ])
+    identities = ()
+    if all(table.identities for table in tables):
+        identities = tuple(identity for table in tables for identity in table.identities)
+    return replace(
+        first,
+        files=tuple(name for table in tables for name in table.files),
+        dataset_files=tuple(name for table in tables for name in table.dataset_files),
+        axes="p" + first.axes,
+        shape=(len(tables), *first.shape),
+        file_index=file_index,
+        offsets=np.stack([table.offsets for table in tables]),
+        metadata=dict(first.metadata),
+        timestamps=timestamps,
+        unreadable={k: v for table in tables for k, v in table.unreadable.items()},
+        identities=identities,
+    )
 
 
 def companion_file(description: str, path: str) -> str | None:

@@ -34,9 +34,15 @@ from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
-from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
+from ._filenames import (
+    AXIS_ORDER,
+    FileNameError,
+    arrange_files,
+    is_micromanager_image_name,
+    natural_sorted,
+)
 from ._layout import micromanager_summary_metadata, pims_axes
-from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset
+from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset, stack_positions
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
@@ -391,7 +397,9 @@ class TiffSequenceND(PlanesND):
         sub-folders holding them (one per position or well, e.g. Micro-Manager's ``Pos0``,
         ``Pos1``) spans them all: unless the file names number positions, the sub-folders
         are the ``p`` axis, in natural order (where some hold a Micro-Manager
-        ``metadata.txt``, only those). When the files are one multi-file dataset (OME-TIFF
+        ``metadata.txt``, only those); sub-folders that each hold one multi-file dataset
+        of one layout (say a Micro-Manager stack split over several files) are read as one
+        dataset with the sub-folders as ``p``. When the files are one multi-file dataset (OME-TIFF
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
@@ -423,7 +431,8 @@ class TiffSequenceND(PlanesND):
     ----------
     files : tuple of str
         The files (absolute paths), in the C order of the file-name axes (for numbered
-        names, their natural order); for a multi-file dataset, sorted by name.
+        names, their natural order); for a multi-file dataset, sorted by name (position
+        folders each holding one: folder after folder).
     grid : FileGrid or None
         Which file holds which file-name coordinates (None for a multi-file dataset).
     metadata : dict
@@ -512,17 +521,24 @@ class TiffSequenceND(PlanesND):
         self.grid = None
         self._template = None
         self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)
-        self._table = None if pattern is not None else self._dataset_of_all(label, series)
-        if self._table is not None:
-            self._init_dataset(self._table, label, fill_missing)
-            self._files = _OpenFiles(max_open_files, self._open_raw)
-            return
         # a folder (or one Micro-Manager image) whose files lie in position sub-folders
         from_folders = isinstance(self._source, (str, os.PathLike)) and os.path.exists(label)
+        folders = _position_labels(self.files) if from_folders else None
+        self._table = None
+        if pattern is None:
+            self._table = (
+                self._dataset_of_all(label, series) if folders is None
+                else self._dataset_per_folder(label, series, folders)
+            )
+        if self._table is not None:
+            self._init_dataset(self._table, label, fill_missing)
+            if folders is not None:
+                self.metadata["file_axes"] = {"p": natural_sorted(set(folders))}
+            self._files = _OpenFiles(max_open_files, self._open_raw)
+            return
         try:
             self.grid = arrange_files(
-                self.files, pattern, fill_missing=fill_missing is not None,
-                folders=_position_labels(self.files) if from_folders else None)
+                self.files, pattern, fill_missing=fill_missing is not None, folders=folders)
         except FileNameError as exc:
             raise StackReadError(label, str(exc)) from None
         # files in grid order (C order of the file-name axes: natural order of numbered names)
@@ -543,30 +559,64 @@ class TiffSequenceND(PlanesND):
         self._files = _OpenFiles(max_open_files, self._open_file)
         self._files.add(0, first)
 
-    def _dataset_of_all(self, label: str, series: int) -> PlaneTable | None:
+    def _dataset_of_all(
+        self, label: str, series: int, files: Sequence[str] | None = None
+    ) -> PlaneTable | None:
         """Return the first file's multi-file dataset, if the source lists only its files.
 
         The first file by name, not in the order the folder lists them: the outcome does not
-        depend on the file system.
+        depend on the file system. ``files``: these rather than all the files.
         """
-        probe = min(self.files)
+        files = self.files if files is None else files
+        probe = min(files)
         table = find_dataset(probe, series)
         if table is None:
             return None
-        others = {os.path.abspath(f) for f in self.files} - {
+        others = {os.path.abspath(f) for f in files} - {
             os.path.abspath(f) for f in table.dataset_files
         }
         if not others:
             return table
         if len(table.dataset_files) == 1:  # positions inside each file of a numbered sequence
             return None
+        other = min(others)
+        common = os.path.commonpath([probe, other])  # (files of several folders: name those)
         raise StackReadError(
             label,
-            f"{os.path.basename(probe)} belongs to a dataset of "
+            f"{os.path.relpath(probe, common)} belongs to a dataset of "
             f"{len(table.dataset_files)} files, but the source also holds {len(others)} other "
-            f"TIFF files (e.g. {os.path.basename(min(others))}); open one file of the dataset "
+            f"TIFF files (e.g. {os.path.relpath(other, common)}); open one file of the dataset "
             "instead",
         )
+
+    def _dataset_per_folder(
+        self, label: str, series: int, folders: list[str]
+    ) -> PlaneTable | None:
+        """Return the datasets of the position folders as one, positions as ``p``, or None.
+
+        None when the first folder holds no multi-file dataset (files read one by one, the
+        folders as ``p``; only its first file is probed, as for one folder).
+
+        Raises
+        ------
+        StackReadError
+            Some folders hold a multi-file dataset and others do not, or the datasets differ.
+        """
+        by_folder: dict[str, list[str]] = {}
+        for name, folder in zip(self.files, folders, strict=True):
+            by_folder.setdefault(folder, []).append(name)
+        order = natural_sorted(by_folder)
+        first = self._dataset_of_all(label, series, by_folder[order[0]])
+        if first is None:
+            return None
+        tables = [first] + [self._dataset_of_all(label, series, by_folder[f]) for f in order[1:]]
+        if None in tables:
+            raise StackReadError(
+                label,
+                f"position folder {order[0]} holds a multi-file dataset but "
+                f"{order[tables.index(None)]} does not; open the position folders one by one",
+            )
+        return stack_positions(tables)
 
     def _init_axes(
         self,
