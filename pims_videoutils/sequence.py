@@ -134,6 +134,25 @@ def micromanager_acquisition(path: str) -> str | None:
     return folder
 
 
+def _acquisition_image(folder: str) -> str | None:
+    """Return an image of the Micro-Manager acquisition whose folder ``folder`` is, or None.
+
+    That is, a Micro-Manager image in the first sub-folder holding a ``metadata.txt`` (a
+    position) whose acquisition (:func:`micromanager_acquisition`) is ``folder``.
+    """
+    with os.scandir(folder or os.curdir) as entries:
+        subfolders = sorted(e.path for e in entries if not e.name.startswith(".") and e.is_dir())
+    position = next(
+        (sub for sub in subfolders if os.path.isfile(os.path.join(sub, _MM_METADATA))), None)
+    if position is None:
+        return None
+    image = next(
+        (name for name in _tiff_files(position) if is_micromanager_image_name(name)), None)
+    if image is None or micromanager_acquisition(image) != os.path.abspath(folder):
+        return None
+    return image
+
+
 def _micromanager_summary(folder: str) -> dict[str, Any] | None:
     """Read the summary of the Micro-Manager ``metadata.txt`` in ``folder``.
 
@@ -178,14 +197,19 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them).
 
     A folder without TIFF files gives those of its position sub-folders
-    (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
-    an OME ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
-    acquisition the images of its acquisition (:func:`micromanager_acquisition`).
+    (:func:`position_folders`); so does a Micro-Manager acquisition's folder holding TIFF
+    files of its own (a projection, say) beside its positions (:func:`_acquisition_image`).
+    An NDTiff dataset's ``NDTiff.index`` file names its folder, an OME ``.companion.ome``
+    file the TIFF files it names, and one image of a Micro-Manager acquisition the images
+    of its acquisition (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
-            names = _tiff_files(text) or [
+            names = _tiff_files(text)
+            if names and (image := _acquisition_image(text)) is not None:
+                return _acquisition_images(image, os.path.abspath(text))
+            names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
             ]
             if not names:
@@ -399,7 +423,10 @@ class TiffSequenceND(PlanesND):
         are the ``p`` axis, in natural order (where some hold a Micro-Manager
         ``metadata.txt``, only those); sub-folders that each hold one multi-file dataset
         of one layout (say a Micro-Manager stack split over several files) are read as one
-        dataset with the sub-folders as ``p``. When the files are one multi-file dataset (OME-TIFF
+        dataset with the sub-folders as ``p``. A folder with TIFF files of its own is read
+        as those files, its sub-folders ignored, unless it is a Micro-Manager acquisition
+        (a sub-folder's ``metadata.txt`` counts several positions): then its positions are
+        read, as from any one of its images. When the files are one multi-file dataset (OME-TIFF
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
