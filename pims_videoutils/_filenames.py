@@ -16,7 +16,8 @@ Built-in conventions, tried in this order:
    the names differ in it (``img_z-1``, ``img_z0``, ``img_z1``); one in every name may be a
    separator (``t-1``, ``t-2``) and is not read as a sign.
 3. Plain numbering, e.g. ``banana0002.tif``: the one number that differs between files (with no
-   key in front) numbers the files along ``t``.
+   key in front) numbers the files along ``t`` (:class:`~pims_videoutils.TiffSequenceND`
+   makes it ``p`` when the files are time series themselves).
 
 All names must follow one template (the same text around the numbers); numbers that are the
 same in every file (``exp2_t001``) are ignored.
@@ -198,6 +199,23 @@ class FileGrid:
             cell = cell * size + i
         number = self.slots[cell]
         return None if number < 0 else number
+
+    def renamed(self, axis: str, name: str) -> FileGrid:
+        """Return this grid with ``axis`` called ``name`` (a name no axis or constant has).
+
+        Raises
+        ------
+        ValueError
+            ``name`` is taken, or would move the axis in the ``p, t, z, c`` order (the order
+            of :attr:`slots`).
+        """
+        axes = tuple(name if a == axis else a for a in self.axes)
+        if name in self.axes or name in self.constants or axes != tuple(
+            a for a in AXIS_ORDER if a in axes
+        ):
+            raise ValueError(f"cannot rename file-name axis {axis!r} to {name!r}")
+        values = {name if a == axis else a: v for a, v in self.values.items()}
+        return FileGrid(axes, values, self.constants, self.files, self.slots, self.pattern)
 
     def describe(self, index: tuple[int, ...]) -> str:
         """Coordinates of a grid cell as text, e.g. ``"t=3, c=1"``."""

@@ -440,8 +440,10 @@ class TiffSequenceND(PlanesND):
         built-in conventions are used: ``img_t0001_z003_c1.tif`` style tokens (also
         Micro-Manager's ``img_channel000_position000_time000000000_z000.tif``), Micro-Manager
         1.4 ``img_000000000_DAPI_000.tif``, and plain numbering (``banana0002.tif``: the one
-        varying number becomes ``t``). Giving a pattern also turns off the detection of
-        multi-file datasets: the files are then arranged by their names only.
+        varying number becomes ``t``, or ``p`` when each file is a time series whose format
+        names its ``t`` axis, e.g. ``run1.ome.tif``, ``run2.ome.tif``). Giving a pattern
+        also turns off the detection of multi-file datasets: the files are then arranged by
+        their names only.
     fill_missing : int or float, optional
         By default a gap in the numbering or a missing combination of coordinates raises
         :class:`StackReadError`. With a value, the missing planes read as that value.
@@ -699,6 +701,15 @@ class TiffSequenceND(PlanesND):
         plane_axes = first.plane_axes
         file_sizes = {a: n for a, n in first.sizes.items() if a not in plane_axes}
         unnamed = _unnamed_axes(first, self._options["series"])
+        if (
+            self.grid.pattern == "numbered"  # the t of the names is only a number (run1, run2)
+            and file_sizes.get("t", 1) > 1
+            and "t" not in unnamed  # (an unnamed t inside the files is renamed, see below)
+            and "p" not in file_sizes
+            and "p" not in self.grid.axes
+            and "p" not in self.grid.constants
+        ):
+            self.grid = self.grid.renamed("t", "p")  # time series numbered: runs, positions
         names = _inner_axis_names(file_sizes, self.grid.axes, unnamed)
         renamed = {f for a, f in names.items() if a != f}
         clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1 and a not in renamed]

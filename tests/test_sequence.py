@@ -351,15 +351,32 @@ def test_each_file_a_z_stack_and_rgb(tmp_path):
 def test_name_axis_clashing_with_file_axis(tmp_path):
     for i in range(2):
         _write(
-            tmp_path / f"movie_{i}.tif",
+            tmp_path / f"movie_t{i}.tif",
             np.zeros((3, 4, 5), np.uint8),
             imagej=True,
             metadata={"axes": "TYX"},
         )
     with pytest.raises(StackReadError, match="each file also has a 't' axis"):
-        TiffSequenceND(tmp_path)
-    with TiffSequenceND(tmp_path, pattern=r"_(?P<p>\d+)$") as reader:
+        TiffSequenceND(tmp_path)  # the names say t: not overruled
+    with TiffSequenceND(tmp_path, pattern=r"_t(?P<p>\d+)$") as reader:
         assert reader.sizes == {"p": 2, "t": 3, "y": 4, "x": 5}
+
+
+@pytest.mark.parametrize("kind", ["ome", "imagej"])
+def test_numbered_time_lapse_stacks_are_numbered_along_p(tmp_path, kind):
+    # run1.ome.tif ... run3.ome.tif, each a time lapse: the plain numbering cannot be t
+    stacks = {}
+    for run in (1, 2, 3):
+        stacks[run] = np.random.default_rng(run).integers(0, 255, (4, 5, 6), np.uint8)
+        name = f"run{run}.ome.tif" if kind == "ome" else f"run{run}.tif"
+        _write(tmp_path / name, stacks[run], metadata={"axes": "TYX"}, **{kind: True})
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"p": 3, "t": 4, "y": 5, "x": 6}
+        assert reader.metadata["file_axes"] == {"p": [1, 2, 3]}
+        assert reader.iter_axes == ["t"]
+        for p, run in enumerate((1, 2, 3)):
+            for t in range(4):
+                np.testing.assert_array_equal(reader.get_plane(p=p, t=t), stacks[run][t])
 
 
 def test_big_endian_files_read_native(tmp_path):
