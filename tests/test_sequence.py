@@ -773,6 +773,16 @@ def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, opt
         np.testing.assert_array_equal(reader[4], data[1, 0])  # the unchanged files still read
 
 
+def test_multifile_ome_file_that_only_grew_after_opening_is_still_read(multifile_ome):
+    # an acquisition still writing appends to its files: the planes indexed stay where they were
+    folder, data = multifile_ome
+    with TiffSequenceND(folder, max_open_files=1) as reader:
+        reader.iter_axes = "pt"
+        with open(folder / "pos1_part1.ome.tif", "ab") as file:
+            file.write(bytes(1000))
+        np.testing.assert_array_equal(reader[7], data[1, 3])
+
+
 def test_single_file_ome_with_positions(tmp_path):
     data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
     path = tmp_path / "positions.ome.tif"
