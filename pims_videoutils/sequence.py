@@ -134,16 +134,16 @@ def micromanager_acquisition(path: str) -> str | None:
     return folder
 
 
-def _acquisition_image(folder: str) -> str | None:
+def _acquisition_image(folder: str, subfolders: list[str]) -> str | None:
     """Return an image of the Micro-Manager acquisition whose folder ``folder`` is, or None.
 
-    That is, a Micro-Manager image in the first sub-folder holding a ``metadata.txt`` (a
-    position) whose acquisition (:func:`micromanager_acquisition`) is ``folder``.
+    That is, a Micro-Manager image in the first of its ``subfolders`` (by name) holding a
+    ``metadata.txt`` (a position) whose acquisition (:func:`micromanager_acquisition`) is
+    ``folder``.
     """
-    with os.scandir(folder or os.curdir) as entries:
-        subfolders = sorted(e.path for e in entries if not e.name.startswith(".") and e.is_dir())
     position = next(
-        (sub for sub in subfolders if os.path.isfile(os.path.join(sub, _MM_METADATA))), None)
+        (sub for sub in sorted(subfolders) if os.path.isfile(os.path.join(sub, _MM_METADATA))),
+        None)
     if position is None:
         return None
     image = next(
@@ -206,8 +206,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
-            names = _tiff_files(text)
-            if names and (image := _acquisition_image(text)) is not None:
+            names, subfolders = _tiffs_and_folders(text)
+            if names and (image := _acquisition_image(text, subfolders)) is not None:
                 return _acquisition_images(image, os.path.abspath(text))
             names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
@@ -254,6 +254,20 @@ def _acquisition_images(image: str, acquisition: str) -> list[str]:
         name for where in folders for name in _tiff_files(where)
         if is_micromanager_image_name(name)
     ]
+
+
+def _tiffs_and_folders(folder: str) -> tuple[list[str], list[str]]:
+    """Paths of the TIFF files directly in ``folder``, and of its sub-folders (hidden aside)."""
+    prefix = os.path.join(folder, "")
+    tiffs, folders = [], []
+    with os.scandir(folder or os.curdir) as entries:
+        for entry in entries:
+            if entry.is_file():
+                if _is_tiff_name(entry.name):
+                    tiffs.append(prefix + entry.name)
+            elif not entry.name.startswith(".") and entry.is_dir():
+                folders.append(prefix + entry.name)
+    return tiffs, folders
 
 
 def _tiff_files(folder: str) -> list[str]:
