@@ -637,8 +637,8 @@ class TiffSequenceND(PlanesND):
     ) -> PlaneTable | None:
         """Return the datasets of the position folders as one, positions as ``p``, or None.
 
-        None when the first folder holds no multi-file dataset (files read one by one, the
-        folders as ``p``; only its first file is probed, as for one folder).
+        None when the first folder holds no dataset of several files (files read one by one,
+        the folders as ``p``; only its first file is probed, as for one folder).
 
         Raises
         ------
@@ -650,7 +650,7 @@ class TiffSequenceND(PlanesND):
             by_folder.setdefault(folder, []).append(name)
         order = natural_sorted(by_folder)
         first = self._dataset_of_all(label, series, by_folder[order[0]])
-        if first is None:
+        if first is None or len(first.dataset_files) == 1:  # (positions inside one file each)
             return None
         tables = [first] + [self._dataset_of_all(label, series, by_folder[f]) for f in order[1:]]
         if None in tables:

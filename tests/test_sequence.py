@@ -934,6 +934,21 @@ def test_numbered_multiposition_ome_files_read_series_option(tmp_path):
                 np.testing.assert_array_equal(reader[t], data[t, series])
 
 
+def test_position_folders_of_one_multiposition_ome_file_each_read_the_series_option(tmp_path):
+    # one file per well folder, each holding several OME positions (series): files one by one
+    data = np.random.default_rng(26).integers(0, 255, (2, 3, 5, 6), np.uint8)  # well, P, Y, X
+    for well, positions in zip(("A1", "A2"), data, strict=True):
+        (tmp_path / well).mkdir()
+        with tifffile.TiffWriter(tmp_path / well / "scan.ome.tif", ome=True) as writer:
+            for plane in positions:
+                writer.write(plane)
+    for series in (0, 2):
+        with TiffSequenceND(tmp_path, series=series) as reader:
+            assert reader.sizes == {"p": 2, "y": 5, "x": 6}
+            for p in range(2):
+                np.testing.assert_array_equal(reader.get_plane(p=p), data[p, series])
+
+
 def test_float_files_filled_with_nan(tmp_path):
     for t in (0, 1, 3):
         _write(tmp_path / f"f_{t}.tif", np.full((3, 4), t, np.float32))
