@@ -144,14 +144,18 @@ class FileIdentity:
     def change(self, now: FileIdentity) -> str | None:
         """Describe how the file ``now`` is not this one any more (None: it still is).
 
-        A file that only grew (an acquisition still writing to it) still is: the planes
-        indexed before lie where they were.
+        A file of the same size and modification time still is (even if its inode number
+        differs: some network file systems make them up), and so is the same file (inode)
+        that only grew (an acquisition still writing to it: the planes indexed before lie
+        where they were).
         """
+        if (now.size, now.mtime_ns) == (self.size, self.mtime_ns):
+            return None
         if (now.device, now.inode) != (self.device, self.inode):
             return "another file now has its name"
         if now.size < self.size:
             return f"{self.size - now.size} bytes shorter"
-        if now.size == self.size and now.mtime_ns != self.mtime_ns:
+        if now.size == self.size:
             return "rewritten"
         return None
 

@@ -783,6 +783,17 @@ def test_multifile_ome_file_that_only_grew_after_opening_is_still_read(multifile
         np.testing.assert_array_equal(reader[7], data[1, 3])
 
 
+def test_multifile_ome_file_of_same_size_and_time_on_another_inode_is_still_read(multifile_ome):
+    # network file systems may give a file another inode number: size and time are the same
+    folder, data = multifile_ome
+    with TiffSequenceND(folder) as reader:
+        reader.iter_axes = "pt"
+        target = folder / "pos1_part1.ome.tif"
+        shutil.copy2(target, folder / "copy")
+        (folder / "copy").replace(target)
+        np.testing.assert_array_equal(reader[7], data[1, 3])
+
+
 def test_single_file_ome_with_positions(tmp_path):
     data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
     path = tmp_path / "positions.ome.tif"
