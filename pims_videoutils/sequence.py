@@ -197,8 +197,9 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them).
 
     A folder without TIFF files gives those of its position sub-folders
-    (:func:`position_folders`); so does a Micro-Manager acquisition's folder holding TIFF
-    files of its own (a projection, say) beside its positions (:func:`_acquisition_image`).
+    (:func:`position_folders`); a Micro-Manager acquisition's folder
+    (:func:`_acquisition_image`), even with TIFF files of its own (a projection, say), the
+    images of its acquisition only.
     An NDTiff dataset's ``NDTiff.index`` file names its folder, an OME ``.companion.ome``
     file the TIFF files it names, and one image of a Micro-Manager acquisition the images
     of its acquisition (:func:`micromanager_acquisition`).
@@ -207,7 +208,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
             names, subfolders = _tiffs_and_folders(text)
-            if names and (image := _acquisition_image(text, subfolders)) is not None:
+            image = _acquisition_image(text, subfolders)
+            if image is not None:  # a Micro-Manager acquisition: its images, as from one
                 return _acquisition_images(image, os.path.abspath(text))
             names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
