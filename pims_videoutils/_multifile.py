@@ -674,8 +674,9 @@ class DatasetFile:
     StackNotFoundError
         The file does not exist (any more).
     StackReadError
-        tifffile cannot open it, or the file is not ``identity`` any more (another file put
-        in its place, or the file shortened or rewritten; one that only grew is read).
+        It cannot be opened, tifffile cannot open it, or the file is not ``identity`` any
+        more (another file put in its place, or the file shortened or rewritten; one that
+        only grew is read).
     """
 
     def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
@@ -686,6 +687,8 @@ class DatasetFile:
             self._file = open(path, "rb", buffering=0)  # closed by close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        except OSError as exc:  # (a folder or an unreadable file now has its name)
+            raise StackReadError(path, f"cannot open ({exc.strerror})") from None
         if identity is not None:
             change = identity.change(FileIdentity.of(os.fstat(self._file.fileno())))
             if change is not None:

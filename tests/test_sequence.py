@@ -794,6 +794,16 @@ def test_multifile_ome_file_of_same_size_and_time_on_another_inode_is_still_read
         np.testing.assert_array_equal(reader[7], data[1, 3])
 
 
+def test_multifile_ome_file_turned_into_a_folder_after_opening(multifile_ome):
+    folder, _ = multifile_ome
+    with TiffSequenceND(folder) as reader:
+        reader.iter_axes = "pt"
+        (folder / "pos1_part1.ome.tif").unlink()
+        (folder / "pos1_part1.ome.tif").mkdir()
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: cannot open"):
+            reader[7]
+
+
 def test_single_file_ome_with_positions(tmp_path):
     data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
     path = tmp_path / "positions.ome.tif"
