@@ -339,8 +339,8 @@ def _signed_numbers(
     """Read the numbers after an axis key with their sign, where the names differ in it.
 
     ``img_z-1``, ``img_z0``, ``img_z1``: the names follow one template once a ``+`` or ``-``
-    between a key and its number is read as a sign. A sign that every name has there
-    (``t-1``, ``t-2``) may be a separator, and stays text, as before. Returns what
+    between a key and its number is read as a sign. One that every name has there
+    (``t-1``, ``t-2``) may be a separator: it is not read as a sign, as before. Returns what
     :func:`_template_numbers` returns, or None if the names still differ.
     """
     bare = [literal.removesuffix("-").removesuffix("+") for literal in literals[:-1]]
