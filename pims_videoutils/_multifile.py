@@ -20,8 +20,10 @@ RGB pages raise a clear :class:`StackReadError`.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
+import struct
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -43,6 +45,7 @@ __all__ = [
     "FileIdentity",
     "PlaneTable",
     "companion_file",
+    "files_indexed_by",
     "files_named_by",
     "find_dataset",
     "stack_positions",
@@ -327,6 +330,49 @@ def files_named_by(companion: str) -> list[str]:
     if not named:
         raise StackNotFoundError(companion, "none of the TIFF files its OME-XML names exists")
     return named
+
+
+def files_indexed_by(index: str) -> list[str]:
+    """List the existing files whose planes an NDTiff dataset's ``NDTiff.index`` locates.
+
+    Only the file name of each entry is read (an entry: a length and JSON axes, a length and
+    the file name, then 32 bytes); a cut-off last entry is ignored, as tifffile does. An
+    index that names no file (empty) gives an empty list.
+
+    Raises
+    ------
+    StackReadError
+        The index cannot be read.
+    StackNotFoundError
+        None of the files it names exists.
+    """
+    names: set[bytes] = set()
+    try:
+        with open(index, "rb") as file, (
+            mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            if os.fstat(file.fileno()).st_size else memoryview(b"")
+        ) as data:
+            position, end = 0, len(data)
+            while position + 4 <= end:
+                position += 4 + struct.unpack_from("<I", data, position)[0]  # the axes
+                if position + 4 > end:
+                    break
+                length = struct.unpack_from("<I", data, position)[0]
+                if position + 4 + length + 32 > end:
+                    break
+                names.add(bytes(data[position + 4 : position + 4 + length]))
+                position += 4 + length + 32
+    except OSError as exc:
+        raise StackReadError(index, f"cannot read the NDTiff index ({exc.strerror})") from None
+    if not names:
+        return []
+    folder = os.path.dirname(os.path.abspath(index))
+    named = sorted(os.path.join(folder, name.decode("utf-8", "replace")) for name in names)
+    existing = [name for name in named if os.path.isfile(name)]
+    if not existing:
+        raise StackNotFoundError(
+            named[0], f"no such file, nor any other file the NDTiff index {index} names")
+    return existing
 
 
 def _companion_xml(companion: str, path: str) -> str:

@@ -42,7 +42,14 @@ from ._filenames import (
     natural_sorted,
 )
 from ._layout import micromanager_summary_metadata, pims_axes
-from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset, stack_positions
+from ._multifile import (
+    DatasetFile,
+    PlaneTable,
+    files_indexed_by,
+    files_named_by,
+    find_dataset,
+    stack_positions,
+)
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
@@ -200,13 +207,18 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     (:func:`position_folders`); a Micro-Manager acquisition's folder
     (:func:`_acquisition_image`), even with TIFF files of its own (a projection, say), the
     images of its acquisition only.
-    An NDTiff dataset's ``NDTiff.index`` file names its folder, an OME ``.companion.ome``
-    file the TIFF files it names, and one image of a Micro-Manager acquisition the images
-    of its acquisition (:func:`micromanager_acquisition`).
+    An NDTiff dataset's folder (holding an ``NDTiff.index``) or ``NDTiff.index`` gives
+    the files the index locates planes in (:func:`files_indexed_by`; if it names none,
+    those of the folder), an OME
+    ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
+    acquisition the images of its acquisition (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
+            index = os.path.join(text, NDTIFF_INDEX)
+            if os.path.isfile(index) and (indexed := files_indexed_by(index)):
+                return indexed  # an NDTiff dataset's folder
             names, subfolders = _tiffs_and_folders(text)
             image = _acquisition_image(text, subfolders)
             if image is not None:  # a Micro-Manager acquisition: its images, as from one
@@ -219,7 +231,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                     text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
             return names
         if os.path.basename(text) == NDTIFF_INDEX and os.path.isfile(text):
-            return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
+            return files_indexed_by(text) or _list_files(os.path.dirname(text) or os.curdir)
         if text.lower().endswith(_OME_COMPANION) and os.path.isfile(text):
             return files_named_by(text)
         if os.path.isfile(text):  # one file, even if its name holds glob characters
