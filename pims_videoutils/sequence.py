@@ -61,6 +61,7 @@ _DEFAULT_MAX_OPEN_FILES = 128
 #: The index file of an NDTiff dataset: it names the dataset (its folder)
 NDTIFF_INDEX = "NDTiff.index"
 _OME_COMPANION = ".companion.ome"
+_OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
 #: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
@@ -622,10 +623,12 @@ class TiffSequenceND(PlanesND):
         """Return the first file's multi-file dataset, if the source lists only its files.
 
         The first file by name, not in the order the folder lists them: the outcome does not
-        depend on the file system. ``files``: these rather than all the files.
+        depend on the file system; OME-TIFF names first (multi-file datasets have them, a
+        projection saved beside one may not). ``files``: these rather than all the files.
         """
         files = self.files if files is None else files
-        probe = min(files)
+        named_ome = [name for name in files if name.lower().endswith(_OME_SUFFIXES)]
+        probe = min(named_ome or files)
         table = find_dataset(probe, series)
         if table is None:
             return None

@@ -933,10 +933,13 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
-def test_multifile_dataset_mixed_with_other_files(multifile_ome):
+@pytest.mark.parametrize("other", ["zz_other.tif", "MAX_projection.tif"])
+def test_multifile_dataset_mixed_with_other_files(multifile_ome, other):
+    # whatever the other file's name sorts as, the message says what is wrong
     folder, _ = multifile_ome
-    _write(folder / "zz_other.tif", np.zeros((16, 24), np.uint16))
-    with pytest.raises(StackReadError, match="open one file of the dataset"):
+    _write(folder / other, np.zeros((16, 24), np.uint16))
+    with pytest.raises(StackReadError, match=rf"also holds 1 other .*{other}.*open one file "
+                       "of the dataset"):
         TiffSequenceND(folder)
     with TiffSequenceND(folder / "pos0_part1.ome.tif") as reader:
         assert reader.sizes["p"] == 2
