@@ -12,9 +12,12 @@ Built-in conventions, tried in this order:
    ``A02_s9_w1.tif``. Keys (case-insensitive): ``t``, ``tp``, ``time``, ``timepoint``,
    ``frame`` -> ``t``; ``z``, ``zslice``, ``slice`` -> ``z``; ``c``, ``ch``, ``chan``,
    ``channel``, ``w``, ``wave`` -> ``c``; ``p``, ``pos``, ``position``, ``s``, ``site``,
-   ``xy``, ``series`` -> ``p``.
+   ``xy``, ``series`` -> ``p``. A ``-`` or ``+`` between a key and its number is a sign where
+   the names differ in it (``img_z-1``, ``img_z0``, ``img_z1``); one in every name may be a
+   separator (``t-1``, ``t-2``) and is not read as a sign.
 3. Plain numbering, e.g. ``banana0002.tif``: the one number that differs between files (with no
-   key in front) numbers the files along ``t``.
+   key in front) numbers the files along ``t`` (:class:`~pims_videoutils.TiffSequenceND`
+   makes it ``p`` when the files are time series themselves).
 
 All names must follow one template (the same text around the numbers); numbers that are the
 same in every file (``exp2_t001``) are ignored.
@@ -60,6 +63,7 @@ _KEY_AT_END = re.compile(
 )
 _DIGITS = re.compile(r"(\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
+_SIGNED = re.compile(r"[+-]\d")
 _MM14 = re.compile(r"^img_(?P<t>\d{9})_(?P<c>.+)_(?P<z>\d{3})$")
 #: Micro-Manager 2's name of one image of a "separate image files" acquisition.
 _MM2_IMAGE = re.compile(r"^img_channel\d+_position\d+_time\d+_z\d+$")
@@ -196,6 +200,23 @@ class FileGrid:
         number = self.slots[cell]
         return None if number < 0 else number
 
+    def renamed(self, axis: str, name: str) -> FileGrid:
+        """Return this grid with ``axis`` called ``name`` (a name no axis or constant has).
+
+        Raises
+        ------
+        ValueError
+            ``name`` is taken, or would move the axis in the ``p, t, z, c`` order (the order
+            of :attr:`slots`).
+        """
+        axes = tuple(name if a == axis else a for a in self.axes)
+        if name in self.axes or name in self.constants or axes != tuple(
+            a for a in AXIS_ORDER if a in axes
+        ):
+            raise ValueError(f"cannot rename file-name axis {axis!r} to {name!r}")
+        values = {name if a == axis else a: v for a, v in self.values.items()}
+        return FileGrid(axes, values, self.constants, self.files, self.slots, self.pattern)
+
     def describe(self, index: tuple[int, ...]) -> str:
         """Coordinates of a grid cell as text, e.g. ``"t=3, c=1"``."""
         return ", ".join(f"{a}={self.values[a][i]}" for a, i in zip(self.axes, index, strict=True))
@@ -295,15 +316,55 @@ def _template_numbers(stems: Sequence[str]) -> tuple[list[str], list[list[int]]]
     template = re.compile(r"(\d+)".join(map(re.escape, literals)))
     found = re.findall(f"{_SEP}{template.pattern}(?={_SEP})", _joined(stems))
     if len(found) != len(stems):
+        signed = _signed_numbers(stems, literals)
+        if signed is not None:
+            return signed
         other = next(stem for stem in stems if template.fullmatch(stem) is None)
+        hint = ""
+        if _SIGNED.search(stems[0]) or _SIGNED.search(other):
+            hint = r' (signed numbers: e.g. pattern=r"z(?P<z>[+-]?\d+)")'
         raise FileNameError(
             f"file names follow different patterns ({stems[0]!r} and {other!r}); "
-            "select the files with a glob or list, or give pattern="
+            f"select the files with a glob or list, or give pattern={hint}"
         )
     groups = len(literals) - 1
     if groups > 1:  # one tuple per stem: flatten, then every groups-th number is one column
         found = list(chain.from_iterable(found))
     return literals, [list(map(int, found[i::groups])) for i in range(groups)]
+
+
+def _signed_numbers(
+    stems: Sequence[str], literals: list[str]
+) -> tuple[list[str], list[list[int]]] | None:
+    """Read the numbers after an axis key with their sign, where the names differ in it.
+
+    ``img_z-1``, ``img_z0``, ``img_z1``: the names follow one template once a ``+`` or ``-``
+    between a key and its number is read as a sign. One that every name has there
+    (``t-1``, ``t-2``) may be a separator: it is not read as a sign, as before. Returns what
+    :func:`_template_numbers` returns, or None if the names still differ.
+    """
+    bare = [literal.removesuffix("-").removesuffix("+") for literal in literals[:-1]]
+    keyed = [_KEY_AT_END.search(literal.lower()) is not None for literal in bare]
+    if not any(keyed):
+        return None
+    groups = [r"([+-]?)(\d+)" if key else r"()(\d+)" for key in keyed]
+    pattern = "".join(
+        re.escape(bare[i] if key else literals[i]) + group
+        for i, (key, group) in enumerate(zip(keyed, groups, strict=True))
+    ) + re.escape(literals[-1])
+    found = re.findall(f"{_SEP}{pattern}(?={_SEP})", _joined(stems))
+    if len(found) != len(stems):
+        return None
+    template, numbers = list(literals), []
+    for i in range(len(keyed)):
+        signs = [match[2 * i] for match in found]
+        digits = [match[2 * i + 1] for match in found]
+        if len(set(signs)) > 1:  # a sign in some names only: a sign
+            template[i] = bare[i]
+            numbers.append([int(sign + text) for sign, text in zip(signs, digits, strict=True)])
+        else:
+            numbers.append(list(map(int, digits)))
+    return template, numbers
 
 
 def _by_numbers(stems: Sequence[str]) -> tuple[dict[str, list], str]:

@@ -20,11 +20,14 @@ RGB pages raise a clear :class:`StackReadError`.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
+import struct
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr, unescape
 
@@ -37,7 +40,16 @@ from ._layout import file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
-__all__ = ["DatasetFile", "PlaneTable", "companion_file", "files_named_by", "find_dataset"]
+__all__ = [
+    "DatasetFile",
+    "FileIdentity",
+    "PlaneTable",
+    "companion_file",
+    "files_indexed_by",
+    "files_named_by",
+    "find_dataset",
+    "stack_positions",
+]
 
 MAPPED, DECODED = "mapped", "decoded"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
@@ -91,6 +103,9 @@ class PlaneTable:
     unreadable : dict of str to str
         Files the OME-XML puts planes in that exist but cannot be read (their planes are
         missing), each with the reason.
+    identities : tuple of FileIdentity
+        Each file of ``files`` as it was when its planes were indexed (empty: not checked);
+        see :meth:`DatasetFile.__init__`.
     metadata : dict
         ``pixel_size_x``, ``pixel_size_y``, ``z_step``, ``unit``, ``frame_interval``,
         ``channel_names``, ``software``, ``kind``, ``storage``, ``series`` (None if unknown),
@@ -112,6 +127,40 @@ class PlaneTable:
     metadata: dict[str, Any]
     timestamps: np.ndarray | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
+    identities: tuple[FileIdentity, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a path named, and its size and modification time, when it was indexed."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileIdentity:
+        """Return the identity of a file from its ``os.stat``/``os.fstat`` result."""
+        return cls(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+    def change(self, now: FileIdentity) -> str | None:
+        """Describe how the file ``now`` is not this one any more (None: it still is).
+
+        A file of the same size and modification time still is (even if its inode number
+        differs: some network file systems make them up), and so is the same file (inode)
+        that only grew (an acquisition still writing to it: the planes indexed before lie
+        where they were).
+        """
+        if (now.size, now.mtime_ns) == (self.size, self.mtime_ns):
+            return None
+        if (now.device, now.inode) != (self.device, self.inode):
+            return "another file now has its name"
+        if now.size < self.size:
+            return f"{self.size - now.size} bytes shorter"
+        if now.size == self.size:
+            return "rewritten"
+        return None
 
 
 def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
@@ -171,6 +220,72 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
 
 
+def stack_positions(tables: Sequence[PlaneTable]) -> PlaneTable:
+    """Join the datasets of several position folders into one, the positions as a new ``p``.
+
+    Parameters
+    ----------
+    tables : sequence of PlaneTable
+        One dataset per position, in the order of the positions.
+
+    Returns
+    -------
+    PlaneTable
+        Their files one position after the other, the metadata of the first.
+
+    Raises
+    ------
+    StackReadError
+        The datasets differ in axes, shape, pixel type or storage (naming the first that
+        differs), or each already has positions.
+    """
+    first = tables[0]
+
+    def layout(table: PlaneTable) -> str:
+        axes = ", ".join(f"{a}={n}" for a, n in zip(table.axes, table.shape, strict=True))
+        plane = "x".join(map(str, table.plane_shape))
+        return f"{axes}, planes {plane} {table.dtype.str} {table.storage}"
+
+    for table in tables[1:]:
+        if layout(table) != layout(first):
+            raise StackReadError(
+                table.files[0],
+                f"its dataset ({layout(table)}) differs from that of {first.files[0]} "
+                f"({layout(first)}); open the position folders one by one",
+            )
+    if "p" in first.axes:
+        raise StackReadError(
+            first.files[0], "the dataset of each position folder has positions itself; open "
+            "the position folders one by one")
+    starts = np.cumsum([0] + [len(table.files) for table in tables[:-1]])
+    file_index = np.stack([
+        np.where(table.file_index < 0, -1, table.file_index + start)
+        for table, start in zip(tables, starts, strict=True)
+    ]).astype(np.int32)
+    timestamps = None
+    if any(table.timestamps is not None for table in tables):
+        timestamps = np.stack([
+            np.full(first.shape, np.nan) if table.timestamps is None else table.timestamps
+            for table in tables
+        ])
+    identities = ()
+    if all(table.identities for table in tables):
+        identities = tuple(identity for table in tables for identity in table.identities)
+    return replace(
+        first,
+        files=tuple(name for table in tables for name in table.files),
+        dataset_files=tuple(name for table in tables for name in table.dataset_files),
+        axes="p" + first.axes,
+        shape=(len(tables), *first.shape),
+        file_index=file_index,
+        offsets=np.stack([table.offsets for table in tables]),
+        metadata=dict(first.metadata),
+        timestamps=timestamps,
+        unreadable={k: v for table in tables for k, v in table.unreadable.items()},
+        identities=identities,
+    )
+
+
 def companion_file(description: str, path: str) -> str | None:
     """Return the metadata file a BinaryOnly OME-XML description points to, or None.
 
@@ -215,6 +330,49 @@ def files_named_by(companion: str) -> list[str]:
     if not named:
         raise StackNotFoundError(companion, "none of the TIFF files its OME-XML names exists")
     return named
+
+
+def files_indexed_by(index: str) -> list[str]:
+    """List the existing files whose planes an NDTiff dataset's ``NDTiff.index`` locates.
+
+    Only the file name of each entry is read (an entry: a length and JSON axes, a length and
+    the file name, then 32 bytes); a cut-off last entry is ignored, as tifffile does. An
+    index that names no file (empty) gives an empty list.
+
+    Raises
+    ------
+    StackReadError
+        The index cannot be read.
+    StackNotFoundError
+        None of the files it names exists.
+    """
+    names: set[bytes] = set()
+    try:
+        with open(index, "rb") as file, (
+            mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            if os.fstat(file.fileno()).st_size else memoryview(b"")
+        ) as data:
+            position, end = 0, len(data)
+            while position + 4 <= end:
+                position += 4 + struct.unpack_from("<I", data, position)[0]  # the axes
+                if position + 4 > end:
+                    break
+                length = struct.unpack_from("<I", data, position)[0]
+                if position + 4 + length + 32 > end:
+                    break
+                names.add(bytes(data[position + 4 : position + 4 + length]))
+                position += 4 + length + 32
+    except OSError as exc:
+        raise StackReadError(index, f"cannot read the NDTiff index ({exc.strerror})") from None
+    if not names:
+        return []
+    folder = os.path.dirname(os.path.abspath(index))
+    named = sorted(os.path.join(folder, name.decode("utf-8", "replace")) for name in names)
+    existing = [name for name in named if os.path.isfile(name)]
+    if not existing:
+        raise StackNotFoundError(
+            named[0], f"no such file, nor any other file the NDTiff index {index} names")
+    return existing
 
 
 def _companion_xml(companion: str, path: str) -> str:
@@ -364,6 +522,8 @@ def _plane_table(
     metadata["storage"] = MAPPED if mapped else DECODED
     times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
     metadata["ome_companion"] = companion
+    # (tifffile has read every file: one more stat each costs little)
+    identities = tuple(FileIdentity.of(os.stat(name)) for name in files)
     return PlaneTable(
         tuple(files),
         tuple(dataset_files),
@@ -379,6 +539,7 @@ def _plane_table(
         metadata,
         None if times is None else times.reshape(shape),
         unreadable,
+        identities,
     )
 
 
@@ -551,16 +712,20 @@ class DatasetFile:
         The file (opened read-only).
     storage : str
         The table's storage: ``'decoded'`` also opens the file with tifffile.
+    identity : FileIdentity, optional
+        The file as its planes were indexed: the offsets hold only in that file.
 
     Raises
     ------
     StackNotFoundError
         The file does not exist (any more).
     StackReadError
-        tifffile cannot open it.
+        It cannot be opened, tifffile cannot open it, or the file is not ``identity`` any
+        more (another file put in its place, or the file shortened or rewritten; one that
+        only grew is read).
     """
 
-    def __init__(self, path: str, storage: str) -> None:
+    def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
         self.path = path
         self._lock = threading.RLock()
         self._tif = None
@@ -568,6 +733,14 @@ class DatasetFile:
             self._file = open(path, "rb", buffering=0)  # closed by close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
+        except OSError as exc:  # (a folder or an unreadable file now has its name)
+            raise StackReadError(path, f"cannot open ({exc.strerror})") from None
+        if identity is not None:
+            change = identity.change(FileIdentity.of(os.fstat(self._file.fileno())))
+            if change is not None:
+                self._file.close()
+                raise StackReadError(
+                    path, f"changed since the dataset was opened ({change}); open it again")
         self._reads = PlaneReads(self._file.fileno(), path)
         if storage == DECODED:
             try:

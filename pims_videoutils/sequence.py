@@ -34,9 +34,22 @@ from pims import Frame
 
 from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
-from ._filenames import AXIS_ORDER, FileNameError, arrange_files, is_micromanager_image_name
+from ._filenames import (
+    AXIS_ORDER,
+    FileNameError,
+    arrange_files,
+    is_micromanager_image_name,
+    natural_sorted,
+)
 from ._layout import micromanager_summary_metadata, pims_axes
-from ._multifile import DatasetFile, PlaneTable, files_named_by, find_dataset
+from ._multifile import (
+    DatasetFile,
+    PlaneTable,
+    files_indexed_by,
+    files_named_by,
+    find_dataset,
+    stack_positions,
+)
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND
 
@@ -45,8 +58,10 @@ __all__ = ["TiffSequenceND"]
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
-_NDTIFF_INDEX = "NDTiff.index"
+#: The index file of an NDTiff dataset: it names the dataset (its folder)
+NDTIFF_INDEX = "NDTiff.index"
 _OME_COMPANION = ".companion.ome"
+_OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
 #: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
@@ -127,6 +142,25 @@ def micromanager_acquisition(path: str) -> str | None:
     return folder
 
 
+def _acquisition_image(folder: str, subfolders: list[str]) -> str | None:
+    """Return an image of the Micro-Manager acquisition whose folder ``folder`` is, or None.
+
+    That is, a Micro-Manager image in the first of its ``subfolders`` (by name) holding a
+    ``metadata.txt`` (a position) whose acquisition (:func:`micromanager_acquisition`) is
+    ``folder``.
+    """
+    position = next(
+        (sub for sub in sorted(subfolders) if os.path.isfile(os.path.join(sub, _MM_METADATA))),
+        None)
+    if position is None:
+        return None
+    image = next(
+        (name for name in _tiff_files(position) if is_micromanager_image_name(name)), None)
+    if image is None or micromanager_acquisition(image) != os.path.abspath(folder):
+        return None
+    return image
+
+
 def _micromanager_summary(folder: str) -> dict[str, Any] | None:
     """Read the summary of the Micro-Manager ``metadata.txt`` in ``folder``.
 
@@ -171,22 +205,34 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """List the TIFF files named by a folder, a glob or a list (unsorted: the grid orders them).
 
     A folder without TIFF files gives those of its position sub-folders
-    (:func:`position_folders`). An NDTiff dataset's ``NDTiff.index`` file names its folder,
-    an OME ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
+    (:func:`position_folders`); a Micro-Manager acquisition's folder
+    (:func:`_acquisition_image`), even with TIFF files of its own (a projection, say), the
+    images of its acquisition only.
+    An NDTiff dataset's folder (holding an ``NDTiff.index``) or ``NDTiff.index`` gives
+    the files the index locates planes in (:func:`files_indexed_by`; if it names none,
+    those of the folder), an OME
+    ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
     acquisition the images of its acquisition (:func:`micromanager_acquisition`).
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
-            names = _tiff_files(text) or [
+            index = os.path.join(text, NDTIFF_INDEX)
+            if os.path.isfile(index) and (indexed := files_indexed_by(index)):
+                return indexed  # an NDTiff dataset's folder
+            names, subfolders = _tiffs_and_folders(text)
+            image = _acquisition_image(text, subfolders)
+            if image is not None:  # a Micro-Manager acquisition: its images, as from one
+                return _acquisition_images(image, os.path.abspath(text))
+            names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
             ]
             if not names:
                 raise StackNotFoundError(
                     text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
             return names
-        if os.path.basename(text) == _NDTIFF_INDEX and os.path.isfile(text):
-            return _list_files(os.path.dirname(text) or os.curdir)  # the dataset's folder
+        if os.path.basename(text) == NDTIFF_INDEX and os.path.isfile(text):
+            return files_indexed_by(text) or _list_files(os.path.dirname(text) or os.curdir)
         if text.lower().endswith(_OME_COMPANION) and os.path.isfile(text):
             return files_named_by(text)
         if os.path.isfile(text):  # one file, even if its name holds glob characters
@@ -223,6 +269,20 @@ def _acquisition_images(image: str, acquisition: str) -> list[str]:
         name for where in folders for name in _tiff_files(where)
         if is_micromanager_image_name(name)
     ]
+
+
+def _tiffs_and_folders(folder: str) -> tuple[list[str], list[str]]:
+    """Paths of the TIFF files directly in ``folder``, and of its sub-folders (hidden aside)."""
+    prefix = os.path.join(folder, "")
+    tiffs, folders = [], []
+    with os.scandir(folder or os.curdir) as entries:
+        for entry in entries:
+            if entry.is_file():
+                if _is_tiff_name(entry.name):
+                    tiffs.append(prefix + entry.name)
+            elif not entry.name.startswith(".") and entry.is_dir():
+                folders.append(prefix + entry.name)
+    return tiffs, folders
 
 
 def _tiff_files(folder: str) -> list[str]:
@@ -390,7 +450,12 @@ class TiffSequenceND(PlanesND):
         sub-folders holding them (one per position or well, e.g. Micro-Manager's ``Pos0``,
         ``Pos1``) spans them all: unless the file names number positions, the sub-folders
         are the ``p`` axis, in natural order (where some hold a Micro-Manager
-        ``metadata.txt``, only those). When the files are one multi-file dataset (OME-TIFF
+        ``metadata.txt``, only those); sub-folders that each hold one multi-file dataset
+        of one layout (say a Micro-Manager stack split over several files) are read as one
+        dataset with the sub-folders as ``p``. A folder with TIFF files of its own is read
+        as those files, its sub-folders ignored, unless it is a Micro-Manager acquisition
+        (a sub-folder's ``metadata.txt`` counts several positions): then its positions are
+        read, as from any one of its images. When the files are one multi-file dataset (OME-TIFF
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
@@ -404,8 +469,10 @@ class TiffSequenceND(PlanesND):
         built-in conventions are used: ``img_t0001_z003_c1.tif`` style tokens (also
         Micro-Manager's ``img_channel000_position000_time000000000_z000.tif``), Micro-Manager
         1.4 ``img_000000000_DAPI_000.tif``, and plain numbering (``banana0002.tif``: the one
-        varying number becomes ``t``). Giving a pattern also turns off the detection of
-        multi-file datasets: the files are then arranged by their names only.
+        varying number becomes ``t``, or ``p`` when each file is a time series whose format
+        names its ``t`` axis, e.g. ``run1.ome.tif``, ``run2.ome.tif``). Giving a pattern
+        also turns off the detection of multi-file datasets: the files are then arranged by
+        their names only.
     fill_missing : int or float, optional
         By default a gap in the numbering or a missing combination of coordinates raises
         :class:`StackReadError`. With a value, the missing planes read as that value.
@@ -422,7 +489,8 @@ class TiffSequenceND(PlanesND):
     ----------
     files : tuple of str
         The files (absolute paths), in the C order of the file-name axes (for numbered
-        names, their natural order); for a multi-file dataset, sorted by name.
+        names, their natural order); for a multi-file dataset, sorted by name (position
+        folders each holding one: folder after folder).
     grid : FileGrid or None
         Which file holds which file-name coordinates (None for a multi-file dataset).
     metadata : dict
@@ -448,7 +516,9 @@ class TiffSequenceND(PlanesND):
         the dataset that tifffile fails on, or an unreadable file holding every plane of an
         OME image), a file of another acquisition (its OME UUID differs) or planar RGB pages.
         A file whose layout differs from the first file's raises when it is first read,
-        naming the file and the difference.
+        naming the file and the difference; so does a file of a multi-file dataset that was
+        replaced, shortened or rewritten since the reader was opened (the planes' offsets
+        were found then), when it is (re)opened to read a plane.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.
@@ -474,7 +544,8 @@ class TiffSequenceND(PlanesND):
     @classmethod
     def class_exts(cls) -> set[str]:
         """File extensions this reader claims from ``pims.open``."""
-        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome"}  # "ome": a .companion.ome file
+        # "ome": a .companion.ome file; "index": an NDTiff dataset's NDTiff.index
+        return {"tif", "tiff", "ome.tif", "ome.tiff", "ome", "index"}
 
     def __init__(
         self,
@@ -509,17 +580,24 @@ class TiffSequenceND(PlanesND):
         self.grid = None
         self._template = None
         self._template_paths: list[str | None] = []  # the file of each plane (None: a gap)
-        self._table = None if pattern is not None else self._dataset_of_all(label, series)
-        if self._table is not None:
-            self._init_dataset(self._table, label, fill_missing)
-            self._files = _OpenFiles(max_open_files, self._open_raw)
-            return
         # a folder (or one Micro-Manager image) whose files lie in position sub-folders
         from_folders = isinstance(self._source, (str, os.PathLike)) and os.path.exists(label)
+        folders = _position_labels(self.files) if from_folders else None
+        self._table = None
+        if pattern is None:
+            self._table = (
+                self._dataset_of_all(label, series) if folders is None
+                else self._dataset_per_folder(label, series, folders)
+            )
+        if self._table is not None:
+            self._init_dataset(self._table, label, fill_missing)
+            if folders is not None:
+                self.metadata["file_axes"] = {"p": natural_sorted(set(folders))}
+            self._files = _OpenFiles(max_open_files, self._open_raw)
+            return
         try:
             self.grid = arrange_files(
-                self.files, pattern, fill_missing=fill_missing is not None,
-                folders=_position_labels(self.files) if from_folders else None)
+                self.files, pattern, fill_missing=fill_missing is not None, folders=folders)
         except FileNameError as exc:
             raise StackReadError(label, str(exc)) from None
         # files in grid order (C order of the file-name axes: natural order of numbered names)
@@ -540,30 +618,66 @@ class TiffSequenceND(PlanesND):
         self._files = _OpenFiles(max_open_files, self._open_file)
         self._files.add(0, first)
 
-    def _dataset_of_all(self, label: str, series: int) -> PlaneTable | None:
+    def _dataset_of_all(
+        self, label: str, series: int, files: Sequence[str] | None = None
+    ) -> PlaneTable | None:
         """Return the first file's multi-file dataset, if the source lists only its files.
 
         The first file by name, not in the order the folder lists them: the outcome does not
-        depend on the file system.
+        depend on the file system; OME-TIFF names first (multi-file datasets have them, a
+        projection saved beside one may not). ``files``: these rather than all the files.
         """
-        probe = min(self.files)
+        files = self.files if files is None else files
+        named_ome = [name for name in files if name.lower().endswith(_OME_SUFFIXES)]
+        probe = min(named_ome or files)
         table = find_dataset(probe, series)
         if table is None:
             return None
-        others = {os.path.abspath(f) for f in self.files} - {
+        others = {os.path.abspath(f) for f in files} - {
             os.path.abspath(f) for f in table.dataset_files
         }
         if not others:
             return table
         if len(table.dataset_files) == 1:  # positions inside each file of a numbered sequence
             return None
+        other = min(others)
+        common = os.path.commonpath([probe, other])  # (files of several folders: name those)
         raise StackReadError(
             label,
-            f"{os.path.basename(probe)} belongs to a dataset of "
+            f"{os.path.relpath(probe, common)} belongs to a dataset of "
             f"{len(table.dataset_files)} files, but the source also holds {len(others)} other "
-            f"TIFF files (e.g. {os.path.basename(min(others))}); open one file of the dataset "
+            f"TIFF files (e.g. {os.path.relpath(other, common)}); open one file of the dataset "
             "instead",
         )
+
+    def _dataset_per_folder(
+        self, label: str, series: int, folders: list[str]
+    ) -> PlaneTable | None:
+        """Return the datasets of the position folders as one, positions as ``p``, or None.
+
+        None when the first folder holds no dataset of several files (files read one by one,
+        the folders as ``p``; only its first file is probed, as for one folder).
+
+        Raises
+        ------
+        StackReadError
+            Some folders hold a multi-file dataset and others do not, or the datasets differ.
+        """
+        by_folder: dict[str, list[str]] = {}
+        for name, folder in zip(self.files, folders, strict=True):
+            by_folder.setdefault(folder, []).append(name)
+        order = natural_sorted(by_folder)
+        first = self._dataset_of_all(label, series, by_folder[order[0]])
+        if first is None or len(first.dataset_files) == 1:  # (positions inside one file each)
+            return None
+        tables = [first] + [self._dataset_of_all(label, series, by_folder[f]) for f in order[1:]]
+        if None in tables:
+            raise StackReadError(
+                label,
+                f"position folder {order[0]} holds a multi-file dataset but "
+                f"{order[tables.index(None)]} does not; open the position folders one by one",
+            )
+        return stack_positions(tables)
 
     def _init_axes(
         self,
@@ -619,6 +733,15 @@ class TiffSequenceND(PlanesND):
         plane_axes = first.plane_axes
         file_sizes = {a: n for a, n in first.sizes.items() if a not in plane_axes}
         unnamed = _unnamed_axes(first, self._options["series"])
+        if (
+            self.grid.pattern == "numbered"  # the t of the names is only a number (run1, run2)
+            and file_sizes.get("t", 1) > 1
+            and "t" not in unnamed  # (an unnamed t inside the files is renamed, see below)
+            and "p" not in file_sizes
+            and "p" not in self.grid.axes
+            and "p" not in self.grid.constants
+        ):
+            self.grid = self.grid.renamed("t", "p")  # time series numbered: runs, positions
         names = _inner_axis_names(file_sizes, self.grid.axes, unnamed)
         renamed = {f for a, f in names.items() if a != f}
         clashes = [a for a in self.grid.axes if file_sizes.get(a, 1) > 1 and a not in renamed]
@@ -667,7 +790,9 @@ class TiffSequenceND(PlanesND):
 
     def _open_raw(self, number: int) -> DatasetFile:
         """Open file ``number`` of a multi-file dataset for reading planes at known offsets."""
-        return DatasetFile(self.files[number], self._table.storage)
+        table = self._table
+        identity = table.identities[number] if table.identities else None
+        return DatasetFile(self.files[number], table.storage, identity)
 
     def _dataset_plane(self, coords: dict[str, int]) -> np.ndarray:
         """Read one plane of a multi-file dataset from its file and offset."""

@@ -331,6 +331,35 @@ def test_user_regex_with_signed_numbers_orders_them_by_value():
     assert [int(re.search(r"z([+-]?\d+)", n)[1]) for n in grid.files] == offsets
 
 
+@pytest.mark.parametrize("style", ["img_z{z:d}", "img_z{z:+d}", "t5_z{z:d}_c1"])
+def test_signed_keyed_numbers_are_read_by_value(style):
+    # the sign is in some names only (z0 has none): it cannot be a separator
+    offsets = [-2, -1, 0, 1, 2]
+    names = [style.format(z=z) + ".tif" for z in offsets]
+    names[2] = names[2].replace("+0", "0")
+    expected = list(names)
+    random.Random(4).shuffle(names)
+    grid = arrange_files(names)
+    assert grid.axes == ("z",)
+    assert grid.values == {"z": tuple(offsets)}
+    assert list(grid.files) == expected
+    assert grid.files == arrange_files(names, pattern=r"z(?P<z>[+-]?\d+)").files
+
+
+def test_a_dash_in_every_name_is_a_separator_not_a_sign():
+    # t-1, t-2 number time points 1 and 2, not -1 and -2 (which would reverse them)
+    names = ["cell_t-1_z-1.tif", "cell_t-2_z0.tif", "cell_t-1_z0.tif", "cell_t-2_z-1.tif"]
+    grid = arrange_files(names)
+    assert grid.values == {"t": (1, 2), "z": (-1, 0)}
+    assert grid.files == (
+        "cell_t-1_z-1.tif", "cell_t-1_z0.tif", "cell_t-2_z-1.tif", "cell_t-2_z0.tif")
+
+
+def test_different_patterns_with_signs_hint_at_a_signed_pattern():
+    with pytest.raises(FileNameError, match=r"different patterns.*\[\+-\]\?"):
+        arrange_files(["img_1.tif", "img_-1.tif", "img_0.tif"])  # no axis key: ambiguous
+
+
 def test_same_names_in_different_folders_say_folders_are_not_read():
     # Micro-Manager 1.4 writes each position's files, with the same names, in Pos0/, Pos1/...
     names = [f"Pos{p}/img_00000000{t}_DAPI_000.tif" for p in (0, 1) for t in (0, 1)]

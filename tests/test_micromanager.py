@@ -403,3 +403,36 @@ def test_plane_times_of_a_single_file(tmp_path):
     with TiffStackND(path) as reader:
         for (_, t, z, c), seconds in expected.items():
             assert reader.get_plane(t=t, z=z, c=c).metadata["timestamp"] == seconds
+
+
+def _position_folders(root: Path, data: np.ndarray, labels=("Pos0", "Pos1")) -> list[list[Path]]:
+    """Write each position of ``data`` as its own two-file dataset in a folder of ``root``."""
+    written = []
+    for p, label in enumerate(labels):
+        (root / label).mkdir()
+        written.append(write_mmstack(root / label, data[p : p + 1], max_images_per_file=8))
+    return written
+
+
+def test_positions_in_folders_each_a_multifile_dataset_open_as_one(tmp_path):
+    # each folder: acq_MMStack_Pos0.ome.tif and its continuation _1 (12 images, 8 per file)
+    data = _data(40)
+    written = _position_folders(tmp_path, data, labels=("Pos10", "Pos2"))
+    assert [len(files) for files in written] == [2, 2]
+    for source in (tmp_path, str(tmp_path)):
+        with TiffSequenceND(source) as reader:
+            assert reader.sizes == SIZES
+            assert reader.metadata["file_axes"] == {"p": ["Pos2", "Pos10"]}  # natural order
+            assert reader.files == tuple(str(f) for f in written[1] + written[0])
+            for p, files in enumerate(written[::-1]):
+                for (_, t, z, c), plane in _pages_by_coords(files).items():
+                    np.testing.assert_array_equal(reader.get_plane(p=p, t=t, z=z, c=c), plane)
+
+
+def test_positions_in_folders_whose_datasets_differ_are_refused_naming_both(tmp_path):
+    _position_folders(tmp_path, _data(41), labels=("Pos0",))
+    (tmp_path / "Pos1").mkdir()  # stopped after 2 time points of 3: 8 images, 6 per file
+    write_mmstack(tmp_path / "Pos1", _data(42, shape=(1, 2, 2, 2, 5, 7)), max_images_per_file=6)
+    with pytest.raises(StackReadError, match=r"Pos1.acq_MMStack_Pos0\.ome\.tif: its dataset "
+                       r".*differs from .*Pos0.acq_MMStack_Pos0\.ome\.tif"):
+        TiffSequenceND(tmp_path)

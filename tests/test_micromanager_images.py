@@ -253,6 +253,25 @@ def test_plain_folder_of_well_folders(tmp_path):
                 np.testing.assert_array_equal(reader.get_plane(p=p, t=t), planes[well, t])
 
 
+@pytest.mark.parametrize("opener", [TiffSequenceND, pims.open, pims_videoutils.open])
+def test_acquisition_folder_with_a_tiff_of_its_own_is_the_acquisition(acquisition, opener):
+    # a projection saved in the acquisition folder, beside Pos0/ Pos1/ Pos2/
+    tifffile.imwrite(acquisition / "MAX_acq_1.tif", np.zeros((5, 6), np.uint16))
+    with opener(str(acquisition)) as reader:
+        assert isinstance(reader, TiffSequenceND)
+        assert reader.metadata["file_axes"]["p"] == ["Pos0", "Pos1", "Pos2"]
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
+def test_acquisition_folder_reads_only_the_images_of_its_positions(acquisition):
+    # a projection saved in a position folder is not an image of the acquisition (as when
+    # opened from one of its images)
+    tifffile.imwrite(acquisition / "Pos1" / "MAX_Pos1.tif", np.zeros((5, 6), np.uint16))
+    with TiffSequenceND(acquisition) as reader:
+        assert reader.metadata["file_axes"]["p"] == ["Pos0", "Pos1", "Pos2"]
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
 def test_folder_with_its_own_tiffs_ignores_sub_folders(tmp_path):
     tifffile.imwrite(tmp_path / "a1.tif", np.ones((3, 4), np.uint8))
     tifffile.imwrite(tmp_path / "a2.tif", np.full((3, 4), 2, np.uint8))

@@ -603,6 +603,19 @@ def test_pims_open_glob_with_a_gap_is_still_our_error(tmp_path: Path) -> None:
         pims.open(str(tmp_path / "img_*.tif"))
 
 
+def test_pims_open_ndtiff_index_opens_its_dataset(real_data: Path) -> None:
+    """The NDTiff.index file names its dataset, as for TiffSequenceND itself."""
+    if not hasattr(pims.open, "__wrapped__"):
+        pytest.skip("pims.open is not wrapped in this process")
+    folder = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    expected = tifffile.imread(folder / "NDTiff3.2_multichannel_NDTiffStack.tif")  # t c z y x
+    for open_ in (pims.open, pims_videoutils.open):
+        with open_(str(folder / "NDTiff.index")) as reader:
+            assert type(reader).__name__ == "TiffSequenceND"
+            reader.bundle_axes = "czyx"
+            np.testing.assert_array_equal(reader[5], expected[5])
+
+
 SPAWN_SCRIPT = """
 import multiprocessing
 import sys

@@ -351,15 +351,32 @@ def test_each_file_a_z_stack_and_rgb(tmp_path):
 def test_name_axis_clashing_with_file_axis(tmp_path):
     for i in range(2):
         _write(
-            tmp_path / f"movie_{i}.tif",
+            tmp_path / f"movie_t{i}.tif",
             np.zeros((3, 4, 5), np.uint8),
             imagej=True,
             metadata={"axes": "TYX"},
         )
     with pytest.raises(StackReadError, match="each file also has a 't' axis"):
-        TiffSequenceND(tmp_path)
-    with TiffSequenceND(tmp_path, pattern=r"_(?P<p>\d+)$") as reader:
+        TiffSequenceND(tmp_path)  # the names say t: not overruled
+    with TiffSequenceND(tmp_path, pattern=r"_t(?P<p>\d+)$") as reader:
         assert reader.sizes == {"p": 2, "t": 3, "y": 4, "x": 5}
+
+
+@pytest.mark.parametrize("kind", ["ome", "imagej"])
+def test_numbered_time_lapse_stacks_are_numbered_along_p(tmp_path, kind):
+    # run1.ome.tif ... run3.ome.tif, each a time lapse: the plain numbering cannot be t
+    stacks = {}
+    for run in (1, 2, 3):
+        stacks[run] = np.random.default_rng(run).integers(0, 255, (4, 5, 6), np.uint8)
+        name = f"run{run}.ome.tif" if kind == "ome" else f"run{run}.tif"
+        _write(tmp_path / name, stacks[run], metadata={"axes": "TYX"}, **{kind: True})
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"p": 3, "t": 4, "y": 5, "x": 6}
+        assert reader.metadata["file_axes"] == {"p": [1, 2, 3]}
+        assert reader.iter_axes == ["t"]
+        for p, run in enumerate((1, 2, 3)):
+            for t in range(4):
+                np.testing.assert_array_equal(reader.get_plane(p=p, t=t), stacks[run][t])
 
 
 def test_big_endian_files_read_native(tmp_path):
@@ -731,6 +748,62 @@ def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
         TiffSequenceND(source)
 
 
+@pytest.mark.parametrize("how", ["rewritten", "renamed"])
+@pytest.mark.parametrize("options", [{}, {"compression": "zlib"}], ids=["mapped", "decoded"])
+def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, options):
+    # the planes were indexed at open: a file of another run put in its place after that
+    # (same name, same size) must not be read at the old offsets as if it were the same file
+    data = np.random.default_rng(25).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data, **options)
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_multifile_ome(other, data[::-1] // 2, run=1, **options)
+    target, foreign = tmp_path / "pos1_part1.ome.tif", other / "pos1_part1.ome.tif"
+    with TiffSequenceND(tmp_path / "pos0_part0.ome.tif") as reader:
+        reader.iter_axes = "pt"
+        np.testing.assert_array_equal(reader[5], data[1, 1])  # another file of position 1
+        if not options:  # (compressed, the sizes differ)
+            assert foreign.stat().st_size == target.stat().st_size
+        if how == "rewritten":
+            shutil.copyfile(foreign, target)
+        else:
+            foreign.replace(target)
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: .*changed since"):
+            reader[7]
+        np.testing.assert_array_equal(reader[4], data[1, 0])  # the unchanged files still read
+
+
+def test_multifile_ome_file_that_only_grew_after_opening_is_still_read(multifile_ome):
+    # an acquisition still writing appends to its files: the planes indexed stay where they were
+    folder, data = multifile_ome
+    with TiffSequenceND(folder, max_open_files=1) as reader:
+        reader.iter_axes = "pt"
+        with open(folder / "pos1_part1.ome.tif", "ab") as file:
+            file.write(bytes(1000))
+        np.testing.assert_array_equal(reader[7], data[1, 3])
+
+
+def test_multifile_ome_file_of_same_size_and_time_on_another_inode_is_still_read(multifile_ome):
+    # network file systems may give a file another inode number: size and time are the same
+    folder, data = multifile_ome
+    with TiffSequenceND(folder) as reader:
+        reader.iter_axes = "pt"
+        target = folder / "pos1_part1.ome.tif"
+        shutil.copy2(target, folder / "copy")
+        (folder / "copy").replace(target)
+        np.testing.assert_array_equal(reader[7], data[1, 3])
+
+
+def test_multifile_ome_file_turned_into_a_folder_after_opening(multifile_ome):
+    folder, _ = multifile_ome
+    with TiffSequenceND(folder) as reader:
+        reader.iter_axes = "pt"
+        (folder / "pos1_part1.ome.tif").unlink()
+        (folder / "pos1_part1.ome.tif").mkdir()
+        with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: cannot open"):
+            reader[7]
+
+
 def test_single_file_ome_with_positions(tmp_path):
     data = np.random.default_rng(21).integers(0, 255, (3, 2, 8, 9), np.uint8)
     path = tmp_path / "positions.ome.tif"
@@ -860,10 +933,13 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
-def test_multifile_dataset_mixed_with_other_files(multifile_ome):
+@pytest.mark.parametrize("other", ["zz_other.tif", "MAX_projection.tif"])
+def test_multifile_dataset_mixed_with_other_files(multifile_ome, other):
+    # whatever the other file's name sorts as, the message says what is wrong
     folder, _ = multifile_ome
-    _write(folder / "zz_other.tif", np.zeros((16, 24), np.uint16))
-    with pytest.raises(StackReadError, match="open one file of the dataset"):
+    _write(folder / other, np.zeros((16, 24), np.uint16))
+    with pytest.raises(StackReadError, match=rf"also holds 1 other .*{other}.*open one file "
+                       "of the dataset"):
         TiffSequenceND(folder)
     with TiffSequenceND(folder / "pos0_part1.ome.tif") as reader:
         assert reader.sizes["p"] == 2
@@ -880,6 +956,21 @@ def test_numbered_multiposition_ome_files_read_series_option(tmp_path):
             assert reader.sizes == {"t": 3, "y": 5, "x": 6}
             for t in range(3):
                 np.testing.assert_array_equal(reader[t], data[t, series])
+
+
+def test_position_folders_of_one_multiposition_ome_file_each_read_the_series_option(tmp_path):
+    # one file per well folder, each holding several OME positions (series): files one by one
+    data = np.random.default_rng(26).integers(0, 255, (2, 3, 5, 6), np.uint8)  # well, P, Y, X
+    for well, positions in zip(("A1", "A2"), data, strict=True):
+        (tmp_path / well).mkdir()
+        with tifffile.TiffWriter(tmp_path / well / "scan.ome.tif", ome=True) as writer:
+            for plane in positions:
+                writer.write(plane)
+    for series in (0, 2):
+        with TiffSequenceND(tmp_path, series=series) as reader:
+            assert reader.sizes == {"p": 2, "y": 5, "x": 6}
+            for p in range(2):
+                np.testing.assert_array_equal(reader.get_plane(p=p), data[p, series])
 
 
 def test_float_files_filled_with_nan(tmp_path):

@@ -81,6 +81,19 @@ def _ndtiff_copy(real_data: Path, folder: Path, keep, rename: str | None = None)
     return folder / (rename or NDTIFF)
 
 
+@pytest.mark.parametrize("entry", ["NDTiff.index", "folder"])
+def test_ndtiff_folder_with_a_tiff_of_its_own_opens_the_dataset(real_data, tmp_path, entry):
+    # a projection saved beside the dataset is no file of it
+    _ndtiff_copy(real_data, tmp_path, keep=lambda axes: True)
+    tifffile.imwrite(tmp_path / "MAX_projection.tif", np.zeros((64, 64), np.uint16))
+    expected = tifffile.imread(tmp_path / NDTIFF)
+    with TiffSequenceND(tmp_path if entry == "folder" else tmp_path / entry) as reader:
+        assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+        assert reader.files == (str(tmp_path / NDTIFF),)
+        reader.bundle_axes = "czyx"
+        np.testing.assert_array_equal(reader[6], expected[6])
+
+
 def test_ndtiff_acquisition_stopped_early_is_an_error_or_filled(real_data, tmp_path):
     # the last time point only reached z=9: 12 images (6 z x 2 c) were never written
     path = _ndtiff_copy(real_data, tmp_path, lambda a: a["time"] < 7 or a["z"] < 10)
