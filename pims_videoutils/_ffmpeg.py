@@ -39,6 +39,7 @@ __all__ = [
     "CODECS_BY_EXTENSION",
     "FFmpegProcess",
     "build_command",
+    "check_frame_size",
     "choose_codec",
     "ffmpeg_exe",
     "ffv1_slices",
@@ -61,6 +62,11 @@ _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
 #: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
 _MIN_SIZE = {"libx265": 16}
+#: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
+#: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
+#: does not support resolutions above 65535x65535", "too large for mov/mp4")
+_MAX_SIDE_CODEC = {"libx264": 16384, "libvpx-vp9": 65536, "gif": 65535}
+_MAX_SIDE_CONTAINER = {".mp4": 65535, ".mov": 65535}
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
 _MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
@@ -169,6 +175,38 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     my, mx = size_multiple(pixel_format)
     least = _MIN_SIZE.get(codec, 1)
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
+
+
+def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
+    """Refuse frames larger than ``codec`` or the container of ``extension`` can store.
+
+    libx264 takes at most 16384 pixels a side, libvpx-vp9 65536, GIF 65535, and ``.mp4`` and
+    ``.mov`` files (any codec) 65535; ffv1, ProRes and x265 in Matroska or AVI have no limit
+    checked here.
+
+    Parameters
+    ----------
+    extension : str
+        The output file's extension, with the dot (any case).
+    codec : str
+        The encoder.
+    height, width : int
+        The encoded size (after scaling and padding, :func:`padded_size`).
+
+    Raises
+    ------
+    ExportArgumentError
+        If a side is over the limit.
+    """
+    ext = extension.lower()
+    for what, limit in [(codec, _MAX_SIDE_CODEC.get(codec)),
+                        (f"{ext} files", _MAX_SIDE_CONTAINER.get(ext))]:
+        if limit is not None and max(height, width) > limit:
+            raise ExportArgumentError(
+                f"frames of {width}x{height} pixels (as encoded) are larger than {what} can "
+                f"store (at most {limit} pixels a side): shrink them (scale=0.5...) or write "
+                f"another format (ffv1 in .mkv has no such limit)"
+            )
 
 
 def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:

@@ -504,7 +504,9 @@ def to_video(
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
         missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
-        unsupported dtype (complex, object...) or shape, inconsistent options. During the
+        unsupported dtype (complex, object...) or shape, frames larger than the codec or
+        container stores (after scaling and padding: libx264 16384 pixels a side, VP9
+        65536, ``.gif``, ``.mp4`` and ``.mov`` 65535), inconsistent options. During the
         export: a frame whose shape or dtype differs from the first one. At the end, with
         ``overwrite=False``: a file created at ``path`` while encoding (it is kept).
     FFmpegError
@@ -546,6 +548,7 @@ def to_video(
     if min(scaled) < 1:
         raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
     padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
+    _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
     tmp_name = _reserve_temporary(target)
     try:
         command = _ffmpeg.build_command(

@@ -258,3 +258,36 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
     with pytest.raises(ExportArgumentError, match=match):
         to_video(movie, tmp_path / f"x{ext}", progress=False, **kwargs)
     assert leftovers(tmp_path) == []
+
+
+# Limits seen with the bundled ffmpeg: libx264 refuses a side over 16384 ("invalid width x
+# height"), libvpx-vp9 over 65536 ("g_h out of range"), gif over 65535, mp4/mov over 65535
+# ("too large for mov/mp4").
+@pytest.mark.parametrize(
+    ("name", "codec", "shape", "match"),
+    [
+        ("x.mp4", None, (2, 16386), "libx264.*16384"),
+        ("x.mkv", "libx264", (16385, 2), "libx264.*16384"),  # padded to 16386 rows
+        ("x.webm", None, (65538, 2), "libvpx-vp9.*65536"),
+        ("x.gif", None, (2, 65536), "gif.*65535"),
+        ("x.mov", None, (70000, 2), r"\.mov.*65535"),
+        ("x.mp4", "libx265", (65536, 64), r"\.mp4.*65535"),
+    ],
+)
+@no_ffmpeg_start
+def test_frames_over_the_codec_size_limit_fail_before_ffmpeg(tmp_path, name, codec, shape, match):
+    movie = np.zeros((1, *shape), np.uint8)
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(movie, tmp_path / name, codec=codec, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "scale"),
+    [("x.mp4", (2, 16384), 1), ("x.mp4", (4, 32768), 0.5), ("x.gif", (65535, 2), 1)],
+)
+def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, shape, scale):
+    movie = np.zeros((1, *shape), np.uint8)
+    result = to_video(movie, tmp_path / name, scale=scale, progress=False)
+    _, meta = read_back(result.path)
+    assert meta["size"] == (int(shape[1] * scale), int(shape[0] * scale))
