@@ -240,6 +240,14 @@ def _output_name(source: str) -> str:
     return path.stem
 
 
+def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Return ``value`` if it names a TIFF file (.tif/.tiff, any case); a usage error if not."""
+    if not value.lower().endswith((".tif", ".tiff")):
+        raise click.BadParameter(f"{value!r} is not a .tif or .tiff file name (the sample is a "
+                                 "TIFF file)", ctx, param)
+    return value
+
+
 def _examples(*lines: str) -> str:
     """Format command lines as an "Examples" epilog that click prints unwrapped."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
@@ -433,7 +441,8 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     "pims-video sample sample.tif",
     "pims-video sample big.tif --frames 500 --size 512 512 --seed 3",
 ))
-@click.argument("output", type=click.Path(dir_okay=False), metavar="OUT.tif")
+@click.argument("output", type=click.Path(dir_okay=False), metavar="OUT.tif",
+                callback=_tiff_name)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed.")
 @click.option("--frames", "n_frames", type=click.IntRange(min=1), default=50, show_default=True,

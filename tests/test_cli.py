@@ -94,6 +94,15 @@ def test_sample_command_writes_the_python_sample(tmp_path):
     assert np.array_equal(written, tifffile.imread(expected))
 
 
+@pytest.mark.parametrize("name", ["x.mp4", "x", "x.tif.mp4"])
+def test_sample_command_refuses_a_name_that_is_not_a_tiff(tmp_path, name):
+    result = run("sample", name, "--frames", "1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Usage:" in result.stderr and ".tif" in result.stderr
+    assert not (tmp_path / name).exists()
+    assert run("sample", "X.TIFF", "--frames", "1", "--z", "1", cwd=tmp_path).returncode == 0
+
+
 # ---- info -----------------------------------------------------------------------------------
 
 
