@@ -27,7 +27,7 @@ from . import _ffmpeg
 from ._errors import ExportArgumentError
 from ._frames import FrameLayout, FrameSource, frame_layout
 from .colour import Compositor, apply_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, robust_limits
+from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -327,7 +327,7 @@ def _intensity_map(
     if isinstance(contrast, str) and contrast == "frame":
         return IntensityMap.per_frame(dtype, percentiles, gamma)
     if isinstance(contrast, str):
-        return IntensityMap.fixed(dtype, *robust_limits(samples(), percentiles), gamma)
+        return IntensityMap.fixed(dtype, *display_limits(samples(), percentiles), gamma)
     return IntensityMap.fixed(dtype, *contrast, gamma)
 
 
@@ -462,6 +462,8 @@ def to_video(
         ``"auto"``: one range for the whole movie, the ``percentiles`` of up to 50 evenly
         spaced frames (the first 50 of an iterable); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
+        With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
+        (``+inf`` white): the range is ``(0, 0)``.
         None: no scaling (uint8; uint16 with ``lossless``). Bool data become 0/255.
     percentiles : (float, float)
         Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).

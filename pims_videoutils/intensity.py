@@ -13,7 +13,9 @@ The mapping of a value ``v`` is::
 
 so ``gamma < 1`` brightens the dark values and ``gamma > 1`` darkens them. When ``hi == lo``
 (a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0,
-``+inf`` to 255, ``-inf`` to 0.
+``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames for
+``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and ``-inf``
+black, ``+inf`` white (:func:`display_limits`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_PERCENTILES",
     "IntensityMap",
     "check_dtype",
+    "display_limits",
     "exact_percentiles",
     "intensity_lut",
     "map_to_uint8",
@@ -38,6 +41,10 @@ __all__ = [
 DEFAULT_PERCENTILES = (0.1, 99.9)
 MAX_SAMPLE_FRAMES = 50
 _MAX_FLOAT_SAMPLES = 2_000_000
+
+
+class _NoFiniteValues(ExportArgumentError):
+    """The values hold no finite number (NaN and infinities only)."""
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:
@@ -149,7 +156,7 @@ def exact_percentiles(
     flat = np.concatenate([np.ravel(p)[::step] for p in planes])
     flat = flat[np.isfinite(flat)]
     if flat.size == 0:
-        raise ExportArgumentError("no finite pixel values to compute the contrast from")
+        raise _NoFiniteValues("no finite pixel values to compute the contrast from")
     return tuple(float(x) for x in np.percentile(flat.astype(np.float64), qs))
 
 
@@ -165,6 +172,24 @@ def robust_limits(
     """
     lo, hi = exact_percentiles(planes, _percentile_pair(percentiles))
     return lo, hi
+
+
+def display_limits(
+    planes: Sequence[np.ndarray], percentiles: Sequence[float] = DEFAULT_PERCENTILES
+) -> tuple[float, float]:
+    """:func:`robust_limits`, or ``(0.0, 0.0)`` when the planes hold no finite value.
+
+    With the limits ``(0, 0)`` NaN and ``-inf`` map to 0 (black), ``+inf`` to 255.
+
+    Raises
+    ------
+    ExportArgumentError
+        As :func:`robust_limits`, except for planes without a finite value.
+    """
+    try:
+        return robust_limits(planes, percentiles)
+    except _NoFiniteValues:
+        return 0.0, 0.0
 
 
 def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
@@ -300,10 +325,7 @@ class IntensityMap:
         if self.mode == "lut":
             return _take(self._lut, plane)
         if self.mode == "frame":
-            try:
-                lo, hi = robust_limits([plane], self.percentiles)
-            except ExportArgumentError:  # no finite value: NaN -> 0, +inf -> 255 as always
-                lo = hi = 0.0
+            lo, hi = display_limits([plane], self.percentiles)
             return map_to_uint8(plane, lo, hi, self.gamma)
         return map_to_uint8(plane, *self.limits, self.gamma)
 

@@ -291,3 +291,15 @@ def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, shape, scale
     result = to_video(movie, tmp_path / name, scale=scale, progress=False)
     _, meta = read_back(result.path)
     assert meta["size"] == (int(shape[1] * scale), int(shape[0] * scale))
+
+
+@pytest.mark.parametrize("contrast", ["auto", "frame"])
+def test_movie_without_a_finite_value_is_black_with_auto_as_with_frame(tmp_path, contrast):
+    movie = np.full((3, 4, 6), np.nan, np.float32)
+    movie[1, 0, 0], movie[1, 0, 1] = np.inf, -np.inf
+    result = to_video(movie, tmp_path / "n.mkv", lossless=True, contrast=contrast,
+                      progress=False)
+    video, _ = read_back(result.path)
+    expected = np.zeros(movie.shape, np.uint8)
+    expected[1, 0, 0] = 255  # NaN and -inf black, +inf white (the module's rule)
+    np.testing.assert_array_equal(video, expected)
