@@ -311,7 +311,7 @@ def _intensity_map(
     dtype: np.dtype, contrast: Any, samples, percentiles, gamma: float, keep_16bit: bool
 ) -> IntensityMap:
     """Build the intensity mapping of one channel (rules in :func:`to_video`)."""
-    if dtype.kind == "b":
+    if dtype.kind == "b" and (contrast is None or isinstance(contrast, str)):
         return IntensityMap.fixed(dtype, 0, 1)
     unscaled = contrast is None or (isinstance(contrast, str) and contrast == "auto")
     native = dtype == np.uint8 or (keep_16bit and dtype == np.uint16)
@@ -464,7 +464,9 @@ def to_video(
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
         With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
         (``+inf`` white): the range is ``(0, 0)``.
-        None: no scaling (uint8; uint16 with ``lossless``). Bool data become 0/255.
+        None: no scaling (uint8; uint16 with ``lossless``). Bool data are the numbers 0
+        and 1: a fixed ``(lo, hi)`` maps them as such; with the other settings False is
+        black and True white (0/255).
     percentiles : (float, float)
         Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).
     gamma : float

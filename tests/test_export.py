@@ -173,6 +173,14 @@ def test_bool_is_0_or_255(tmp_path):
     np.testing.assert_array_equal(read_back(result.path)[0], movie * 255)
 
 
+def test_bool_with_a_fixed_contrast_is_mapped_as_0_and_1(tmp_path):
+    movie = np.zeros((2, 4, 6), bool)
+    movie[:, 1:3, 2:5] = True
+    result = to_video(movie, tmp_path / "b.mkv", lossless=True, contrast=(0, 2), progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], display(movie, 0, 2))
+    assert result.intensity_range == (0, 2)
+
+
 def test_every_frame_is_one_output_frame(tmp_path):
     movie = gradient_movie(n=37, h=16, w=16, dtype=np.uint8, spread=100, step=1)
     result = to_video(movie, tmp_path / "m.mp4", fps=7.5, progress=False)
