@@ -20,6 +20,7 @@ black, ``+inf`` white (:func:`display_limits`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,8 @@ __all__ = [
 DEFAULT_PERCENTILES = (0.1, 99.9)
 MAX_SAMPLE_FRAMES = 50
 _MAX_FLOAT_SAMPLES = 2_000_000
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal number
 
 
 class _NoFiniteValues(ExportArgumentError):
@@ -208,7 +211,10 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
 def _scale(values: np.ndarray, lo: float, hi: float, gamma: float) -> np.ndarray:
     """Apply the mapping formula of the module docstring (float arithmetic) -> uint8."""
     if hi > lo:
-        t = (values - lo) * (1.0 / (hi - lo))
+        if math.isinf(hi - lo):  # the range overflows: halve values and limits alike
+            values, lo, hi = values * 0.5, lo * 0.5, hi * 0.5
+        with np.errstate(over="ignore"):  # far outside a tiny range: +-inf, clipped below
+            t = (values - lo) / (hi - lo)
         t = np.fmin(np.fmax(t, 0.0), 1.0)  # fmax/fmin map NaN to the bound
         if gamma != 1.0:
             t = t**gamma
@@ -240,11 +246,18 @@ def map_to_uint8(plane: np.ndarray, lo: float, hi: float, gamma: float = 1.0) ->
 
     Uses a look-up table for 8/16-bit integers and bool, float32 arithmetic for float16 and
     float32 data, float64 otherwise (float32's 24-bit significand would merge neighbouring
-    values of 32-bit integers above 2**24).
+    values of 32-bit integers above 2**24), also for float32 data whose limits float32 cannot
+    hold exactly enough (beyond half its largest value, or closer than its smallest normal
+    number). A range ``hi - lo`` too wide for float64 is mapped on halved values.
     """
     if plane.dtype.kind == "b" or _is_table_dtype(plane.dtype):
         return _take(intensity_lut(plane.dtype, lo, hi, gamma), plane)
-    single = plane.dtype.kind == "f" and plane.dtype.itemsize <= 4
+    single = (
+        plane.dtype.kind == "f"
+        and plane.dtype.itemsize <= 4
+        and max(abs(lo), abs(hi)) <= _FLOAT32_MAX / 2
+        and (hi == lo or hi - lo >= _FLOAT32_TINY)
+    )
     return _scale(plane.astype(np.float32 if single else np.float64, copy=False), lo, hi, gamma)
 
 

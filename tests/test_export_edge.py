@@ -303,3 +303,16 @@ def test_movie_without_a_finite_value_is_black_with_auto_as_with_frame(tmp_path,
     expected = np.zeros(movie.shape, np.uint8)
     expected[1, 0, 0] = 255  # NaN and -inf black, +inf white (the module's rule)
     np.testing.assert_array_equal(video, expected)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float_range_wider_than_float64_keeps_its_levels(tmp_path):
+    movie = np.array([[[-1e308, 1e308, 0, 1, -5e307, 5e307]]] * 2)
+    result = to_video(movie, tmp_path / "x.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path)
+    lo, hi = result.intensity_range
+    assert (lo, hi) == tuple(np.percentile(movie, (0.1, 99.9)))
+    half = movie / 2  # the same proportions, computed without overflow
+    expected = np.floor(255 * np.clip((half - lo / 2) / (hi / 2 - lo / 2), 0, 1) + 0.5)
+    np.testing.assert_array_equal(video, expected)
+    assert video[0, 0].tolist() == [0, 255, 128, 128, 64, 191]
