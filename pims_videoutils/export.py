@@ -425,6 +425,8 @@ def to_video(
           computed one chunk at a time.
         - any iterable or generator of 2-D or 3-D arrays (axis numbers count in each frame;
           length unknown: no progress total).
+        - numpy masked arrays only without masked values (ExportArgumentError otherwise:
+          fill them, e.g. ``frames.filled(np.nan)`` for float data, drawn black).
 
         Channels: without ``channel_axis``, a 3-D frame's last axis holds channels when it is
         the only axis of size 1 to 4 (RGB(A), few-channel images); any other 3-D shape must

@@ -316,3 +316,20 @@ def test_float_range_wider_than_float64_keeps_its_levels(tmp_path):
     expected = np.floor(255 * np.clip((half - lo / 2) / (hi / 2 - lo / 2), 0, 1) + 0.5)
     np.testing.assert_array_equal(video, expected)
     assert video[0, 0].tolist() == [0, 255, 128, 128, 64, 191]
+
+
+@no_ffmpeg_start
+def test_masked_values_are_refused_not_drawn(tmp_path):
+    data = np.arange(3 * 4 * 6, dtype=np.float32).reshape(3, 4, 6)
+    movie = np.ma.masked_greater(data % 24, 20)  # the mask would be silently ignored
+    for frames in (movie, list(movie), iter(movie)):
+        with pytest.raises(ExportArgumentError, match=r"masked.*filled"):
+            to_video(frames, tmp_path / "m.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_masked_array_without_masked_values_is_written(tmp_path):
+    data = np.arange(3 * 4 * 6, dtype=np.uint8).reshape(3, 4, 6)
+    result = to_video(np.ma.masked_array(data), tmp_path / "m.mkv", lossless=True,
+                      progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], data)
