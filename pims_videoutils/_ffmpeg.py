@@ -40,6 +40,7 @@ __all__ = [
     "FFmpegProcess",
     "build_command",
     "check_frame_size",
+    "check_quality",
     "choose_codec",
     "ffmpeg_exe",
     "ffv1_slices",
@@ -235,17 +236,8 @@ def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:
     return 4 if 4 in counts else min(counts)
 
 
-def _quality_args(
-    codec: str,
-    crf: float | None,
-    preset: str | None,
-    size: tuple[int, int],
-    pixel_format: str,
-) -> list[str]:
-    """Return the encoder options of ``codec`` for the quality settings.
-
-    ``size`` (width, height) and ``pixel_format`` are those of the encoded frames (they
-    decide the ffv1 slices).
+def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
+    """Check the quality settings ``crf`` and ``preset`` of ``codec``.
 
     Raises
     ------
@@ -264,6 +256,26 @@ def _quality_args(
         raise ExportArgumentError(
             f"invalid preset {preset!r} for {codec}: use one of {', '.join(_PRESETS)}"
         )
+
+
+def _quality_args(
+    codec: str,
+    crf: float | None,
+    preset: str | None,
+    size: tuple[int, int],
+    pixel_format: str,
+) -> list[str]:
+    """Return the encoder options of ``codec`` for the quality settings.
+
+    ``size`` (width, height) and ``pixel_format`` are those of the encoded frames (they
+    decide the ffv1 slices).
+
+    Raises
+    ------
+    ExportArgumentError
+        As :func:`check_quality`.
+    """
+    check_quality(codec, crf, preset)
     if codec in _PRESET_CODECS:
         crf_value = _DEFAULT_CRF[codec] if crf is None else crf
         args = ["-preset", preset or "medium", "-crf", f"{crf_value:g}"]

@@ -369,12 +369,11 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from multiprocessing import get_context
 
     from ._errors import ExportArgumentError
-    from ._ffmpeg import choose_codec
-    from .export import temporaries_of
+    from .export import check_arguments, temporaries_of
 
     selection, export = _split_options(options)
     export["progress"] = False
-    choose_codec(f".{ext.lstrip('.')}", export["codec"], export["lossless"])  # fail before work
+    check_arguments(f".{ext.lstrip('.')}", **export)  # fail once, before any work
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")

@@ -113,6 +113,49 @@ class VideoResult:
         return f'<video controls loop src="{src}" title="{summary}"></video>'
 
 
+def check_arguments(
+    extension: str,
+    frames: Any = None,
+    *,
+    fps: float | None = None,
+    codec: str | None = None,
+    lossless: bool = False,
+    crf: float | None = None,
+    preset: str | None = None,
+    contrast: Any = "auto",
+    projection: str | None = None,
+    scale: Any = 1,
+    **_: Any,
+) -> tuple[Fraction, str, Fraction]:
+    """Validate the :func:`to_video` arguments that need no frame, as it does first.
+
+    ``pims-video batch`` checks its options once so, before any input is read.
+
+    Parameters
+    ----------
+    extension : str
+        The output file's extension, with the dot.
+    frames : optional
+        The input, for its frame rate when ``fps`` is None (None: the default rate).
+    fps, codec, lossless, crf, preset, contrast, projection, scale
+        As in :func:`to_video`; other keyword arguments of it are ignored.
+
+    Returns
+    -------
+    (Fraction, str, Fraction)
+        The scale factor, the encoder and the frame rate.
+
+    Raises
+    ------
+    ExportArgumentError
+        For an invalid value, as :func:`to_video` would.
+    """
+    factor = _check_options(contrast, projection, scale)
+    chosen = _ffmpeg.choose_codec(extension, codec, lossless)
+    _ffmpeg.check_quality(chosen, crf, preset)
+    return factor, chosen, _resolve_fps(fps, frames, extension)
+
+
 def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fraction:
     """Validate the options that need no frame; return the scale as a Fraction."""
     if isinstance(contrast, str) and contrast not in ("auto", "frame"):
@@ -518,10 +561,11 @@ def to_video(
     FFmpegError
         ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
     """
-    factor = _check_options(contrast, projection, scale)
     target = Path(os.fspath(path))
-    chosen = _ffmpeg.choose_codec(target.suffix, codec, lossless)
-    rate = _resolve_fps(fps, frames, target.suffix)
+    factor, chosen, rate = check_arguments(
+        target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
+        contrast=contrast, projection=projection, scale=scale,
+    )
     target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
     layout = frame_layout(source, channel_axis, projection, projection_axis)

@@ -280,6 +280,23 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     assert not (tmp_path / "movies").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--ext", "mkv", "--fps", "2000"], "fps=2000"),
+        (["--crf", "99"], "0 to 51"),
+        (["--preset", "nope"], "invalid preset 'nope'"),
+        (["--ext", "gif", "--crf", "20"], "crf does not apply"),
+        (["--scale", "0.3"], "scale"),
+    ],
+)
+def test_batch_refuses_bad_options_once_before_any_work(tmp_path, stack, options, fragment):
+    result = run("batch", str(stack), str(stack.parent), "--out", "movies", *options,
+                 cwd=tmp_path)
+    _assert_one_line_error(result, fragment)  # once, not one FAILED line per input
+    assert not (tmp_path / "movies").exists()
+
+
 def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     other = tmp_path / "x"
     other.mkdir()
