@@ -13,6 +13,7 @@ stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the tr
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import traceback
@@ -21,7 +22,7 @@ from typing import Any
 
 import click
 
-from ._errors import FFmpegError, PimsVideoutilsError
+from ._errors import ExportArgumentError, FFmpegError, PimsVideoutilsError
 from ._version import __version__
 from .stacks import describe, open_stack, select_frames, summarize
 
@@ -368,7 +369,6 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    from ._errors import ExportArgumentError
     from .export import check_arguments, temporaries_of
 
     selection, export = _split_options(options)
@@ -477,8 +477,27 @@ def sample(output: str, seed: int, n_frames: int, n_z: int, n_channels: int,
 # Entry point
 
 
+#: How the Python arguments named in error messages are spelt on the command line
+_CLI_SPELLINGS = [
+    (r"\bcontrast=None", "--contrast none"),
+    (r"\bcontrast='auto'", "--contrast auto"),
+    (r"\bUse 'auto' or \(lo, hi\)", "Use --contrast auto or LO,HI"),
+    (r"\(lo, hi\)", "LO,HI"),
+    (r"\blossless=True", "--lossless"),
+    (r"(?<![\w/\\.-])(fps|scale)=(?=\d)", r"--\1 "),
+    (r"\bchannel_colors\b", "--channel-colors"),
+]
+
+
+def _cli_spelling(message: str) -> str:
+    """Name the command-line options in an error message of the Python API."""
+    for pattern, replacement in _CLI_SPELLINGS:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
 def _one_line(error: BaseException) -> str:
-    """Return an error's message on one line."""
+    """Return an error's message on one line (options spelt as on the command line)."""
     if isinstance(error, FFmpegError):
         text = error.message
         if error.returncode is not None:
@@ -500,6 +519,8 @@ def _one_line(error: BaseException) -> str:
             reasons = (line.removeprefix("- ") for line in lines[1:])
             lines = [lines[0] + " " + "; ".join(reasons)]
         text = lines[0] if lines else type(error).__name__
+        if isinstance(error, ExportArgumentError):
+            text = _cli_spelling(text)
     if not isinstance(error, (PimsVideoutilsError, OSError)):
         text = f"{type(error).__name__}: {text}"
     return text

@@ -283,7 +283,7 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--ext", "mkv", "--fps", "2000"], "fps=2000"),
+        (["--ext", "mkv", "--fps", "2000"], "--fps 2000 is more"),
         (["--crf", "99"], "0 to 51"),
         (["--preset", "nope"], "invalid preset 'nope'"),
         (["--ext", "gif", "--crf", "20"], "crf does not apply"),
@@ -371,6 +371,21 @@ def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment)
     result = run("convert", str(stack), "out.mp4", "--no-progress", *options, cwd=tmp_path)
     _assert_one_line_error(result, fragment)
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        (["--contrast", "none"], ["--contrast none", "--lossless", "--contrast auto or LO,HI"]),
+        (["--lossless"], ["--lossless writes ffv1"]),
+        (["--scale", "0.0078125"], ["--scale 0.0078125 leaves no pixel"]),
+        (["--channel-colors", "red"], ["1 --channel-colors for 2 channels"]),
+    ],
+)
+def test_errors_name_the_command_line_options(stack, tmp_path, options, fragments):
+    result = run("convert", str(stack), "out.mp4", "--no-progress", *options, cwd=tmp_path)
+    _assert_one_line_error(result, *fragments)
+    assert not re.search(r"\w=(None|True|')|\(lo, hi\)|channel_colors", result.stderr)
 
 
 @pytest.mark.parametrize(
