@@ -56,7 +56,7 @@ class VideoResult:
     Attributes
     ----------
     path : Path
-        The video file.
+        The video file (the file a symbolic link given as ``path`` points to).
     n_frames : int
         Frames written (one per input frame).
     fps : float
@@ -246,8 +246,19 @@ def _positive(value: Any) -> bool:
 
 
 def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Check that the target can be written; return it as an absolute Path."""
+    """Check that the target can be written; return it as an absolute Path.
+
+    A symbolic link is written through, as ``open(path, "wb")`` would: the file it points
+    to is returned (its temporary file is made beside it). A link to nothing is refused.
+    """
     target = Path(os.fspath(path)).expanduser().absolute()
+    if target.is_symlink():
+        destination = Path(os.path.realpath(target))
+        if not destination.exists():
+            raise ExportArgumentError(
+                f"{target} is a symbolic link to {destination}, which does not exist"
+            )
+        target = destination
     if target.is_dir():
         raise ExportArgumentError(f"{target} is a folder, not a video file name")
     if not target.parent.is_dir():
@@ -534,7 +545,8 @@ def to_video(
     extra_args : sequence of str
         More ffmpeg output options (they override ours).
     overwrite : bool
-        Replace an existing ``path`` (only once the new video is complete).
+        Replace an existing ``path`` (only once the new video is complete). A symbolic link
+        is kept and the file it points to replaced; a link to nothing is refused.
     progress : bool
         Show a tqdm progress bar (notebook-aware) when the number of frames is known.
 
@@ -552,7 +564,8 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
-        missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
+        missing or unwritable folder, an existing file with ``overwrite=False``, a
+        symbolic link to nothing, frames of an
         unsupported dtype (complex, object...) or shape, frames larger than the codec or
         container stores (after scaling and padding: libx264 16384 pixels a side, VP9
         65536, ``.gif``, ``.mp4`` and ``.mov`` 65535), inconsistent options. During the

@@ -333,3 +333,26 @@ def test_masked_array_without_masked_values_is_written(tmp_path):
     result = to_video(np.ma.masked_array(data), tmp_path / "m.mkv", lossless=True,
                       progress=False)
     np.testing.assert_array_equal(read_back(result.path)[0], data)
+
+
+@no_ffmpeg_start
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_dangling_symlink_target_is_refused_before_encoding(tmp_path, overwrite):
+    link = tmp_path / "m.mp4"
+    link.symlink_to(tmp_path / "gone" / "real.mp4")
+    with pytest.raises(ExportArgumentError, match=r"m\.mp4 is a symbolic link to .*real\.mp4"):
+        to_video(np.zeros((2, 4, 4), np.uint8), link, overwrite=overwrite, progress=False)
+    assert leftovers(tmp_path) == ["m.mp4"] and link.is_symlink()
+
+
+def test_symlink_target_is_written_through(tmp_path):
+    real = tmp_path / "store" / "real.mp4"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "m.mp4"
+    link.symlink_to(real)
+    result = to_video(np.zeros((3, 4, 4), np.uint8), link, progress=False)
+    assert link.is_symlink() and link.resolve() == real  # the link is kept
+    assert read_back(real)[0].shape == (3, 4, 4)  # its file holds the video
+    assert leftovers(real.parent) == ["real.mp4"] and leftovers(tmp_path) == ["m.mp4", "store"]
+    assert result.path == real
