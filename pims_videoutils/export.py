@@ -301,9 +301,12 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     Returns
     -------
     list of Path
-        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target``.
+        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target`` (beside
+        the file it points to if it is a symbolic link: where they are written).
     """
     target = Path(target).absolute()
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     pattern = _TEMPORARY.format(glob.escape(_temporary_stem(target)), "[0-9a-f]" * 8,
                                 glob.escape(target.suffix))
     return sorted(target.parent.glob(pattern))

@@ -356,3 +356,16 @@ def test_symlink_target_is_written_through(tmp_path):
     assert read_back(real)[0].shape == (3, 4, 4)  # its file holds the video
     assert leftovers(real.parent) == ["real.mp4"] and leftovers(tmp_path) == ["m.mp4", "store"]
     assert result.path == real
+
+
+def test_temporaries_of_a_symlink_are_those_beside_its_file(tmp_path):
+    from pims_videoutils.export import temporaries_of
+
+    real = tmp_path / "store" / "real.mp4"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "m.mp4"
+    link.symlink_to(real)
+    left = real.parent / ".real.tmp-0123abcd.mp4"  # the documented name, where it is written
+    left.write_bytes(b"")
+    assert temporaries_of(link) == [left]
