@@ -63,6 +63,9 @@ _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
 #: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
 _MIN_SIZE = {"libx265": 16}
+#: x265 takes frames with a side over 4096 pixels (HEVC level 5 and above, which need
+#: 32-pixel CTUs) only when both sides are at least 32 pixels ("Cannot open libx265 encoder")
+_X265_LEVEL5_SIDE, _X265_LEVEL5_MIN_SIZE = 4096, 32
 #: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
 #: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
 #: does not support resolutions above 65535x65535", "too large for mov/mp4")
@@ -171,10 +174,13 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     """Return the (height, width) that ``codec`` encodes frames of this size at.
 
     Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
-    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it).
+    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it; 32 x 32
+    for frames with a side over 4096 pixels).
     """
     my, mx = size_multiple(pixel_format)
     least = _MIN_SIZE.get(codec, 1)
+    if codec == "libx265" and max(height, width) > _X265_LEVEL5_SIDE:
+        least = _X265_LEVEL5_MIN_SIZE
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 
