@@ -28,9 +28,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"n_frames": 8, "n_z": 3, "n_channels": 2, "height": 64, "width": 96, "n_spots": 12}
 
 
-def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m pims_videoutils ARGS`` with this checkout first on the path."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+def run(
+    *args: str, cwd: Path, timeout: float = 120, **env_vars: str
+) -> subprocess.CompletedProcess:
+    """Run ``python -m pims_videoutils ARGS`` with this checkout first on the path (and env)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path]),
+           **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "pims_videoutils", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -337,13 +340,23 @@ def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
 
 
 def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
-    # a kymograph x265 cannot encode (16 rows: a CTU size its level refuses): ffmpeg's first
-    # error says why, later ones do not
-    tifffile.imwrite(tmp_path / "wide.tif", np.zeros((2, 16, 16384), np.uint8))
-    result = run("convert", "wide.tif", "wide.mp4", "--codec", "libx265", "--no-progress",
-                 cwd=tmp_path)
+    # ffmpeg's first error says why, later ones do not (lines as the bundled ffmpeg writes
+    # them when x265 refuses a frame size; what fails for real is refused before ffmpeg)
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'x265 [warning]: level 6 detected, but CTU size 16 is non-compliant' >&2\n"
+        "echo '[libx265 @ 0x1] [error] Cannot open libx265 encoder.' >&2\n"
+        "echo '[vost#0:0/libx265 @ 0x2] [error] Error while opening encoder' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 64), np.uint8))
+    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+                 IMAGEIO_FFMPEG_EXE=str(fake))
     _assert_one_line_error(result, "ffmpeg", "Cannot open libx265 encoder")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.tif"]
+    assert "opening encoder" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "k.tif"]
 
 
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
