@@ -114,6 +114,12 @@ def colormap_lut(colormap: Any) -> np.ndarray:
         raise ExportArgumentError(
             f"a colormap table must hold integers 0-255 or finite floats 0-1, not {table.dtype}"
         )
+    rgb = table[:, :3]
+    if rgb.min() < 0 or rgb.max() > 1:
+        raise ExportArgumentError(
+            f"a colormap table of floats must hold values 0-1, not {rgb.min():g} to "
+            f"{rgb.max():g} (a table of 0-255 values: pass it as integers)"
+        )
     return _to_uint8_table(table.astype(np.float64))
 
 

@@ -107,3 +107,13 @@ def test_single_channel_with_colormap_and_wrong_count():
     np.testing.assert_array_equal(Compositor(["viridis"])([a]), colormap_lut("viridis")[a])
     with pytest.raises(ExportArgumentError):
         Compositor(["red", "green"])([a])
+
+
+def test_float_colormap_table_outside_0_1_is_refused_not_clipped():
+    # an ImageJ/matplotlib table read as floats 0-255 would saturate to white silently
+    ramp = np.linspace(0, 255, 256)[:, None].repeat(3, axis=1)
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        colormap_lut(ramp)
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        colormap_lut(ramp / 255 - 0.01)
+    np.testing.assert_array_equal(colormap_lut(ramp / 255), ramp.astype(np.uint8))
