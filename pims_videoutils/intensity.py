@@ -160,7 +160,10 @@ def exact_percentiles(
     flat = flat[np.isfinite(flat)]
     if flat.size == 0:
         raise _NoFiniteValues("no finite pixel values to compute the contrast from")
-    return tuple(float(x) for x in np.percentile(flat.astype(np.float64), qs))
+    flat = flat.astype(np.float64)
+    if math.isinf(float(flat.max()) - float(flat.min())):  # interpolation would overflow
+        return tuple(2.0 * float(x) for x in np.percentile(flat * 0.5, qs))
+    return tuple(float(x) for x in np.percentile(flat, qs))
 
 
 def robust_limits(

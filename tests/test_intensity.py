@@ -208,3 +208,24 @@ def exact_formula(values, lo, hi):
 )
 def test_extreme_ranges_map_without_overflow(values, lo, hi):
     np.testing.assert_array_equal(map_to_uint8(values, lo, hi), exact_formula(values, lo, hi))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_percentiles_of_values_spanning_more_than_float64():
+    from fractions import Fraction
+
+    values = np.array([-1.7e308, 1.7e308])  # neighbours more than float64's maximum apart
+    ordered = sorted(Fraction(v) for v in values)
+    expected = []
+    for q in (0.1, 50, 99.9):  # numpy's linear method, in exact arithmetic
+        pos = Fraction(q) / 100 * (len(ordered) - 1)
+        k = int(pos)
+        upper = ordered[min(k + 1, len(ordered) - 1)]
+        expected.append(float(ordered[k] + (pos - k) * (upper - ordered[k])))
+    got = exact_percentiles([values[:1], values[1:]], (0.1, 50, 99.9))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    lo, hi = robust_limits([values])
+    assert np.isfinite([lo, hi]).all() and lo < hi
+    np.testing.assert_array_equal(
+        IntensityMap.per_frame(values.dtype)(values), exact_formula(values, lo, hi)
+    )
