@@ -484,7 +484,7 @@ _CLI_SPELLINGS = [
     (r"\bUse 'auto' or \(lo, hi\)", "Use --contrast auto or LO,HI"),
     (r"\(lo, hi\)", "LO,HI"),
     (r"\blossless=True", "--lossless"),
-    (r"(?<![\w/\\.-])(fps|scale)=(?=\d)", r"--\1 "),
+    (r"(^|\()(fps|scale)=(?=\d)", r"\1--\2 "),  # not inside a path
     (r"\bchannel_colors\b", "--channel-colors"),
 ]
 

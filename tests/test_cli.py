@@ -543,3 +543,11 @@ def test_batch_movie_names(tmp_path):
     assert _output_name(str(tmp_path / "run1")) == "run1"
     assert _output_name(str(tmp_path / "run1" / "img_*.tif")) == "run1"
     assert _output_name(str(tmp_path / "run*" / "a.tif")) == tmp_path.name
+
+
+def test_cli_spelling_leaves_paths_alone():
+    from pims_videoutils.cli import _cli_spelling
+
+    message = "/data/run fps=3 scale=2.mp4 exists (pass overwrite=True to replace it)"
+    assert _cli_spelling(message) == message
+    assert _cli_spelling("fps=2000 is more") == "--fps 2000 is more"
