@@ -485,7 +485,11 @@ _CLI_SPELLINGS = [
     (r"\(lo, hi\)", "LO,HI"),
     (r"\blossless=True", "--lossless"),
     (r"(^|\()(fps|scale)=(?=\d)", r"\1--\2 "),  # not inside a path
+    (r"\bchannel_colors=\[\.\.\.\]", "--channel-colors COLOR,..."),
     (r"\bchannel_colors\b", "--channel-colors"),
+    (r"^colormap is for\b", "--colormap is for"),
+    (r"\bwith colormap \(", "with --colormap ("),
+    (r"\bneeds codec ffv1\b", "needs --codec ffv1"),
 ]
 
 

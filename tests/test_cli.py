@@ -551,3 +551,12 @@ def test_cli_spelling_leaves_paths_alone():
     message = "/data/run fps=3 scale=2.mp4 exists (pass overwrite=True to replace it)"
     assert _cli_spelling(message) == message
     assert _cli_spelling("fps=2000 is more") == "--fps 2000 is more"
+    assert _cli_spelling("colormap is for one channel: use channel_colors") == (
+        "--colormap is for one channel: use --channel-colors"
+    )
+    assert _cli_spelling("no default colours for 9 channels: pass channel_colors=[...] (one") == (
+        "no default colours for 9 channels: pass --channel-colors COLOR,... (one"
+    )
+    assert _cli_spelling("lossless=True needs codec ffv1, not 'gif'") == (
+        "--lossless needs --codec ffv1, not 'gif'"
+    )
