@@ -123,6 +123,8 @@ def check_arguments(
     crf: float | None = None,
     preset: str | None = None,
     contrast: Any = "auto",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    gamma: float = 1.0,
     projection: str | None = None,
     scale: Any = 1,
     **_: Any,
@@ -137,7 +139,7 @@ def check_arguments(
         The output file's extension, with the dot.
     frames : optional
         The input, for its frame rate when ``fps`` is None (None: the default rate).
-    fps, codec, lossless, crf, preset, contrast, projection, scale
+    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, projection, scale
         As in :func:`to_video`; other keyword arguments of it are ignored.
 
     Returns
@@ -151,6 +153,7 @@ def check_arguments(
         For an invalid value, as :func:`to_video` would.
     """
     factor = _check_options(contrast, projection, scale)
+    IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
     chosen = _ffmpeg.choose_codec(extension, codec, lossless)
     _ffmpeg.check_quality(chosen, crf, preset)
     return factor, chosen, _resolve_fps(fps, frames, extension)
@@ -581,7 +584,8 @@ def to_video(
     target = Path(os.fspath(path))
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
-        contrast=contrast, projection=projection, scale=scale,
+        contrast=contrast, percentiles=percentiles, gamma=gamma, projection=projection,
+        scale=scale,
     )
     target = _prepare_target(target, overwrite)
     source = FrameSource(frames)

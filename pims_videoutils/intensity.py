@@ -199,7 +199,7 @@ def display_limits(
 
 
 def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
-    """Return ``(low, high)`` as floats; ExportArgumentError unless two increasing numbers."""
+    """Return ``(low, high)``; ExportArgumentError unless two increasing numbers in [0, 100]."""
     try:
         low, high = (float(p) for p in percentiles)
     except (TypeError, ValueError):
@@ -208,6 +208,8 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
         raise ExportArgumentError(
             f"percentiles must be two increasing values (low, high), got {percentiles!r}"
         )
+    if low < 0 or high > 100:
+        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {tuple(percentiles)}")
     return low, high
 
 
@@ -318,7 +320,7 @@ class IntensityMap:
         Raises
         ------
         ExportArgumentError
-            If ``gamma <= 0`` or ``percentiles`` are not two increasing values.
+            If ``gamma <= 0`` or ``percentiles`` are not two increasing values in [0, 100].
         """
         _check_gamma(gamma)
         return cls(dtype, "frame", None, gamma, _percentile_pair(percentiles))

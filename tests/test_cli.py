@@ -291,6 +291,9 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
         (["--preset", "nope"], "invalid preset 'nope'"),
         (["--ext", "gif", "--crf", "20"], "crf does not apply"),
         (["--scale", "0.3"], "scale"),
+        (["--percentiles", "99,1"], "percentiles must be two increasing values"),
+        (["--percentiles", "-5,99"], "percentiles must lie in [0, 100]"),
+        (["--gamma", "inf"], "gamma must be a finite number"),
     ],
 )
 def test_batch_refuses_bad_options_once_before_any_work(tmp_path, stack, options, fragment):
