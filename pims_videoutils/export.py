@@ -26,7 +26,7 @@ import numpy as np
 from . import _ffmpeg
 from ._errors import ExportArgumentError
 from ._frames import FrameLayout, FrameSource, frame_layout
-from .colour import Compositor, apply_lut, colormap_lut, default_channel_colors
+from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
 from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
@@ -125,6 +125,8 @@ def check_arguments(
     contrast: Any = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     gamma: float = 1.0,
+    colormap: Any = None,
+    channel_colors: Sequence[Any] | None = None,
     projection: str | None = None,
     scale: Any = 1,
     **_: Any,
@@ -139,8 +141,10 @@ def check_arguments(
         The output file's extension, with the dot.
     frames : optional
         The input, for its frame rate when ``fps`` is None (None: the default rate).
-    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, projection, scale
+    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection, scale
         As in :func:`to_video`; other keyword arguments of it are ignored.
+    channel_colors : sequence, optional
+        As in :func:`to_video`; each colour is checked when it is a list or tuple.
 
     Returns
     -------
@@ -154,6 +158,11 @@ def check_arguments(
     """
     factor = _check_options(contrast, projection, scale)
     IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
+    if colormap is not None:
+        colormap_lut(colormap)
+    if isinstance(channel_colors, list | tuple):
+        for color in channel_colors:
+            channel_lut(color)
     chosen = _ffmpeg.choose_codec(extension, codec, lossless)
     _ffmpeg.check_quality(chosen, crf, preset)
     return factor, chosen, _resolve_fps(fps, frames, extension)
@@ -584,8 +593,8 @@ def to_video(
     target = Path(os.fspath(path))
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
-        contrast=contrast, percentiles=percentiles, gamma=gamma, projection=projection,
-        scale=scale,
+        contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
+        channel_colors=channel_colors, projection=projection, scale=scale,
     )
     target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
