@@ -30,6 +30,8 @@ _BOTH_CHANNELS = 1 / 3
 _DEPTH_OF_FIELD = 0.5
 #: Margin (pixels) that diffusing spots keep from the image border.
 _MARGIN = 6.0
+#: Bytes in a file name (Linux, macOS, Windows).
+_NAME_MAX = 255
 #: RGB weights of the ImageJ lookup tables of the channels, in order (then repeated).
 _CHANNEL_COLORS = ((0, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 1))
 
@@ -54,6 +56,15 @@ class SampleSpots:
     z: np.ndarray
     channels: np.ndarray
     photons: np.ndarray
+
+
+def _temporary_name(path: pathlib.Path) -> pathlib.Path:
+    """Return the hidden temporary file beside ``path``, its name cut to fit 255 bytes."""
+    suffix = f".{os.getpid()}.part"
+    name = path.name
+    while len(os.fsencode(f".{name}{suffix}")) > _NAME_MAX:
+        name = name[:-1]
+    return path.with_name(f".{name}{suffix}")
 
 
 def _check_sizes(**sizes: int) -> None:
@@ -274,7 +285,7 @@ def write_sample(
             f"spot_sigma={spot_sigma} px, offset={offset}, read_noise={read_noise}"
         ),
     }
-    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    temp = _temporary_name(path)
     try:
         tifffile.imwrite(
             temp,

@@ -118,3 +118,11 @@ def test_existing_file_is_replaced(tmp_path):
     target.write_bytes(b"old")
     write_sample(target, **SMALL)
     assert tifffile.imread(target).shape == (6, 3, 2, 64, 80)
+
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125])  # 255 bytes with ".tif"
+def test_longest_file_name_can_be_written(tmp_path, stem):
+    tiny = {"n_frames": 1, "n_z": 1, "n_channels": 1, "height": 24, "width": 24, "n_spots": 1}
+    path = write_sample(tmp_path / f"{stem}.tif", **tiny)
+    assert tifffile.imread(path).shape == (24, 24)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{stem}.tif"]
