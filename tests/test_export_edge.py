@@ -270,8 +270,10 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
         ("x.mkv", "libx264", (16385, 2), "libx264.*16384"),  # padded to 16386 rows
         ("x.webm", None, (65538, 2), "libvpx-vp9.*65536"),
         ("x.gif", None, (2, 65536), "gif.*65535"),
-        ("x.mov", None, (70000, 2), r"\.mov.*65535"),
+        ("x.mov", "libx265", (70000, 32), r"\.mov.*65535"),
         ("x.mp4", "libx265", (65536, 64), r"\.mp4.*65535"),
+        # ProRes stores 16-bit sizes: 70000 rows became a file of 4464 that cannot be decoded
+        ("x.mkv", "prores_ks", (70000, 2), "prores_ks.*65535"),
     ],
 )
 @no_ffmpeg_start
@@ -283,12 +285,18 @@ def test_frames_over_the_codec_size_limit_fail_before_ffmpeg(tmp_path, name, cod
 
 
 @pytest.mark.parametrize(
-    ("name", "shape", "scale"),
-    [("x.mp4", (2, 16384), 1), ("x.mp4", (4, 32768), 0.5), ("x.gif", (65535, 2), 1)],
+    ("name", "codec", "shape", "scale"),
+    [
+        ("x.mp4", None, (2, 16384), 1),
+        ("x.mp4", None, (4, 32768), 0.5),
+        ("x.gif", None, (65535, 2), 1),
+        ("x.mkv", "prores_ks", (65535, 2), 1),
+        ("x.mkv", "ffv1", (70000, 2), 1),
+    ],
 )
-def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, shape, scale):
+def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, codec, shape, scale):
     movie = np.zeros((1, *shape), np.uint8)
-    result = to_video(movie, tmp_path / name, scale=scale, progress=False)
+    result = to_video(movie, tmp_path / name, codec=codec, scale=scale, progress=False)
     _, meta = read_back(result.path)
     assert meta["size"] == (int(shape[1] * scale), int(shape[0] * scale))
 
