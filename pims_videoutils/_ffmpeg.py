@@ -68,10 +68,10 @@ _MIN_SIZE = {"libx265": 16}
 _X265_LEVEL5_SIDE, _X265_LEVEL5_MIN_SIZE = 4096, 32
 #: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
 #: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
-#: does not support resolutions above 65535x65535", "too large for mov/mp4"; ProRes stores
-#: 16-bit sizes and writes an undecodable file)
+#: does not support resolutions above 65535x65535", "too large for mov/mp4", "dimensions are
+#: too big" (AVI); ProRes stores 16-bit sizes and writes an undecodable file)
 _MAX_SIDE_CODEC = {"libx264": 16384, "libvpx-vp9": 65536, "gif": 65535, "prores_ks": 65535}
-_MAX_SIDE_CONTAINER = {".mp4": 65535, ".mov": 65535}
+_MAX_SIDE_CONTAINER = {".mp4": 65535, ".mov": 65535, ".avi": 65535}
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
 _MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
@@ -189,8 +189,8 @@ def check_frame_size(extension: str, codec: str, height: int, width: int) -> Non
     """Refuse frames larger than ``codec`` or the container of ``extension`` can store.
 
     libx264 takes at most 16384 pixels a side, libvpx-vp9 65536, GIF and ProRes 65535, and
-    ``.mp4`` and ``.mov`` files (any codec) 65535; ffv1 and x265 in Matroska or AVI have no
-    limit checked here.
+    ``.mp4``, ``.mov`` and ``.avi`` files (any codec) 65535; ffv1 and x265 in Matroska have
+    no limit checked here.
 
     Parameters
     ----------

@@ -583,10 +583,11 @@ def to_video(
         missing or unwritable folder, an existing file with ``overwrite=False``, a
         symbolic link to nothing, frames of an unsupported dtype (complex, object...) or
         shape, frames larger than the codec or container stores (after scaling and
-        padding: libx264 16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4`` and
-        ``.mov`` 65535), inconsistent options. During the export: a frame whose shape or dtype
-        differs from the first one, or with masked values. At the end, with
-        ``overwrite=False``: a file created at ``path`` while encoding (it is kept).
+        padding: libx264 16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``,
+        ``.mov`` and ``.avi`` 65535), inconsistent options. During the export: a frame
+        whose shape or dtype differs from the first one, or with masked values. At the
+        end, with ``overwrite=False``: a file created at ``path`` while encoding (it is
+        kept).
     FFmpegError
         ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
     """

@@ -274,6 +274,7 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
         ("x.mp4", "libx265", (65536, 64), r"\.mp4.*65535"),
         # ProRes stores 16-bit sizes: 70000 rows became a file of 4464 that cannot be decoded
         ("x.mkv", "prores_ks", (70000, 2), "prores_ks.*65535"),
+        ("x.avi", "ffv1", (2, 65536), r"\.avi.*65535"),  # "dimensions are too big"
     ],
 )
 @no_ffmpeg_start
@@ -292,6 +293,7 @@ def test_frames_over_the_codec_size_limit_fail_before_ffmpeg(tmp_path, name, cod
         ("x.gif", None, (65535, 2), 1),
         ("x.mkv", "prores_ks", (65535, 2), 1),
         ("x.mkv", "ffv1", (70000, 2), 1),
+        ("x.avi", "ffv1", (65535, 2), 1),
     ],
 )
 def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, codec, shape, scale):
