@@ -56,7 +56,7 @@ class VideoResult:
     Attributes
     ----------
     path : Path
-        The video file (the file a symbolic link given as ``path`` points to).
+        The video file, as given (absolute; a symbolic link stays one).
     n_frames : int
         Frames written (one per input frame).
     fps : float
@@ -257,27 +257,28 @@ def _positive(value: Any) -> bool:
     return bool(math.isfinite(value) and value > 0)
 
 
-def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Check that the target can be written; return it as an absolute Path.
+def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path, Path]:
+    """Check that the target can be written; return it and the file to write (absolute).
 
-    A symbolic link is written through, as ``open(path, "wb")`` would: the file it points
-    to is returned (its temporary file is made beside it). A link to nothing is refused.
+    A symbolic link is written through, as ``open(path, "wb")`` would: the file to write is
+    the one it points to (its temporary file is made beside it). A link to nothing is
+    refused. Otherwise both paths are the same.
     """
-    target = Path(os.fspath(path)).expanduser().absolute()
+    given = Path(os.fspath(path)).expanduser().absolute()
+    target = given
     if target.is_symlink():
-        destination = Path(os.path.realpath(target))
-        if not destination.exists():
+        target = Path(os.path.realpath(target))
+        if not target.exists():
             raise ExportArgumentError(
-                f"{target} is a symbolic link to {destination}, which does not exist"
+                f"{given} is a symbolic link to {target}, which does not exist"
             )
-        target = destination
     if target.is_dir():
-        raise ExportArgumentError(f"{target} is a folder, not a video file name")
+        raise ExportArgumentError(f"{given} is a folder, not a video file name")
     if not target.parent.is_dir():
         raise ExportArgumentError(f"folder {target.parent} does not exist")
     if target.exists() and not overwrite:
-        raise ExportArgumentError(f"{target} exists (pass overwrite=True to replace it)")
-    return target
+        raise ExportArgumentError(f"{given} exists (pass overwrite=True to replace it)")
+    return given, target
 
 
 def _reserve_temporary(target: Path) -> str:
@@ -597,7 +598,7 @@ def to_video(
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
         channel_colors=channel_colors, projection=projection, scale=scale,
     )
-    target = _prepare_target(target, overwrite)
+    given, target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
     layout = frame_layout(source, channel_axis, projection, projection_axis)
     sample_cache: list[np.ndarray] = []
@@ -656,7 +657,7 @@ def to_video(
         raise
     ranges = [m.limits for m in maps]
     return VideoResult(
-        path=target,
+        path=given,
         n_frames=n_frames,
         fps=float(rate),
         width=padded[1],
