@@ -16,6 +16,7 @@ movie is drawn from (the ground truth for tracking).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pathlib
 from dataclasses import dataclass
@@ -235,8 +236,9 @@ def write_sample(
     Raises
     ------
     ValueError
-        If a size is not a positive integer, the image is too small, or a physical size is
-        not positive.
+        If a size is not a positive integer, the image is too small, a physical size is
+        not a finite number > 0, ``offset`` is not 0 to 65535 or ``read_noise`` not finite
+        and >= 0.
     OSError
         If the file cannot be written (the folder does not exist, no permission, disk full).
     """
@@ -248,10 +250,13 @@ def write_sample(
     )
     for name, value in [("pixel_size", pixel_size), ("z_step", z_step),
                         ("frame_interval", frame_interval), ("spot_sigma", spot_sigma)]:
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
-    if offset < 0 or read_noise < 0:
-        raise ValueError("offset and read_noise must not be negative")
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not 0 <= offset <= np.iinfo(np.uint16).max or not 0 <= read_noise < math.inf:
+        raise ValueError(
+            f"offset must be 0 to 65535 and read_noise finite and >= 0, got {offset!r} and "
+            f"{read_noise!r}"
+        )
 
     path = pathlib.Path(path)
     if not path.parent.is_dir():

@@ -99,7 +99,12 @@ def test_noise_is_shot_noise_plus_offset_plus_read_noise(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"n_frames": 0}, {"height": 10}, {"n_spots": 1.5}, {"pixel_size": 0}, {"read_noise": -1}],
+    [
+        {"n_frames": 0}, {"height": 10}, {"n_spots": 1.5}, {"pixel_size": 0}, {"read_noise": -1},
+        # not finite, or an offset beyond uint16: nonsense metadata or a saturated movie
+        {"pixel_size": float("inf")}, {"frame_interval": float("inf")}, {"z_step": float("nan")},
+        {"spot_sigma": float("inf")}, {"read_noise": float("inf")}, {"offset": 70000},
+    ],
 )
 def test_bad_options_raise_before_writing(tmp_path, options):
     with pytest.raises(ValueError):
