@@ -203,7 +203,8 @@ def write_sample(
     50 t x 3 z x 2 c x 256 x 256 (38 MiB) and takes a few seconds to write.
 
     The file is written to a temporary name in the same folder and renamed when complete, so
-    an interrupted call leaves no partial file; an existing file at ``path`` is replaced.
+    an interrupted call leaves no partial file; an existing file at ``path`` is replaced (a
+    symbolic link is kept and the file it points to replaced; a link to nothing is refused).
 
     Parameters
     ----------
@@ -240,7 +241,8 @@ def write_sample(
         not a finite number > 0, ``offset`` is not 0 to 65535 or ``read_noise`` not finite
         and >= 0.
     OSError
-        If the file cannot be written (the folder does not exist, no permission, disk full).
+        If the file cannot be written (the folder does not exist, a symbolic link to nothing,
+        no permission, disk full).
     """
     import tifffile
 
@@ -258,7 +260,13 @@ def write_sample(
             f"{read_noise!r}"
         )
 
-    path = pathlib.Path(path)
+    given = path = pathlib.Path(path)
+    if path.is_symlink():  # written through, like to_video: the link is kept
+        path = pathlib.Path(os.path.realpath(path))
+        if not path.exists():
+            raise FileNotFoundError(
+                errno.ENOENT, f"a symbolic link to {path}, which does not exist", str(given)
+            )
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "the folder does not exist", str(path.parent))
     rng = np.random.default_rng(seed)
@@ -303,4 +311,4 @@ def write_sample(
     finally:
         if os.path.exists(temp):
             os.remove(temp)
-    return path
+    return given

@@ -131,3 +131,20 @@ def test_longest_file_name_can_be_written(tmp_path, stem):
     path = write_sample(tmp_path / f"{stem}.tif", **tiny)
     assert tifffile.imread(path).shape == (24, 24)
     assert [p.name for p in tmp_path.iterdir()] == [f"{stem}.tif"]
+
+
+def test_symbolic_link_is_written_through(tmp_path):
+    tiny = {"n_frames": 1, "n_z": 1, "n_channels": 1, "height": 24, "width": 24, "n_spots": 1}
+    real = tmp_path / "store" / "real.tif"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "s.tif"
+    link.symlink_to(real)
+    assert write_sample(link, **tiny) == link
+    assert link.is_symlink() and tifffile.imread(real).shape == (24, 24)
+    assert [p.name for p in real.parent.iterdir()] == ["real.tif"]
+    dangling = tmp_path / "d.tif"
+    dangling.symlink_to(tmp_path / "store" / "gone.tif")
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        write_sample(dangling, **tiny)
+    assert dangling.is_symlink() and [p.name for p in real.parent.iterdir()] == ["real.tif"]
