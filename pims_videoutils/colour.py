@@ -132,7 +132,9 @@ def channel_lut(color: Any) -> np.ndarray:
         A colour (``"red"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``: a ramp from black to that
         colour), else anything :func:`colormap_lut` accepts (``"viridis"``). The names red,
         green, blue, gray/grey, cyan, magenta and yellow are ImageJ's full-intensity
-        colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS.
+        colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS. A
+        tuple of floats is 0-1, of integers 0-255, except integers that are all 0 or 1:
+        ``(1, 0, 0)`` is red, as in matplotlib.
 
     Raises
     ------
@@ -153,10 +155,21 @@ def _color_rgb(color: Any) -> np.ndarray | None:
         return None
     if isinstance(color, str) and color.lower() in _IMAGEJ_COLORS:
         return np.array(_IMAGEJ_COLORS[color.lower()])
+    if _zeros_and_ones(color):  # (1, 0, 0): red, as in matplotlib (not 1/255 of red)
+        return np.array(color[:3], dtype=np.float64)
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
     except ValueError:
         return None  # not a colour (maybe a colormap name)
+
+
+def _zeros_and_ones(color: Any) -> bool:
+    """Return True for an RGB(A) tuple or list of integers that are all 0 or 1."""
+    return (
+        isinstance(color, tuple | list)
+        and len(color) in (3, 4)
+        and all(isinstance(v, int | np.integer) and v in (0, 1) for v in color)
+    )
 
 
 def apply_lut(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:

@@ -117,3 +117,12 @@ def test_float_colormap_table_outside_0_1_is_refused_not_clipped():
     with pytest.raises(ExportArgumentError, match="0-1"):
         colormap_lut(ramp / 255 - 0.01)
     np.testing.assert_array_equal(colormap_lut(ramp / 255), ramp.astype(np.uint8))
+
+
+def test_colour_tuples_of_integer_zeros_and_ones_are_full_intensity():
+    # (1, 0, 0) meant red (matplotlib's convention), not 1/255 of red: a black channel
+    np.testing.assert_array_equal(channel_lut((1, 0, 0))[255], [255, 0, 0])
+    np.testing.assert_array_equal(channel_lut([0, 1, 1])[255], [0, 255, 255])
+    assert Compositor([(1, 0, 0), (0, 1, 0)]).stack_order == (0, 1)
+    np.testing.assert_array_equal(channel_lut((255, 128, 0))[255], [255, 128, 0])  # 0-255
+    np.testing.assert_array_equal(channel_lut((1.0, 0.5, 0.0))[255], [255, 128, 0])
