@@ -126,3 +126,12 @@ def test_colour_tuples_of_integer_zeros_and_ones_are_full_intensity():
     assert Compositor([(1, 0, 0), (0, 1, 0)]).stack_order == (0, 1)
     np.testing.assert_array_equal(channel_lut((255, 128, 0))[255], [255, 128, 0])  # 0-255
     np.testing.assert_array_equal(channel_lut((1.0, 0.5, 0.0))[255], [255, 128, 0])
+
+
+@pytest.mark.parametrize(
+    "color", [(255.0, 128.0, 0.0), np.array([255.0, 128.0, 0.0]), (0.5, 1.5, 0.0)]
+)
+def test_colour_of_floats_outside_0_1_is_refused_not_clipped(color):
+    # (255.0, 128.0, 0.0) became yellow (clipped to (1, 1, 0)), not orange
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        channel_lut(color)
