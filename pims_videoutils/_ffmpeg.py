@@ -39,6 +39,8 @@ __all__ = [
     "CODECS_BY_EXTENSION",
     "FFmpegProcess",
     "build_command",
+    "check_frame_size",
+    "check_quality",
     "choose_codec",
     "ffmpeg_exe",
     "ffv1_slices",
@@ -61,6 +63,15 @@ _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
 #: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
 _MIN_SIZE = {"libx265": 16}
+#: x265 takes frames with a side over 4096 pixels (HEVC level 5 and above, which need
+#: 32-pixel CTUs) only when both sides are at least 32 pixels ("Cannot open libx265 encoder")
+_X265_LEVEL5_SIDE, _X265_LEVEL5_MIN_SIZE = 4096, 32
+#: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
+#: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
+#: does not support resolutions above 65535x65535", "too large for mov/mp4", "dimensions are
+#: too big" (AVI); ProRes stores 16-bit sizes and writes an undecodable file)
+_MAX_SIDE_CODEC = {"libx264": 16384, "libvpx-vp9": 65536, "gif": 65535, "prores_ks": 65535}
+_MAX_SIDE_CONTAINER = {".mp4": 65535, ".mov": 65535, ".avi": 65535}
 _DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30}
 _MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 _PRESET_CODECS = ("libx264", "libx265")
@@ -164,11 +175,46 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     """Return the (height, width) that ``codec`` encodes frames of this size at.
 
     Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
-    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it).
+    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it; 32 x 32
+    for frames with a side over 4096 pixels).
     """
     my, mx = size_multiple(pixel_format)
     least = _MIN_SIZE.get(codec, 1)
+    if codec == "libx265" and max(height, width) > _X265_LEVEL5_SIDE:
+        least = _X265_LEVEL5_MIN_SIZE
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
+
+
+def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
+    """Refuse frames larger than ``codec`` or the container of ``extension`` can store.
+
+    libx264 takes at most 16384 pixels a side, libvpx-vp9 65536, GIF and ProRes 65535, and
+    ``.mp4``, ``.mov`` and ``.avi`` files (any codec) 65535; ffv1 and x265 in Matroska have
+    no limit checked here.
+
+    Parameters
+    ----------
+    extension : str
+        The output file's extension, with the dot (any case).
+    codec : str
+        The encoder.
+    height, width : int
+        The encoded size (after scaling and padding, :func:`padded_size`).
+
+    Raises
+    ------
+    ExportArgumentError
+        If a side is over the limit.
+    """
+    ext = extension.lower()
+    for what, limit in [(codec, _MAX_SIDE_CODEC.get(codec)),
+                        (f"{ext} files", _MAX_SIDE_CONTAINER.get(ext))]:
+        if limit is not None and max(height, width) > limit:
+            raise ExportArgumentError(
+                f"frames of {width}x{height} pixels (as encoded) are larger than {what} can "
+                f"store (at most {limit} pixels a side): shrink them (scale=0.5...) or write "
+                f"another format (ffv1 in .mkv has no such limit)"
+            )
 
 
 def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:
@@ -197,17 +243,8 @@ def ffv1_slices(width: int, height: int, pixel_format: str) -> int | None:
     return 4 if 4 in counts else min(counts)
 
 
-def _quality_args(
-    codec: str,
-    crf: float | None,
-    preset: str | None,
-    size: tuple[int, int],
-    pixel_format: str,
-) -> list[str]:
-    """Return the encoder options of ``codec`` for the quality settings.
-
-    ``size`` (width, height) and ``pixel_format`` are those of the encoded frames (they
-    decide the ffv1 slices).
+def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
+    """Check the quality settings ``crf`` and ``preset`` of ``codec``.
 
     Raises
     ------
@@ -226,6 +263,26 @@ def _quality_args(
         raise ExportArgumentError(
             f"invalid preset {preset!r} for {codec}: use one of {', '.join(_PRESETS)}"
         )
+
+
+def _quality_args(
+    codec: str,
+    crf: float | None,
+    preset: str | None,
+    size: tuple[int, int],
+    pixel_format: str,
+) -> list[str]:
+    """Return the encoder options of ``codec`` for the quality settings.
+
+    ``size`` (width, height) and ``pixel_format`` are those of the encoded frames (they
+    decide the ffv1 slices).
+
+    Raises
+    ------
+    ExportArgumentError
+        As :func:`check_quality`.
+    """
+    check_quality(codec, crf, preset)
     if codec in _PRESET_CODECS:
         crf_value = _DEFAULT_CRF[codec] if crf is None else crf
         args = ["-preset", preset or "medium", "-crf", f"{crf_value:g}"]

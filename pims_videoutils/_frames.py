@@ -44,6 +44,7 @@ class FrameSource:
                 raise ExportArgumentError(
                     f"an array of frames needs 3 or more axes (T, Y, X...), got {frames.shape}"
                 )
+            _refuse_masked(frames)
             self.array_axes = True
         indexable = hasattr(frames, "__len__") and hasattr(frames, "__getitem__")
         self.length = len(frames) if indexable else None
@@ -115,8 +116,25 @@ def _axis_names(frames: Any, first: Any) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+def _refuse_masked(frames: Any) -> None:
+    """Raise ExportArgumentError for a numpy masked array with masked values.
+
+    ffmpeg gets plain pixel values: the values under the mask would be drawn as if valid.
+    """
+    if np.ma.is_masked(frames):
+        raise ExportArgumentError(
+            "frames are a masked array with masked values, which a video cannot leave out: "
+            "pass frames.filled(value) (float data: frames.filled(np.nan) draws them black "
+            "and leaves them out of the contrast)"
+        )
+
+
 def _as_array(frame: Any, copy: bool = False) -> np.ndarray:
-    """Return a frame as an ndarray (a copy if asked); ExportArgumentError for what is none."""
+    """Return a frame as an ndarray (a copy if asked); ExportArgumentError for what is none.
+
+    Also for a masked array with masked values (:func:`_refuse_masked`).
+    """
+    _refuse_masked(frame)
     try:
         return np.array(frame) if copy else np.asarray(frame)
     except (ValueError, TypeError) as exc:

@@ -13,6 +13,7 @@ stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the tr
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import traceback
@@ -21,7 +22,7 @@ from typing import Any
 
 import click
 
-from ._errors import FFmpegError, PimsVideoutilsError
+from ._errors import ExportArgumentError, FFmpegError, PimsVideoutilsError
 from ._version import __version__
 from .stacks import describe, open_stack, select_frames, summarize
 
@@ -240,6 +241,14 @@ def _output_name(source: str) -> str:
     return path.stem
 
 
+def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Return ``value`` if it names a TIFF file (.tif/.tiff, any case); a usage error if not."""
+    if not value.lower().endswith((".tif", ".tiff")):
+        raise click.BadParameter(f"{value!r} is not a .tif or .tiff file name (the sample is a "
+                                 "TIFF file)", ctx, param)
+    return value
+
+
 def _examples(*lines: str) -> str:
     """Format command lines as an "Examples" epilog that click prints unwrapped."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
@@ -360,13 +369,11 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    from ._errors import ExportArgumentError
-    from ._ffmpeg import choose_codec
-    from .export import temporaries_of
+    from .export import check_arguments, temporaries_of
 
     selection, export = _split_options(options)
     export["progress"] = False
-    choose_codec(f".{ext.lstrip('.')}", export["codec"], export["lossless"])  # fail before work
+    check_arguments(f".{ext.lstrip('.')}", **export)  # fail once, before any work
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")
@@ -433,7 +440,8 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     "pims-video sample sample.tif",
     "pims-video sample big.tif --frames 500 --size 512 512 --seed 3",
 ))
-@click.argument("output", type=click.Path(dir_okay=False), metavar="OUT.tif")
+@click.argument("output", type=click.Path(dir_okay=False), metavar="OUT.tif",
+                callback=_tiff_name)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed.")
 @click.option("--frames", "n_frames", type=click.IntRange(min=1), default=50, show_default=True,
@@ -469,8 +477,31 @@ def sample(output: str, seed: int, n_frames: int, n_z: int, n_channels: int,
 # Entry point
 
 
+#: How the Python arguments named in error messages are spelt on the command line
+_CLI_SPELLINGS = [
+    (r"\bcontrast=None", "--contrast none"),
+    (r"\bcontrast='auto'", "--contrast auto"),
+    (r"\bUse 'auto' or \(lo, hi\)", "Use --contrast auto or LO,HI"),
+    (r"\(lo, hi\)", "LO,HI"),
+    (r"\blossless=True", "--lossless"),
+    (r"(^|\()(fps|scale)=(?=\d)", r"\1--\2 "),  # not inside a path
+    (r"\bchannel_colors=\[\.\.\.\]", "--channel-colors COLOR,..."),
+    (r"\bchannel_colors\b", "--channel-colors"),
+    (r"^colormap is for\b", "--colormap is for"),
+    (r"\bwith colormap \(", "with --colormap ("),
+    (r"\bneeds codec ffv1\b", "needs --codec ffv1"),
+]
+
+
+def _cli_spelling(message: str) -> str:
+    """Name the command-line options in an error message of the Python API."""
+    for pattern, replacement in _CLI_SPELLINGS:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
 def _one_line(error: BaseException) -> str:
-    """Return an error's message on one line."""
+    """Return an error's message on one line (options spelt as on the command line)."""
     if isinstance(error, FFmpegError):
         text = error.message
         if error.returncode is not None:
@@ -492,6 +523,8 @@ def _one_line(error: BaseException) -> str:
             reasons = (line.removeprefix("- ") for line in lines[1:])
             lines = [lines[0] + " " + "; ".join(reasons)]
         text = lines[0] if lines else type(error).__name__
+        if isinstance(error, ExportArgumentError):
+            text = _cli_spelling(text)
     if not isinstance(error, (PimsVideoutilsError, OSError)):
         text = f"{type(error).__name__}: {text}"
     return text

@@ -114,6 +114,12 @@ def colormap_lut(colormap: Any) -> np.ndarray:
         raise ExportArgumentError(
             f"a colormap table must hold integers 0-255 or finite floats 0-1, not {table.dtype}"
         )
+    rgb = table[:, :3]
+    if rgb.min() < 0 or rgb.max() > 1:
+        raise ExportArgumentError(
+            f"a colormap table of floats must hold values 0-1, not {rgb.min():g} to "
+            f"{rgb.max():g} (a table of 0-255 values: pass it as integers)"
+        )
     return _to_uint8_table(table.astype(np.float64))
 
 
@@ -126,12 +132,14 @@ def channel_lut(color: Any) -> np.ndarray:
         A colour (``"red"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``: a ramp from black to that
         colour), else anything :func:`colormap_lut` accepts (``"viridis"``). The names red,
         green, blue, gray/grey, cyan, magenta and yellow are ImageJ's full-intensity
-        colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS.
+        colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS. A
+        tuple of floats is 0-1, of integers 0-255, except integers that are all 0 or 1:
+        ``(1, 0, 0)`` is red, as in matplotlib.
 
     Raises
     ------
     ExportArgumentError
-        If ``color`` is neither a colour nor a colormap.
+        If ``color`` is neither a colour nor a colormap, or a colour of floats outside 0-1.
     """
     rgb = _color_rgb(color)
     if rgb is None:
@@ -147,10 +155,28 @@ def _color_rgb(color: Any) -> np.ndarray | None:
         return None
     if isinstance(color, str) and color.lower() in _IMAGEJ_COLORS:
         return np.array(_IMAGEJ_COLORS[color.lower()])
+    if _zeros_and_ones(color):  # (1, 0, 0): red, as in matplotlib (not 1/255 of red)
+        return np.array(color[:3], dtype=np.float64)
+    values = np.asarray(color) if isinstance(color, tuple | list | np.ndarray) else None
+    floats = values is not None and values.dtype.kind == "f"
+    if floats and not ((values >= 0) & (values <= 1)).all():
+        raise ExportArgumentError(
+            f"a colour of floats must hold values 0-1, not {color!r} (0-255 values: pass "
+            f"integers)"
+        )
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
     except ValueError:
         return None  # not a colour (maybe a colormap name)
+
+
+def _zeros_and_ones(color: Any) -> bool:
+    """Return True for an RGB(A) tuple or list of integers that are all 0 or 1."""
+    return (
+        isinstance(color, tuple | list)
+        and len(color) in (3, 4)
+        and all(isinstance(v, int | np.integer) and v in (0, 1) for v in color)
+    )
 
 
 def apply_lut(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ import numpy as np
 from . import _ffmpeg
 from ._errors import ExportArgumentError
 from ._frames import FrameLayout, FrameSource, frame_layout
-from .colour import Compositor, apply_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, robust_limits
+from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
+from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -56,7 +56,7 @@ class VideoResult:
     Attributes
     ----------
     path : Path
-        The video file.
+        The video file, as given (absolute; a symbolic link stays one).
     n_frames : int
         Frames written (one per input frame).
     fps : float
@@ -111,6 +111,61 @@ class VideoResult:
         if ext == ".gif":
             return f'<img src="{src}" alt="{summary}"/>'
         return f'<video controls loop src="{src}" title="{summary}"></video>'
+
+
+def check_arguments(
+    extension: str,
+    frames: Any = None,
+    *,
+    fps: float | None = None,
+    codec: str | None = None,
+    lossless: bool = False,
+    crf: float | None = None,
+    preset: str | None = None,
+    contrast: Any = "auto",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    gamma: float = 1.0,
+    colormap: Any = None,
+    channel_colors: Sequence[Any] | None = None,
+    projection: str | None = None,
+    scale: Any = 1,
+    **_: Any,
+) -> tuple[Fraction, str, Fraction]:
+    """Validate the :func:`to_video` arguments that need no frame, as it does first.
+
+    ``pims-video batch`` checks its options once so, before any input is read.
+
+    Parameters
+    ----------
+    extension : str
+        The output file's extension, with the dot.
+    frames : optional
+        The input, for its frame rate when ``fps`` is None (None: the default rate).
+    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection, scale
+        As in :func:`to_video`; other keyword arguments of it are ignored.
+    channel_colors : sequence, optional
+        As in :func:`to_video`; each colour is checked when it is a list or tuple.
+
+    Returns
+    -------
+    (Fraction, str, Fraction)
+        The scale factor, the encoder and the frame rate.
+
+    Raises
+    ------
+    ExportArgumentError
+        For an invalid value, as :func:`to_video` would.
+    """
+    factor = _check_options(contrast, projection, scale)
+    IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
+    if colormap is not None:
+        colormap_lut(colormap)
+    if isinstance(channel_colors, list | tuple):
+        for color in channel_colors:
+            channel_lut(color)
+    chosen = _ffmpeg.choose_codec(extension, codec, lossless)
+    _ffmpeg.check_quality(chosen, crf, preset)
+    return factor, chosen, _resolve_fps(fps, frames, extension)
 
 
 def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fraction:
@@ -202,16 +257,28 @@ def _positive(value: Any) -> bool:
     return bool(math.isfinite(value) and value > 0)
 
 
-def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Check that the target can be written; return it as an absolute Path."""
-    target = Path(os.fspath(path)).expanduser().absolute()
+def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path, Path]:
+    """Check that the target can be written; return it and the file to write (absolute).
+
+    A symbolic link is written through, as ``open(path, "wb")`` would: the file to write is
+    the one it points to (its temporary file is made beside it). A link to nothing is
+    refused. Otherwise both paths are the same.
+    """
+    given = Path(os.fspath(path)).expanduser().absolute()
+    target = given
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+        if not target.exists():
+            raise ExportArgumentError(
+                f"{given} is a symbolic link to {target}, which does not exist"
+            )
     if target.is_dir():
-        raise ExportArgumentError(f"{target} is a folder, not a video file name")
+        raise ExportArgumentError(f"{given} is a folder, not a video file name")
     if not target.parent.is_dir():
         raise ExportArgumentError(f"folder {target.parent} does not exist")
     if target.exists() and not overwrite:
-        raise ExportArgumentError(f"{target} exists (pass overwrite=True to replace it)")
-    return target
+        raise ExportArgumentError(f"{given} exists (pass overwrite=True to replace it)")
+    return given, target
 
 
 def _reserve_temporary(target: Path) -> str:
@@ -247,9 +314,12 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     Returns
     -------
     list of Path
-        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target``.
+        The hidden ``.<stem>.tmp-<8 hex digits><extension>`` files beside ``target`` (beside
+        the file it points to if it is a symbolic link: where they are written).
     """
     target = Path(target).absolute()
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     pattern = _TEMPORARY.format(glob.escape(_temporary_stem(target)), "[0-9a-f]" * 8,
                                 glob.escape(target.suffix))
     return sorted(target.parent.glob(pattern))
@@ -311,7 +381,7 @@ def _intensity_map(
     dtype: np.dtype, contrast: Any, samples, percentiles, gamma: float, keep_16bit: bool
 ) -> IntensityMap:
     """Build the intensity mapping of one channel (rules in :func:`to_video`)."""
-    if dtype.kind == "b":
+    if dtype.kind == "b" and (contrast is None or isinstance(contrast, str)):
         return IntensityMap.fixed(dtype, 0, 1)
     unscaled = contrast is None or (isinstance(contrast, str) and contrast == "auto")
     native = dtype == np.uint8 or (keep_16bit and dtype == np.uint16)
@@ -327,7 +397,7 @@ def _intensity_map(
     if isinstance(contrast, str) and contrast == "frame":
         return IntensityMap.per_frame(dtype, percentiles, gamma)
     if isinstance(contrast, str):
-        return IntensityMap.fixed(dtype, *robust_limits(samples(), percentiles), gamma)
+        return IntensityMap.fixed(dtype, *display_limits(samples(), percentiles), gamma)
     return IntensityMap.fixed(dtype, *contrast, gamma)
 
 
@@ -425,6 +495,8 @@ def to_video(
           computed one chunk at a time.
         - any iterable or generator of 2-D or 3-D arrays (axis numbers count in each frame;
           length unknown: no progress total).
+        - numpy masked arrays only without masked values (ExportArgumentError otherwise:
+          fill them, e.g. ``frames.filled(np.nan)`` for float data, drawn black).
 
         Channels: without ``channel_axis``, a 3-D frame's last axis holds channels when it is
         the only axis of size 1 to 4 (RGB(A), few-channel images); any other 3-D shape must
@@ -462,7 +534,11 @@ def to_video(
         ``"auto"``: one range for the whole movie, the ``percentiles`` of up to 50 evenly
         spaced frames (the first 50 of an iterable); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
-        None: no scaling (uint8; uint16 with ``lossless``). Bool data become 0/255.
+        With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
+        (``+inf`` white): the range is ``(0, 0)``.
+        None: no scaling (uint8; uint16 with ``lossless``). Bool data are the numbers 0
+        and 1: a fixed ``(lo, hi)`` maps them as such; with the other settings False is
+        black and True white (0/255).
     percentiles : (float, float)
         Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).
     gamma : float
@@ -485,7 +561,8 @@ def to_video(
     extra_args : sequence of str
         More ffmpeg output options (they override ours).
     overwrite : bool
-        Replace an existing ``path`` (only once the new video is complete).
+        Replace an existing ``path`` (only once the new video is complete). A symbolic link
+        is kept and the file it points to replaced; a link to nothing is refused.
     progress : bool
         Show a tqdm progress bar (notebook-aware) when the number of frames is known.
 
@@ -493,7 +570,8 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
-        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265, are padded
+        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265 (under 32 on
+        the short side when the other is over 4096 pixels), are padded
         with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
         (y, x).
 
@@ -503,18 +581,24 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
-        missing or unwritable folder, an existing file with ``overwrite=False``, frames of an
-        unsupported dtype (complex, object...) or shape, inconsistent options. During the
-        export: a frame whose shape or dtype differs from the first one. At the end, with
-        ``overwrite=False``: a file created at ``path`` while encoding (it is kept).
+        missing or unwritable folder, an existing file with ``overwrite=False``, a
+        symbolic link to nothing, frames of an unsupported dtype (complex, object...) or
+        shape, frames larger than the codec or container stores (after scaling and
+        padding: libx264 16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``,
+        ``.mov`` and ``.avi`` 65535), inconsistent options. During the export: a frame
+        whose shape or dtype differs from the first one, or with masked values. At the
+        end, with ``overwrite=False``: a file created at ``path`` while encoding (it is
+        kept).
     FFmpegError
         ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
     """
-    factor = _check_options(contrast, projection, scale)
     target = Path(os.fspath(path))
-    chosen = _ffmpeg.choose_codec(target.suffix, codec, lossless)
-    rate = _resolve_fps(fps, frames, target.suffix)
-    target = _prepare_target(target, overwrite)
+    factor, chosen, rate = check_arguments(
+        target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
+        contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
+        channel_colors=channel_colors, projection=projection, scale=scale,
+    )
+    given, target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
     layout = frame_layout(source, channel_axis, projection, projection_axis)
     sample_cache: list[np.ndarray] = []
@@ -546,6 +630,7 @@ def to_video(
     if min(scaled) < 1:
         raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
     padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
+    _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
     tmp_name = _reserve_temporary(target)
     try:
         command = _ffmpeg.build_command(
@@ -572,7 +657,7 @@ def to_video(
         raise
     ranges = [m.limits for m in maps]
     return VideoResult(
-        path=target,
+        path=given,
         n_frames=n_frames,
         fps=float(rate),
         width=padded[1],

@@ -13,11 +13,14 @@ The mapping of a value ``v`` is::
 
 so ``gamma < 1`` brightens the dark values and ``gamma > 1`` darkens them. When ``hi == lo``
 (a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0,
-``+inf`` to 255, ``-inf`` to 0.
+``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames for
+``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and ``-inf``
+black, ``+inf`` white (:func:`display_limits`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_PERCENTILES",
     "IntensityMap",
     "check_dtype",
+    "display_limits",
     "exact_percentiles",
     "intensity_lut",
     "map_to_uint8",
@@ -38,6 +42,12 @@ __all__ = [
 DEFAULT_PERCENTILES = (0.1, 99.9)
 MAX_SAMPLE_FRAMES = 50
 _MAX_FLOAT_SAMPLES = 2_000_000
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal number
+
+
+class _NoFiniteValues(ExportArgumentError):
+    """The values hold no finite number (NaN and infinities only)."""
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:
@@ -149,8 +159,11 @@ def exact_percentiles(
     flat = np.concatenate([np.ravel(p)[::step] for p in planes])
     flat = flat[np.isfinite(flat)]
     if flat.size == 0:
-        raise ExportArgumentError("no finite pixel values to compute the contrast from")
-    return tuple(float(x) for x in np.percentile(flat.astype(np.float64), qs))
+        raise _NoFiniteValues("no finite pixel values to compute the contrast from")
+    flat = flat.astype(np.float64)
+    if math.isinf(float(flat.max()) - float(flat.min())):  # interpolation would overflow
+        return tuple(2.0 * float(x) for x in np.percentile(flat * 0.5, qs))
+    return tuple(float(x) for x in np.percentile(flat, qs))
 
 
 def robust_limits(
@@ -167,8 +180,26 @@ def robust_limits(
     return lo, hi
 
 
+def display_limits(
+    planes: Sequence[np.ndarray], percentiles: Sequence[float] = DEFAULT_PERCENTILES
+) -> tuple[float, float]:
+    """:func:`robust_limits`, or ``(0.0, 0.0)`` when the planes hold no finite value.
+
+    With the limits ``(0, 0)`` NaN and ``-inf`` map to 0 (black), ``+inf`` to 255.
+
+    Raises
+    ------
+    ExportArgumentError
+        As :func:`robust_limits`, except for planes without a finite value.
+    """
+    try:
+        return robust_limits(planes, percentiles)
+    except _NoFiniteValues:
+        return 0.0, 0.0
+
+
 def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
-    """Return ``(low, high)`` as floats; ExportArgumentError unless two increasing numbers."""
+    """Return ``(low, high)``; ExportArgumentError unless two increasing numbers in [0, 100]."""
     try:
         low, high = (float(p) for p in percentiles)
     except (TypeError, ValueError):
@@ -177,13 +208,18 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
         raise ExportArgumentError(
             f"percentiles must be two increasing values (low, high), got {percentiles!r}"
         )
+    if low < 0 or high > 100:
+        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {tuple(percentiles)}")
     return low, high
 
 
 def _scale(values: np.ndarray, lo: float, hi: float, gamma: float) -> np.ndarray:
     """Apply the mapping formula of the module docstring (float arithmetic) -> uint8."""
     if hi > lo:
-        t = (values - lo) * (1.0 / (hi - lo))
+        if math.isinf(hi - lo):  # the range overflows: halve values and limits alike
+            values, lo, hi = values * 0.5, lo * 0.5, hi * 0.5
+        with np.errstate(over="ignore"):  # far outside a tiny range: +-inf, clipped below
+            t = (values - lo) / (hi - lo)
         t = np.fmin(np.fmax(t, 0.0), 1.0)  # fmax/fmin map NaN to the bound
         if gamma != 1.0:
             t = t**gamma
@@ -215,11 +251,18 @@ def map_to_uint8(plane: np.ndarray, lo: float, hi: float, gamma: float = 1.0) ->
 
     Uses a look-up table for 8/16-bit integers and bool, float32 arithmetic for float16 and
     float32 data, float64 otherwise (float32's 24-bit significand would merge neighbouring
-    values of 32-bit integers above 2**24).
+    values of 32-bit integers above 2**24), also for float32 data whose limits float32 cannot
+    hold exactly enough (beyond half its largest value, or closer than its smallest normal
+    number). A range ``hi - lo`` too wide for float64 is mapped on halved values.
     """
     if plane.dtype.kind == "b" or _is_table_dtype(plane.dtype):
         return _take(intensity_lut(plane.dtype, lo, hi, gamma), plane)
-    single = plane.dtype.kind == "f" and plane.dtype.itemsize <= 4
+    single = (
+        plane.dtype.kind == "f"
+        and plane.dtype.itemsize <= 4
+        and max(abs(lo), abs(hi)) <= _FLOAT32_MAX / 2
+        and (hi == lo or hi - lo >= _FLOAT32_TINY)
+    )
     return _scale(plane.astype(np.float32 if single else np.float64, copy=False), lo, hi, gamma)
 
 
@@ -277,7 +320,7 @@ class IntensityMap:
         Raises
         ------
         ExportArgumentError
-            If ``gamma <= 0`` or ``percentiles`` are not two increasing values.
+            If ``gamma <= 0`` or ``percentiles`` are not two increasing values in [0, 100].
         """
         _check_gamma(gamma)
         return cls(dtype, "frame", None, gamma, _percentile_pair(percentiles))
@@ -300,10 +343,7 @@ class IntensityMap:
         if self.mode == "lut":
             return _take(self._lut, plane)
         if self.mode == "frame":
-            try:
-                lo, hi = robust_limits([plane], self.percentiles)
-            except ExportArgumentError:  # no finite value: NaN -> 0, +inf -> 255 as always
-                lo = hi = 0.0
+            lo, hi = display_limits([plane], self.percentiles)
             return map_to_uint8(plane, lo, hi, self.gamma)
         return map_to_uint8(plane, *self.limits, self.gamma)
 

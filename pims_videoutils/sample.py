@@ -16,6 +16,7 @@ movie is drawn from (the ground truth for tracking).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pathlib
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ _BOTH_CHANNELS = 1 / 3
 _DEPTH_OF_FIELD = 0.5
 #: Margin (pixels) that diffusing spots keep from the image border.
 _MARGIN = 6.0
+#: Bytes in a file name (Linux, macOS, Windows).
+_NAME_MAX = 255
 #: RGB weights of the ImageJ lookup tables of the channels, in order (then repeated).
 _CHANNEL_COLORS = ((0, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 1))
 
@@ -54,6 +57,15 @@ class SampleSpots:
     z: np.ndarray
     channels: np.ndarray
     photons: np.ndarray
+
+
+def _temporary_name(path: pathlib.Path) -> pathlib.Path:
+    """Return the hidden temporary file beside ``path``, its name cut to fit 255 bytes."""
+    suffix = f".{os.getpid()}.part"
+    name = path.name
+    while len(os.fsencode(f".{name}{suffix}")) > _NAME_MAX:
+        name = name[:-1]
+    return path.with_name(f".{name}{suffix}")
 
 
 def _check_sizes(**sizes: int) -> None:
@@ -191,7 +203,8 @@ def write_sample(
     50 t x 3 z x 2 c x 256 x 256 (38 MiB) and takes a few seconds to write.
 
     The file is written to a temporary name in the same folder and renamed when complete, so
-    an interrupted call leaves no partial file; an existing file at ``path`` is replaced.
+    an interrupted call leaves no partial file; an existing file at ``path`` is replaced (a
+    symbolic link is kept and the file it points to replaced; a link to nothing is refused).
 
     Parameters
     ----------
@@ -224,10 +237,12 @@ def write_sample(
     Raises
     ------
     ValueError
-        If a size is not a positive integer, the image is too small, or a physical size is
-        not positive.
+        If a size is not a positive integer, the image is too small, a physical size is
+        not a finite number > 0, ``offset`` is not 0 to 65535 or ``read_noise`` not finite
+        and >= 0.
     OSError
-        If the file cannot be written (the folder does not exist, no permission, disk full).
+        If the file cannot be written (the folder does not exist, a symbolic link to nothing,
+        no permission, disk full).
     """
     import tifffile
 
@@ -237,12 +252,21 @@ def write_sample(
     )
     for name, value in [("pixel_size", pixel_size), ("z_step", z_step),
                         ("frame_interval", frame_interval), ("spot_sigma", spot_sigma)]:
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
-    if offset < 0 or read_noise < 0:
-        raise ValueError("offset and read_noise must not be negative")
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not 0 <= offset <= np.iinfo(np.uint16).max or not 0 <= read_noise < math.inf:
+        raise ValueError(
+            f"offset must be 0 to 65535 and read_noise finite and >= 0, got {offset!r} and "
+            f"{read_noise!r}"
+        )
 
-    path = pathlib.Path(path)
+    given = path = pathlib.Path(path)
+    if path.is_symlink():  # written through, like to_video: the link is kept
+        path = pathlib.Path(os.path.realpath(path))
+        if not path.exists():
+            raise FileNotFoundError(
+                errno.ENOENT, f"a symbolic link to {path}, which does not exist", str(given)
+            )
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "the folder does not exist", str(path.parent))
     rng = np.random.default_rng(seed)
@@ -274,7 +298,7 @@ def write_sample(
             f"spot_sigma={spot_sigma} px, offset={offset}, read_noise={read_noise}"
         ),
     }
-    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    temp = _temporary_name(path)
     try:
         tifffile.imwrite(
             temp,
@@ -287,4 +311,4 @@ def write_sample(
     finally:
         if os.path.exists(temp):
             os.remove(temp)
-    return path
+    return given

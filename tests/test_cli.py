@@ -28,9 +28,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"n_frames": 8, "n_z": 3, "n_channels": 2, "height": 64, "width": 96, "n_spots": 12}
 
 
-def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m pims_videoutils ARGS`` with this checkout first on the path."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+def run(
+    *args: str, cwd: Path, timeout: float = 120, **env_vars: str
+) -> subprocess.CompletedProcess:
+    """Run ``python -m pims_videoutils ARGS`` with this checkout first on the path (and env)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path]),
+           **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "pims_videoutils", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -92,6 +95,15 @@ def test_sample_command_writes_the_python_sample(tmp_path):
     written = tifffile.imread(tmp_path / "s.tif")
     assert written.shape == (4, 2, 2, 48, 64)
     assert np.array_equal(written, tifffile.imread(expected))
+
+
+@pytest.mark.parametrize("name", ["x.mp4", "x", "x.tif.mp4"])
+def test_sample_command_refuses_a_name_that_is_not_a_tiff(tmp_path, name):
+    result = run("sample", name, "--frames", "1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Usage:" in result.stderr and ".tif" in result.stderr
+    assert not (tmp_path / name).exists()
+    assert run("sample", "X.TIFF", "--frames", "1", "--z", "1", cwd=tmp_path).returncode == 0
 
 
 # ---- info -----------------------------------------------------------------------------------
@@ -271,6 +283,28 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     assert not (tmp_path / "movies").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--ext", "mkv", "--fps", "2000"], "--fps 2000 is more"),
+        (["--crf", "99"], "0 to 51"),
+        (["--preset", "nope"], "invalid preset 'nope'"),
+        (["--ext", "gif", "--crf", "20"], "crf does not apply"),
+        (["--scale", "0.3"], "scale"),
+        (["--percentiles", "99,1"], "percentiles must be two increasing values"),
+        (["--percentiles", "-5,99"], "percentiles must lie in [0, 100]"),
+        (["--gamma", "inf"], "gamma must be a finite number"),
+        (["--colormap", "nosuchmap"], "unknown colormap 'nosuchmap'"),
+        (["--channel-colors", "green,nosuchcolour"], "nosuchcolour"),
+    ],
+)
+def test_batch_refuses_bad_options_once_before_any_work(tmp_path, stack, options, fragment):
+    result = run("batch", str(stack), str(stack.parent), "--out", "movies", *options,
+                 cwd=tmp_path)
+    _assert_one_line_error(result, fragment)  # once, not one FAILED line per input
+    assert not (tmp_path / "movies").exists()
+
+
 def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     other = tmp_path / "x"
     other.mkdir()
@@ -311,11 +345,23 @@ def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
 
 
 def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
-    # a kymograph wider than H.264 allows: ffmpeg's first error says why, later ones do not
-    tifffile.imwrite(tmp_path / "wide.tif", np.zeros((2, 2, 17000), np.uint8))
-    result = run("convert", "wide.tif", "wide.mp4", "--no-progress", cwd=tmp_path)
-    _assert_one_line_error(result, "ffmpeg", "invalid width x height (17000x2)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.tif"]
+    # ffmpeg's first error says why, later ones do not (lines as the bundled ffmpeg writes
+    # them when x265 refuses a frame size; what fails for real is refused before ffmpeg)
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'x265 [warning]: level 6 detected, but CTU size 16 is non-compliant' >&2\n"
+        "echo '[libx265 @ 0x1] [error] Cannot open libx265 encoder.' >&2\n"
+        "echo '[vost#0:0/libx265 @ 0x2] [error] Error while opening encoder' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 64), np.uint8))
+    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+                 IMAGEIO_FFMPEG_EXE=str(fake))
+    _assert_one_line_error(result, "ffmpeg", "Cannot open libx265 encoder")
+    assert "opening encoder" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "k.tif"]
 
 
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
@@ -345,6 +391,21 @@ def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment)
     result = run("convert", str(stack), "out.mp4", "--no-progress", *options, cwd=tmp_path)
     _assert_one_line_error(result, fragment)
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        (["--contrast", "none"], ["--contrast none", "--lossless", "--contrast auto or LO,HI"]),
+        (["--lossless"], ["--lossless writes ffv1"]),
+        (["--scale", "0.0078125"], ["--scale 0.0078125 leaves no pixel"]),
+        (["--channel-colors", "red"], ["1 --channel-colors for 2 channels"]),
+    ],
+)
+def test_errors_name_the_command_line_options(stack, tmp_path, options, fragments):
+    result = run("convert", str(stack), "out.mp4", "--no-progress", *options, cwd=tmp_path)
+    _assert_one_line_error(result, *fragments)
+    assert not re.search(r"\w=(None|True|')|\(lo, hi\)|channel_colors", result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -487,3 +548,20 @@ def test_batch_movie_names(tmp_path):
     assert _output_name(str(tmp_path / "run1")) == "run1"
     assert _output_name(str(tmp_path / "run1" / "img_*.tif")) == "run1"
     assert _output_name(str(tmp_path / "run*" / "a.tif")) == tmp_path.name
+
+
+def test_cli_spelling_leaves_paths_alone():
+    from pims_videoutils.cli import _cli_spelling
+
+    message = "/data/run fps=3 scale=2.mp4 exists (pass overwrite=True to replace it)"
+    assert _cli_spelling(message) == message
+    assert _cli_spelling("fps=2000 is more") == "--fps 2000 is more"
+    assert _cli_spelling("colormap is for one channel: use channel_colors") == (
+        "--colormap is for one channel: use --channel-colors"
+    )
+    assert _cli_spelling("no default colours for 9 channels: pass channel_colors=[...] (one") == (
+        "no default colours for 9 channels: pass --channel-colors COLOR,... (one"
+    )
+    assert _cli_spelling("lossless=True needs codec ffv1, not 'gif'") == (
+        "--lossless needs --codec ffv1, not 'gif'"
+    )

@@ -107,3 +107,31 @@ def test_single_channel_with_colormap_and_wrong_count():
     np.testing.assert_array_equal(Compositor(["viridis"])([a]), colormap_lut("viridis")[a])
     with pytest.raises(ExportArgumentError):
         Compositor(["red", "green"])([a])
+
+
+def test_float_colormap_table_outside_0_1_is_refused_not_clipped():
+    # an ImageJ/matplotlib table read as floats 0-255 would saturate to white silently
+    ramp = np.linspace(0, 255, 256)[:, None].repeat(3, axis=1)
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        colormap_lut(ramp)
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        colormap_lut(ramp / 255 - 0.01)
+    np.testing.assert_array_equal(colormap_lut(ramp / 255), ramp.astype(np.uint8))
+
+
+def test_colour_tuples_of_integer_zeros_and_ones_are_full_intensity():
+    # (1, 0, 0) meant red (matplotlib's convention), not 1/255 of red: a black channel
+    np.testing.assert_array_equal(channel_lut((1, 0, 0))[255], [255, 0, 0])
+    np.testing.assert_array_equal(channel_lut([0, 1, 1])[255], [0, 255, 255])
+    assert Compositor([(1, 0, 0), (0, 1, 0)]).stack_order == (0, 1)
+    np.testing.assert_array_equal(channel_lut((255, 128, 0))[255], [255, 128, 0])  # 0-255
+    np.testing.assert_array_equal(channel_lut((1.0, 0.5, 0.0))[255], [255, 128, 0])
+
+
+@pytest.mark.parametrize(
+    "color", [(255.0, 128.0, 0.0), np.array([255.0, 128.0, 0.0]), (0.5, 1.5, 0.0)]
+)
+def test_colour_of_floats_outside_0_1_is_refused_not_clipped(color):
+    # (255.0, 128.0, 0.0) became yellow (clipped to (1, 1, 0)), not orange
+    with pytest.raises(ExportArgumentError, match="0-1"):
+        channel_lut(color)

@@ -146,6 +146,18 @@ def test_frames_too_small_for_libx265_are_padded(tmp_path, shape):
     assert frames[:, shape[0] + 1 :].max(initial=0) <= 3  # black below (one row of chroma)
 
 
+@pytest.mark.parametrize(("shape", "padded"), [((16, 8192), (32, 8192)), ((5000, 9), (5000, 32))])
+def test_long_thin_frames_for_libx265_are_padded_to_32(tmp_path, shape, padded):
+    # a kymograph: above 4096 pixels (HEVC level 5+) x265 needs 32 pixel CTUs and refused
+    # frames under 32 pixels on their short side ("Cannot open libx265 encoder")
+    movie = np.full((1, *shape), 200, np.uint8)
+    result = to_video(movie, tmp_path / "k.mp4", codec="libx265", crf=0, progress=False)
+    assert result.padding == (padded[0] - shape[0], padded[1] - shape[1])
+    frames, meta = read_back(result.path)
+    assert meta["size"] == padded[::-1]
+    assert np.abs(frames[:, : shape[0], : shape[1]].astype(int) - 200).max() <= 3
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64, np.int32])
 def test_other_dtypes_use_percentiles(tmp_path, dtype):
     movie = gradient_movie(n=5, spread=1000, base=0, step=0).astype(np.int32) - 500
@@ -171,6 +183,14 @@ def test_bool_is_0_or_255(tmp_path):
     movie[:, 2:5, 3:9] = True
     result = to_video(movie, tmp_path / "b.mkv", lossless=True, progress=False)
     np.testing.assert_array_equal(read_back(result.path)[0], movie * 255)
+
+
+def test_bool_with_a_fixed_contrast_is_mapped_as_0_and_1(tmp_path):
+    movie = np.zeros((2, 4, 6), bool)
+    movie[:, 1:3, 2:5] = True
+    result = to_video(movie, tmp_path / "b.mkv", lossless=True, contrast=(0, 2), progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], display(movie, 0, 2))
+    assert result.intensity_range == (0, 2)
 
 
 def test_every_frame_is_one_output_frame(tmp_path):

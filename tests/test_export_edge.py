@@ -258,3 +258,124 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
     with pytest.raises(ExportArgumentError, match=match):
         to_video(movie, tmp_path / f"x{ext}", progress=False, **kwargs)
     assert leftovers(tmp_path) == []
+
+
+# Limits seen with the bundled ffmpeg: libx264 refuses a side over 16384 ("invalid width x
+# height"), libvpx-vp9 over 65536 ("g_h out of range"), gif over 65535, mp4/mov over 65535
+# ("too large for mov/mp4").
+@pytest.mark.parametrize(
+    ("name", "codec", "shape", "match"),
+    [
+        ("x.mp4", None, (2, 16386), "libx264.*16384"),
+        ("x.mkv", "libx264", (16385, 2), "libx264.*16384"),  # padded to 16386 rows
+        ("x.webm", None, (65538, 2), "libvpx-vp9.*65536"),
+        ("x.gif", None, (2, 65536), "gif.*65535"),
+        ("x.mov", "libx265", (70000, 32), r"\.mov.*65535"),
+        ("x.mp4", "libx265", (65536, 64), r"\.mp4.*65535"),
+        # ProRes stores 16-bit sizes: 70000 rows became a file of 4464 that cannot be decoded
+        ("x.mkv", "prores_ks", (70000, 2), "prores_ks.*65535"),
+        ("x.avi", "ffv1", (2, 65536), r"\.avi.*65535"),  # "dimensions are too big"
+    ],
+)
+@no_ffmpeg_start
+def test_frames_over_the_codec_size_limit_fail_before_ffmpeg(tmp_path, name, codec, shape, match):
+    movie = np.zeros((1, *shape), np.uint8)
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(movie, tmp_path / name, codec=codec, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "shape", "scale"),
+    [
+        ("x.mp4", None, (2, 16384), 1),
+        ("x.mp4", None, (4, 32768), 0.5),
+        ("x.gif", None, (65535, 2), 1),
+        ("x.mkv", "prores_ks", (65535, 2), 1),
+        ("x.mkv", "ffv1", (70000, 2), 1),
+        ("x.avi", "ffv1", (65535, 2), 1),
+    ],
+)
+def test_frames_at_the_codec_size_limit_are_written(tmp_path, name, codec, shape, scale):
+    movie = np.zeros((1, *shape), np.uint8)
+    result = to_video(movie, tmp_path / name, codec=codec, scale=scale, progress=False)
+    _, meta = read_back(result.path)
+    assert meta["size"] == (int(shape[1] * scale), int(shape[0] * scale))
+
+
+@pytest.mark.parametrize("contrast", ["auto", "frame"])
+def test_movie_without_a_finite_value_is_black_with_auto_as_with_frame(tmp_path, contrast):
+    movie = np.full((3, 4, 6), np.nan, np.float32)
+    movie[1, 0, 0], movie[1, 0, 1] = np.inf, -np.inf
+    result = to_video(movie, tmp_path / "n.mkv", lossless=True, contrast=contrast,
+                      progress=False)
+    video, _ = read_back(result.path)
+    expected = np.zeros(movie.shape, np.uint8)
+    expected[1, 0, 0] = 255  # NaN and -inf black, +inf white (the module's rule)
+    np.testing.assert_array_equal(video, expected)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float_range_wider_than_float64_keeps_its_levels(tmp_path):
+    movie = np.array([[[-1e308, 1e308, 0, 1, -5e307, 5e307]]] * 2)
+    result = to_video(movie, tmp_path / "x.mkv", lossless=True, progress=False)
+    video, _ = read_back(result.path)
+    lo, hi = result.intensity_range
+    assert (lo, hi) == tuple(np.percentile(movie, (0.1, 99.9)))
+    half = movie / 2  # the same proportions, computed without overflow
+    expected = np.floor(255 * np.clip((half - lo / 2) / (hi / 2 - lo / 2), 0, 1) + 0.5)
+    np.testing.assert_array_equal(video, expected)
+    assert video[0, 0].tolist() == [0, 255, 128, 128, 64, 191]
+
+
+@no_ffmpeg_start
+def test_masked_values_are_refused_not_drawn(tmp_path):
+    data = np.arange(3 * 4 * 6, dtype=np.float32).reshape(3, 4, 6)
+    movie = np.ma.masked_greater(data % 24, 20)  # the mask would be silently ignored
+    for frames in (movie, list(movie), iter(movie)):
+        with pytest.raises(ExportArgumentError, match=r"masked.*filled"):
+            to_video(frames, tmp_path / "m.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_masked_array_without_masked_values_is_written(tmp_path):
+    data = np.arange(3 * 4 * 6, dtype=np.uint8).reshape(3, 4, 6)
+    result = to_video(np.ma.masked_array(data), tmp_path / "m.mkv", lossless=True,
+                      progress=False)
+    np.testing.assert_array_equal(read_back(result.path)[0], data)
+
+
+@no_ffmpeg_start
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_dangling_symlink_target_is_refused_before_encoding(tmp_path, overwrite):
+    link = tmp_path / "m.mp4"
+    link.symlink_to(tmp_path / "gone" / "real.mp4")
+    with pytest.raises(ExportArgumentError, match=r"m\.mp4 is a symbolic link to .*real\.mp4"):
+        to_video(np.zeros((2, 4, 4), np.uint8), link, overwrite=overwrite, progress=False)
+    assert leftovers(tmp_path) == ["m.mp4"] and link.is_symlink()
+
+
+def test_symlink_target_is_written_through(tmp_path):
+    real = tmp_path / "store" / "real.mp4"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "m.mp4"
+    link.symlink_to(real)
+    result = to_video(np.zeros((3, 4, 4), np.uint8), link, progress=False)
+    assert link.is_symlink() and link.resolve() == real  # the link is kept
+    assert read_back(real)[0].shape == (3, 4, 4)  # its file holds the video
+    assert leftovers(real.parent) == ["real.mp4"] and leftovers(tmp_path) == ["m.mp4", "store"]
+    assert result.path == link  # the name the user gave (Jupyter serves it below the notebook)
+
+
+def test_temporaries_of_a_symlink_are_those_beside_its_file(tmp_path):
+    from pims_videoutils.export import temporaries_of
+
+    real = tmp_path / "store" / "real.mp4"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "m.mp4"
+    link.symlink_to(real)
+    left = real.parent / ".real.tmp-0123abcd.mp4"  # the documented name, where it is written
+    left.write_bytes(b"")
+    assert temporaries_of(link) == [left]

@@ -176,3 +176,56 @@ def test_sample_indices():
     np.testing.assert_array_equal(sample_indices(1), [0])
     with pytest.raises(ValueError):
         sample_indices(0)
+
+
+def exact_formula(values, lo, hi):
+    """The documented mapping in exact rational arithmetic (NaN -> 0, infinities clipped)."""
+    from fractions import Fraction
+
+    out = []
+    for v in np.asarray(values, np.float64).ravel():
+        if np.isnan(v) or v == -np.inf:
+            out.append(0)
+        elif v == np.inf:
+            out.append(255)
+        else:
+            t = min(max((Fraction(v) - Fraction(lo)) / (Fraction(hi) - Fraction(lo)), 0), 1)
+            out.append(int(255 * t + Fraction(1, 2)))
+    return np.array(out, np.uint8).reshape(np.shape(values))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize(
+    ("values", "lo", "hi"),
+    [
+        (np.array([-1e308, -5e307, 0, 1, 5e307, 1e308, np.inf, np.nan]), -1e308, 1e308),
+        (np.array([-1.7e308, 0, 1.7e308]), -1e308, 1e308),  # beyond the limits
+        (np.array([-3e38, -1e38, 0, 2e38, 3e38], np.float32), -3e38, 3e38),
+        (np.array([0, 1e-40, 4e-40, 7e-40, 1e-39, -1], np.float32), 0.0, float(np.float32(1e-39))),
+        (np.array([0, 2e-310, 5e-310, 1e-309, 1]), 0.0, 1e-309),  # float64 subnormal range
+        (np.array([0.0, 0.5, 1.0], np.float32), -1e300, 1e300),  # limits beyond float32
+    ],
+)
+def test_extreme_ranges_map_without_overflow(values, lo, hi):
+    np.testing.assert_array_equal(map_to_uint8(values, lo, hi), exact_formula(values, lo, hi))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_percentiles_of_values_spanning_more_than_float64():
+    from fractions import Fraction
+
+    values = np.array([-1.7e308, 1.7e308])  # neighbours more than float64's maximum apart
+    ordered = sorted(Fraction(v) for v in values)
+    expected = []
+    for q in (0.1, 50, 99.9):  # numpy's linear method, in exact arithmetic
+        pos = Fraction(q) / 100 * (len(ordered) - 1)
+        k = int(pos)
+        upper = ordered[min(k + 1, len(ordered) - 1)]
+        expected.append(float(ordered[k] + (pos - k) * (upper - ordered[k])))
+    got = exact_percentiles([values[:1], values[1:]], (0.1, 50, 99.9))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    lo, hi = robust_limits([values])
+    assert np.isfinite([lo, hi]).all() and lo < hi
+    np.testing.assert_array_equal(
+        IntensityMap.per_frame(values.dtype)(values), exact_formula(values, lo, hi)
+    )

@@ -99,7 +99,12 @@ def test_noise_is_shot_noise_plus_offset_plus_read_noise(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"n_frames": 0}, {"height": 10}, {"n_spots": 1.5}, {"pixel_size": 0}, {"read_noise": -1}],
+    [
+        {"n_frames": 0}, {"height": 10}, {"n_spots": 1.5}, {"pixel_size": 0}, {"read_noise": -1},
+        # not finite, or an offset beyond uint16: nonsense metadata or a saturated movie
+        {"pixel_size": float("inf")}, {"frame_interval": float("inf")}, {"z_step": float("nan")},
+        {"spot_sigma": float("inf")}, {"read_noise": float("inf")}, {"offset": 70000},
+    ],
 )
 def test_bad_options_raise_before_writing(tmp_path, options):
     with pytest.raises(ValueError):
@@ -118,3 +123,28 @@ def test_existing_file_is_replaced(tmp_path):
     target.write_bytes(b"old")
     write_sample(target, **SMALL)
     assert tifffile.imread(target).shape == (6, 3, 2, 64, 80)
+
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125])  # 255 bytes with ".tif"
+def test_longest_file_name_can_be_written(tmp_path, stem):
+    tiny = {"n_frames": 1, "n_z": 1, "n_channels": 1, "height": 24, "width": 24, "n_spots": 1}
+    path = write_sample(tmp_path / f"{stem}.tif", **tiny)
+    assert tifffile.imread(path).shape == (24, 24)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{stem}.tif"]
+
+
+def test_symbolic_link_is_written_through(tmp_path):
+    tiny = {"n_frames": 1, "n_z": 1, "n_channels": 1, "height": 24, "width": 24, "n_spots": 1}
+    real = tmp_path / "store" / "real.tif"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "s.tif"
+    link.symlink_to(real)
+    assert write_sample(link, **tiny) == link
+    assert link.is_symlink() and tifffile.imread(real).shape == (24, 24)
+    assert [p.name for p in real.parent.iterdir()] == ["real.tif"]
+    dangling = tmp_path / "d.tif"
+    dangling.symlink_to(tmp_path / "store" / "gone.tif")
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        write_sample(dangling, **tiny)
+    assert dangling.is_symlink() and [p.name for p in real.parent.iterdir()] == ["real.tif"]
