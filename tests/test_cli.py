@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import imageio_ffmpeg
@@ -458,19 +459,24 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.tif"]
 
 
+def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
+                          **popen: Any) -> subprocess.Popen:
+    """Write three samples s0-s2.tif in ``folder`` and start ``pims-video batch`` on them."""
+    for i in range(3):
+        write_sample(folder / f"s{i}.tif", seed=i, n_frames=n_frames, n_z=1, n_channels=1,
+                     height=128, width=128, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "s2.tif",
+         "--out", "movies", *options],
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )
+
 
 def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
     # Like Ctrl-C in a terminal: SIGINT to the whole process group (workers, ffmpeg too).
-    for i in range(3):
-        write_sample(tmp_path / f"s{i}.tif", seed=i, n_frames=300, n_z=1, n_channels=1,
-                     height=128, width=128, n_spots=5)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "s2.tif",
-         "--out", "movies", "--jobs", "2", "--preset", "veryslow"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
+    process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow",
+                                    start_new_session=True)
     try:
         movies = tmp_path / "movies"
         deadline = time.monotonic() + 60
@@ -505,15 +511,7 @@ def _workers(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
     # e.g. the out-of-memory killer: that input fails, the others are converted
-    for i in range(3):
-        write_sample(tmp_path / f"s{i}.tif", seed=i, n_frames=200, n_z=1, n_channels=1,
-                     height=128, width=128, n_spots=5)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "s2.tif",
-         "--out", "movies", "--jobs", "1", "--preset", "ultrafast"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = _start_batch_of_three(tmp_path, 200, "--jobs", "1", "--preset", "ultrafast")
     try:
         movies = tmp_path / "movies"
         deadline = time.monotonic() + 60
