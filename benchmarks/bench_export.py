@@ -227,11 +227,15 @@ def run_scenario(name, dtype, codec, preset, n, size, repeats, peers, folder: Pa
         "limit": (limit_runner(frames, outputs["limit"], folder / "raw", codec, preset), ""),
         "ours": (ours(frames, outputs["ours"], codec, preset), ""),
     }
+    failures: dict[str, str] = {}
     for peer in peers:
         outputs[peer] = folder / f"{peer.replace(' ', '_')}{ext}"
-        runners[peer] = PEERS[peer](frames, outputs[peer], codec, preset)
+        try:
+            runners[peer] = PEERS[peer](frames, outputs[peer], codec, preset)
+        except ImportError as exc:  # a peer not installed is reported, not fatal
+            runners[peer] = (None, "")
+            failures[peer] = f"not installed ({exc.name})"
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runners}
-    failures: dict[str, str] = {}
     order = list(runners)
     for repeat in range(repeats):  # every other repeat in reverse order: no one always follows
         for label in order if repeat % 2 == 0 else order[::-1]:
