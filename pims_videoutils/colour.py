@@ -139,7 +139,8 @@ def channel_lut(color: Any) -> np.ndarray:
     Raises
     ------
     ExportArgumentError
-        If ``color`` is neither a colour nor a colormap, or a colour of floats outside 0-1.
+        If ``color`` is neither a colour nor a colormap, or a colour of floats outside 0-1
+        or of integers outside 0-255.
     """
     rgb = _color_rgb(color)
     if rgb is None:
@@ -158,12 +159,14 @@ def _color_rgb(color: Any) -> np.ndarray | None:
     if _zeros_and_ones(color):  # (1, 0, 0): red, as in matplotlib (not 1/255 of red)
         return np.array(color[:3], dtype=np.float64)
     values = np.asarray(color) if isinstance(color, tuple | list | np.ndarray) else None
-    floats = values is not None and values.dtype.kind == "f"
-    if floats and not ((values >= 0) & (values <= 1)).all():
+    kind = None if values is None else values.dtype.kind
+    if kind == "f" and not ((values >= 0) & (values <= 1)).all():
         raise ExportArgumentError(
             f"a colour of floats must hold values 0-1, not {color!r} (0-255 values: pass "
             f"integers)"
         )
+    if kind in ("i", "u") and not ((values >= 0) & (values <= 255)).all():
+        raise ExportArgumentError(f"a colour of integers must hold values 0-255, not {color!r}")
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
     except ValueError:

@@ -135,3 +135,10 @@ def test_colour_of_floats_outside_0_1_is_refused_not_clipped(color):
     # (255.0, 128.0, 0.0) became yellow (clipped to (1, 1, 0)), not orange
     with pytest.raises(ExportArgumentError, match="0-1"):
         channel_lut(color)
+
+
+@pytest.mark.parametrize("color", [(300, 0, 0), np.array([0, 256, 10]), (-1, 128, 0)])
+def test_colour_of_integers_outside_0_255_is_refused_not_clipped(color):
+    # (300, 0, 0) drew full red (clipped), (0, 256, 10) full green
+    with pytest.raises(ExportArgumentError, match="0-255"):
+        channel_lut(color)
