@@ -41,6 +41,7 @@ from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
 __all__ = [
+    "NDTIFF_INDEX",
     "DatasetFile",
     "FileIdentity",
     "PlaneTable",
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 MAPPED, DECODED = "mapped", "decoded"
+#: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
+NDTIFF_INDEX = "NDTiff.index"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 #: a Micro-Manager continuation file: ``{base}_{part}.ome.tif`` continues ``{base}.ome.tif``
 #: (positions with Micro-Manager's default labels ``Pos0``...: other labels may end in digits)
@@ -201,6 +204,8 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
             if companion is None:
                 if "mmstack" in flags:
                     _check_mm_parts(path)
+                if "ndtiff" in flags:
+                    _check_ndtiff_index(path)
                 return _plane_table(tif, path, series)
             description = tif.pages.first.description
         xml = _companion_xml(companion, path)
@@ -218,6 +223,21 @@ def find_dataset(path: str, series: int = 0) -> PlaneTable | None:
         ) from None
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot read the dataset ({exc})") from None
+
+
+def _check_ndtiff_index(path: str) -> None:
+    """Raise StackReadError if the ``NDTiff.index`` beside ``path`` is empty.
+
+    tifffile then fails with a message about an empty array reduction, naming no index.
+    """
+    index = os.path.join(os.path.dirname(path), NDTIFF_INDEX)
+    try:
+        empty = os.path.getsize(index) == 0
+    except OSError:  # no index: tifffile reads the file's own pages
+        return
+    if empty:
+        raise StackReadError(index, "the NDTiff index is empty (an acquisition that wrote "
+                                    "no image, or a copy cut short)")
 
 
 def stack_positions(tables: Sequence[PlaneTable]) -> PlaneTable:

@@ -43,6 +43,7 @@ from ._filenames import (
 )
 from ._layout import micromanager_summary_metadata, pims_axes
 from ._multifile import (
+    NDTIFF_INDEX,
     DatasetFile,
     PlaneTable,
     files_indexed_by,
@@ -58,8 +59,6 @@ __all__ = ["TiffSequenceND"]
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
-#: The index file of an NDTiff dataset: it names the dataset (its folder)
-NDTIFF_INDEX = "NDTiff.index"
 _OME_COMPANION = ".companion.ome"
 _OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).

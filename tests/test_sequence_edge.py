@@ -94,6 +94,15 @@ def test_ndtiff_folder_with_a_tiff_of_its_own_opens_the_dataset(real_data, tmp_p
         np.testing.assert_array_equal(reader[6], expected[6])
 
 
+def test_empty_ndtiff_index_is_named(real_data, tmp_path):
+    # tifffile's own error spoke of an empty array reduction and named the data file
+    path = _ndtiff_copy(real_data, tmp_path, keep=lambda axes: True)
+    (tmp_path / "NDTiff.index").write_bytes(b"")
+    for source in (tmp_path, path):
+        with pytest.raises(StackReadError, match=r"NDTiff\.index: the NDTiff index is empty"):
+            TiffSequenceND(source)
+
+
 def test_ndtiff_acquisition_stopped_early_is_an_error_or_filled(real_data, tmp_path):
     # the last time point only reached z=9: 12 images (6 z x 2 c) were never written
     path = _ndtiff_copy(real_data, tmp_path, lambda a: a["time"] < 7 or a["z"] < 10)
