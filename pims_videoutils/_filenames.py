@@ -50,6 +50,8 @@ __all__ = [
 
 #: Order of the file-name axes in a reader (outermost first).
 AXIS_ORDER = "ptzc"
+#: Endings of TIFF file names (compared in lower case).
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 _KEYS = {
     "t": ("t", "tp", "time", "timepoint", "frame"),

@@ -27,11 +27,11 @@ from types import ModuleType
 from typing import Any
 
 from ._errors import ReaderFallbackWarning, StackNotFoundError, StackReadError
+from ._filenames import TIFF_SUFFIXES
 from ._registration import ensure_readers_loaded
 
 __all__ = ["open", "opens_as_sequence", "wrap_pims_open"]
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def opens_as_sequence(path: str) -> bool:
@@ -70,7 +70,7 @@ def opens_as_sequence(path: str) -> bool:
         return micromanager_acquisition(path) is not None
 
     matches = glob_files(path)
-    return len(matches) > 1 and all(m.lower().endswith(_TIFF_SUFFIXES) for m in matches)
+    return len(matches) > 1 and all(m.lower().endswith(TIFF_SUFFIXES) for m in matches)
 
 
 def _is_list_of_tiffs(sequence: Any) -> bool:
@@ -78,7 +78,7 @@ def _is_list_of_tiffs(sequence: Any) -> bool:
     return (
         isinstance(sequence, (list, tuple)) and len(sequence) > 0
         and all(isinstance(name, (str, os.PathLike)) for name in sequence)
-        and all(os.fspath(name).lower().endswith(_TIFF_SUFFIXES) for name in sequence)
+        and all(os.fspath(name).lower().endswith(TIFF_SUFFIXES) for name in sequence)
     )
 
 
@@ -145,7 +145,7 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
                 reader = original(path, **kwargs)
                 _warn_fallback(path, reader, {TiffSequenceND: f"{type(exc).__name__}: {exc}"})
                 return reader
-        if path.lower().endswith(_TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
+        if path.lower().endswith(TIFF_SUFFIXES):  # (pims's TIFF readers would wait on a FIFO)
             _refuse_special_file(path)
         reader = original(path, **kwargs)  # (pims's open fails on pathlib.Path)
         if _fell_back(path, reader):  # ours refused the file: say why (pims keeps no reason)
@@ -206,7 +206,7 @@ def _fell_back(path: str, reader: Any) -> bool:
     from ._planes import PlanesND
     from .readers import TiffStackND
 
-    return (path.lower().endswith(_TIFF_SUFFIXES) and not isinstance(reader, PlanesND)
+    return (path.lower().endswith(TIFF_SUFFIXES) and not isinstance(reader, PlanesND)
             and getattr(type(reader), "class_priority", 10) < TiffStackND.class_priority)
 
 

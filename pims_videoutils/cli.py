@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from ._errors import ExportArgumentError, FFmpegError, PimsVideoutilsError
+from ._filenames import TIFF_SUFFIXES
 from ._version import __version__
 from .stacks import describe, open_stack, select_frames, summarize
 
@@ -243,7 +244,7 @@ def _output_name(source: str) -> str:
 
 def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Return ``value`` if it names a TIFF file (.tif/.tiff, any case); a usage error if not."""
-    if not value.lower().endswith((".tif", ".tiff")):
+    if not value.lower().endswith(TIFF_SUFFIXES):
         raise click.BadParameter(f"{value!r} is not a .tif or .tiff file name (the sample is a "
                                  "TIFF file)", ctx, param)
     return value

@@ -36,6 +36,7 @@ from ._errors import ReaderClosedError, StackNotFoundError, StackReadError
 from ._fastplane import PlaneTemplate
 from ._filenames import (
     AXIS_ORDER,
+    TIFF_SUFFIXES,
     FileNameError,
     arrange_files,
     is_micromanager_image_name,
@@ -56,7 +57,6 @@ from .readers import TiffStackND
 
 __all__ = ["TiffSequenceND"]
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DEFAULT_MAX_OPEN_FILES = 128
 _OME_COMPANION = ".companion.ome"
@@ -78,7 +78,7 @@ def _file_names(folder: str) -> list[str]:
 
 
 def _is_tiff_name(name: str) -> bool:
-    return name.lower().endswith(_TIFF_SUFFIXES) and not name.startswith(".")
+    return name.lower().endswith(TIFF_SUFFIXES) and not name.startswith(".")
 
 
 def folder_holds_tiff(folder: str) -> bool:
