@@ -598,9 +598,14 @@ def _named_files(xml: str, path: str) -> dict[str, str]:
     for attributes, text in _UUID_ELEMENT.findall(xml):
         name = _FILE_NAME.search(attributes)
         if name is not None:
-            file = os.path.join(folder, unescape(name[1] if name[2] is None else name[2]))
+            file = os.path.join(folder, unescape(_attribute_value(name)))
             named[os.path.normpath(file)] = _uuid(text)
     return named
+
+
+def _attribute_value(match: re.Match[str]) -> str:
+    """Return the value of an attribute matched as ``"..."`` (group 1) or ``'...'`` (group 2)."""
+    return match[1] if match[2] is None else match[2]
 
 
 def _uuid(text: str) -> str:
@@ -622,7 +627,7 @@ def _check_uuids(named: dict[str, str], pages, path: str) -> None:
         own = None if start is None else _UUID_ATTRIBUTE.search(start.group())
         if own is None or not named.get(file):
             continue
-        own = own[1] if own[2] is None else own[2]
+        own = _attribute_value(own)
         if _uuid(own) != named[file]:
             raise StackReadError(
                 file,
