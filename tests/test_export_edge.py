@@ -355,12 +355,19 @@ def test_dangling_symlink_target_is_refused_before_encoding(tmp_path, overwrite)
     assert leftovers(tmp_path) == ["m.mp4"] and link.is_symlink()
 
 
-def test_symlink_target_is_written_through(tmp_path):
+@pytest.fixture
+def linked_video(tmp_path):
+    """A link m.mp4 to an existing store/real.mp4 in tmp_path: (the file, the link)."""
     real = tmp_path / "store" / "real.mp4"
     real.parent.mkdir()
     real.write_bytes(b"old")
     link = tmp_path / "m.mp4"
     link.symlink_to(real)
+    return real, link
+
+
+def test_symlink_target_is_written_through(tmp_path, linked_video):
+    real, link = linked_video
     result = to_video(np.zeros((3, 4, 4), np.uint8), link, progress=False)
     assert link.is_symlink() and link.resolve() == real  # the link is kept
     assert read_back(real)[0].shape == (3, 4, 4)  # its file holds the video
@@ -368,14 +375,10 @@ def test_symlink_target_is_written_through(tmp_path):
     assert result.path == link  # the name the user gave (Jupyter serves it below the notebook)
 
 
-def test_temporaries_of_a_symlink_are_those_beside_its_file(tmp_path):
+def test_temporaries_of_a_symlink_are_those_beside_its_file(linked_video):
     from pims_videoutils.export import temporaries_of
 
-    real = tmp_path / "store" / "real.mp4"
-    real.parent.mkdir()
-    real.write_bytes(b"old")
-    link = tmp_path / "m.mp4"
-    link.symlink_to(real)
+    real, link = linked_video
     left = real.parent / ".real.tmp-0123abcd.mp4"  # the documented name, where it is written
     left.write_bytes(b"")
     assert temporaries_of(link) == [left]
