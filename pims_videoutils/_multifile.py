@@ -13,7 +13,8 @@ metadata in another file: a ``.companion.ome`` XML file, or the dataset's master
 (``TiffFile(omexml=...)``) and always returns a table, even for one file (a reader of the file
 alone would not know its axes).
 
-Uncompressed, contiguous planes are read with one ``os.preadv`` each; other planes
+Uncompressed, contiguous planes are read with one ``os.preadv`` each (small planes of a
+forward pass: one per 256 KiB, see :mod:`._pread`); other planes
 (compressed, tiled) are decoded one page at a time by tifffile from their IFD offset. Planar
 RGB pages raise a clear :class:`StackReadError`.
 """

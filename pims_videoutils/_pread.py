@@ -1,6 +1,11 @@
 """Reading planes from their offsets in a file: one ``preadv`` each, read-ahead for disk runs.
 
-A plane in the page cache costs one ``preadv``. Where Linux offers it, that ``preadv`` is
+A plane in the page cache costs one ``preadv``, except small planes (up to
+:data:`RUN_PLANE_BYTES`) read in a forward pass: there the system call would cost more than
+copying the plane, so each thread reads the next :data:`RUN_BYTES` of the file at once and
+copies the following planes out of them (see :meth:`PlaneReads.plane`).
+
+Where Linux offers it, each ``preadv`` is
 made with ``RWF_NOWAIT``, which copies only what is cached and so also tells whether the plane
 is. A plane that had to come (partly) from the disk, starting within :data:`READ_AHEAD_BYTES`
 after the previous read, is part of a forward pass over a cold file: the kernel is then
@@ -32,6 +37,13 @@ from ._errors import StackReadError
 __all__ = ["READ_AHEAD_BYTES", "PlaneReads", "read_at"]
 
 READ_AHEAD_BYTES = 8 << 20
+#: Planes up to this size, read in a forward pass, are copied from a window of the file read
+#: at once (:data:`RUN_BYTES`) rather than read one system call each.
+RUN_PLANE_BYTES = 8 << 10
+RUN_BYTES = 256 << 10
+#: A read is part of a forward pass when it starts at most this far after the previous one
+#: (on the same thread) ended: an IFD or the planes of other channels between, say.
+RUN_GAP_BYTES = 16 << 10
 _PREADV = getattr(os, "preadv", None)
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
@@ -70,6 +82,7 @@ class PlaneReads:
         self._nowait = _NOWAIT if _PREADV is not None and _WILLNEED is not None else 0
         self._last_end: int | None = None  # end of the last read of a run (or disk read)
         self._advised_to = 0  # end of the advised window; 0: no run being read ahead
+        self._runs = threading.local()  # .run: the thread's _RunWindow (small planes' passes)
 
     def read_bytes(self, offset: int, nbytes: int) -> bytes:
         """Return the file's ``nbytes`` bytes from ``offset`` (one read; fewer at the end)."""
@@ -86,6 +99,11 @@ class PlaneReads:
         """Read the plane of ``shape`` and file ``dtype`` at ``offset`` into a fresh native array.
 
         ``allocate(shape, dtype)`` makes the array (``numpy.empty`` or another array type's).
+        A plane of up to :data:`RUN_PLANE_BYTES` that starts at most :data:`RUN_GAP_BYTES`
+        after the end of the plane this thread read last (a forward pass) is copied from this
+        thread's window of the file: the :data:`RUN_BYTES` from the first such plane on, read
+        at once. The window serves only this thread's next planes of the pass: they hold the
+        file's bytes as they were when it was read, a moment before.
 
         Raises
         ------
@@ -94,12 +112,40 @@ class PlaneReads:
         """
         swap = not dtype.isnative
         out = allocate(shape, dtype.newbyteorder("=") if swap else dtype)
-        if self.read(out, offset) < out.nbytes:
-            raise StackReadError(self.path, "file is shorter than when it was opened "
-                                 f"(plane at byte {offset} is truncated)")
+        nbytes = out.nbytes
+        if not (nbytes <= RUN_PLANE_BYTES and self._copy_from_run(out, offset, nbytes)):
+            if self.read(out, offset) < nbytes:
+                raise StackReadError(self.path, "file is shorter than when it was opened "
+                                     f"(plane at byte {offset} is truncated)")
         if swap:
             out.byteswap(inplace=True)
         return out
+
+    def _copy_from_run(self, out: np.ndarray, offset: int, nbytes: int) -> bool:
+        """Fill ``out`` from this thread's window (read anew for a forward pass) if it can.
+
+        Returns False when the plane is not part of a forward pass, or lies beyond the end of
+        the file (the caller reads it, and reports a truncation).
+        """
+        try:
+            run = self._runs.run
+        except AttributeError:
+            run = self._runs.run = _RunWindow()
+        end = offset + nbytes
+        if not run.start <= offset <= run.end - nbytes:
+            last_end, run.last_end = run.last_end, end
+            if not 0 <= offset - last_end <= RUN_GAP_BYTES:
+                return False
+            if run.window is None:
+                run.window = np.empty(RUN_BYTES, np.uint8)
+                run.bytes = memoryview(run.window)
+            run.start, run.end = offset, offset + self.read(run.window, offset)
+            if end > run.end:
+                return False
+        run.last_end = end
+        start = offset - run.start
+        memoryview(out).cast("B")[:] = run.bytes[start : start + nbytes]
+        return True
 
     def read(self, out: np.ndarray, offset: int) -> int:
         """Fill the contiguous array ``out`` with the file's bytes from ``offset``.
@@ -163,3 +209,20 @@ class PlaneReads:
         start = max(end, self._advised_to)
         self._advised_to = end + READ_AHEAD_BYTES
         os.posix_fadvise(self.fd, start, self._advised_to - start, _WILLNEED)
+
+
+class _RunWindow:
+    """One thread's window of the file for a forward pass over small planes.
+
+    The file's bytes ``start``..``end`` are in ``window`` (allocated at the thread's first
+    pass; ``bytes`` is a memoryview of it); ``last_end`` is where the thread's last small
+    plane ended.
+    """
+
+    __slots__ = ("bytes", "end", "last_end", "start", "window")
+
+    def __init__(self) -> None:
+        self.window: np.ndarray | None = None
+        self.bytes: memoryview | None = None
+        self.start = self.end = 0
+        self.last_end = -RUN_BYTES

@@ -27,10 +27,12 @@ class TiffStackND(PlanesND):
     """Lazy, memory-frugal N-D reader of a single-file TIFF stack.
 
     Uncompressed pages are never decoded: each plane is read with one ``os.preadv`` from its own
-    offset into a fresh array in native byte order (safe to modify, thread-safe, no page-fault
-    penalty on a cold cache; a forward pass over planes that come from the disk asks the kernel
-    to read 8 MiB ahead). Compressed, tiled, planar or bit-packed pages are decoded one page at
-    a time through tifffile (codecs beyond deflate and PackBits, such as LZW, need imagecodecs).
+    offset into a fresh array in native byte order: safe to modify, thread-safe, no page-fault
+    penalty on a cold cache. Planes of up to 8 KiB read one after another are copied out of one
+    ``preadv`` per 256 KiB of the file; a forward pass over planes that come from the disk asks
+    the kernel to read 8 MiB ahead. Compressed, tiled, planar or bit-packed pages are decoded
+    one page at a time through tifffile (codecs beyond deflate and PackBits, such as LZW, need
+    imagecodecs).
 
     Parameters
     ----------
@@ -263,10 +265,14 @@ class TiffStackND(PlanesND):
         try:
             if self._closed:
                 raise ReaderClosedError(f"{self._path}: reader is closed")
-            if layout.storage == MAPPED:
-                plane = self._read_mapped(int(layout.plane_offsets[index]), allocate)
+            if layout.storage != MAPPED:
+                plane = self._decode(layout.ifd_offsets.item(index), index)
+            elif (offset := layout.plane_offsets.item(index)) < 0:  # a page missing (OME)
+                plane = np.zeros(layout.plane_shape, self._native)
+            elif self._mmap is not None:
+                plane = np.ndarray(layout.plane_shape, layout.dtype, self._mmap, offset)
             else:
-                plane = self._decode(int(layout.ifd_offsets[index]), index)
+                plane = self._reads.plane(layout.plane_shape, layout.dtype, offset, allocate)
         finally:
             in_flight.pop()
             if self._closed:
@@ -274,14 +280,6 @@ class TiffStackND(PlanesND):
         if layout.timestamps is not None and not math.isnan(layout.timestamps[index]):
             plane = Frame(plane, metadata={"timestamp": float(layout.timestamps[index])})
         return plane
-
-    def _read_mapped(self, offset: int, allocate: Allocate) -> np.ndarray:
-        layout = self._layout
-        if offset < 0:  # a page missing from the file (OME)
-            return np.zeros(layout.plane_shape, self._native)
-        if self._mmap is not None:
-            return np.ndarray(layout.plane_shape, layout.dtype, buffer=self._mmap, offset=offset)
-        return self._reads.plane(layout.plane_shape, layout.dtype, offset, allocate)
 
     def _decode(self, ifd_offset: int, index: int) -> np.ndarray:
         layout = self._layout

@@ -5,7 +5,8 @@
 * Multi-file datasets (OME-XML referencing other files, also BinaryOnly OME-TIFFs whose XML is
   in a companion file, several OME positions of one shape, NDTiff, Micro-Manager stacks):
   tifffile indexes every plane once (:mod:`._multifile`); planes are then read with one
-  ``preadv`` each (or decoded page by page when compressed) from a bounded cache of open files.
+  ``preadv`` each (small planes of a forward pass: one per 256 KiB), or decoded page by page
+  when compressed, from a bounded cache of open files.
 * Numbered sequences: the files are arranged on ``p``, ``t``, ``z``, ``c`` axes read from their
   names (:mod:`._filenames`), and the axes inside each file come from
   :class:`~pims_videoutils.readers.TiffStackND`. Opening parses the first file only. Files of

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pims_videoutils import _pread
+from pims_videoutils import StackReadError, _pread
 from pims_videoutils._pread import PlaneReads, read_at
 from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND
@@ -243,3 +243,94 @@ def test_readers_without_preadv_equal_tifffile(tmp_path, monkeypatch):
             np.testing.assert_array_equal(reader[k], tifffile.imread(stack, key=k))
             expected = tifffile.imread(folder / f"img_{k:03d}.tif")
             np.testing.assert_array_equal(sequence[k], expected)
+
+
+# --- forward passes over small planes: one read per window of the file --------------------
+
+
+def _count_preadv(monkeypatch) -> list[tuple[int, int]]:
+    """Record (offset, bytes asked) of every preadv from now on."""
+    calls = []
+    real_preadv = _pread._PREADV
+
+    def preadv(fd, buffers, offset, *flags):
+        calls.append((offset, sum(memoryview(b).nbytes for b in buffers)))
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(_pread, "_PREADV", preadv)
+    return calls
+
+
+def _small_planes(tmp_path, dtype="<u2", pages=400):
+    """Interleaved small pages (IFD, data, IFD, data...), as a camera or tifffile page by
+    page writes them, and tifffile's own decoding of them."""
+    data = np.random.default_rng(3).integers(0, 60000, (pages, 20, 24)).astype(dtype)
+    path = tmp_path / "small.tif"
+    with tifffile.TiffWriter(path, byteorder=dtype[0]) as tif:
+        for plane in data:
+            tif.write(plane, contiguous=False, metadata=None)
+    return path, tifffile.imread(path)
+
+
+@pytest.mark.skipif(_pread._PREADV is None, reason="no os.preadv")
+@pytest.mark.parametrize("dtype", ["<u2", ">f4"])
+def test_forward_pass_over_small_planes_reads_a_window_at_a_time(tmp_path, monkeypatch, dtype):
+    path, expected = _small_planes(tmp_path, dtype)
+    with TiffStackND(path) as reader:
+        plane_bytes = expected[0].nbytes
+        offsets = reader._layout.plane_offsets
+        assert plane_bytes <= _pread.RUN_PLANE_BYTES and (np.diff(offsets) > plane_bytes).all()
+        calls = _count_preadv(monkeypatch)
+        frames = [reader[k] for k in range(len(reader))]
+    for k, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame, expected[k])
+        assert frame.dtype.isnative and frame.flags.writeable and frame.flags.owndata
+    span = offsets[-1] + plane_bytes - offsets[1]
+    assert len(calls) <= 1 + -(-span // _pread.RUN_BYTES) + 1  # plane 0, then the windows
+    assert len(calls) < len(frames) / 10
+    frames[1][:] = 0  # planes are copies: changing one changes no other
+    np.testing.assert_array_equal(frames[2], expected[2])
+
+
+@pytest.mark.skipif(_pread._PREADV is None, reason="no os.preadv")
+def test_random_reads_and_large_planes_are_read_one_call_each(tmp_path, monkeypatch):
+    path, expected = _small_planes(tmp_path)
+    order = [*range(399, 0, -3), 0, 100, 200, 300]  # backwards, or jumps forwards of > 16 KiB
+    with TiffStackND(path) as reader:
+        calls = _count_preadv(monkeypatch)
+        for k in order:
+            np.testing.assert_array_equal(reader[k], expected[k])
+        assert [offset for offset, _ in calls] == [reader._layout.plane_offsets[k] for k in order]
+    big = np.arange(8 * 96 * 96, dtype=np.uint16).reshape(8, 96, 96)  # 18 KB planes
+    tifffile.imwrite(tmp_path / "big.tif", big)
+    with TiffStackND(tmp_path / "big.tif") as reader:
+        calls.clear()
+        for k in range(len(big)):
+            np.testing.assert_array_equal(reader[k], big[k])
+        assert [nbytes for _, nbytes in calls] == [big[0].nbytes] * len(big)
+
+
+@pytest.mark.skipif(_pread._PREADV is None, reason="no os.preadv")
+def test_threads_each_read_their_own_forward_pass(tmp_path):
+    """Eight threads each walk their own range forwards, interleaved: each gets its planes."""
+    path, expected = _small_planes(tmp_path, pages=800)
+
+    def walk(start):
+        return [(k, reader[k]) for k in range(start, start + 100)]
+
+    with TiffStackND(path) as reader, ThreadPoolExecutor(8) as pool:
+        for walked in pool.map(walk, range(0, 800, 100)):
+            for k, frame in walked:
+                np.testing.assert_array_equal(frame, expected[k])
+
+
+def test_a_pass_over_a_file_truncated_after_open_fails_where_the_planes_end(tmp_path):
+    path, expected = _small_planes(tmp_path)
+    with TiffStackND(path) as reader:
+        offsets = reader._layout.plane_offsets
+        cut = int(offsets[300]) + 10  # within plane 300
+        os.truncate(path, cut)
+        for k in range(300):
+            np.testing.assert_array_equal(reader[k], expected[k])
+        with pytest.raises(StackReadError, match="truncated"):
+            reader[300]
