@@ -13,6 +13,7 @@ import html
 import math
 import os
 import secrets
+import time
 import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: temporary files of killed exports are not found again
+    fcntl = None
 
 from . import _ffmpeg
 from ._errors import ExportArgumentError
@@ -47,6 +53,9 @@ _MIN_FPS_FFMPEG = Fraction(1, 10_000)
 #: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
 _TEMPORARY = ".{}.tmp-{}{}"
 _NAME_MAX = 255  # bytes in a file name (Linux, macOS, Windows)
+#: A temporary file left this long untouched, and locked by no export, was left by a killed one
+#: (an export locks its file microseconds after creating it).
+_ABANDONED_AFTER_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -281,30 +290,70 @@ def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path
     return given, target
 
 
-def _reserve_temporary(target: Path) -> str:
+def _reserve_temporary(target: Path) -> tuple[str, int | None]:
     """Create an empty, hidden temporary file beside ``target`` with the same extension.
 
     Created like any new file (mode 0o666 minus the umask, unlike ``mkstemp``'s 0o600), so
-    the finished video gets the usual permissions.
+    the finished video gets the usual permissions. Where the OS has ``flock`` (not Windows),
+    the file is locked for as long as the returned descriptor is open (close it when the
+    export ends), and the temporary files that killed exports to ``target`` left are removed
+    first (:func:`_remove_abandoned`).
+
+    Returns
+    -------
+    tuple of (str, int or None)
+        The file's name, and the descriptor holding its lock (None without ``flock``).
     """
+    _remove_abandoned(target)
     stem = _temporary_stem(target)
     for _ in range(100):
         name = target.with_name(_TEMPORARY.format(stem, secrets.token_hex(4), target.suffix))
         try:
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        return str(name)
+        if fcntl is None:
+            os.close(fd)
+            return str(name), None
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (a new file: no other process holds it)
+        return str(name), fd
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove the temporary files of exports to ``target`` that were killed (``SIGKILL``).
+
+    Those that no export holds locked (see :func:`_reserve_temporary`) and that were left
+    untouched for :data:`_ABANDONED_AFTER_SECONDS`: a running export holds its lock, and a
+    file just created is about to be locked. Nothing is removed without ``flock``.
+    """
+    if fcntl is None:
+        return
+    for path in temporaries_of(target):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime < _ABANDONED_AFTER_SECONDS:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except OSError:  # BlockingIOError: an export is writing it
+            continue
+        finally:
+            os.close(fd)
 
 
 def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     """Return the temporary files of exports to ``target`` still beside it.
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
-    out-of-memory killer): ``pims-video batch`` removes those of a worker that died.
+    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes those
+    of a worker that died, and the next export to ``target`` removes those left untouched
+    for a minute by exports that no longer run (not on Windows).
 
     Parameters
     ----------
@@ -478,7 +527,9 @@ def to_video(
     Every input frame becomes exactly one video frame. The file is written to a temporary
     file beside ``path`` and renamed only when ffmpeg succeeded: on any error (a bad frame,
     ffmpeg failing, Ctrl-C) ffmpeg is stopped, the temporary file removed and an existing
-    file at ``path`` left untouched.
+    file at ``path`` left untouched. A process killed outright (``SIGKILL``, a restarted
+    Jupyter kernel) leaves its hidden temporary file; the next export to ``path`` removes
+    it once it is a minute old (see :func:`temporaries_of`).
 
     Parameters
     ----------
@@ -631,7 +682,7 @@ def to_video(
         raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
     padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
     _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
-    tmp_name = _reserve_temporary(target)
+    tmp_name, lock = _reserve_temporary(target)
     try:
         command = _ffmpeg.build_command(
             ffmpeg=_ffmpeg.ffmpeg_exe(),
@@ -655,6 +706,9 @@ def to_video(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     ranges = [m.limits for m in maps]
     return VideoResult(
         path=given,

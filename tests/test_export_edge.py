@@ -7,12 +7,18 @@ with tifffile.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import tifffile
 from test_export import leftovers, no_ffmpeg, read_back  # noqa: F401 (no_ffmpeg: a fixture)
 
 from pims_videoutils import ExportArgumentError, to_video
+from pims_videoutils.export import temporaries_of
 from pims_videoutils.readers import TiffStackND
 
 no_ffmpeg_start = pytest.mark.usefixtures("no_ffmpeg")  # the error comes before ffmpeg
@@ -382,3 +388,87 @@ def test_temporaries_of_a_symlink_are_those_beside_its_file(linked_video):
     left = real.parent / ".real.tmp-0123abcd.mp4"  # the documented name, where it is written
     left.write_bytes(b"")
     assert temporaries_of(link) == [left]
+
+
+# --- temporary files of exports killed outright -------------------------------------------
+
+fcntl = pytest.importorskip("fcntl") if sys.platform != "win32" else None
+needs_flock = pytest.mark.skipif(fcntl is None, reason="no flock on Windows")
+
+
+def _age(path, seconds=120):
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def _locked_by_another(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@needs_flock
+def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):
+    """A running export's file is locked, so never removed; once its process is killed
+    (kill -9, a restarted kernel), the next export to the same file removes it."""
+    target = tmp_path / "movie.mp4"
+    slow_export = (
+        "import time, numpy as np\n"
+        "from pims_videoutils import to_video\n"
+        "def frames():\n"
+        "    for k in range(10000):\n"
+        "        yield np.full((16, 16), k % 256, np.uint8)\n"
+        "        time.sleep(0.01)\n"
+        f"to_video(frames(), {str(target)!r}, contrast=(0, 255), progress=False)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", slow_export])
+    try:
+        deadline = time.monotonic() + 60
+        while not temporaries_of(target) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [left] = temporaries_of(target)
+        time.sleep(0.2)  # (locked microseconds after it is created)
+        assert _locked_by_another(left)
+        _age(left)
+        to_video(np.zeros((3, 16, 16), np.uint8), tmp_path / "other.mp4", progress=False)
+        to_video(np.zeros((3, 16, 16), np.uint8), target, progress=False)
+        assert left.exists()  # the running export's: kept
+    finally:
+        process.kill()
+        process.wait()
+    assert left.exists() and not _locked_by_another(left)
+    _age(left)
+    levels = np.array([10, 80, 150, 220], np.uint8)
+    to_video(np.repeat(levels, 16 * 16).reshape(4, 16, 16), target, contrast=(0, 255),
+             progress=False)
+    assert not left.exists()
+    assert leftovers(tmp_path) == ["movie.mp4", "other.mp4"]
+    written = read_back(target)[0]
+    np.testing.assert_allclose(written.mean(axis=(1, 2)), levels, atol=3)
+
+
+@needs_flock
+def test_recent_or_locked_temporary_files_are_kept(tmp_path):
+    """Only files no export holds and untouched for a minute are removed: one just created
+    is about to be locked by its export."""
+    target = tmp_path / "movie.mp4"
+    recent = tmp_path / ".movie.tmp-0123abcd.mp4"
+    held = tmp_path / ".movie.tmp-89abcdef.mp4"
+    abandoned = tmp_path / ".movie.tmp-00000000.mp4"
+    other = tmp_path / ".other.tmp-00000001.mp4"  # another target's
+    for path in (recent, held, abandoned, other):
+        path.write_bytes(b"partial video")
+    for path in (held, abandoned, other):
+        _age(path)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        to_video(np.zeros((3, 16, 16), np.uint8), target, progress=False)
+    finally:
+        os.close(fd)
+    assert leftovers(tmp_path) == sorted(p.name for p in (recent, held, other, target))
