@@ -3,7 +3,8 @@
 A plane in the page cache costs one ``preadv``, except small planes (up to
 :data:`RUN_PLANE_BYTES`) read in a forward pass: there the system call would cost more than
 copying the plane, so each thread reads the next :data:`RUN_BYTES` of the file at once and
-copies the following planes out of them (see :meth:`PlaneReads.plane`).
+copies the following planes out of them (see :meth:`PlaneReads.plane`). A thread has one such
+window, whatever the number of files it reads (a dataset of many open files costs no more).
 
 Where Linux offers it, each ``preadv`` is
 made with ``RWF_NOWAIT``, which copies only what is cached and so also tells whether the plane
@@ -82,7 +83,6 @@ class PlaneReads:
         self._nowait = _NOWAIT if _PREADV is not None and _WILLNEED is not None else 0
         self._last_end: int | None = None  # end of the last read of a run (or disk read)
         self._advised_to = 0  # end of the advised window; 0: no run being read ahead
-        self._runs = threading.local()  # .run: the thread's _RunWindow (small planes' passes)
 
     def read_bytes(self, offset: int, nbytes: int) -> bytes:
         """Return the file's ``nbytes`` bytes from ``offset`` (one read; fewer at the end)."""
@@ -128,12 +128,13 @@ class PlaneReads:
         the file (the caller reads it, and reports a truncation).
         """
         try:
-            run = self._runs.run
+            run = _THREAD_RUN.run
         except AttributeError:
-            run = self._runs.run = _RunWindow()
+            run = _THREAD_RUN.run = _RunWindow()
         end = offset + nbytes
-        if not run.start <= offset <= run.end - nbytes:
-            last_end, run.last_end = run.last_end, end
+        if run.reads is not self or not run.start <= offset <= run.end - nbytes:
+            last_end = run.last_end if run.reads is self else -RUN_BYTES
+            run.reads, run.start, run.end, run.last_end = self, 0, 0, end
             if not 0 <= offset - last_end <= RUN_GAP_BYTES:
                 return False
             if run.window is None:
@@ -212,17 +213,22 @@ class PlaneReads:
 
 
 class _RunWindow:
-    """One thread's window of the file for a forward pass over small planes.
+    """One thread's window of a file for a forward pass over small planes.
 
-    The file's bytes ``start``..``end`` are in ``window`` (allocated at the thread's first
-    pass; ``bytes`` is a memoryview of it); ``last_end`` is where the thread's last small
-    plane ended.
+    The bytes ``start``..``end`` of the file that ``reads`` reads are in ``window`` (allocated
+    at the thread's first pass; ``bytes`` is a memoryview of it); ``last_end`` is where the
+    thread's last small plane of that file ended. Reading another file starts afresh.
     """
 
-    __slots__ = ("bytes", "end", "last_end", "start", "window")
+    __slots__ = ("bytes", "end", "last_end", "reads", "start", "window")
 
     def __init__(self) -> None:
+        self.reads: PlaneReads | None = None
         self.window: np.ndarray | None = None
         self.bytes: memoryview | None = None
         self.start = self.end = 0
         self.last_end = -RUN_BYTES
+
+
+#: ``.run``: each thread's :class:`_RunWindow`.
+_THREAD_RUN = threading.local()

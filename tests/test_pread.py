@@ -334,3 +334,27 @@ def test_a_pass_over_a_file_truncated_after_open_fails_where_the_planes_end(tmp_
             np.testing.assert_array_equal(reader[k], expected[k])
         with pytest.raises(StackReadError, match="truncated"):
             reader[300]
+
+
+def test_one_window_per_thread_whatever_the_number_of_files(tmp_path):
+    """Forward passes that alternate between files get their own planes, and the memory the
+    windows keep does not grow with the number of files open (a dataset of many files)."""
+    import tracemalloc
+
+    path, expected = _small_planes(tmp_path)
+    readers = [TiffStackND(path) for _ in range(20)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(50):  # reader 0 plane 0, reader 1 plane 0, ..., reader 0 plane 1...
+            for reader in readers:
+                np.testing.assert_array_equal(reader[k], expected[k])
+        for reader in readers:  # a forward pass over each, one after another
+            for k in range(50, 100):
+                np.testing.assert_array_equal(reader[k], expected[k])
+        kept = tracemalloc.get_traced_memory()[0] - before
+        assert kept < 2 * _pread.RUN_BYTES
+    finally:
+        tracemalloc.stop()
+        for reader in readers:
+            reader.close()
