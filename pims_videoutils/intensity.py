@@ -42,6 +42,9 @@ __all__ = [
 DEFAULT_PERCENTILES = (0.1, 99.9)
 MAX_SAMPLE_FRAMES = 50
 _MAX_FLOAT_SAMPLES = 2_000_000
+#: A strided sample with fewer finite values than this (data mostly NaN) is replaced by the
+#: finite values of all the data.
+_MIN_FINITE_SAMPLES = 100_000
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal number
 
@@ -113,7 +116,9 @@ def exact_percentiles(
 
     Integer data of up to 16 bits go through one histogram (``np.bincount``), which is exact
     and about 5x faster than sorting. Other dtypes use ``np.percentile`` on the finite values
-    of an evenly strided subsample of at most 2 million values (exact when smaller).
+    of an evenly strided subsample of at most 2 million values (exact when smaller); when
+    fewer than 100,000 of those are finite (data mostly NaN), on the finite values of all
+    the data (strided to 2 million).
 
     Parameters
     ----------
@@ -158,6 +163,9 @@ def exact_percentiles(
     step = max(1, -(-total // _MAX_FLOAT_SAMPLES))
     flat = np.concatenate([np.ravel(p)[::step] for p in planes])
     flat = flat[np.isfinite(flat)]
+    if step > 1 and flat.size < _MIN_FINITE_SAMPLES:  # few finite values: the stride may miss
+        flat = np.concatenate([p[np.isfinite(p)] for p in planes])  # them; take them all
+        flat = flat[:: max(1, -(-flat.size // _MAX_FLOAT_SAMPLES))]
     if flat.size == 0:
         raise _NoFiniteValues("no finite pixel values to compute the contrast from")
     flat = flat.astype(np.float64)

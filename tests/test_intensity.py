@@ -7,6 +7,7 @@ from pims_videoutils import ExportArgumentError
 from pims_videoutils.intensity import (
     IntensityMap,
     check_dtype,
+    display_limits,
     exact_percentiles,
     intensity_lut,
     map_to_uint8,
@@ -229,3 +230,15 @@ def test_percentiles_of_values_spanning_more_than_float64():
     np.testing.assert_array_equal(
         IntensityMap.per_frame(values.dtype)(values), exact_formula(values, lo, hi)
     )
+
+
+def test_percentiles_of_sparse_finite_values_in_mostly_nan_data():
+    """Over 2 million values are subsampled with a stride; finite values that all lie
+    between the stride's samples (a NaN-masked frame with a small region of data) must
+    still set the contrast, as numpy's nanpercentile over all values does."""
+    frame = np.full((2000, 1500), np.nan, np.float32)  # 3 million values: stride 2
+    rng = np.random.default_rng(5)
+    frame.ravel()[1:20001:2] = rng.uniform(100, 200, 10000)  # odd positions only
+    expected = np.nanpercentile(frame.astype(np.float64), [0.1, 99.9])
+    np.testing.assert_allclose(display_limits([frame], (0.1, 99.9)), expected)
+    np.testing.assert_allclose(exact_percentiles([frame], [0.1, 99.9]), expected)
