@@ -19,6 +19,7 @@ import errno
 import math
 import os
 import pathlib
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +61,12 @@ class SampleSpots:
 
 
 def _temporary_name(path: pathlib.Path) -> pathlib.Path:
-    """Return the hidden temporary file beside ``path``, its name cut to fit 255 bytes."""
-    suffix = f".{os.getpid()}.part"
+    """Return a new hidden temporary file name beside ``path``, cut to fit 255 bytes.
+
+    Unique per call (process id and a random part), so that threads writing one path at once
+    each write their own.
+    """
+    suffix = f".{os.getpid()}-{secrets.token_hex(4)}.part"
     name = path.name
     while len(os.fsencode(f".{name}{suffix}")) > _NAME_MAX:
         name = name[:-1]

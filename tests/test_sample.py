@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import tifffile
@@ -148,3 +150,19 @@ def test_symbolic_link_is_written_through(tmp_path):
     with pytest.raises(FileNotFoundError, match="symbolic link"):
         write_sample(dangling, **tiny)
     assert dangling.is_symlink() and [p.name for p in real.parent.iterdir()] == ["real.tif"]
+
+
+def test_threads_writing_one_path_each_write_a_whole_file(tmp_path):
+    """Each call writes its own temporary file: threads of one process used to share one
+    (its name held only the process id) and lose it to each other."""
+    path = tmp_path / "sample.tif"
+    options = [{"seed": seed, "n_frames": 20, "height": 64, "width": 64} for seed in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda kwargs: write_sample(path, **kwargs), options * 3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.tif"]
+    written = tifffile.imread(path)
+    candidates = []
+    for kwargs in options:
+        write_sample(tmp_path / "one.tif", **kwargs)
+        candidates.append(tifffile.imread(tmp_path / "one.tif"))
+    assert any(np.array_equal(written, c) for c in candidates)
