@@ -64,6 +64,9 @@ _OME_COMPANION = ".companion.ome"
 _OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 #: Beside the images of a Micro-Manager "separate image files" acquisition (each position's).
 _MM_METADATA = "metadata.txt"
+#: The folder of a pycro-manager / Micro-Magellan NDTiff dataset's full-resolution images
+#: (``Downsampled_x2``... beside it hold the levels of a pyramid).
+_NDTIFF_FULL_RESOLUTION = "Full resolution"
 #: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
 _MM_SUMMARY_BYTES = 1 << 20
 _MM_SUMMARY_KEY = re.compile(r'"Summary"\s*:\s*')
@@ -208,7 +211,9 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     (:func:`position_folders`); a Micro-Manager acquisition's folder
     (:func:`_acquisition_image`), even with TIFF files of its own (a projection, say), the
     images of its acquisition only.
-    An NDTiff dataset's folder (holding an ``NDTiff.index``) or ``NDTiff.index`` gives
+    An NDTiff dataset's folder (holding an ``NDTiff.index``, or a ``Full resolution``
+    folder holding one, as pycro-manager and Micro-Magellan save them, pyramid levels
+    ``Downsampled_x2``... beside it) or ``NDTiff.index`` gives
     the files the index locates planes in (:func:`files_indexed_by`; if it names none,
     those of the folder), an OME
     ``.companion.ome`` file the TIFF files it names, and one image of a Micro-Manager
@@ -217,9 +222,10 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if isinstance(source, (str, os.PathLike)):
         text = str(os.fspath(source))  # (a numpy.str_ folder would be listed as bytes)
         if os.path.isdir(text):
-            index = os.path.join(text, NDTIFF_INDEX)
-            if os.path.isfile(index) and (indexed := files_indexed_by(index)):
-                return indexed  # an NDTiff dataset's folder
+            for index in (os.path.join(text, NDTIFF_INDEX),
+                          os.path.join(text, _NDTIFF_FULL_RESOLUTION, NDTIFF_INDEX)):
+                if os.path.isfile(index) and (indexed := files_indexed_by(index)):
+                    return indexed  # an NDTiff dataset's folder (or pycro-manager's above it)
             names, subfolders = _tiffs_and_folders(text)
             image = _acquisition_image(text, subfolders)
             if image is not None:  # a Micro-Manager acquisition: its images, as from one
@@ -459,10 +465,12 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it. So does any one image
-        of a Micro-Manager "separate image files" acquisition (an image name with
-        ``metadata.txt`` beside it): its folder, or all its position folders when the
-        ``metadata.txt`` counts several positions.
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it; the folder above a
+        pycro-manager or Micro-Magellan dataset's ``Full resolution`` folder opens its
+        full-resolution images (a pyramid's ``Downsampled_x2``... open by their folder).
+        So does any one image of a Micro-Manager "separate image files" acquisition (an
+        image name with ``metadata.txt`` beside it): its folder, or all its position
+        folders when the ``metadata.txt`` counts several positions.
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the

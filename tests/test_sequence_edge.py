@@ -356,3 +356,20 @@ def test_source_given_as_a_numpy_string(tmp_path):
     with TiffSequenceND(np.str_(str(tmp_path))) as reader:
         expected = tifffile.imread(tmp_path / "img2.tif")
         np.testing.assert_array_equal(reader.get_plane(t=2), expected)
+
+
+def test_pycromanager_dataset_folder_opens_its_full_resolution_images(real_data, tmp_path):
+    """pycro-manager and Micro-Magellan save an NDTiff dataset in ``Full resolution``, with
+    the levels of a pyramid (when asked for) beside it: the folder above opened them all as
+    positions (and refused them, a level's planes being smaller)."""
+    for level in ("Full resolution", "Downsampled_x2"):
+        (tmp_path / level).mkdir()
+        _ndtiff_copy(real_data, tmp_path / level, keep=lambda axes: True)
+    (tmp_path / "display_settings.txt").write_text("{}")
+    full = tmp_path / "Full resolution" / NDTIFF
+    expected = tifffile.imread(full)
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+        assert reader.files == (str(full),)
+        reader.bundle_axes = "czyx"
+        np.testing.assert_array_equal(reader[5], expected[5])
