@@ -21,6 +21,10 @@ from ._pread import read_at
 
 __all__ = ["PlaneTemplate"]
 
+#: Read-only; not waiting for a writer should a FIFO have taken a file's name (it then reads
+#: short, and the caller's full open refuses it). No effect on regular files.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+
 
 class PlaneTemplate:
     """Read single-plane files that share the first file's structure with one ``preadv`` each.
@@ -136,8 +140,9 @@ class PlaneTemplate:
         return text is not None and self._without_min_max(text) == self._normalized_description
 
     def read(self, path: str, allocate: Callable[..., np.ndarray] = np.empty) -> np.ndarray | None:
-        """Read the plane of ``path``; None if the file's structure differs (or is short).
+        """Read the plane of ``path``; None if it differs, is short or is no regular file.
 
+        The caller then opens such a file in full, which tells why.
         ``allocate(shape, dtype)`` makes the returned array (``numpy.empty`` or another
         array type's).
         """
@@ -147,13 +152,15 @@ class PlaneTemplate:
             head = self._thread_heads.buffer = bytearray(self.head)
         plane = allocate(self.plane_shape, self.native)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             return None
         try:
             got = read_at(fd, [head, plane], 0)  # the file's head, then its pixels
             if head != self._first_head:  # not a byte-identical head
                 got = self._check_structure(fd, np.frombuffer(head, np.uint8), plane, got)
+        except OSError:  # e.g. a FIFO (no preadv): the caller's full open tells what it is
+            return None
         finally:
             os.close(fd)
         if got != self.head + self._plane_nbytes:

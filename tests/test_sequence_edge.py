@@ -373,3 +373,30 @@ def test_pycromanager_dataset_folder_opens_its_full_resolution_images(real_data,
         assert reader.files == (str(full),)
         reader.bundle_axes = "czyx"
         np.testing.assert_array_equal(reader[5], expected[5])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_a_fifo_put_at_a_files_name_after_open_is_an_error_not_a_hang(tmp_path):
+    """Opening a FIFO waits for a writer: the one-plane files' fast read used to wait forever
+    (run in a child process, which the test kills if it hangs)."""
+    planes = np.arange(3 * 6 * 7, dtype=np.uint16).reshape(3, 6, 7)
+    for t, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"img_{t}.tif", plane)
+    script = textwrap.dedent(f"""
+        import os
+        from pims_videoutils import StackReadError, TiffSequenceND
+        with TiffSequenceND({str(tmp_path)!r}) as reader:
+            reader[0]
+            path = reader.files[2]
+            os.remove(path)
+            os.mkfifo(path)
+            try:
+                reader[2]
+            except StackReadError as error:
+                print("StackReadError:", error)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "StackReadError:" in done.stdout and "img_2.tif" in done.stdout
+    assert "not a regular file" in done.stdout
