@@ -103,7 +103,7 @@ class PlaneReads:
         after the end of the plane this thread read last (a forward pass) is copied from this
         thread's window of the file: the :data:`RUN_BYTES` from the first such plane on, read
         at once. The window serves only this thread's next planes of the pass: they hold the
-        file's bytes as they were when it was read, a moment before.
+        file's bytes as they were when the window was read.
 
         Raises
         ------
