@@ -294,15 +294,15 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
     """Create an empty, hidden temporary file beside ``target`` with the same extension.
 
     Created like any new file (mode 0o666 minus the umask, unlike ``mkstemp``'s 0o600), so
-    the finished video gets the usual permissions. Where the OS has ``flock`` (not Windows),
-    the file is locked for as long as the returned descriptor is open (close it when the
-    export ends), and the temporary files that killed exports to ``target`` left are removed
-    first (:func:`_remove_abandoned`).
+    the finished video gets the usual permissions. Where the OS and the file system have
+    ``flock`` (not Windows), the file is locked for as long as the returned descriptor is
+    open (close it when the export ends), and the temporary files that killed exports to
+    ``target`` left are removed first (:func:`_remove_abandoned`).
 
     Returns
     -------
     tuple of (str, int or None)
-        The file's name, and the descriptor holding its lock (None without ``flock``).
+        The file's name, and the descriptor holding its lock (None without a lock).
     """
     _remove_abandoned(target)
     stem = _temporary_stem(target)
@@ -314,11 +314,14 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        if fcntl is None:
-            os.close(fd)
-            return str(name), None
-        fcntl.flock(fd, fcntl.LOCK_EX)  # (a new file: no other process holds it)
-        return str(name), fd
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return str(name), fd
+            except OSError:  # a file system without locks (some network or FUSE mounts)
+                pass
+        os.close(fd)
+        return str(name), None
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
 
 

@@ -7,6 +7,7 @@ with tifffile.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 import tifffile
 from test_export import leftovers, no_ffmpeg, read_back  # noqa: F401 (no_ffmpeg: a fixture)
 
-from pims_videoutils import ExportArgumentError, to_video
+from pims_videoutils import ExportArgumentError, export, to_video
 from pims_videoutils.export import temporaries_of
 from pims_videoutils.readers import TiffStackND
 
@@ -472,3 +473,23 @@ def test_recent_or_locked_temporary_files_are_kept(tmp_path):
     finally:
         os.close(fd)
     assert leftovers(tmp_path) == sorted(p.name for p in (recent, held, other, target))
+
+
+@needs_flock
+def test_a_file_system_without_locks_still_exports(tmp_path, monkeypatch):
+    """flock fails on some network or FUSE mounts: the export runs unlocked, and removes
+    nothing it cannot lock."""
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    monkeypatch.setattr(export.fcntl, "flock", no_locks)
+    abandoned = tmp_path / ".movie.tmp-00000000.mp4"
+    abandoned.write_bytes(b"partial video")
+    _age(abandoned)
+    levels = np.array([30, 200], np.uint8)
+    to_video(np.repeat(levels, 16 * 16).reshape(2, 16, 16), tmp_path / "movie.mp4",
+             contrast=(0, 255), progress=False)
+    assert leftovers(tmp_path) == [abandoned.name, "movie.mp4"]
+    written = read_back(tmp_path / "movie.mp4")[0]
+    np.testing.assert_allclose(written.mean(axis=(1, 2)), levels, atol=3)
