@@ -46,12 +46,15 @@ __all__ = [
     "is_micromanager_image_name",
     "natural_key",
     "natural_sorted",
+    "shortened_to",
 ]
 
 #: Order of the file-name axes in a reader (outermost first).
 AXIS_ORDER = "ptzc"
 #: Endings of TIFF file names (compared in lower case).
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Bytes in a file name (Linux, macOS, Windows).
+NAME_MAX = 255
 
 _KEYS = {
     "t": ("t", "tp", "time", "timepoint", "frame"),
@@ -579,3 +582,14 @@ def _format_gap(values: tuple[int, ...]) -> str:
     steps = [b - a for a, b in pairwise(values)]
     i = next(i for i, s in enumerate(steps) if s != min(steps))
     return f"{values[i]} is followed by {values[i + 1]}"
+
+
+def shortened_to(name: str, room: int) -> str:
+    """Return ``name`` without as many of its last characters as it takes to fit ``room`` bytes.
+
+    Bytes as the file system sees them (``os.fsencode``), cut at whole characters: for a file
+    name built around part of another one, such as a temporary file's beside its target.
+    """
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name

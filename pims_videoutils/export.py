@@ -31,6 +31,7 @@ except ImportError:  # Windows: temporary files of killed exports are not found 
 
 from . import _ffmpeg
 from ._errors import ExportArgumentError
+from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
 from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
@@ -52,7 +53,6 @@ _MIN_FPS = {".gif": Fraction(100, 65535)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
 #: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
 _TEMPORARY = ".{}.tmp-{}{}"
-_NAME_MAX = 255  # bytes in a file name (Linux, macOS, Windows)
 #: A temporary file left this long untouched, and locked by no export, was left by a killed one
 #: (an export locks its file microseconds after creating it).
 _ABANDONED_AFTER_SECONDS = 60
@@ -379,11 +379,8 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
 
 def _temporary_stem(target: Path) -> str:
     """Return the stem of ``target``, shortened so that its temporary name fits 255 bytes."""
-    room = _NAME_MAX - len(os.fsencode(_TEMPORARY.format("", "0" * 8, target.suffix)))
-    stem = target.stem
-    while len(os.fsencode(stem)) > room:
-        stem = stem[:-1]
-    return stem
+    room = NAME_MAX - len(os.fsencode(_TEMPORARY.format("", "0" * 8, target.suffix)))
+    return shortened_to(target.stem, room)
 
 
 def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:

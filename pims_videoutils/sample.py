@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._filenames import NAME_MAX, shortened_to
+
 __all__ = ["SampleSpots", "spot_positions", "write_sample"]
 
 #: Fraction of spots labelled in both channels; the others are in one channel only.
@@ -32,8 +34,6 @@ _BOTH_CHANNELS = 1 / 3
 _DEPTH_OF_FIELD = 0.5
 #: Margin (pixels) that diffusing spots keep from the image border.
 _MARGIN = 6.0
-#: Bytes in a file name (Linux, macOS, Windows).
-_NAME_MAX = 255
 #: RGB weights of the ImageJ lookup tables of the channels, in order (then repeated).
 _CHANNEL_COLORS = ((0, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 1))
 
@@ -67,9 +67,7 @@ def _temporary_name(path: pathlib.Path) -> pathlib.Path:
     each write their own.
     """
     suffix = f".{os.getpid()}-{secrets.token_hex(4)}.part"
-    name = path.name
-    while len(os.fsencode(f".{name}{suffix}")) > _NAME_MAX:
-        name = name[:-1]
+    name = shortened_to(path.name, NAME_MAX - len(os.fsencode(f".{suffix}")))
     return path.with_name(f".{name}{suffix}")
 
 
