@@ -31,6 +31,13 @@ def _write(path: Path, data: np.ndarray, **kwargs) -> Path:
     return path
 
 
+def _write_ome_images(path: Path, planes) -> None:
+    """Write an OME-TIFF file holding each plane as an image of its own (series, positions)."""
+    with tifffile.TiffWriter(path, ome=True) as writer:
+        for plane in planes:
+            writer.write(plane)
+
+
 def _planes(seed: int, count: int, shape=(6, 7), dtype=np.uint16) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 60000, shape).astype(dtype) for _ in range(count)]
@@ -948,9 +955,7 @@ def test_multifile_dataset_mixed_with_other_files(multifile_ome, other):
 def test_numbered_multiposition_ome_files_read_series_option(tmp_path):
     data = np.random.default_rng(23).integers(0, 255, (3, 2, 5, 6), np.uint8)  # T, P, Y, X
     for t, positions in enumerate(data):
-        with tifffile.TiffWriter(tmp_path / f"tp{t}.ome.tif", ome=True) as writer:
-            for plane in positions:
-                writer.write(plane)
+        _write_ome_images(tmp_path / f"tp{t}.ome.tif", positions)
     for series in (0, 1):
         with TiffSequenceND(tmp_path, series=series) as reader:
             assert reader.sizes == {"t": 3, "y": 5, "x": 6}
@@ -963,9 +968,7 @@ def test_position_folders_of_one_multiposition_ome_file_each_read_the_series_opt
     data = np.random.default_rng(26).integers(0, 255, (2, 3, 5, 6), np.uint8)  # well, P, Y, X
     for well, positions in zip(("A1", "A2"), data, strict=True):
         (tmp_path / well).mkdir()
-        with tifffile.TiffWriter(tmp_path / well / "scan.ome.tif", ome=True) as writer:
-            for plane in positions:
-                writer.write(plane)
+        _write_ome_images(tmp_path / well / "scan.ome.tif", positions)
     for series in (0, 2):
         with TiffSequenceND(tmp_path, series=series) as reader:
             assert reader.sizes == {"p": 2, "y": 5, "x": 6}
