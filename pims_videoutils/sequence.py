@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import json
@@ -26,9 +27,10 @@ import numbers
 import os
 import re
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 from pims import Frame
@@ -372,21 +374,87 @@ class _Closeable(Protocol):
     def close(self) -> None: ...
 
 
+_Opened = TypeVar("_Opened")
+
+
+def _out_of_file_descriptors(error: BaseException) -> bool:
+    """Tell whether ``error``, or an error it was raised from, is a limit of open files.
+
+    The process's (``EMFILE``) or the system's (``ENFILE``).
+    """
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _opened_closing_idle_files(
+    open_file: Callable[[], _Opened], path: str, holding: _OpenFiles | None = None
+) -> _Opened:
+    """Return ``open_file()``, closing every reader's idle files first if too many are open.
+
+    ``open_file`` is called again after closing the idle files of every reader of the process
+    when it failed for the process's limit of open files. ``path``: the file or source
+    opened, for the error; ``holding``: the cache whose lock the caller holds.
+
+    Raises
+    ------
+    StackReadError
+        ``path`` cannot be opened although every idle file was closed: the process holds as
+        many files as it may (``ulimit -n``) elsewhere.
+    """
+    try:
+        return open_file()
+    except OSError as error:
+        if not _out_of_file_descriptors(error):
+            raise
+    for cache in list(_OpenFiles._everywhere):
+        if cache is holding:
+            cache._close_idle()
+        elif cache._lock.acquire(blocking=False):  # (never wait: that could deadlock)
+            try:
+                cache._close_idle()
+            finally:
+                cache._lock.release()
+    try:
+        return open_file()
+    except OSError as error:
+        if not _out_of_file_descriptors(error):
+            raise
+        raise StackReadError(
+            path,
+            "cannot open: too many open files (the process's limit, ulimit -n, is reached "
+            "although the readers' idle files were closed); close other readers or files, "
+            "or give a smaller max_open_files",
+        ) from None
+
+
 class _OpenFiles:
     """A bounded, thread-safe LRU cache of open per-file readers (or raw files).
 
     A reader is closed when it is evicted or the cache closed, but never while another
     thread uses it: readers in use are counted and stay open (the cache may then exceed its
     bound briefly) until released.
+
+    Idle readers count against the process's limit of open files (``ulimit -n``), together
+    with those of every other cache of the process (other readers, readers a dask worker
+    re-opened): when a file cannot be opened for that limit, the idle readers of every cache
+    are closed and the file opened again.
     """
 
-    def __init__(self, capacity: int, open_reader) -> None:
+    #: Every cache of this process: where idle files are closed when no file can be opened.
+    _everywhere: ClassVar[weakref.WeakSet[_OpenFiles]] = weakref.WeakSet()
+
+    def __init__(self, capacity: int, open_reader, paths: Sequence[str]) -> None:
         self._capacity = capacity
         self._open_reader = open_reader
+        self._paths = paths  # named in errors
         self._lock = threading.Lock()
         self._readers: OrderedDict[int, _Closeable] = OrderedDict()
         self._users: dict[int, int] = {}
         self._closed = False
+        _OpenFiles._everywhere.add(self)
 
     def add(self, number: int, reader: _Closeable) -> None:
         """Put an already open reader in the cache (the first file)."""
@@ -401,13 +469,18 @@ class _OpenFiles:
                 raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
             reader = self._readers.get(number)
             if reader is None:
-                reader = self._open_reader(number)
-                self._readers[number] = reader
+                reader = self._readers[number] = _opened_closing_idle_files(
+                    lambda: self._open_reader(number), self._paths[number], holding=self)
             else:
                 self._readers.move_to_end(number)
             self._users[number] = self._users.get(number, 0) + 1
             self._evict()
             return reader
+
+    def _close_idle(self) -> None:
+        """Close every reader no thread uses (lock held)."""
+        for number in [n for n in self._readers if n not in self._users]:
+            self._readers.pop(number).close()
 
     def release(self, number: int) -> None:
         """Mark file ``number`` as no longer used by the caller."""
@@ -486,6 +559,8 @@ class TiffSequenceND(PlanesND):
         :class:`StackReadError`. With a value, the missing planes read as that value.
     max_open_files : int, default 128
         At most this many files are kept open; the least recently used is closed first.
+        When the process reaches its limit of open files (``ulimit -n``), the idle files of
+        every reader of the process are closed.
     series : int, default 0
         The series read in each file (see :class:`~pims_videoutils.readers.TiffStackND`). In
         a multi-file dataset whose series all share one shape, every series is a position.
@@ -565,7 +640,6 @@ class TiffSequenceND(PlanesND):
         series: int = 0,
         copy: bool = True,
     ) -> None:
-        super().__init__()
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
         self._source = source if isinstance(source, (str, os.PathLike)) else tuple(source)
@@ -582,6 +656,18 @@ class TiffSequenceND(PlanesND):
             "copy": copy,
         }
         label = _source_label(self._source)
+        _opened_closing_idle_files(lambda: self._open_source(label), label)
+
+    def _open_source(self, label: str) -> None:
+        """List the files, find how they are arranged, open the first file or the dataset.
+
+        Starts from scratch (no axes), also when called again after closing idle files.
+        """
+        super().__init__()
+        pattern, series, copy, fill_missing, max_open_files = (
+            self._options[name]
+            for name in ("pattern", "series", "copy", "fill_missing", "max_open_files")
+        )
         # absolute (listed from the absolute source, without a cost per file), so that files
         # opened later are the same after an os.chdir
         self.files = tuple(_list_files(self._abs_source))
@@ -601,7 +687,7 @@ class TiffSequenceND(PlanesND):
             self._init_dataset(self._table, label, fill_missing)
             if folders is not None:
                 self.metadata["file_axes"] = {"p": natural_sorted(set(folders))}
-            self._files = _OpenFiles(max_open_files, self._open_raw)
+            self._files = _OpenFiles(max_open_files, self._open_raw, self.files)
             return
         try:
             self.grid = arrange_files(
@@ -623,7 +709,7 @@ class TiffSequenceND(PlanesND):
         except BaseException:
             first.close()
             raise
-        self._files = _OpenFiles(max_open_files, self._open_file)
+        self._files = _OpenFiles(max_open_files, self._open_file, self.files)
         self._files.add(0, first)
 
     def _dataset_of_all(

@@ -246,7 +246,7 @@ def test_open_files_cache_closes_a_reader_once_its_last_user_releases_it():
         def close(self):
             closed.append(self.number)
 
-    cache = _OpenFiles(2, Reader)
+    cache = _OpenFiles(2, Reader, ["a.tif", "b.tif"])
     for number in (0, 1, 1):
         cache.acquire(number)
     cache.close()
@@ -400,3 +400,58 @@ def test_a_fifo_put_at_a_files_name_after_open_is_an_error_not_a_hang(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "StackReadError:" in done.stdout and "img_2.tif" in done.stdout
     assert "not a regular file" in done.stdout
+
+
+# --- the process's limit of open files ---------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+def test_readers_holding_more_files_than_the_process_may_open_still_read(tmp_path):
+    """Idle files that readers keep open count against ``ulimit -n`` (1024 by default on Linux,
+    256 on macOS): a dask worker keeps up to 16 re-opened readers of up to 128 open files
+    each. Opening one more file used to fail with a bare ``OSError: [Errno 24]``; the idle
+    files of every reader are now closed and the open tried again. When no file is idle, the
+    error names the file and the limit (run in a child process with a low limit)."""
+    rng = np.random.default_rng(31)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for t in range(30):
+            tifffile.imwrite(tmp_path / name / f"vol{t}.tif", rng.integers(0, 60000, (2, 4, 5),
+                             np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    script = textwrap.dedent(f"""
+        import os, resource
+        import numpy as np, tifffile
+        from pims_videoutils import StackReadError, TiffSequenceND
+        readers = [TiffSequenceND(os.path.join({str(tmp_path)!r}, name)) for name in "ab"]
+        expected = [[tifffile.imread(path) for path in reader.files] for reader in readers]
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+        for reader, stacks in [*zip(readers, expected), *zip(readers, expected)]:
+            for t, stack in enumerate(stacks):
+                for z in range(2):
+                    assert np.array_equal(reader.get_plane(t=t, z=z), stack[z]), (t, z)
+        print("read every plane; open files:", [r.open_file_count() for r in readers])
+        def take_every_free_file_descriptor():
+            try:
+                while True:
+                    os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                pass
+
+        take_every_free_file_descriptor()
+        with TiffSequenceND(os.path.join({str(tmp_path)!r}, "b")) as reader:  # (a re-open)
+            assert np.array_equal(reader.get_plane(t=0, z=1), expected[1][0][1])
+            print("opened another reader")
+            reader._files.acquire(0)  # another thread reading the one open file: not idle
+            take_every_free_file_descriptor()
+            try:
+                reader.get_plane(t=7)
+            except StackReadError as error:
+                print("StackReadError:", error)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "read every plane" in done.stdout and "opened another reader" in done.stdout
+    assert "StackReadError:" in done.stdout and f"{os.sep}b{os.sep}vol7.tif" in done.stdout
+    assert "too many open files" in done.stdout.lower() and "max_open_files" in done.stdout
