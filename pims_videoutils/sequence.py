@@ -69,8 +69,10 @@ _MM_METADATA = "metadata.txt"
 #: The folder of a pycro-manager / Micro-Magellan NDTiff dataset's full-resolution images
 #: (``Downsampled_x2``... beside it hold the levels of a pyramid).
 _NDTIFF_FULL_RESOLUTION = "Full resolution"
-#: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes
+#: The summary of a Micro-Manager ``metadata.txt`` is its first key, within this many bytes;
+#: the first are read alone first (the file lists every image after it: megabytes)
 _MM_SUMMARY_BYTES = 1 << 20
+_MM_SUMMARY_FIRST_BYTES = 64 << 10
 _MM_SUMMARY_KEY = re.compile(r'"Summary"\s*:\s*')
 #: Kinds of single-plane first files whose siblings may be read through a PlaneTemplate
 #: (their layout is the file's one IFD; OME or Micro-Manager files may describe more).
@@ -170,20 +172,34 @@ def _micromanager_summary(folder: str) -> dict[str, Any] | None:
     """Read the summary of the Micro-Manager ``metadata.txt`` in ``folder``.
 
     None without such a file; ``{}`` when its summary cannot be read. Only the start of the
-    file is read (it lists every image after the summary).
+    file is read (it lists every image after the summary): its first 64 KiB, and up to 1 MiB
+    if the summary does not end within them.
     """
     try:
         with open(os.path.join(folder, _MM_METADATA), "rb") as metadata:
-            head = metadata.read(_MM_SUMMARY_BYTES).decode("utf-8", errors="replace")
+            head = metadata.read(_MM_SUMMARY_FIRST_BYTES)
+            summary = _summary_at_start(head)
+            if summary is None and len(head) == _MM_SUMMARY_FIRST_BYTES:  # (cut off?)
+                head += metadata.read(_MM_SUMMARY_BYTES - len(head))
+                summary = _summary_at_start(head)
     except OSError:
         return None
-    key = _MM_SUMMARY_KEY.search(head)
+    return summary or {}
+
+
+def _summary_at_start(head: bytes) -> dict[str, Any] | None:
+    """Parse the summary in the first bytes of a ``metadata.txt`` (None: not found whole).
+
+    ``{}`` when the summary is not a JSON object.
+    """
+    text = head.decode("utf-8", errors="replace")
+    key = _MM_SUMMARY_KEY.search(text)
     if key is None:
-        return {}
+        return None
     try:
-        summary, _ = json.JSONDecoder().raw_decode(head, key.end())
+        summary, _ = json.JSONDecoder().raw_decode(text, key.end())
     except ValueError:
-        return {}
+        return None
     return summary if isinstance(summary, dict) else {}
 
 

@@ -280,3 +280,18 @@ def test_folder_with_its_own_tiffs_ignores_sub_folders(tmp_path):
     with TiffSequenceND(tmp_path) as reader:
         assert reader.sizes == {"t": 2, "y": 3, "x": 4}
         assert reader.files == (str(tmp_path / "a1.tif"), str(tmp_path / "a2.tif"))
+
+
+def test_summary_longer_than_the_first_bytes_read_is_read_whole(acquisition):
+    """The summary is parsed from the first 64 KiB of ``metadata.txt`` (the file lists every
+    image after it: megabytes), and from up to 1 MiB when it does not end within them."""
+    for position in ("Pos0", "Pos1", "Pos2"):
+        path = acquisition / position / "metadata.txt"
+        summary = json.loads(path.read_text())["Summary"]
+        summary["Comment"] = "x" * 100_000
+        images = {f"FrameKey-{t}-0-0": {"pad": "y" * 2000} for t in range(600)}  # 1.2 MB
+        path.write_text(json.dumps({"Summary": summary, **images}, indent=1))
+    with TiffSequenceND(acquisition) as reader:
+        meta = reader.metadata
+        assert (meta["frame_interval"], meta["z_step"], meta["pixel_size_x"]) == (0.25, 0.5, 0.108)
+        assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
