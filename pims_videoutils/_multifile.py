@@ -596,7 +596,8 @@ def _named_files(xml: str, path: str) -> dict[str, str]:
     """
     folder = os.path.dirname(os.path.abspath(path))
     named = {}
-    for attributes, text in _UUID_ELEMENT.findall(xml):
+    # (once per file, not per plane: Bio-Formats names a plane's file in each TiffData)
+    for attributes, text in dict.fromkeys(_UUID_ELEMENT.findall(xml)):
         name = _FILE_NAME.search(attributes)
         if name is not None:
             file = os.path.join(folder, unescape(_attribute_value(name)))
