@@ -743,9 +743,11 @@ class TiffSequenceND(PlanesND):
         table = find_dataset(probe, series)
         if table is None:
             return None
-        others = {os.path.abspath(f) for f in files} - {
-            os.path.abspath(f) for f in table.dataset_files
-        }
+        in_dataset = {os.path.abspath(f) for f in table.dataset_files}
+        others = [f for f in files if os.path.abspath(f) not in in_dataset]
+        if others:  # (tifffile names files by their real paths: the source may link to them)
+            in_dataset.update(os.path.realpath(f) for f in table.dataset_files)
+            others = [f for f in others if os.path.realpath(f) not in in_dataset]
         if not others:
             return table
         if len(table.dataset_files) == 1:  # positions inside each file of a numbered sequence

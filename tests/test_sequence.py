@@ -755,6 +755,34 @@ def test_multifile_ome_file_of_another_acquisition_is_refused(tmp_path, entry):
         TiffSequenceND(source)
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+@pytest.mark.parametrize("link", ["folder", "files"])
+@pytest.mark.parametrize("entry", ["pos1_part0.ome.tif", "folder"])
+def test_multifile_ome_through_symbolic_links(tmp_path, link, entry):
+    """Data reached through a linked folder (or linked files), as on many clusters: tifffile
+    names the files by their real paths, which were taken for files other than the
+    source's ("... belongs to a dataset of 4 files, but the source also holds 4 other")."""
+    data = np.random.default_rng(25).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    real = tmp_path / "real"
+    real.mkdir()
+    _write_multifile_ome(real, data)
+    linked = tmp_path / "linked"
+    if link == "folder":
+        linked.symlink_to(real, target_is_directory=True)
+    else:
+        linked.mkdir()
+        for name in os.listdir(real):
+            (linked / name).symlink_to(real / name)
+    with TiffSequenceND(linked if entry == "folder" else linked / entry) as reader:
+        assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
+        with tifffile.TiffFile(real / "pos0_part0.ome.tif") as tif:
+            expected = np.stack([series.asarray() for series in tif.series])
+        np.testing.assert_array_equal(expected, data)
+        for p in range(2):
+            for t in range(4):
+                np.testing.assert_array_equal(reader.get_plane(p=p, t=t), expected[p, t])
+
+
 @pytest.mark.parametrize("how", ["rewritten", "renamed"])
 @pytest.mark.parametrize("options", [{}, {"compression": "zlib"}], ids=["mapped", "decoded"])
 def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, options):
