@@ -592,16 +592,17 @@ def _without_lost_images(pages: list) -> list:
 def _named_files(xml: str, path: str) -> dict[str, str]:
     """Map each file the OME-XML names (``<UUID FileName=...>``) to the UUID it gives it.
 
-    Files are absolute, normalised paths, relative to the folder of ``path``.
+    Files are real paths (links resolved, as tifffile names the files it opens), relative to
+    the real folder of ``path`` (where tifffile looks for them).
     """
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.realpath(path))
     named = {}
     # (once per file, not per plane: Bio-Formats names a plane's file in each TiffData)
     for attributes, text in dict.fromkeys(_UUID_ELEMENT.findall(xml)):
         name = _FILE_NAME.search(attributes)
         if name is not None:
             file = os.path.join(folder, unescape(_attribute_value(name)))
-            named[os.path.normpath(file)] = _uuid(text)
+            named[os.path.realpath(file)] = _uuid(text)
     return named
 
 
@@ -684,7 +685,7 @@ def _check_no_image_lost(xml: str, path: str, found: int) -> None:
     if len(_IMAGE_START.findall(xml)) <= found:  # the usual case, without parsing the XML
         return
     images = [e for e in ET.fromstring(xml) if e.tag.endswith("Image")]
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.realpath(path))  # (where tifffile looks for them)
     names = {
         u.attrib["FileName"]
         for image in images

@@ -783,6 +783,22 @@ def test_multifile_ome_through_symbolic_links(tmp_path, link, entry):
                 np.testing.assert_array_equal(reader.get_plane(p=p, t=t), expected[p, t])
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_multifile_ome_file_of_another_acquisition_is_refused_through_a_linked_folder(tmp_path):
+    """The UUID check compared the names the OME-XML gives (under the link) with tifffile's
+    real paths: through a linked folder, it was skipped."""
+    data = np.random.default_rng(26).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    real, other = tmp_path / "real", tmp_path / "other"
+    real.mkdir()
+    other.mkdir()
+    _write_multifile_ome(real, data)
+    _write_multifile_ome(other, data[::-1], run=1)
+    (other / "pos1_part1.ome.tif").replace(real / "pos1_part1.ome.tif")
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: its OME UUID .* is not"):
+        TiffSequenceND(tmp_path / "linked" / "pos0_part0.ome.tif")
+
+
 @pytest.mark.parametrize("how", ["rewritten", "renamed"])
 @pytest.mark.parametrize("options", [{}, {"compression": "zlib"}], ids=["mapped", "decoded"])
 def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, options):
