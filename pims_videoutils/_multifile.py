@@ -105,8 +105,8 @@ class PlaneTable:
         float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
         where unknown; Micro-Manager's per-image times), or None.
     unreadable : dict of str to str
-        Files the OME-XML puts planes in that exist but cannot be read (their planes are
-        missing), each with the reason.
+        Files the OME-XML puts planes in that exist but cannot be read, or hold none of those
+        planes (their planes are missing), each with the reason.
     identities : tuple of FileIdentity
         Each file of ``files`` as it was when its planes were indexed (empty: not checked);
         see :meth:`DatasetFile.__init__`.
@@ -489,9 +489,9 @@ def _plane_table(
     if not complete:
         held = {os.path.normpath(os.path.abspath(name)) for name in dataset_files}
         unreadable = {
-            name: reason
+            name: _why_unreadable(name) or "none of the pages the OME-XML puts planes on is in it"
             for name in named.keys() - held
-            if (reason := _why_unreadable(name)) is not None
+            if os.path.isfile(name)
         }
         dataset_files = sorted({*dataset_files, *unreadable})
     if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:

@@ -214,6 +214,42 @@ def test_ome_position_whose_file_is_unreadable_is_not_dropped_silently(tmp_path,
             TiffSequenceND(source, **options)
 
 
+@pytest.mark.parametrize("entry", ["folder", "part0.ome.tif"])
+def test_ome_file_holding_none_of_its_planes_is_named_not_read_as_a_sequence(tmp_path, entry):
+    """The OME-XML puts planes 2 and 3 at IFDs 2 and 3 of part1.ome.tif, which has 2 pages (a
+    file rewritten shorter). The folder was read as a numbered sequence of both files: ``p=2``,
+    the missing planes silently zero, part1 refused as 'one file of a multi-file dataset'."""
+    names = ["part0.ome.tif", "part1.ome.tif"]
+    uuids = [f"urn:uuid:00000000-0000-0000-0000-{k:012d}" for k in range(2)]
+    tiffdata = "".join(
+        f'<TiffData FirstT="{2 * k}" IFD="{2 * k}" PlaneCount="2"><UUID FileName="{name}">'
+        f"{uuid}</UUID></TiffData>"
+        for k, (name, uuid) in enumerate(zip(names, uuids, strict=True))
+    )
+    planes = np.random.default_rng(27).integers(0, 60000, (2, 2, 5, 6), np.uint16)
+    for name, uuid, data in zip(names, uuids, planes, strict=True):
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><OME xmlns='
+            f'"http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{uuid}"><Image '
+            'ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" SizeX="6" '
+            'SizeY="5" SizeZ="1" SizeC="1" SizeT="4"><Channel ID="Channel:0:0" '
+            f'SamplesPerPixel="1"/>{tiffdata}</Pixels></Image></OME>'
+        )
+        tifffile.imwrite(tmp_path / name, data, description=xml, metadata=None,
+                         photometric="minisblack")
+    source = tmp_path if entry == "folder" else tmp_path / entry
+    with pytest.raises(StackReadError, match=r"2 planes .*\(part1\.ome\.tif cannot be read: "
+                                             r"none of the pages"):
+        TiffSequenceND(source)
+    with TiffSequenceND(source, fill_missing=0) as reader:
+        assert reader.sizes == {"t": 4, "y": 5, "x": 6}
+        expected = tifffile.imread(tmp_path / "part0.ome.tif", is_ome=False)
+        for t in range(2):
+            np.testing.assert_array_equal(reader.get_plane(t=t), expected[t])
+        for t in range(2, 4):
+            np.testing.assert_array_equal(reader.get_plane(t=t), np.zeros((5, 6), np.uint16))
+
+
 # --- closing while other threads read --------------------------------------------------------
 
 
