@@ -21,6 +21,7 @@ RGB pages raise a clear :class:`StackReadError`.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import re
@@ -784,12 +785,18 @@ class DatasetFile:
         Raises
         ------
         StackReadError
-            The file is shorter than the plane's end, or the page cannot be decoded.
+            The file is shorter than the plane's end, or the page cannot be decoded, or
+            decodes to another size or type than the dataset's planes (the file changed).
         """
         if self._tif is None:
             return self._reads.plane(table.plane_shape, table.dtype, offset)
         data = self._decoder.decode(offset)
         native = table.dtype.newbyteorder("=")
+        if data.size != math.prod(table.plane_shape) or data.dtype.newbyteorder("=") != native:
+            raise StackReadError(
+                self.path, f"the page at byte {offset} decodes to {data.shape} {data.dtype}, "
+                f"not the dataset's {table.plane_shape} {native} (file changed since it was "
+                "opened?)")
         return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
 
     def close(self) -> None:

@@ -824,6 +824,23 @@ def test_multifile_ome_file_replaced_after_opening_is_refused(tmp_path, how, opt
         np.testing.assert_array_equal(reader[4], data[1, 0])  # the unchanged files still read
 
 
+def test_multifile_ome_compressed_file_overwritten_in_place_while_open_is_named(tmp_path):
+    """A file of a compressed dataset, already open, overwritten in place with zeros (a copy
+    cut short with ``rsync --inplace``): its IFDs now decode to no pixels, which failed with a
+    bare ``ValueError: cannot reshape array of size 0`` naming no file."""
+    data = np.random.default_rng(28).integers(0, 60000, (2, 4, 32, 48), np.uint16)
+    _write_multifile_ome(tmp_path, data, compression="zlib")
+    with TiffSequenceND(tmp_path) as reader:
+        np.testing.assert_array_equal(reader.get_plane(p=1, t=2), data[1, 2])
+        overwritten = tmp_path / "pos1_part1.ome.tif"
+        with open(overwritten, "r+b") as file:
+            file.write(bytes(overwritten.stat().st_size))
+        for t in (2, 3):
+            with pytest.raises(StackReadError, match=r"pos1_part1\.ome\.tif: .*decodes to"):
+                reader.get_plane(p=1, t=t)
+        np.testing.assert_array_equal(reader.get_plane(p=0, t=3), data[0, 3])
+
+
 def test_multifile_ome_file_that_only_grew_after_opening_is_still_read(multifile_ome):
     # an acquisition still writing appends to its files: the planes indexed stay where they were
     folder, data = multifile_ome
