@@ -425,7 +425,9 @@ def _opened_closing_idle_files(
     except OSError as error:
         if not _out_of_file_descriptors(error):
             raise
-    for cache in list(_OpenFiles._everywhere):
+    with _OpenFiles._everywhere_lock:
+        caches = list(_OpenFiles._everywhere)
+    for cache in caches:
         if cache is holding:
             cache._close_idle()
         elif cache._lock.acquire(blocking=False):  # (never wait: that could deadlock)
@@ -461,6 +463,8 @@ class _OpenFiles:
 
     #: Every cache of this process: where idle files are closed when no file can be opened.
     _everywhere: ClassVar[weakref.WeakSet[_OpenFiles]] = weakref.WeakSet()
+    #: Guards adding to and listing ``_everywhere`` (a set changing while listed raises).
+    _everywhere_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, capacity: int, open_reader, paths: Sequence[str]) -> None:
         self._capacity = capacity
@@ -470,7 +474,8 @@ class _OpenFiles:
         self._readers: OrderedDict[int, _Closeable] = OrderedDict()
         self._users: dict[int, int] = {}
         self._closed = False
-        _OpenFiles._everywhere.add(self)
+        with _OpenFiles._everywhere_lock:
+            _OpenFiles._everywhere.add(self)
 
     def add(self, number: int, reader: _Closeable) -> None:
         """Put an already open reader in the cache (the first file)."""
