@@ -25,6 +25,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import struct
 import threading
 import xml.etree.ElementTree as ET
@@ -732,6 +733,11 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
     return meta
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+    """Open ``path`` for :func:`open` without waiting for a FIFO's writer."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
 class DatasetFile:
     """One open file of a multi-file dataset; its planes are read by offset (thread-safe).
 
@@ -758,14 +764,18 @@ class DatasetFile:
         self.path = path
         self._lock = threading.RLock()
         self._tif = None
-        try:
-            self._file = open(path, "rb", buffering=0)  # closed by close()
+        try:  # (not waiting for a writer should a FIFO have taken the name: no effect on files)
+            self._file = open(path, "rb", buffering=0, opener=_open_nonblocking)  # see close()
         except FileNotFoundError:
             raise StackNotFoundError(path, "no such file (part of the dataset)") from None
         except OSError as exc:  # (a folder or an unreadable file now has its name)
             raise StackReadError(path, f"cannot open ({exc.strerror})") from None
+        status = os.fstat(self._file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            self._file.close()
+            raise StackReadError(path, "is not a regular file (FIFO, device...) any more")
         if identity is not None:
-            change = identity.change(FileIdentity.of(os.fstat(self._file.fileno())))
+            change = identity.change(FileIdentity.of(status))
             if change is not None:
                 self._file.close()
                 raise StackReadError(

@@ -438,6 +438,38 @@ def test_a_fifo_put_at_a_files_name_after_open_is_an_error_not_a_hang(tmp_path):
     assert "not a regular file" in done.stdout
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_a_fifo_put_at_a_dataset_files_name_after_open_is_an_error_not_a_hang(tmp_path):
+    """Re-opening a file of a multi-file dataset waited forever for a FIFO's writer, holding
+    the reader's lock (run in a child process, which the test kills if it hangs)."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_sequence import _write_multifile_ome
+        from pims_videoutils import StackReadError, TiffSequenceND
+        folder = {str(tmp_path)!r}
+        data = np.random.default_rng(29).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+        _write_multifile_ome(Path(folder), data)
+        with TiffSequenceND(folder, max_open_files=1) as reader:
+            assert np.array_equal(reader.get_plane(p=0, t=0), data[0, 0])
+            path = os.path.join(folder, "pos1_part1.ome.tif")
+            os.remove(path)
+            os.mkfifo(path)
+            try:
+                reader.get_plane(p=1, t=3)
+            except StackReadError as error:
+                print("StackReadError:", error)
+            assert np.array_equal(reader.get_plane(p=0, t=1), data[0, 1])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "StackReadError:" in done.stdout and "pos1_part1.ome.tif" in done.stdout
+    assert "not a regular file" in done.stdout
+
+
 # --- the process's limit of open files ---------------------------------------------------------
 
 
