@@ -29,7 +29,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
@@ -378,6 +378,34 @@ def _inner_axis_names(
     return names
 
 
+def _is_text_path(path: Any) -> bool:
+    """Tell whether ``path`` is a ``str`` or an ``os.PathLike`` giving one."""
+    return isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str)
+
+
+def _checked_source(
+    source: Any,
+) -> str | os.PathLike[str] | tuple[str | os.PathLike[str], ...]:
+    """Return a reader's source: a path as given, or a sequence of files as a tuple.
+
+    Raises
+    ------
+    TypeError
+        ``source`` is neither a ``str`` (or ``os.PathLike``) path nor an iterable of them.
+    """
+    if _is_text_path(source):
+        return source
+    if isinstance(source, (bytes, bytearray, os.PathLike)) or not isinstance(source, Iterable):
+        raise TypeError(f"source must be a folder, glob or file (str or os.PathLike[str]) or a "
+                        f"sequence of files, not {type(source).__name__}")
+    names = tuple(source)
+    for name in names:
+        if not _is_text_path(name):
+            raise TypeError(f"each file of the source must be a str or os.PathLike[str], "
+                            f"not {type(name).__name__} ({name!r})")
+    return names
+
+
 def _source_label(source: Any) -> str:
     """How a source is named in error messages."""
     if isinstance(source, (str, os.PathLike)):
@@ -663,7 +691,7 @@ class TiffSequenceND(PlanesND):
     ) -> None:
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
-        self._source = source if isinstance(source, (str, os.PathLike)) else tuple(source)
+        self._source = _checked_source(source)
         # what a pickled reader re-opens: these files, also after os.chdir or in a worker process
         self._abs_source = (
             os.path.abspath(self._source) if isinstance(self._source, (str, os.PathLike))

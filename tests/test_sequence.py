@@ -152,6 +152,25 @@ def test_missing_sources(tmp_path, kind):
         TiffSequenceND(source)
 
 
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        (lambda folder: bytes(folder), "source .* not bytes"),
+        (lambda folder: 5, "source .* not int"),
+        (lambda folder: None, "source .* not NoneType"),
+        (lambda folder: [bytes(folder / "f1.tif")], r"file .* not bytes \(b'.*f1\.tif'\)"),
+        (lambda folder: [folder / "f1.tif", 5], r"file .* not int \(5\)"),
+    ],
+    ids=["bytes", "int", "None", "list of bytes", "int in a list"],
+)
+def test_source_of_another_type_is_a_type_error_saying_so(numbered, source, named):
+    """These raised TypeErrors of the code inside ("'int' object is not iterable", "a
+    bytes-like object is required, not 'str'", "expected str, bytes or os.PathLike object,
+    not int" for a bytes folder: its bytes were taken for a list of files)."""
+    with pytest.raises(TypeError, match=named):
+        TiffSequenceND(source(numbered))
+
+
 def test_folder_in_a_list_of_files_is_named_as_a_folder(numbered):
     (numbered / "sub").mkdir()
     with pytest.raises(StackReadError, match=r"sub: a folder in the list of files"):
