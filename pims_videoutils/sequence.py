@@ -650,7 +650,9 @@ class TiffSequenceND(PlanesND):
         A file whose layout differs from the first file's raises when it is first read,
         naming the file and the difference; so does a file of a multi-file dataset that was
         replaced, shortened or rewritten since the reader was opened (the planes' offsets
-        were found then), when it is (re)opened to read a plane.
+        were found then), when it is (re)opened to read a plane, or is no regular file any
+        more. A file that cannot be opened because the process has as many files open as
+        it may (``ulimit -n``), even after every reader's idle files were closed.
     ValueError
         An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
         type cannot hold.
