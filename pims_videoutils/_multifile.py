@@ -21,6 +21,7 @@ RGB pages raise a clear :class:`StackReadError`.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import os
@@ -642,7 +643,15 @@ def _check_uuids(named: dict[str, str], pages, path: str) -> None:
 
 
 def _why_unreadable(file: str) -> str | None:
-    """Tell why tifffile cannot read every IFD of ``file`` (None: it can, or there is no file)."""
+    """Tell why tifffile cannot read every IFD of ``file`` (None: it can, or there is no file).
+
+    Raises
+    ------
+    OSError
+        The process (``EMFILE``) or the system (``ENFILE``) has as many files open as it
+        may: no reason of the file's (tifffile skips a dataset's files then, as unreadable
+        ones), the caller may close files and try again.
+    """
     if not os.path.isfile(file):
         return None
     try:
@@ -651,6 +660,8 @@ def _why_unreadable(file: str) -> str | None:
             for _ in tif.pages:
                 pass
     except (OSError, *MALFORMED_TIFF_ERRORS) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise
         return f"{type(exc).__name__}: {exc}"
     return None
 

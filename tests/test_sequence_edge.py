@@ -473,6 +473,53 @@ def test_a_fifo_put_at_a_dataset_files_name_after_open_is_an_error_not_a_hang(tm
 # --- the process's limit of open files ---------------------------------------------------------
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="sets a limit of open files (resource)")
+def test_multifile_dataset_opened_at_the_limit_of_open_files_is_read_whole(tmp_path):
+    """At the limit of open files, tifffile skips the dataset's other files ('failed to read
+    ..., raised OSError(24...). Missing data are zeroed'); the files were then taken for
+    unreadable ('cannot read it (OSError: [Errno 24]...)', or their planes filled with
+    fill_missing) instead of closing another reader's idle files and trying again."""
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    for t in range(30):
+        tifffile.imwrite(stacks / f"vol{t}.tif", np.zeros((2, 4, 5), np.uint16), imagej=True,
+                         metadata={"axes": "ZYX"})
+    script = textwrap.dedent(f"""
+        import os, resource, sys
+        from pathlib import Path
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_sequence import _write_multifile_ome
+        from pims_videoutils import TiffSequenceND
+        folder = Path({str(tmp_path)!r}) / "ome"
+        folder.mkdir()
+        data = np.random.default_rng(30).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+        _write_multifile_ome(folder, data)
+        with TiffSequenceND(folder.parent / "stacks") as stacks:
+            for t in range(30):  # 30 files left open, idle
+                stacks.get_plane(t=t, z=0)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (stacks.open_file_count() + 64, hard))
+            taken = []
+            try:
+                while True:
+                    taken.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            os.close(taken.pop())  # one file may be opened: the dataset's first, not the others
+            with TiffSequenceND(folder, fill_missing=0) as reader:
+                assert reader.metadata["missing_files"] == 0
+                for p in range(2):
+                    for t in range(4):
+                        assert np.array_equal(reader.get_plane(p=p, t=t), data[p, t]), (p, t)
+        print("read every plane")
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "read every plane" in done.stdout
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
 def test_readers_holding_more_files_than_the_process_may_open_still_read(tmp_path):
     """Idle files that readers keep open count against ``ulimit -n`` (1024 by default on Linux,
