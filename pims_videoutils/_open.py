@@ -2,10 +2,11 @@
 
 Both decide with :func:`opens_as_sequence` (the only place that does) whether a path names many
 TIFF files, read as one :class:`~pims_videoutils.TiffSequenceND`: a folder holding TIFF files
-(or position sub-folders that do), one image of a Micro-Manager "separate image files"
-acquisition, an NDTiff dataset's ``NDTiff.index``, or a glob pattern matching several files that
-all end in ``.tif``/``.tiff``. pims's own ``open`` hands every multi-file glob to
-``pims.ImageSequence`` and fails on folders.
+(or position sub-folders that do), an NDTiff dataset's ``NDTiff.index``, or a glob pattern
+matching several files that all end in ``.tif``/``.tiff``. Any other file is itself (one image
+of a Micro-Manager "separate image files" acquisition too, as in pims: dask-image's ``imread``
+of a glob reads each file through ``pims.open`` as that file's frame). pims's own ``open``
+hands every multi-file glob to ``pims.ImageSequence`` and fails on folders.
 
 * :func:`open` is :func:`pims.open` that also takes paths and, when every candidate reader
   fails, says why each one failed.
@@ -46,28 +47,20 @@ def opens_as_sequence(path: str) -> bool:
     -------
     bool
         True for a folder holding at least one ``.tif``/``.tiff`` file (hidden files aside)
-        or, if none, sub-folders that do (one per position); for one image of a
-        Micro-Manager "separate image files" acquisition (its name, and ``metadata.txt``
-        beside it); for the ``NDTiff.index`` file of an NDTiff dataset; and for a glob
-        pattern that matches several files, all ending in ``.tif``/``.tiff`` (any case). False
-        otherwise, e.g. for another file, a pattern with one match, or a pattern that also
-        matches other files (such as PNG images).
+        or, if none, sub-folders that do (one per position); for the ``NDTiff.index`` file of
+        an NDTiff dataset; and for a glob pattern that matches several files, all ending in
+        ``.tif``/``.tiff`` (any case). False otherwise, e.g. for another file (also one image
+        of a Micro-Manager "separate image files" acquisition, which
+        :class:`~pims_videoutils.TiffSequenceND` opens as its acquisition), a pattern with one
+        match, or a pattern that also matches other files (such as PNG images).
     """
     # (imported here: the readers are loaded only at the first call of ``open``)
-    from .sequence import (
-        NDTIFF_INDEX,
-        folder_holds_tiff,
-        glob_files,
-        micromanager_acquisition,
-        position_folders,
-    )
+    from .sequence import NDTIFF_INDEX, folder_holds_tiff, glob_files, position_folders
 
     if os.path.isdir(path):
         return folder_holds_tiff(path) or bool(position_folders(path))
     if os.path.exists(path):  # one file, even if its name holds glob characters
-        if os.path.basename(path) == NDTIFF_INDEX:
-            return os.path.isfile(path)
-        return micromanager_acquisition(path) is not None
+        return os.path.basename(path) == NDTIFF_INDEX and os.path.isfile(path)
 
     matches = glob_files(path)
     return len(matches) > 1 and all(m.lower().endswith(TIFF_SUFFIXES) for m in matches)
@@ -155,7 +148,7 @@ def wrap_pims_open(pims_module: ModuleType) -> None:
     open.__doc__ = (original.__doc__ or "") + (
         "\n    Wrapped by pims-videoutils: registered readers (entry-point group pims.readers)"
         "\n    are imported at the first call; a folder of TIFF files (or of position folders),"
-        "\n    one image of a Micro-Manager acquisition, an NDTiff.index, a glob matching"
+        "\n    an NDTiff.index, a glob matching"
         "\n    several TIFF files named as one numbering, or a list of TIFF files opens as"
         "\n    pims_videoutils.TiffSequenceND. Opt out with"
         "\n    the environment variable PIMS_VIDEOUTILS_NO_AUTOLOAD=1.\n"
@@ -297,9 +290,8 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     are always candidates; a missing file raises
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
-    A folder holding TIFF files (or position sub-folders that do), one image of a
-    Micro-Manager "separate image files" acquisition, an NDTiff dataset's ``NDTiff.index``,
-    or a glob pattern matching several
+    A folder holding TIFF files (or position sub-folders that do), an NDTiff dataset's
+    ``NDTiff.index``, or a glob pattern matching several
     files that are all TIFF files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
     :func:`opens_as_sequence`). Any other path that does not exist is read as a glob pattern:
     one match is opened (a folder of TIFF files as a ``TiffSequenceND``), several are handed

@@ -181,6 +181,24 @@ def test_dask_image_glob_of_numbered_tiffs(
     assert worker == "TiffSequenceND"
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_image_glob_of_micromanager_images(
+    fake_site: FakeSite, tmp_path: Path, scheduler: str
+) -> None:
+    # dask-image reads frame 0 of pims.open(file) for each file of a glob: an image of a
+    # Micro-Manager acquisition must open alone there, not as its whole acquisition
+    from dask_image.imread import imread
+
+    data = np.random.default_rng(6).integers(0, 60000, (4, 5, 6), dtype=np.uint16)
+    summary = {"Frames": 4, "Slices": 1, "Channels": 1, "Positions": 1, "Interval_ms": 250.0}
+    (tmp_path / "metadata.txt").write_text(json.dumps({"Summary": summary}))
+    for t, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"img_channel000_position000_time{t:09d}_z000.tif", plane)
+    array = imread(str(tmp_path / "img_*.tif"))
+    assert (array.shape, array.dtype) == (data.shape, data.dtype)
+    np.testing.assert_array_equal(array.compute(scheduler=scheduler), data)
+
+
 def test_dask_image_folder_of_tiffs(fake_site: FakeSite, tmp_path: Path) -> None:
     # dask-image hands each chunk its file name as a numpy.str_ (os.scandir lists bytes for it)
     from dask_image.imread import imread

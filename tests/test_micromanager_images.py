@@ -89,13 +89,20 @@ def test_acquisition_folder_has_positions_from_its_sub_folders(acquisition):
         np.testing.assert_array_equal(reader[2], expected_plane(acquisition, "Pos2", 2, 1, 1, 2))
 
 
-@pytest.mark.parametrize("opener", [TiffSequenceND, pims.open, pims_videoutils.open])
-def test_any_one_image_opens_the_whole_acquisition(acquisition, opener):
+def test_any_one_image_opens_the_whole_acquisition(acquisition):
     image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
-    assert opens_as_sequence(str(image))
-    with opener(str(image)) as reader:
-        assert isinstance(reader, TiffSequenceND)
+    with TiffSequenceND(image) as reader:
         assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+
+
+@pytest.mark.parametrize("opener", [pims.open, pims_videoutils.open])
+def test_open_reads_one_image_alone_as_pims_does(acquisition, opener):
+    # dask-image's imread of a glob of images reads each file's frame 0 through pims.open
+    image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
+    assert not opens_as_sequence(str(image))
+    with opener(str(image)) as reader:
+        assert isinstance(reader, TiffStackND) and len(reader) == 1
+        np.testing.assert_array_equal(reader[0], tifffile.imread(image))
 
 
 @pytest.mark.parametrize("positions", [1, 3])
@@ -108,8 +115,7 @@ def test_one_image_opens_its_acquisition_not_other_tiffs_beside_it(tmp_path, pos
     tifffile.imwrite(root / "analysis" / "mask.tif", np.zeros((5, 6), "u2"))
     folder = root / labels[-1] if labels[-1] else root
     image = folder / image_name(1, 0, 1, positions - 1, version=1)
-    with pims.open(str(image)) as reader:
-        assert isinstance(reader, TiffSequenceND)
+    with TiffSequenceND(image) as reader:
         for p, label in enumerate(labels):
             for t, z, c in np.ndindex(3, 2, 2):
                 coords = {"t": t, "z": z, "c": c} | ({"p": p} if positions > 1 else {})
@@ -153,8 +159,8 @@ def test_images_open_without_tifffiles_header_warnings_and_keep_their_pixel_size
 
 
 def test_opening_an_acquisition_logs_nothing(acquisition, caplog):
-    with caplog.at_level("WARNING"), pims.open(str(acquisition / "Pos0" / image_name(
-            0, 0, 0, 0, version=1))) as reader:
+    with caplog.at_level("WARNING"), TiffSequenceND(acquisition / "Pos0" / image_name(
+            0, 0, 0, 0, version=1)) as reader:
         assert reader.sizes["p"] == 3
     assert caplog.records == []
 
@@ -200,8 +206,7 @@ def test_micromanager2_names_number_the_positions_themselves(tmp_path):
 def test_single_position_acquisition_from_one_image(tmp_path):
     root = write_acquisition(tmp_path / "acq", positions=1)
     image = root / image_name(1, 0, 1, 0, version=1)
-    with pims.open(str(image)) as reader:
-        assert isinstance(reader, TiffSequenceND)
+    with TiffSequenceND(image) as reader:
         assert reader.sizes == {"t": 3, "z": 2, "c": 2, "y": 5, "x": 6}
         np.testing.assert_array_equal(reader.get_plane(t=1, z=0, c=1), tifffile.imread(image))
 
