@@ -318,7 +318,10 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int) -> dict:
 
 def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
                   size: int) -> np.ndarray | None:
-    """Offset of each page's data when its strips form one block of ``plane_nbytes``."""
+    """Offset of each page's data when its strips form one block of ``plane_nbytes``.
+
+    Raises _Corrupt for an offset or byte count beyond any file (2**63 or more).
+    """
     codes = [int(c) for c in entries["code"][0]]
     if _STRIP_OFFSETS not in codes or _STRIP_BYTECOUNTS not in codes:
         return None
@@ -332,6 +335,8 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     offsets, counts = columns
     if offsets.shape != counts.shape:
         return None
+    if offsets.min() < 0 or counts.min() < 0:  # BigTIFF values of 2**63 or more
+        raise _Corrupt("a strip offset or byte count lies outside the file")
     if not (counts.sum(axis=1) == plane_nbytes).all():
         return None
     if not (offsets[:, 1:] == offsets[:, :-1] + counts[:, :-1]).all():

@@ -162,15 +162,22 @@ def test_first_ifd_beyond_end_of_file(tmp_path):
     _assert_read_error(path, "invalid first IFD")
 
 
-def test_strip_offset_beyond_end_of_file(tmp_path):
-    """Pages that disagree with the file: one page's data pointer beyond the end."""
+@pytest.mark.parametrize(("bigtiff", "beyond"), [(False, "end"), (True, "end"), (True, "2**63")],
+                         ids=["classic", "bigtiff", "bigtiff-2**63"])
+def test_strip_offset_beyond_end_of_file(tmp_path, bigtiff, beyond):
+    """Pages that disagree with the file: one page's data pointer beyond the end.
+
+    A BigTIFF offset of 2**63 or more is no negative number (it was read as one, a page
+    missing, and the plane came out as zeros).
+    """
     path = tmp_path / "strip.tif"
-    _interleaved(path)
+    _interleaved(path, bigtiff=bigtiff)
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[4].tags["StripOffsets"]
-        position = tag.offset + 8  # the inline value of the entry
-    _patch(path, position, path.stat().st_size + 10)
-    _assert_read_error(path, "truncated|beyond")
+        position = tag.offset + (12 if bigtiff else 8)  # the inline value of the entry
+    offset = path.stat().st_size + 10 if beyond == "end" else 2**64 - 100
+    _patch(path, position, offset, "<Q" if bigtiff else "<I")
+    _assert_read_error(path, "truncated|beyond|outside")
 
 
 @pytest.mark.parametrize("truncate", [True, False])
