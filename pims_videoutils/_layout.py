@@ -172,6 +172,13 @@ class Layout:
         return math.prod(self.shape)
 
     @property
+    def page_shape(self) -> tuple[int, ...]:
+        """Shape of a decoded page: ``plane_shape``, samples first when ``planar``."""
+        if self.planar:
+            return (self.plane_shape[-1], *self.plane_shape[:-1])
+        return self.plane_shape
+
+    @property
     def plane_nbytes(self) -> int:
         """Bytes of one plane."""
         return math.prod(self.plane_shape) * self.dtype.itemsize

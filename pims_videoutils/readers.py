@@ -286,15 +286,16 @@ class TiffStackND(PlanesND):
         if ifd_offset < 0:
             return np.zeros(layout.plane_shape, self._native)
         data = self._decoder.decode(ifd_offset, index)
-        if layout.planar:
-            data = np.moveaxis(data, 0, -1)
-        if data.size != math.prod(layout.plane_shape) or data.dtype.newbyteorder(
-                "=") != self._native:
+        # (a page of the stack's size in another layout, e.g. samples not planar, must not be
+        # reshaped into the plane: its pixels would be scrambled)
+        if data.shape != layout.page_shape or data.dtype.newbyteorder("=") != self._native:
             raise StackReadError(
                 self._path, f"page {index} decodes to {data.shape} {data.dtype}, not the "
-                f"stack's {layout.plane_shape} {self._native} (file changed since it was "
+                f"stack's {layout.page_shape} {self._native} (file changed since it was "
                 "opened, or inconsistent pages)")
-        return np.ascontiguousarray(data.reshape(layout.plane_shape), dtype=self._native)
+        if layout.planar:
+            data = np.moveaxis(data, 0, -1)
+        return np.ascontiguousarray(data, dtype=self._native)
 
     # --- lifetime -----------------------------------------------------------------------------
 
