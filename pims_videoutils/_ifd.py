@@ -17,6 +17,7 @@ Building tifffile's series of a plain 100,000-page file reads every IFD into a P
    block of the expected size per page.
 
 Anything that cannot be proven this way returns None, and the caller takes tifffile's safe path.
+:func:`same_layout` makes the second check for the IFDs of the pages of a tifffile series.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # TIFF tag codes whose values define what a page is and how its bytes become pixels
-_LAYOUT_TAGS = (254, 256, 257, 258, 259, 262, 266, 277, 278, 284, 317, 339, 32997)
+_LAYOUT_TAGS = (254, 256, 257, 258, 259, 262, 266, 277, 278, 284, 317, 322, 323, 339, 32997)
 _STRIP_OFFSETS, _STRIP_BYTECOUNTS = 273, 279
-_REFUSED_TAGS = (322, 323, 330)  # tiles, SubIFDs: left to tifffile
+_REFUSED_TAGS = (322, 323, 330)  # tiles, SubIFDs: left to tifffile by the walker
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
@@ -150,11 +151,7 @@ def _walk(buf, fmt: _Format, first: int, page0, prefetch: bool) -> Pages:
     entries = [_entries(buf, fmt, run) for run in runs]
     reference = _layout_values(buf, fmt, entries[0], size)
     for run_entries in entries[1:]:
-        values = _layout_values(buf, fmt, run_entries, size)
-        if values.keys() != reference.keys() or any(
-            values[k][0] != reference[k][0] or not np.array_equal(values[k][1], reference[k][1])
-            for k in values
-        ):
+        if not _equal_values(_layout_values(buf, fmt, run_entries, size), reference):
             raise _Unproven
     ifd_offsets = np.concatenate(
         [start + step * np.arange(count, dtype=np.int64) for start, step, count, _ in runs])
@@ -302,9 +299,15 @@ def _tag_bytes(buf, fmt: _Format, entries: np.ndarray, j: int, size: int):
     return typ, cnt, data[pointers[:, None] + np.arange(nbytes)]
 
 
-def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int) -> dict:
+def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int,
+                   refused: tuple[int, ...] = _REFUSED_TAGS) -> dict:
+    """``{code: ((type, count), value bytes)}`` of the layout tags, the same in every page.
+
+    ``entries``: ``(pages, tags)``, the same tag codes in every page. Raises _Unproven when
+    the pages differ, or hold a tag of ``refused``.
+    """
     codes = [int(c) for c in entries["code"][0]]
-    if any(code in codes for code in _REFUSED_TAGS):
+    if any(code in codes for code in refused):
         raise _Unproven
     values = {}
     for code in _LAYOUT_TAGS:
@@ -314,6 +317,13 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int) -> dict:
                 raise _Unproven
             values[code] = ((typ, cnt), data[0].copy())
     return values
+
+
+def _equal_values(values: dict, reference: dict) -> bool:
+    """Tell whether two results of :func:`_layout_values` are the same layout."""
+    return values.keys() == reference.keys() and all(
+        values[k][0] == reference[k][0] and np.array_equal(values[k][1], reference[k][1])
+        for k in values)
 
 
 def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
@@ -342,6 +352,60 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     if not (offsets[:, 1:] == offsets[:, :-1] + counts[:, :-1]).all():
         return None
     return offsets[:, 0].copy()
+
+
+def same_layout(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray) -> bool:
+    """Tell whether the IFDs at ``ifd_offsets`` provably define pages of one layout.
+
+    Their layout-defining tags (size, samples, bits, sample format, compression, strips or
+    tiles...; see the module docstring) must have the same type, count and value bytes in every
+    IFD; where their data lie does not count. Vectorised: the entries of IFDs with as many
+    tags are copied at once, and compared by list of tag codes.
+
+    Parameters
+    ----------
+    buf : buffer
+        The whole file (a read-only ``mmap``); no view of it outlives this call.
+    byteorder, bigtiff
+        The file's format.
+    ifd_offsets : numpy.ndarray
+        int64 offsets of the IFDs (any order).
+
+    Returns
+    -------
+    bool
+        False also when it cannot be told (an IFD or a value outside the file).
+    """
+    fmt = _Format.of(byteorder, bigtiff)
+    size = len(buf)
+    offsets = np.unique(np.asarray(ifd_offsets, np.int64))
+    if offsets.size < 2:
+        return True
+    if offsets[0] < 8 or offsets[-1] + fmt.count_size > size:
+        return False
+    data = np.frombuffer(buf, np.uint8)
+    try:
+        counts = (data[offsets[:, None] + np.arange(fmt.count_size)].copy()
+                  .view(f"{byteorder}u{fmt.count_size}")[:, 0].astype(np.int64))
+        reference = None
+        for ntags in np.unique(counts).tolist():
+            group = offsets[counts == ntags]
+            nbytes = ntags * fmt.entry_size
+            if not 0 < ntags <= _MAX_TAGS or group[-1] + fmt.count_size + nbytes > size:
+                return False
+            entries = (data[group[:, None] + fmt.count_size + np.arange(nbytes)]
+                       .view(fmt.entry_dtype()))
+            while len(entries):  # the IFDs with the tag codes of the first left, then the rest
+                same_codes = (entries["code"] == entries["code"][0]).all(axis=1)
+                values = _layout_values(buf, fmt, entries[same_codes], size, refused=())
+                if reference is None:
+                    reference = values
+                elif not _equal_values(values, reference):
+                    return False
+                entries = entries[~same_codes]
+    except (_Corrupt, _Unproven):
+        return False
+    return True
 
 
 def _read_tag_count(read, fmt: _Format, offset: int) -> int | None:

@@ -14,7 +14,9 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   chain and proves, vectorised, that every page has page 0's layout and where its data lie;
   anything it cannot prove goes to the next route.
 * everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
-  series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
+  series; each page is mapped on its own when it is uncompressed and contiguous and the IFDs of
+  all pages have the same layout tags (:func:`._ifd.same_layout`; tifffile reads every page of
+  a series with the first page's layout), else decoded and checked page by page.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
 (samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
@@ -405,7 +407,15 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
     storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
-    if ser.dataoffset is not None and _mappable(key) and key.parent is tif:
+    mappable = _mappable(key) and key.parent is tif
+    # tifffile gives the pages of a series the key page's layout, whatever their own tags say,
+    # and may make a page object of the first IFD alone: planes are computed from one offset
+    # only where every IFD was seen to agree, or where one IFD describes all planes by the
+    # file's convention (ImageJ hyperstacks, truncated files)
+    made = [page for page in ser._pages if page is not None]  # (tifffile has no public list)
+    if (mappable and ser.dataoffset is not None
+            and (len(made) == len(ser) or ser.is_truncated or ser.kind == "imagej")
+            and _same_layout(tif, [key, *made])):
         storage = MAPPED
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
     else:
@@ -418,7 +428,9 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         if len(pages) != nplanes:
             raise StackReadError(
                 path, f"series {series} has {len(pages)} pages for {nplanes} planes")
-        plane_offsets = _page_data_offsets(pages, plane_nbytes) if _mappable(key) else None
+        plane_offsets = None
+        if mappable and _same_layout(tif, [key, *(p for p in pages if p is not None)]):
+            plane_offsets = _page_data_offsets(pages, plane_nbytes)
         if plane_offsets is not None:
             storage = MAPPED
         else:
@@ -435,6 +447,19 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _same_layout(tif: tifffile.TiffFile, pages: list) -> bool:
+    """Tell whether the IFDs of ``pages`` (TiffPage or TiffFrame) share one layout (``_ifd``).
+
+    Frames that tifffile made from an index rather than an IFD (NDTiff's, offset 0) have no
+    tags to compare: tifffile checked the index's shape and type against the key page.
+    """
+    offsets = np.array([page.offset for page in pages if page.offset], np.int64)
+    if len(offsets) < 2:
+        return True
+    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _ifd.same_layout(buf, tif.byteorder, tif.is_bigtiff, offsets)
 
 
 def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:

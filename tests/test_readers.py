@@ -227,6 +227,49 @@ def test_non_uniform_pages_fall_back_to_tifffile_series(tmp_path):
         TiffStackND(path, series=5)
 
 
+def _patch_tag(path, page, code, value, size=2):
+    """Overwrite the inline value (SHORT or LONG) of tag ``code`` of page ``page``."""
+    with tifffile.TiffFile(path) as tif:
+        position = tif.pages[page].tags[code].offset + 8
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(value.to_bytes(size, "little"))
+
+
+@pytest.mark.parametrize("case", ["shaped-transposed", "shaped-unsigned", "ome-unsigned",
+                                  "ome-unsigned-apart"])
+def test_page_of_another_layout_in_a_series_is_not_read_as_the_first(tmp_path, case):
+    """A page in the middle of a tifffile series whose own tags give another shape or sample
+    type, with as many bytes (20 x 24 stored as 24 x 20; int16 stored as uint16).
+
+    tifffile's series reads such a page with the first page's layout; mapped planes did too,
+    silently. The page must read as tifffile decodes it (pages[i].asarray()), or raise.
+    ``apart``: the planes are not one block (pages 1 and 2 swap their data).
+    """
+    path = tmp_path / ("odd.ome.tif" if case.startswith("ome") else "odd.tif")
+    data = _data((5, 20, 24), "i2")
+    tifffile.imwrite(path, data, ome=case.startswith("ome"), metadata={"axes": "TYX"})
+    if case == "shaped-transposed":
+        for code, value in ((256, 20), (257, 24), (278, 24)):
+            _patch_tag(path, 3, code, value)
+    else:
+        _patch_tag(path, 3, 339, 1)
+    if case.endswith("apart"):
+        with tifffile.TiffFile(path) as tif:
+            first, second = (tif.pages[k].dataoffsets[0] for k in (1, 2))
+        _patch_tag(path, 1, 273, second, 4)
+        _patch_tag(path, 2, 273, first, 4)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 1 and len(tif.series[0]) == 5
+        expected = [page.asarray() for page in tif.pages]
+    with TiffStackND(path) as reader:
+        assert reader.sizes["t"] == 5
+        for i in (0, 1, 2, 4):
+            np.testing.assert_array_equal(reader[i], expected[i])
+        with pytest.raises(StackReadError, match=r"page 3 decodes to .*inconsistent pages"):
+            reader[3]
+
+
 def test_change_of_tag_count_mid_file_is_still_proven(tmp_path):
     """A page with an extra tag breaks the guessed IFD progression; the walk resumes."""
     path = tmp_path / "extra.tif"
