@@ -417,6 +417,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             and (len(made) == len(ser) or ser.is_truncated or ser.kind == "imagej")
             and _same_layout(tif, [key, *made])):
         storage = MAPPED
+        # (before the offsets are made: a corrupt size may claim more planes than memory holds)
+        _check_data_end(path, ser.dataoffset + nplanes * plane_nbytes, size)
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
     else:
         pages = list(ser.pages)
@@ -576,11 +578,15 @@ def _check_extent(layout: Layout, size: int) -> None:
         if offsets is not None and offsets.size and offsets.max() >= size:
             raise StackReadError(layout.path, "an IFD lies beyond the end of the file")
         return
-    if offsets.size and int(offsets.max()) + layout.plane_nbytes > size:
-        needed = int(offsets.max()) + layout.plane_nbytes
+    if offsets.size:
+        _check_data_end(layout.path, int(offsets.max()) + layout.plane_nbytes, size)
+
+
+def _check_data_end(path: str, end: int, size: int) -> None:
+    """Raise StackReadError if the planes, which end at byte ``end``, do not fit the file."""
+    if end > size:
         raise StackReadError(
-            layout.path,
-            f"file is truncated: planes need {needed} bytes but the file has {size}")
+            path, f"file is truncated: planes need {end} bytes but the file has {size}")
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -190,6 +191,26 @@ def test_inconsistent_imagej_image_count(tmp_path, truncate):
     assert patched != raw
     path.write_bytes(patched)
     _assert_read_error(path, "truncated|pages for")
+
+
+def test_description_claiming_far_more_planes_than_the_file_holds(tmp_path):
+    """A tifffile shape of 10**8 planes in a 7 KB file (tifffile deems it truncated).
+
+    The plane offsets were computed (two arrays of 800 MB) before the file's size was
+    compared with them: a corrupt description cost gigabytes and seconds, or the memory.
+    """
+    path = tmp_path / "claims.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for k in range(6):
+            tif.write(np.full((20, 24), k, "u2"), contiguous=False, metadata=None,
+                      description='{"shape": [100000000, 20, 24]}' if k == 0 else None)
+    tracemalloc.start()
+    try:
+        _assert_read_error(path, "truncated")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
 
 
 def test_imagej_image_count_alone_more_than_the_file_holds(tmp_path):
