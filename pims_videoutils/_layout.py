@@ -382,8 +382,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
-    if ser.kind == "ome" and any(page is not None and page.parent is not tif
-                                 for s in all_series for page in s.pages):
+    if ser.kind == "ome" and _ome_dataset_of_several_files(tif, all_series, path):
         raise StackReadError(path, "is one file of a multi-file OME-TIFF dataset (its OME-XML "
                              "puts planes in other files); open it with TiffSequenceND (any "
                              "file of the dataset, or its folder)")
@@ -449,6 +448,28 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path: str) -> bool:
+    """Tell whether the file's OME series put planes in other files (a multi-file dataset).
+
+    Pages in another file say so; so does a plane missing (a page None: tifffile could not
+    read its file) where the OME-XML names a file other than this one, with another UUID.
+    """
+    pages = [page for s in all_series for page in s.pages]
+    if any(page is not None and page.parent is not tif for page in pages):
+        return True
+    if all(page is not None for page in pages):
+        return False
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError:
+        return False
+    own_uuid = (root.attrib.get("UUID") or "").strip()
+    own_name = os.path.basename(path).lower()
+    return any((uuid.text or "").strip() != own_uuid
+               and uuid.attrib.get("FileName", "").lower() != own_name
+               for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
 
 
 def _same_layout(tif: tifffile.TiffFile, pages: list) -> bool:
