@@ -142,8 +142,7 @@ class Layout:
         Sample type with the file's byte order.
     storage : str
         ``'mapped'``: ``plane_offsets`` hold the byte offset of every plane;
-        ``'decoded'``: ``ifd_offsets`` hold the IFD offset of every plane's page (-1: missing page,
-        read as zeros).
+        ``'decoded'``: ``ifd_offsets`` hold the IFD offset of every plane's page.
     plane_offsets, ifd_offsets : numpy.ndarray or None
         int64 arrays of ``prod(shape)`` entries, planes in C order of ``axes``.
     planar : bool
@@ -429,13 +428,19 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         if len(pages) != nplanes:
             raise StackReadError(
                 path, f"series {series} has {len(pages)} pages for {nplanes} planes")
+        missing = sum(page is None for page in pages)
+        if missing:  # (tifffile reads them as zeros)
+            raise StackReadError(
+                path, f"{missing} of the {nplanes} planes of series {series} are in no IFD of "
+                "the file (its metadata puts them in IFDs it lacks, or nowhere: a truncated "
+                "or inconsistent file); TiffSequenceND(path, fill_missing=0) reads the others")
         plane_offsets = None
-        if mappable and _same_layout(tif, [key, *(p for p in pages if p is not None)]):
+        if mappable and _same_layout(tif, [key, *pages]):
             plane_offsets = _page_data_offsets(pages, plane_nbytes)
         if plane_offsets is not None:
             storage = MAPPED
         else:
-            ifd_offsets = np.array([-1 if p is None else p.offset for p in pages], np.int64)
+            ifd_offsets = np.array([page.offset for page in pages], np.int64)
         if tif.is_micromanager:
             page_times = elapsed_times(pages, tif.is_ndtiff)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
@@ -539,9 +544,6 @@ def _page_data_offsets(pages: list, plane_nbytes: int) -> np.ndarray | None:
     """Return the data offset of each page if every page is one contiguous block, else None."""
     offsets = np.empty(len(pages), np.int64)
     for k, page in enumerate(pages):
-        if page is None:
-            offsets[k] = -1
-            continue
         starts, counts = page.dataoffsets, page.databytecounts
         if sum(counts) != plane_nbytes or any(
             starts[i] + counts[i] != starts[i + 1] for i in range(len(starts) - 1)

@@ -14,6 +14,7 @@ import tifffile
 
 from pims_videoutils import StackNotFoundError, StackReadError
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 
 def _interleaved(path, n=6, bigtiff=False):
@@ -146,6 +147,35 @@ def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
     offset, ntags = pages[4]
     _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
     _assert_read_error(path, "corrupt IFD chain")
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("tiffdata", ["beyond", "partial"])
+def test_ome_planes_in_no_ifd_of_the_file(tmp_path, compression, tiffdata):
+    """OME-XML puts 10 time points in a file of 6 IFDs (its TiffData names IFDs 6..9, which
+    the file lacks, or covers only 6 planes). tifffile reads the others as zeros; the reader
+    read them as zeros too, silently. TiffSequenceND's fill_missing reads such a file."""
+    path = tmp_path / "planes.ome.tif"
+    data = np.arange(6 * 20 * 24, dtype="u2").reshape(6, 20, 24)
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX"}, compression=compression)
+    raw = path.read_bytes()
+    grown = raw.replace(b'SizeT="6"', b'SizeT="10"')
+    if tiffdata == "beyond":
+        grown = grown.replace(b'PlaneCount="6"', b'PlaneCount="10"')
+    # the first page's description, grown, is appended to the file and pointed to there
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageDescription"]
+        entry, start, count = tag.offset, tag.valueoffset, tag.count
+    count += len(grown) - len(raw)
+    path.write_bytes(raw + grown[start : start + count])
+    _patch(path, entry + 4, count)
+    _patch(path, entry + 8, len(raw))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].shape == (10, 20, 24)
+    _assert_read_error(path, "4 of the 10 planes .* in no IFD of the file")
+    with TiffSequenceND(path, fill_missing=0) as reader:
+        np.testing.assert_array_equal(np.stack(list(reader)), np.concatenate(
+            [data, np.zeros((4, 20, 24), "u2")]))
 
 
 def test_pointer_beyond_end_of_file(tmp_path):
