@@ -237,18 +237,20 @@ def _patch_tag(path, page, code, value, size=2):
 
 
 @pytest.mark.parametrize("case", ["shaped-transposed", "shaped-unsigned", "ome-unsigned",
-                                  "ome-unsigned-apart"])
+                                  "ome-unsigned-apart", "uniform-unsigned"])
 def test_page_of_another_layout_in_a_series_is_not_read_as_the_first(tmp_path, case):
     """A page in the middle of a tifffile series whose own tags give another shape or sample
     type, with as many bytes (20 x 24 stored as 24 x 20; int16 stored as uint16).
 
     tifffile's series reads such a page with the first page's layout; mapped planes did too,
     silently. The page must read as tifffile decodes it (pages[i].asarray()), or raise.
-    ``apart``: the planes are not one block (pages 1 and 2 swap their data).
+    ``apart``: the planes are not one block (pages 1 and 2 swap their data). ``uniform``: a
+    plain file, which tifffile deems uniform from its pages 0, 1, 7 and the last.
     """
     path = tmp_path / ("odd.ome.tif" if case.startswith("ome") else "odd.tif")
-    data = _data((5, 20, 24), "i2")
-    tifffile.imwrite(path, data, ome=case.startswith("ome"), metadata={"axes": "TYX"})
+    data = _data((10, 20, 24), "i2")
+    metadata = None if case.startswith("uniform") else {"axes": "TYX"}
+    tifffile.imwrite(path, data, ome=case.startswith("ome"), metadata=metadata)
     if case == "shaped-transposed":
         for code, value in ((256, 20), (257, 24), (278, 24)):
             _patch_tag(path, 3, code, value)
@@ -260,11 +262,11 @@ def test_page_of_another_layout_in_a_series_is_not_read_as_the_first(tmp_path, c
         _patch_tag(path, 1, 273, second, 4)
         _patch_tag(path, 2, 273, first, 4)
     with tifffile.TiffFile(path) as tif:
-        assert len(tif.series) == 1 and len(tif.series[0]) == 5
+        assert len(tif.series) == 1 and len(tif.series[0]) == 10
         expected = [page.asarray() for page in tif.pages]
     with TiffStackND(path) as reader:
-        assert reader.sizes["t"] == 5
-        for i in (0, 1, 2, 4):
+        assert reader.sizes["t"] == 10
+        for i in (0, 1, 2, *range(4, 10)):
             np.testing.assert_array_equal(reader[i], expected[i])
         with pytest.raises(StackReadError, match=r"page 3 decodes to .*inconsistent pages"):
             reader[3]
