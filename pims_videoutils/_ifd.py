@@ -384,17 +384,21 @@ def same_layout(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray) -> 
     if offsets[0] < 8 or offsets[-1] + fmt.count_size > size:
         return False
     data = np.frombuffer(buf, np.uint8)
+
+    def rows(starts: np.ndarray, nbytes: int) -> np.ndarray:
+        """Copy the ``nbytes`` bytes from each of ``starts`` (in the file): one row each."""
+        return np.lib.stride_tricks.sliding_window_view(data, nbytes)[starts]
+
     try:
-        counts = (data[offsets[:, None] + np.arange(fmt.count_size)].copy()
-                  .view(f"{byteorder}u{fmt.count_size}")[:, 0].astype(np.int64))
+        counts = (rows(offsets, fmt.count_size).view(f"{byteorder}u{fmt.count_size}")[:, 0]
+                  .astype(np.int64))
         reference = None
         for ntags in np.unique(counts).tolist():
             group = offsets[counts == ntags]
             nbytes = ntags * fmt.entry_size
             if not 0 < ntags <= _MAX_TAGS or group[-1] + fmt.count_size + nbytes > size:
                 return False
-            entries = (data[group[:, None] + fmt.count_size + np.arange(nbytes)]
-                       .view(fmt.entry_dtype()))
+            entries = rows(group + fmt.count_size, nbytes).view(fmt.entry_dtype())
             while len(entries):  # the IFDs with the tag codes of the first left, then the rest
                 same_codes = (entries["code"] == entries["code"][0]).all(axis=1)
                 values = _layout_values(buf, fmt, entries[same_codes], size, refused=())
@@ -403,7 +407,7 @@ def same_layout(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray) -> 
                 elif not _equal_values(values, reference):
                     return False
                 entries = entries[~same_codes]
-    except (_Corrupt, _Unproven):
+    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
         return False
     return True
 
