@@ -17,7 +17,8 @@ Building tifffile's series of a plain 100,000-page file reads every IFD into a P
    block of the expected size per page.
 
 Anything that cannot be proven this way returns None, and the caller takes tifffile's safe path.
-:func:`same_layout` makes the second check for the IFDs of the pages of a tifffile series.
+:func:`same_layout` and :func:`data_offsets` make the same checks for the IFDs of the pages of a
+tifffile series.
 """
 
 from __future__ import annotations
@@ -377,39 +378,83 @@ def same_layout(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray) -> 
         False also when it cannot be told (an IFD or a value outside the file).
     """
     fmt = _Format.of(byteorder, bigtiff)
-    size = len(buf)
-    offsets = np.unique(np.asarray(ifd_offsets, np.int64))
-    if offsets.size < 2:
-        return True
-    if offsets[0] < 8 or offsets[-1] + fmt.count_size > size:
+    reference = None
+    try:
+        for _, entries in _entries_by_tag_list(buf, fmt, np.unique(ifd_offsets)):
+            values = _layout_values(buf, fmt, entries, len(buf), refused=())
+            if reference is None:
+                reference = values
+            elif not _equal_values(values, reference):
+                return False
+    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
         return False
+    return True
+
+
+def data_offsets(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray,
+                 plane_nbytes: int) -> np.ndarray | None:
+    """Return where the data of each IFD's page lie, as its own strip tags say.
+
+    Parameters
+    ----------
+    buf : buffer
+        The whole file (a read-only ``mmap``); no view of it outlives this call.
+    byteorder, bigtiff
+        The file's format.
+    ifd_offsets : numpy.ndarray
+        int64 offsets of the IFDs.
+    plane_nbytes : int
+        Bytes of a page's data.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        int64 offset of each page's data, in the order of ``ifd_offsets``; None unless every
+        page's strips form one block of ``plane_nbytes`` (or when it cannot be told).
+    """
+    fmt = _Format.of(byteorder, bigtiff)
+    offsets = np.asarray(ifd_offsets, np.int64)
+    result = np.empty(len(offsets), np.int64)
+    try:
+        for positions, entries in _entries_by_tag_list(buf, fmt, offsets):
+            starts = _data_offsets(buf, fmt, entries, plane_nbytes, len(buf))
+            if starts is None:
+                return None
+            result[positions] = starts
+    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):
+        return None
+    return result
+
+
+def _entries_by_tag_list(buf, fmt: _Format, offsets: np.ndarray):
+    """Yield ``(positions, entries)``: the IFDs at ``offsets[positions]`` have one tag list.
+
+    ``entries`` is their ``(IFDs, tags)`` structured array, copied from the file. Raises
+    _Corrupt for an IFD outside the file or with an impossible tag count.
+    """
+    size = len(buf)
+    if not len(offsets):
+        return
+    if offsets.min() < 8 or offsets.max() + fmt.count_size > size:
+        raise _Corrupt("an IFD lies outside the file")
     data = np.frombuffer(buf, np.uint8)
 
     def rows(starts: np.ndarray, nbytes: int) -> np.ndarray:
         """Copy the ``nbytes`` bytes from each of ``starts`` (in the file): one row each."""
         return np.lib.stride_tricks.sliding_window_view(data, nbytes)[starts]
 
-    try:
-        counts = (rows(offsets, fmt.count_size).view(f"{byteorder}u{fmt.count_size}")[:, 0]
-                  .astype(np.int64))
-        reference = None
-        for ntags in np.unique(counts).tolist():
-            group = offsets[counts == ntags]
-            nbytes = ntags * fmt.entry_size
-            if not 0 < ntags <= _MAX_TAGS or group[-1] + fmt.count_size + nbytes > size:
-                return False
-            entries = rows(group + fmt.count_size, nbytes).view(fmt.entry_dtype())
-            while len(entries):  # the IFDs with the tag codes of the first left, then the rest
-                same_codes = (entries["code"] == entries["code"][0]).all(axis=1)
-                values = _layout_values(buf, fmt, entries[same_codes], size, refused=())
-                if reference is None:
-                    reference = values
-                elif not _equal_values(values, reference):
-                    return False
-                entries = entries[~same_codes]
-    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
-        return False
-    return True
+    counts = (rows(offsets, fmt.count_size).view(f"{fmt.byteorder}u{fmt.count_size}")[:, 0]
+              .astype(np.int64))
+    for ntags in np.unique(counts).tolist():
+        positions = np.flatnonzero(counts == ntags)
+        nbytes = ntags * fmt.entry_size
+        if not 0 < ntags <= _MAX_TAGS or offsets[positions].max() + fmt.count_size + nbytes > size:
+            raise _Corrupt(f"an IFD with {ntags} tags does not fit the file")
+        entries = rows(offsets[positions] + fmt.count_size, nbytes).view(fmt.entry_dtype())
+        while len(positions):  # the IFDs with the tag codes of the first left, then the rest
+            same_codes = (entries["code"] == entries["code"][0]).all(axis=1)
+            yield positions[same_codes], entries[same_codes]
+            positions, entries = positions[~same_codes], entries[~same_codes]
 
 
 def _read_tag_count(read, fmt: _Format, offset: int) -> int | None:

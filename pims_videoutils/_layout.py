@@ -437,6 +437,9 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         plane_offsets = None
         if mappable and _same_layout(tif, [key, *pages]):
             plane_offsets = _page_data_offsets(pages, plane_nbytes)
+        if plane_offsets is not None and not _data_where_ifds_say(tif, pages, plane_offsets,
+                                                                  plane_nbytes):
+            plane_offsets = None
         if plane_offsets is not None:
             storage = MAPPED
         else:
@@ -453,6 +456,22 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _data_where_ifds_say(tif: tifffile.TiffFile, pages: list, plane_offsets: np.ndarray,
+                         plane_nbytes: int) -> bool:
+    """Tell whether each page's data lie at ``plane_offsets``, as its IFD's strip tags say.
+
+    tifffile places the data of Micro-Manager's images 162 bytes after their IFDs without
+    reading them. Frames made from an index (NDTiff's, offset 0) have no IFD to ask.
+    """
+    with_ifd = np.array([k for k, page in enumerate(pages) if page.offset], np.int64)
+    if not len(with_ifd):
+        return True
+    ifd_offsets = np.array([pages[k].offset for k in with_ifd], np.int64)
+    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        said = _ifd.data_offsets(buf, tif.byteorder, tif.is_bigtiff, ifd_offsets, plane_nbytes)
+    return said is not None and np.array_equal(said, plane_offsets[with_ifd])
 
 
 def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path: str) -> bool:

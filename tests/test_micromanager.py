@@ -226,6 +226,34 @@ def test_single_file_position_is_a_plain_stack(tmp_path):
         assert isinstance(reader, TiffStackND)
 
 
+def test_image_whose_ifd_puts_its_pixels_elsewhere(tmp_path):
+    """tifffile places each image's pixels 162 bytes after its IFD, without reading the IFD.
+
+    Here the IFD of image t=2 points its StripOffsets at the pixels of t=0: tifffile's own
+    page (parsed from the IFD) shows those; mapping the place tifffile assumed gave t=2's old
+    pixels. The reader must read what the IFD says.
+    """
+    data = _data(5, shape=(1, 4, 1, 1, 5, 7))
+    (path,) = write_mmstack(tmp_path, data)
+    def page_at(tif, offset):  # tifffile's own parse of the IFD at offset
+        tif.filehandle.seek(offset)
+        return tifffile.TiffPage(tif, 0)
+
+    with tifffile.TiffFile(path) as tif:
+        frames = list(tif.series[0])
+        moved, target = frames[2].offset, frames[0].dataoffsets[0]
+        strip_offsets = page_at(tif, moved).tags["StripOffsets"].offset
+    with open(path, "r+b") as f:
+        f.seek(strip_offsets + 8)
+        f.write(target.to_bytes(4, "little"))
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(page_at(tif, moved).asarray(), data[0, 0, 0, 0])
+    with TiffStackND(path) as reader:
+        assert reader.sizes["t"] == 4
+        for t, expected in enumerate(data[0, [0, 1, 0, 3], 0, 0]):
+            np.testing.assert_array_equal(reader.get_plane(t=t), expected)
+
+
 def test_all_positions_in_one_file(tmp_path):
     """Micro-Manager's option to save every position in one file (here with a continuation)."""
     data = _data(7)
