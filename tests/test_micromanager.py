@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +432,29 @@ def test_plane_times_of_a_single_file(tmp_path):
     with TiffStackND(path) as reader:
         for (_, t, z, c), seconds in expected.items():
             assert reader.get_plane(t=t, z=z, c=c).metadata["timestamp"] == seconds
+
+
+def test_image_metadata_length_beyond_the_file_is_not_allocated(tmp_path):
+    """An image's metadata tag (51123) claiming 4 GB in a small file: the times were read
+    with a 4 GB buffer (an address space limit made the open fail with MemoryError)."""
+    (path,) = write_mmstack(tmp_path, _data(6, shape=(1, 4, 1, 1, 5, 7)), interval_ms=100.0)
+    expected = [seconds for _, seconds in sorted(_times_by_coords([path]).items())]
+    with tifffile.TiffFile(path) as tif:
+        ifd = list(tif.series[0])[2].offset
+        tif.filehandle.seek(ifd)
+        count = tifffile.TiffPage(tif, 0).tags[51123].offset + 4
+    with open(path, "r+b") as f:
+        f.seek(count)
+        f.write((2**32 - 1).to_bytes(4, "little"))
+    tracemalloc.start()
+    try:
+        with TiffStackND(path) as reader:
+            peak = tracemalloc.get_traced_memory()[1]
+            times = [reader.get_plane(t=t).metadata["timestamp"] for t in range(4)]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+    assert times == expected
 
 
 def _position_folders(root: Path, data: np.ndarray, labels=("Pos0", "Pos1")) -> list[list[Path]]:
