@@ -419,7 +419,10 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         _check_data_end(path, ser.dataoffset + nplanes * plane_nbytes, size)
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
     else:
-        pages = list(ser.pages)
+        if level and len(made) != len(ser):  # (tifffile cannot list such a level's pages)
+            pages = _level_pages(tif, path, all_series[series], level, key)
+        else:
+            pages = list(ser.pages)
         if any(page is not None and page.parent is not tif for page in pages):
             raise StackReadError(path, f"series {series} spans several files (multi-file "
                                  "OME-TIFF or Micro-Manager dataset); open it with "
@@ -456,6 +459,22 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> list:
+    """Make the pages of pyramid ``level`` of the series ``full``: the SubIFDs of its pages.
+
+    tifffile's series of such a level holds its first page alone, and iterating it gives the
+    pages of level 0 (its data are read as one block after the first page's, unchecked).
+    """
+    pages = []
+    for index, page in enumerate(full.pages):
+        if page is None or not page.subifds or len(page.subifds) < level:
+            raise StackReadError(path, f"page {index} of the series has no "
+                                 f"SubIFD for pyramid level {level}")
+        pages.append(tifffile.TiffFrame(tif, index, offset=page.subifds[level - 1],
+                                        keyframe=key))
+    return pages
 
 
 def _data_where_ifds_say(tif: tifffile.TiffFile, pages: list, plane_offsets: np.ndarray,

@@ -337,6 +337,46 @@ def test_ome_pyramid_levels(tmp_path, compression):
         TiffStackND(path, level=3)
 
 
+@pytest.mark.parametrize("moved", [False, True], ids=["contiguous", "moved"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_shaped_pyramid_levels(tmp_path, compression, moved):
+    """Levels of a tifffile (not OME) pyramid in SubIFDs, stripped. tifffile's level series
+    holds the first level page alone: it reads the level as one block after that page's data
+    (iterating it gives level 0's pages). ``moved``: the SubIFD of page 2 at level 1 points at
+    the data of page 0, so the level's planes are not that block. The reference is tifffile's
+    own parse of each SubIFD.
+    """
+    path = tmp_path / "pyramid.tif"
+    full = _data((4, 32, 40))
+    with tifffile.TiffWriter(path) as tif:
+        for step in (1, 2, 4):
+            tif.write(full[:, ::step, ::step], photometric="minisblack", compression=compression,
+                      **({"subifds": 2} if step == 1 else {"subfiletype": 1}))
+
+    def page_at(tif, offset):
+        tif.filehandle.seek(offset)
+        return tifffile.TiffPage(tif, 0)
+
+    with tifffile.TiffFile(path) as tif:
+        subifds = [page.subifds for page in tif.pages]
+        if moved:
+            position = page_at(tif, subifds[2][0]).tags["StripOffsets"].offset + 8
+            target = page_at(tif, subifds[0][0]).dataoffsets[0]
+    if moved:
+        with open(path, "r+b") as f:
+            f.seek(position)
+            f.write(target.to_bytes(4, "little"))
+    with tifffile.TiffFile(path) as tif:
+        levels = [tif.series[0].asarray()] + [
+            np.stack([page_at(tif, offsets[level - 1]).asarray() for offsets in subifds])
+            for level in (1, 2)]
+    if moved:
+        np.testing.assert_array_equal(levels[1][2], full[0, ::2, ::2])
+    for level, expected in enumerate(levels):
+        with TiffStackND(path, level=level) as reader:
+            assert_planes_equal(reader, expected)
+
+
 def test_level_of_a_file_without_pyramid(tmp_path):
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, _data((2, 8, 8)))
