@@ -14,9 +14,10 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   chain and proves, vectorised, that every page has page 0's layout and where its data lie;
   anything it cannot prove goes to the next route.
 * everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
-  series; each page is mapped on its own when it is uncompressed and contiguous and the IFDs of
+  series; each page is mapped on its own when it is uncompressed and contiguous, the IFDs of
   all pages have the same layout tags (:func:`._ifd.same_layout`; tifffile reads every page of
-  a series with the first page's layout), else decoded and checked page by page.
+  a series with the first page's layout) and put the data where tifffile does
+  (:func:`._ifd.data_offsets`), else decoded and checked page by page.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
 (samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
@@ -437,12 +438,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 path, f"{missing} of the {nplanes} planes of series {series} are in no IFD of "
                 "the file (its metadata puts them in IFDs it lacks, or nowhere: a truncated "
                 "or inconsistent file); TiffSequenceND(path, fill_missing=0) reads the others")
-        plane_offsets = None
-        if mappable and _same_layout(tif, [key, *pages]):
-            plane_offsets = _page_data_offsets(pages, plane_nbytes)
-        if plane_offsets is not None and not _data_where_ifds_say(tif, pages, plane_offsets,
-                                                                  plane_nbytes):
-            plane_offsets = None
+        plane_offsets = _proven_data_offsets(tif, key, pages, plane_nbytes) if mappable else None
         if plane_offsets is not None:
             storage = MAPPED
         else:
@@ -477,20 +473,27 @@ def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> li
     return pages
 
 
-def _data_where_ifds_say(tif: tifffile.TiffFile, pages: list, plane_offsets: np.ndarray,
-                         plane_nbytes: int) -> bool:
-    """Tell whether each page's data lie at ``plane_offsets``, as its IFD's strip tags say.
+def _proven_data_offsets(tif: tifffile.TiffFile, key, pages: list,
+                         plane_nbytes: int) -> np.ndarray | None:
+    """Return the data offset of each of the uncompressed ``pages`` of a series, if proven.
 
-    tifffile places the data of Micro-Manager's images 162 bytes after their IFDs without
-    reading them. Frames made from an index (NDTiff's, offset 0) have no IFD to ask.
+    Proven: every page's data are one block of ``plane_nbytes``, the IFDs of the pages have
+    the key page's layout tags (tifffile reads the pages of a series with the key's layout,
+    whatever their own tags say), and each IFD's strip tags put its data where tifffile does
+    (which places the data of Micro-Manager's images 162 bytes after their IFDs without
+    reading them). Frames made from an index (NDTiff's, IFD offset 0) have no IFD to ask:
+    tifffile checked the index's shape and type against the key page. None: not proven.
     """
+    offsets = _page_data_offsets(pages, plane_nbytes)
+    if offsets is None or not _same_layout(tif, [key, *pages]):
+        return None
     with_ifd = np.array([k for k, page in enumerate(pages) if page.offset], np.int64)
     if not len(with_ifd):
-        return True
+        return offsets
     ifd_offsets = np.array([pages[k].offset for k in with_ifd], np.int64)
     with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         said = _ifd.data_offsets(buf, tif.byteorder, tif.is_bigtiff, ifd_offsets, plane_nbytes)
-    return said is not None and np.array_equal(said, plane_offsets[with_ifd])
+    return offsets if said is not None and np.array_equal(said, offsets[with_ifd]) else None
 
 
 def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path: str) -> bool:
