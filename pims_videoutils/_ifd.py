@@ -17,8 +17,7 @@ Building tifffile's series of a plain 100,000-page file reads every IFD into a P
    block of the expected size per page.
 
 Anything that cannot be proven this way returns None, and the caller takes tifffile's safe path.
-:func:`same_layout` and :func:`data_offsets` make the same checks for the IFDs of the pages of a
-tifffile series.
+:func:`data_offsets` makes the same checks for the IFDs of the pages of a tifffile series.
 """
 
 from __future__ import annotations
@@ -355,45 +354,14 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     return offsets[:, 0].copy()
 
 
-def same_layout(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray) -> bool:
-    """Tell whether the IFDs at ``ifd_offsets`` provably define pages of one layout.
+def data_offsets(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray,
+                 plane_nbytes: int) -> np.ndarray | None:
+    """Return where the data of each IFD's page lie, if the IFDs provably define one layout.
 
     Their layout-defining tags (size, samples, bits, sample format, compression, strips or
     tiles...; see the module docstring) must have the same type, count and value bytes in every
-    IFD; where their data lie does not count. Vectorised: the entries of IFDs with as many
-    tags are copied at once, and compared by list of tag codes.
-
-    Parameters
-    ----------
-    buf : buffer
-        The whole file (a read-only ``mmap``); no view of it outlives this call.
-    byteorder, bigtiff
-        The file's format.
-    ifd_offsets : numpy.ndarray
-        int64 offsets of the IFDs (any order).
-
-    Returns
-    -------
-    bool
-        False also when it cannot be told (an IFD or a value outside the file).
-    """
-    fmt = _Format.of(byteorder, bigtiff)
-    reference = None
-    try:
-        for _, entries in _entries_by_tag_list(buf, fmt, np.unique(ifd_offsets)):
-            values = _layout_values(buf, fmt, entries, len(buf), refused=())
-            if reference is None:
-                reference = values
-            elif not _equal_values(values, reference):
-                return False
-    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
-        return False
-    return True
-
-
-def data_offsets(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray,
-                 plane_nbytes: int) -> np.ndarray | None:
-    """Return where the data of each IFD's page lie, as its own strip tags say.
+    IFD, and each page's strips must form one block of ``plane_nbytes``. Vectorised: the
+    entries of IFDs with one tag list are copied at once.
 
     Parameters
     ----------
@@ -409,19 +377,25 @@ def data_offsets(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray,
     Returns
     -------
     numpy.ndarray or None
-        int64 offset of each page's data, in the order of ``ifd_offsets``; None unless every
-        page's strips form one block of ``plane_nbytes`` (or when it cannot be told).
+        int64 offset of each page's data, in the order of ``ifd_offsets``; None when not
+        proven (also when an IFD or a value lies outside the file).
     """
     fmt = _Format.of(byteorder, bigtiff)
     offsets = np.asarray(ifd_offsets, np.int64)
     result = np.empty(len(offsets), np.int64)
+    reference = None
     try:
         for positions, entries in _entries_by_tag_list(buf, fmt, offsets):
+            values = _layout_values(buf, fmt, entries, len(buf), refused=())
+            if reference is None:
+                reference = values
+            elif not _equal_values(values, reference):
+                return None
             starts = _data_offsets(buf, fmt, entries, plane_nbytes, len(buf))
             if starts is None:
                 return None
             result[positions] = starts
-    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):
+    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
         return None
     return result
 

@@ -14,10 +14,10 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   chain and proves, vectorised, that every page has page 0's layout and where its data lie;
   anything it cannot prove goes to the next route.
 * everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
-  series; each page is mapped on its own when it is uncompressed and contiguous, the IFDs of
-  all pages have the same layout tags (:func:`._ifd.same_layout`; tifffile reads every page of
-  a series with the first page's layout) and put the data where tifffile does
-  (:func:`._ifd.data_offsets`), else decoded and checked page by page.
+  series; each page is mapped on its own when it is uncompressed and contiguous, and the IFDs
+  of all pages have the same layout tags and put the data where tifffile does
+  (:func:`._ifd.data_offsets`; tifffile reads every page of a series with the first page's
+  layout), else decoded and checked page by page.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
 (samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
@@ -408,17 +408,20 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
     mappable = _mappable(key) and key.parent is tif
     # tifffile gives the pages of a series the key page's layout, whatever their own tags say,
-    # and may make a page object of the first IFD alone: planes are computed from one offset
-    # only where every IFD was seen to agree, or where one IFD describes all planes by the
-    # file's convention (ImageJ hyperstacks, truncated files)
+    # and may make a page object of the first IFD alone: planes are mapped only where every
+    # page's IFD was seen to agree, or where one IFD describes all planes by the file's
+    # convention (ImageJ hyperstacks, truncated files)
     made = [page for page in ser._pages if page is not None]  # (tifffile has no public list)
-    if (mappable and ser.dataoffset is not None
-            and (len(made) == len(ser) or ser.is_truncated or ser.kind == "imagej")
-            and _same_layout(tif, [key, *made])):
-        storage = MAPPED
+    by_convention = ser.is_truncated or ser.kind == "imagej"
+    if mappable and ser.dataoffset is not None and (by_convention or len(made) == nplanes):
         # (before the offsets are made: a corrupt size may claim more planes than memory holds)
         _check_data_end(path, ser.dataoffset + nplanes * plane_nbytes, size)
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
+        if len(made) == nplanes and not _data_as_ifds_say(tif, key, made, plane_offsets,
+                                                          plane_nbytes):
+            plane_offsets = None
+    if plane_offsets is not None:
+        storage = MAPPED
     else:
         if level and len(made) != len(ser):  # (tifffile cannot list such a level's pages)
             pages = _level_pages(tif, path, all_series[series], level, key)
@@ -438,7 +441,10 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 path, f"{missing} of the {nplanes} planes of series {series} are in no IFD of "
                 "the file (its metadata puts them in IFDs it lacks, or nowhere: a truncated "
                 "or inconsistent file); TiffSequenceND(path, fill_missing=0) reads the others")
-        plane_offsets = _proven_data_offsets(tif, key, pages, plane_nbytes) if mappable else None
+        plane_offsets = _page_data_offsets(pages, plane_nbytes) if mappable else None
+        if plane_offsets is not None and not _data_as_ifds_say(tif, key, pages, plane_offsets,
+                                                               plane_nbytes):
+            plane_offsets = None
         if plane_offsets is not None:
             storage = MAPPED
         else:
@@ -473,27 +479,23 @@ def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> li
     return pages
 
 
-def _proven_data_offsets(tif: tifffile.TiffFile, key, pages: list,
-                         plane_nbytes: int) -> np.ndarray | None:
-    """Return the data offset of each of the uncompressed ``pages`` of a series, if proven.
+def _data_as_ifds_say(tif: tifffile.TiffFile, key, pages: list, plane_offsets: np.ndarray,
+                      plane_nbytes: int) -> bool:
+    """Tell whether the IFDs of ``pages`` have the key's layout and data at ``plane_offsets``.
 
-    Proven: every page's data are one block of ``plane_nbytes``, the IFDs of the pages have
-    the key page's layout tags (tifffile reads the pages of a series with the key's layout,
-    whatever their own tags say), and each IFD's strip tags put its data where tifffile does
-    (which places the data of Micro-Manager's images 162 bytes after their IFDs without
-    reading them). Frames made from an index (NDTiff's, IFD offset 0) have no IFD to ask:
-    tifffile checked the index's shape and type against the key page. None: not proven.
+    Checked with :func:`._ifd.data_offsets`. tifffile reads the pages of a series with the
+    key page's layout, whatever their own tags say, and places the data of Micro-Manager's
+    images 162 bytes after their IFDs without reading them. Frames made from an index
+    (NDTiff's, IFD offset 0) have no IFD to ask: tifffile checked the index's shape and type
+    against the key page.
     """
-    offsets = _page_data_offsets(pages, plane_nbytes)
-    if offsets is None or not _same_layout(tif, [key, *pages]):
-        return None
-    with_ifd = np.array([k for k, page in enumerate(pages) if page.offset], np.int64)
-    if not len(with_ifd):
-        return offsets
-    ifd_offsets = np.array([pages[k].offset for k in with_ifd], np.int64)
+    with_ifd = [k for k, page in enumerate(pages) if page.offset]
+    if all(pages[k] is key for k in with_ifd):  # (tifffile parsed the key page itself)
+        return True
+    ifd_offsets = np.array([key.offset, *(pages[k].offset for k in with_ifd)], np.int64)
     with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         said = _ifd.data_offsets(buf, tif.byteorder, tif.is_bigtiff, ifd_offsets, plane_nbytes)
-    return offsets if said is not None and np.array_equal(said, offsets[with_ifd]) else None
+    return said is not None and np.array_equal(said[1:], plane_offsets[with_ifd])
 
 
 def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path: str) -> bool:
@@ -516,19 +518,6 @@ def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path
     return any((uuid.text or "").strip() != own_uuid
                and uuid.attrib.get("FileName", "").lower() != own_name
                for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
-
-
-def _same_layout(tif: tifffile.TiffFile, pages: list) -> bool:
-    """Tell whether the IFDs of ``pages`` (TiffPage or TiffFrame) share one layout (``_ifd``).
-
-    Frames that tifffile made from an index rather than an IFD (NDTiff's, offset 0) have no
-    tags to compare: tifffile checked the index's shape and type against the key page.
-    """
-    offsets = np.array([page.offset for page in pages if page.offset], np.int64)
-    if len(offsets) < 2:
-        return True
-    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        return _ifd.same_layout(buf, tif.byteorder, tif.is_bigtiff, offsets)
 
 
 def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
