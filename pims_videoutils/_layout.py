@@ -66,6 +66,8 @@ _MICROMANAGER_HEADERS = (54773648, 483729)
 
 # an OME Plane element with a TheC, TheZ or TheT that is not an integer
 _BAD_OME_PLANE = re.compile(r'<(?:[\w.-]+:)?Plane\s[^>]*?\bThe[CZT]\s*=\s*"(?!\s*\d+\s*")')
+# an OME TiffData element with a negative IFD index (tifffile counts it from the last page)
+_NEGATIVE_OME_IFD = re.compile(r'<(?:[\w.-]+:)?TiffData\s[^>]*?\bIFD\s*=\s*"\s*(-\s*\d+)')
 
 
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
@@ -382,6 +384,10 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
+    negative = _NEGATIVE_OME_IFD.search(tif.ome_metadata or "") if ser.kind == "ome" else None
+    if negative:
+        raise StackReadError(path, "corrupt OME-XML: a TiffData element gives the negative "
+                             f"IFD index {negative.group(1)}")
     if ser.kind == "ome" and _ome_dataset_of_several_files(tif, all_series, path):
         raise StackReadError(path, "is one file of a multi-file OME-TIFF dataset (its OME-XML "
                              "puts planes in other files); open it with TiffSequenceND (any "

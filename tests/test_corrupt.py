@@ -149,6 +149,21 @@ def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
     _assert_read_error(path, "corrupt IFD chain")
 
 
+def _edit_description(path, replacements):
+    """Replace bytes in the first page's description: appended, edited, to the file."""
+    raw = path.read_bytes()
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageDescription"]
+        entry, start, count = tag.offset, tag.valueoffset, tag.count
+    text = raw[start : start + count]
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_bytes(raw + text)
+    _patch(path, entry + 4, len(text))
+    _patch(path, entry + 8, len(raw))
+
+
 @pytest.mark.parametrize("compression", [None, "zlib"])
 @pytest.mark.parametrize("tiffdata", ["beyond", "partial"])
 def test_ome_planes_in_no_ifd_of_the_file(tmp_path, compression, tiffdata):
@@ -158,24 +173,28 @@ def test_ome_planes_in_no_ifd_of_the_file(tmp_path, compression, tiffdata):
     path = tmp_path / "planes.ome.tif"
     data = np.arange(6 * 20 * 24, dtype="u2").reshape(6, 20, 24)
     tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX"}, compression=compression)
-    raw = path.read_bytes()
-    grown = raw.replace(b'SizeT="6"', b'SizeT="10"')
+    replacements = {b'SizeT="6"': b'SizeT="10"'}
     if tiffdata == "beyond":
-        grown = grown.replace(b'PlaneCount="6"', b'PlaneCount="10"')
-    # the first page's description, grown, is appended to the file and pointed to there
-    with tifffile.TiffFile(path) as tif:
-        tag = tif.pages[0].tags["ImageDescription"]
-        entry, start, count = tag.offset, tag.valueoffset, tag.count
-    count += len(grown) - len(raw)
-    path.write_bytes(raw + grown[start : start + count])
-    _patch(path, entry + 4, count)
-    _patch(path, entry + 8, len(raw))
+        replacements[b'PlaneCount="6"'] = b'PlaneCount="10"'
+    _edit_description(path, replacements)
     with tifffile.TiffFile(path) as tif:
         assert tif.series[0].shape == (10, 20, 24)
     _assert_read_error(path, "4 of the 10 planes .* in no IFD of the file")
     with TiffSequenceND(path, fill_missing=0) as reader:
         np.testing.assert_array_equal(np.stack(list(reader)), np.concatenate(
             [data, np.zeros((4, 20, 24), "u2")]))
+
+
+def test_ome_tiffdata_with_a_negative_ifd(tmp_path):
+    """TiffData IFD="-1": tifffile indexes its page list from the end (plane 0 = the last
+    page, then pages 0, 1...): the planes came out rotated, silently."""
+    path = tmp_path / "negative.ome.tif"
+    data = np.arange(6 * 20 * 24, dtype="u2").reshape(6, 20, 24)
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX"})
+    _edit_description(path, {b'<TiffData IFD="0"': b'<TiffData IFD="-1"'})
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(tif.series[0].asarray()[0], data[5])
+    _assert_read_error(path, "TiffData element gives the negative IFD index -1")
 
 
 def test_pointer_beyond_end_of_file(tmp_path):
