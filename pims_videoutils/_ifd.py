@@ -17,6 +17,7 @@ Building tifffile's series of a plain 100,000-page file reads every IFD into a P
    block of the expected size per page.
 
 Anything that cannot be proven this way returns None, and the caller takes tifffile's safe path.
+:func:`data_offsets` makes the same checks for the IFDs of the pages of a tifffile series.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # TIFF tag codes whose values define what a page is and how its bytes become pixels
-_LAYOUT_TAGS = (254, 256, 257, 258, 259, 262, 266, 277, 278, 284, 317, 339, 32997)
+_LAYOUT_TAGS = (254, 256, 257, 258, 259, 262, 266, 277, 278, 284, 317, 322, 323, 339, 32997)
 _STRIP_OFFSETS, _STRIP_BYTECOUNTS = 273, 279
-_REFUSED_TAGS = (322, 323, 330)  # tiles, SubIFDs: left to tifffile
+_REFUSED_TAGS = (322, 323, 330)  # tiles, SubIFDs: left to tifffile by the walker
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
               16: 8, 17: 8, 18: 8}
 _INT_TYPE = {3: "u2", 4: "u4", 16: "u8", 13: "u4", 18: "u8"}
@@ -150,11 +151,7 @@ def _walk(buf, fmt: _Format, first: int, page0, prefetch: bool) -> Pages:
     entries = [_entries(buf, fmt, run) for run in runs]
     reference = _layout_values(buf, fmt, entries[0], size)
     for run_entries in entries[1:]:
-        values = _layout_values(buf, fmt, run_entries, size)
-        if values.keys() != reference.keys() or any(
-            values[k][0] != reference[k][0] or not np.array_equal(values[k][1], reference[k][1])
-            for k in values
-        ):
+        if not _equal_values(_layout_values(buf, fmt, run_entries, size), reference):
             raise _Unproven
     ifd_offsets = np.concatenate(
         [start + step * np.arange(count, dtype=np.int64) for start, step, count, _ in runs])
@@ -302,9 +299,15 @@ def _tag_bytes(buf, fmt: _Format, entries: np.ndarray, j: int, size: int):
     return typ, cnt, data[pointers[:, None] + np.arange(nbytes)]
 
 
-def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int) -> dict:
+def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int,
+                   refused: tuple[int, ...] = _REFUSED_TAGS) -> dict:
+    """``{code: ((type, count), value bytes)}`` of the layout tags, the same in every page.
+
+    ``entries``: ``(pages, tags)``, the same tag codes in every page. Raises _Unproven when
+    the pages differ, or hold a tag of ``refused``.
+    """
     codes = [int(c) for c in entries["code"][0]]
-    if any(code in codes for code in _REFUSED_TAGS):
+    if any(code in codes for code in refused):
         raise _Unproven
     values = {}
     for code in _LAYOUT_TAGS:
@@ -316,9 +319,19 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int) -> dict:
     return values
 
 
+def _equal_values(values: dict, reference: dict) -> bool:
+    """Tell whether two results of :func:`_layout_values` are the same layout."""
+    return values.keys() == reference.keys() and all(
+        values[k][0] == reference[k][0] and np.array_equal(values[k][1], reference[k][1])
+        for k in values)
+
+
 def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
                   size: int) -> np.ndarray | None:
-    """Offset of each page's data when its strips form one block of ``plane_nbytes``."""
+    """Offset of each page's data when its strips form one block of ``plane_nbytes``.
+
+    Raises _Corrupt for an offset or byte count beyond any file (2**63 or more).
+    """
     codes = [int(c) for c in entries["code"][0]]
     if _STRIP_OFFSETS not in codes or _STRIP_BYTECOUNTS not in codes:
         return None
@@ -332,11 +345,90 @@ def _data_offsets(buf, fmt: _Format, entries: np.ndarray, plane_nbytes: int,
     offsets, counts = columns
     if offsets.shape != counts.shape:
         return None
+    if offsets.min() < 0 or counts.min() < 0:  # BigTIFF values of 2**63 or more
+        raise _Corrupt("a strip offset or byte count lies outside the file")
     if not (counts.sum(axis=1) == plane_nbytes).all():
         return None
     if not (offsets[:, 1:] == offsets[:, :-1] + counts[:, :-1]).all():
         return None
     return offsets[:, 0].copy()
+
+
+def data_offsets(buf, byteorder: str, bigtiff: bool, ifd_offsets: np.ndarray,
+                 plane_nbytes: int) -> np.ndarray | None:
+    """Return where the data of each IFD's page lie, if the IFDs provably define one layout.
+
+    Their layout-defining tags (size, samples, bits, sample format, compression, strips or
+    tiles...; see the module docstring) must have the same type, count and value bytes in every
+    IFD, and each page's strips must form one block of ``plane_nbytes``. Vectorised: the
+    entries of IFDs with one tag list are copied at once.
+
+    Parameters
+    ----------
+    buf : buffer
+        The whole file (a read-only ``mmap``); no view of it outlives this call.
+    byteorder, bigtiff
+        The file's format.
+    ifd_offsets : numpy.ndarray
+        int64 offsets of the IFDs.
+    plane_nbytes : int
+        Bytes of a page's data.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        int64 offset of each page's data, in the order of ``ifd_offsets``; None when not
+        proven (also when an IFD or a value lies outside the file).
+    """
+    fmt = _Format.of(byteorder, bigtiff)
+    offsets = np.asarray(ifd_offsets, np.int64)
+    result = np.empty(len(offsets), np.int64)
+    reference = None
+    try:
+        for positions, entries in _entries_by_tag_list(buf, fmt, offsets):
+            values = _layout_values(buf, fmt, entries, len(buf), refused=())
+            if reference is None:
+                reference = values
+            elif not _equal_values(values, reference):
+                return None
+            starts = _data_offsets(buf, fmt, entries, plane_nbytes, len(buf))
+            if starts is None:
+                return None
+            result[positions] = starts
+    except (_Corrupt, _Unproven, ValueError, TypeError, IndexError):  # (as in walk)
+        return None
+    return result
+
+
+def _entries_by_tag_list(buf, fmt: _Format, offsets: np.ndarray):
+    """Yield ``(positions, entries)``: the IFDs at ``offsets[positions]`` have one tag list.
+
+    ``entries`` is their ``(IFDs, tags)`` structured array, copied from the file. Raises
+    _Corrupt for an IFD outside the file or with an impossible tag count.
+    """
+    size = len(buf)
+    if not len(offsets):
+        return
+    if offsets.min() < 8 or offsets.max() + fmt.count_size > size:
+        raise _Corrupt("an IFD lies outside the file")
+    data = np.frombuffer(buf, np.uint8)
+
+    def rows(starts: np.ndarray, nbytes: int) -> np.ndarray:
+        """Copy the ``nbytes`` bytes from each of ``starts`` (in the file): one row each."""
+        return np.lib.stride_tricks.sliding_window_view(data, nbytes)[starts]
+
+    counts = (rows(offsets, fmt.count_size).view(f"{fmt.byteorder}u{fmt.count_size}")[:, 0]
+              .astype(np.int64))
+    for ntags in np.unique(counts).tolist():
+        positions = np.flatnonzero(counts == ntags)
+        nbytes = ntags * fmt.entry_size
+        if not 0 < ntags <= _MAX_TAGS or offsets[positions].max() + fmt.count_size + nbytes > size:
+            raise _Corrupt(f"an IFD with {ntags} tags does not fit the file")
+        entries = rows(offsets[positions] + fmt.count_size, nbytes).view(fmt.entry_dtype())
+        while len(positions):  # the IFDs with the tag codes of the first left, then the rest
+            same_codes = (entries["code"] == entries["code"][0]).all(axis=1)
+            yield positions[same_codes], entries[same_codes]
+            positions, entries = positions[~same_codes], entries[~same_codes]
 
 
 def _read_tag_count(read, fmt: _Format, offset: int) -> int | None:

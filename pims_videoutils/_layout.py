@@ -14,7 +14,10 @@ Three routes, chosen from the flags of page 0 (reading page 0 only):
   chain and proves, vectorised, that every page has page 0's layout and where its data lie;
   anything it cannot prove goes to the next route.
 * everything else (OME, Micro-Manager, NDTiff, several series, non-uniform pages): tifffile's
-  series; each page is mapped on its own when it is uncompressed and contiguous, else decoded.
+  series; each page is mapped on its own when it is uncompressed and contiguous, and the IFDs
+  of all pages have the same layout tags and put the data where tifffile does
+  (:func:`._ifd.data_offsets`; tifffile reads every page of a series with the first page's
+  layout), else decoded and checked page by page.
 
 Axis names: tifffile's axis codes become pims axes ``T->t, Z->z, C->c, Y->y, X->x, S->s``
 (samples per pixel, unless the series names them ``C``, ``Z`` or ``T``; ``s`` is only ever a
@@ -63,6 +66,8 @@ _MICROMANAGER_HEADERS = (54773648, 483729)
 
 # an OME Plane element with a TheC, TheZ or TheT that is not an integer
 _BAD_OME_PLANE = re.compile(r'<(?:[\w.-]+:)?Plane\s[^>]*?\bThe[CZT]\s*=\s*"(?!\s*\d+\s*")')
+# an OME TiffData element with a negative IFD index (tifffile counts it from the last page)
+_NEGATIVE_OME_IFD = re.compile(r'<(?:[\w.-]+:)?TiffData\s[^>]*?\bIFD\s*=\s*"\s*(-\s*\d+)')
 
 
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
@@ -140,8 +145,7 @@ class Layout:
         Sample type with the file's byte order.
     storage : str
         ``'mapped'``: ``plane_offsets`` hold the byte offset of every plane;
-        ``'decoded'``: ``ifd_offsets`` hold the IFD offset of every plane's page (-1: missing page,
-        read as zeros).
+        ``'decoded'``: ``ifd_offsets`` hold the IFD offset of every plane's page.
     plane_offsets, ifd_offsets : numpy.ndarray or None
         int64 arrays of ``prod(shape)`` entries, planes in C order of ``axes``.
     planar : bool
@@ -170,6 +174,13 @@ class Layout:
     def nplanes(self) -> int:
         """Number of planes."""
         return math.prod(self.shape)
+
+    @property
+    def page_shape(self) -> tuple[int, ...]:
+        """Shape of a decoded page: ``plane_shape``, samples first when ``planar``."""
+        if self.planar:
+            return (self.plane_shape[-1], *self.plane_shape[:-1])
+        return self.plane_shape
 
     @property
     def plane_nbytes(self) -> int:
@@ -373,8 +384,11 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
-    if ser.kind == "ome" and any(page is not None and page.parent is not tif
-                                 for s in all_series for page in s.pages):
+    negative = _NEGATIVE_OME_IFD.search(tif.ome_metadata or "") if ser.kind == "ome" else None
+    if negative:
+        raise StackReadError(path, "corrupt OME-XML: a TiffData element gives the negative "
+                             f"IFD index {negative.group(1)}")
+    if ser.kind == "ome" and _ome_dataset_of_several_files(tif, all_series, path):
         raise StackReadError(path, "is one file of a multi-file OME-TIFF dataset (its OME-XML "
                              "puts planes in other files); open it with TiffSequenceND (any "
                              "file of the dataset, or its folder)")
@@ -398,11 +412,27 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
     storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
-    if ser.dataoffset is not None and _mappable(key) and key.parent is tif:
-        storage = MAPPED
+    mappable = _mappable(key) and key.parent is tif
+    # tifffile gives the pages of a series the key page's layout, whatever their own tags say,
+    # and may make a page object of the first IFD alone: planes are mapped only where every
+    # page's IFD was seen to agree, or where one IFD describes all planes by the file's
+    # convention (ImageJ hyperstacks, truncated files)
+    made = [page for page in ser._pages if page is not None]  # (tifffile has no public list)
+    by_convention = ser.is_truncated or ser.kind == "imagej"
+    if mappable and ser.dataoffset is not None and (by_convention or len(made) == nplanes):
+        # (before the offsets are made: a corrupt size may claim more planes than memory holds)
+        _check_data_end(path, ser.dataoffset + nplanes * plane_nbytes, size)
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
+        if len(made) == nplanes and not _data_as_ifds_say(tif, key, made, plane_offsets,
+                                                          plane_nbytes):
+            plane_offsets = None
+    if plane_offsets is not None:
+        storage = MAPPED
     else:
-        pages = list(ser.pages)
+        if level and len(made) != len(ser):  # (tifffile cannot list such a level's pages)
+            pages = _level_pages(tif, path, all_series[series], level, key)
+        else:
+            pages = list(ser.pages)
         if any(page is not None and page.parent is not tif for page in pages):
             raise StackReadError(path, f"series {series} spans several files (multi-file "
                                  "OME-TIFF or Micro-Manager dataset); open it with "
@@ -411,11 +441,20 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         if len(pages) != nplanes:
             raise StackReadError(
                 path, f"series {series} has {len(pages)} pages for {nplanes} planes")
-        plane_offsets = _page_data_offsets(pages, plane_nbytes) if _mappable(key) else None
+        missing = sum(page is None for page in pages)
+        if missing:  # (tifffile reads them as zeros)
+            raise StackReadError(
+                path, f"{missing} of the {nplanes} planes of series {series} are in no IFD of "
+                "the file (its metadata puts them in IFDs it lacks, or nowhere: a truncated "
+                "or inconsistent file); TiffSequenceND(path, fill_missing=0) reads the others")
+        plane_offsets = _page_data_offsets(pages, plane_nbytes) if mappable else None
+        if plane_offsets is not None and not _data_as_ifds_say(tif, key, pages, plane_offsets,
+                                                               plane_nbytes):
+            plane_offsets = None
         if plane_offsets is not None:
             storage = MAPPED
         else:
-            ifd_offsets = np.array([-1 if p is None else p.offset for p in pages], np.int64)
+            ifd_offsets = np.array([page.offset for page in pages], np.int64)
         if tif.is_micromanager:
             page_times = elapsed_times(pages, tif.is_ndtiff)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
@@ -428,6 +467,63 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> list:
+    """Make the pages of pyramid ``level`` of the series ``full``: the SubIFDs of its pages.
+
+    tifffile's series of such a level holds its first page alone, and iterating it gives the
+    pages of level 0 (its data are read as one block after the first page's, unchecked).
+    """
+    pages = []
+    for index, page in enumerate(full.pages):
+        if page is None or not page.subifds or len(page.subifds) < level:
+            raise StackReadError(path, f"page {index} of the series has no "
+                                 f"SubIFD for pyramid level {level}")
+        pages.append(tifffile.TiffFrame(tif, index, offset=page.subifds[level - 1],
+                                        keyframe=key))
+    return pages
+
+
+def _data_as_ifds_say(tif: tifffile.TiffFile, key, pages: list, plane_offsets: np.ndarray,
+                      plane_nbytes: int) -> bool:
+    """Tell whether the IFDs of ``pages`` have the key's layout and data at ``plane_offsets``.
+
+    Checked with :func:`._ifd.data_offsets`. tifffile reads the pages of a series with the
+    key page's layout, whatever their own tags say, and places the data of Micro-Manager's
+    images 162 bytes after their IFDs without reading them. Frames made from an index
+    (NDTiff's, IFD offset 0) have no IFD to ask: tifffile checked the index's shape and type
+    against the key page.
+    """
+    with_ifd = [k for k, page in enumerate(pages) if page.offset]
+    if all(pages[k] is key for k in with_ifd):  # (tifffile parsed the key page itself)
+        return True
+    ifd_offsets = np.array([key.offset, *(pages[k].offset for k in with_ifd)], np.int64)
+    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        said = _ifd.data_offsets(buf, tif.byteorder, tif.is_bigtiff, ifd_offsets, plane_nbytes)
+    return said is not None and np.array_equal(said[1:], plane_offsets[with_ifd])
+
+
+def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path: str) -> bool:
+    """Tell whether the file's OME series put planes in other files (a multi-file dataset).
+
+    Pages in another file say so; so does a plane missing (a page None: tifffile could not
+    read its file) where the OME-XML names a file other than this one, with another UUID.
+    """
+    pages = [page for s in all_series for page in s.pages]
+    if any(page is not None and page.parent is not tif for page in pages):
+        return True
+    if all(page is not None for page in pages):
+        return False
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError:
+        return False
+    own_uuid = (root.attrib.get("UUID") or "").strip()
+    own_name = os.path.basename(path).lower()
+    return any((uuid.text or "").strip() != own_uuid
+               and uuid.attrib.get("FileName", "").lower() != own_name
+               for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
 
 
 def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
@@ -484,9 +580,6 @@ def _page_data_offsets(pages: list, plane_nbytes: int) -> np.ndarray | None:
     """Return the data offset of each page if every page is one contiguous block, else None."""
     offsets = np.empty(len(pages), np.int64)
     for k, page in enumerate(pages):
-        if page is None:
-            offsets[k] = -1
-            continue
         starts, counts = page.dataoffsets, page.databytecounts
         if sum(counts) != plane_nbytes or any(
             starts[i] + counts[i] != starts[i + 1] for i in range(len(starts) - 1)
@@ -544,11 +637,15 @@ def _check_extent(layout: Layout, size: int) -> None:
         if offsets is not None and offsets.size and offsets.max() >= size:
             raise StackReadError(layout.path, "an IFD lies beyond the end of the file")
         return
-    if offsets.size and int(offsets.max()) + layout.plane_nbytes > size:
-        needed = int(offsets.max()) + layout.plane_nbytes
+    if offsets.size:
+        _check_data_end(layout.path, int(offsets.max()) + layout.plane_nbytes, size)
+
+
+def _check_data_end(path: str, end: int, size: int) -> None:
+    """Raise StackReadError if the planes, which end at byte ``end``, do not fit the file."""
+    if end > size:
         raise StackReadError(
-            layout.path,
-            f"file is truncated: planes need {needed} bytes but the file has {size}")
+            path, f"file is truncated: planes need {end} bytes but the file has {size}")
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,

@@ -54,14 +54,17 @@ def elapsed_times(
         except OSError:  # gone since tifffile read it: its pages have no time
             continue
         try:
+            size = os.fstat(fd).st_size
             for i in numbers:
                 page = pages[i]
                 if spans is not None:
                     span = spans.get(page.dataoffsets[0])
                 else:
                     span = _metadata_span(fd, page.offset, parent.byteorder, parent.is_bigtiff)
-                if span is not None:
-                    times[i] = _elapsed_seconds(os.pread(fd, span[1], span[0]))
+                if span is not None:  # (a corrupt length is not allocated beyond the file)
+                    offset, length = span
+                    times[i] = _elapsed_seconds(os.pread(fd, max(0, min(length, size - offset)),
+                                                         offset))
         finally:
             os.close(fd)
     return None if np.isnan(times).all() else times

@@ -105,7 +105,9 @@ class TiffStackND(PlanesND):
     Micro-Manager, mixed pages) use tifffile's series. A file of a multi-file OME-TIFF dataset
     (even one holding all of its own series), series spanning several files (Micro-Manager,
     NDTiff) and BinaryOnly OME-TIFFs (metadata in a companion file) are refused with
-    StackReadError: :class:`~pims_videoutils.sequence.TiffSequenceND` reads them.
+    StackReadError: :class:`~pims_videoutils.sequence.TiffSequenceND` reads them. So is a file
+    whose metadata put planes in IFDs it lacks (tifffile reads them as zeros);
+    ``TiffSequenceND(path, fill_missing=0)`` reads it, filling them.
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
     unpickled. Frames carry ``metadata['timestamp']`` (seconds) where the file stores per-plane
@@ -267,12 +269,12 @@ class TiffStackND(PlanesND):
                 raise ReaderClosedError(f"{self._path}: reader is closed")
             if layout.storage != MAPPED:
                 plane = self._decode(layout.ifd_offsets.item(index), index)
-            elif (offset := layout.plane_offsets.item(index)) < 0:  # a page missing (OME)
-                plane = np.zeros(layout.plane_shape, self._native)
             elif self._mmap is not None:
-                plane = np.ndarray(layout.plane_shape, layout.dtype, self._mmap, offset)
+                plane = np.ndarray(layout.plane_shape, layout.dtype, self._mmap,
+                                   layout.plane_offsets.item(index))
             else:
-                plane = self._reads.plane(layout.plane_shape, layout.dtype, offset, allocate)
+                plane = self._reads.plane(layout.plane_shape, layout.dtype,
+                                          layout.plane_offsets.item(index), allocate)
         finally:
             in_flight.pop()
             if self._closed:
@@ -283,18 +285,17 @@ class TiffStackND(PlanesND):
 
     def _decode(self, ifd_offset: int, index: int) -> np.ndarray:
         layout = self._layout
-        if ifd_offset < 0:
-            return np.zeros(layout.plane_shape, self._native)
         data = self._decoder.decode(ifd_offset, index)
-        if layout.planar:
-            data = np.moveaxis(data, 0, -1)
-        if data.size != math.prod(layout.plane_shape) or data.dtype.newbyteorder(
-                "=") != self._native:
+        # (a page of the stack's size in another layout, e.g. samples not planar, must not be
+        # reshaped into the plane: its pixels would be scrambled)
+        if data.shape != layout.page_shape or data.dtype.newbyteorder("=") != self._native:
             raise StackReadError(
                 self._path, f"page {index} decodes to {data.shape} {data.dtype}, not the "
-                f"stack's {layout.plane_shape} {self._native} (file changed since it was "
+                f"stack's {layout.page_shape} {self._native} (file changed since it was "
                 "opened, or inconsistent pages)")
-        return np.ascontiguousarray(data.reshape(layout.plane_shape), dtype=self._native)
+        if layout.planar:
+            data = np.moveaxis(data, 0, -1)
+        return np.ascontiguousarray(data, dtype=self._native)
 
     # --- lifetime -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tifffile
 
 from pims_videoutils import StackNotFoundError, StackReadError
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 
 def _interleaved(path, n=6, bigtiff=False):
@@ -147,6 +149,54 @@ def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
     _assert_read_error(path, "corrupt IFD chain")
 
 
+def _edit_description(path, replacements):
+    """Replace bytes in the first page's description: appended, edited, to the file."""
+    raw = path.read_bytes()
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageDescription"]
+        entry, start, count = tag.offset, tag.valueoffset, tag.count
+    text = raw[start : start + count]
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_bytes(raw + text)
+    _patch(path, entry + 4, len(text))
+    _patch(path, entry + 8, len(raw))
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("tiffdata", ["beyond", "partial"])
+def test_ome_planes_in_no_ifd_of_the_file(tmp_path, compression, tiffdata):
+    """OME-XML puts 10 time points in a file of 6 IFDs (its TiffData names IFDs 6..9, which
+    the file lacks, or covers only 6 planes). tifffile reads the others as zeros; the reader
+    read them as zeros too, silently. TiffSequenceND's fill_missing reads such a file."""
+    path = tmp_path / "planes.ome.tif"
+    data = np.arange(6 * 20 * 24, dtype="u2").reshape(6, 20, 24)
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX"}, compression=compression)
+    replacements = {b'SizeT="6"': b'SizeT="10"'}
+    if tiffdata == "beyond":
+        replacements[b'PlaneCount="6"'] = b'PlaneCount="10"'
+    _edit_description(path, replacements)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].shape == (10, 20, 24)
+    _assert_read_error(path, "4 of the 10 planes .* in no IFD of the file")
+    with TiffSequenceND(path, fill_missing=0) as reader:
+        np.testing.assert_array_equal(np.stack(list(reader)), np.concatenate(
+            [data, np.zeros((4, 20, 24), "u2")]))
+
+
+def test_ome_tiffdata_with_a_negative_ifd(tmp_path):
+    """TiffData IFD="-1": tifffile indexes its page list from the end (plane 0 = the last
+    page, then pages 0, 1...): the planes came out rotated, silently."""
+    path = tmp_path / "negative.ome.tif"
+    data = np.arange(6 * 20 * 24, dtype="u2").reshape(6, 20, 24)
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX"})
+    _edit_description(path, {b'<TiffData IFD="0"': b'<TiffData IFD="-1"'})
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(tif.series[0].asarray()[0], data[5])
+    _assert_read_error(path, "TiffData element gives the negative IFD index -1")
+
+
 def test_pointer_beyond_end_of_file(tmp_path):
     path = tmp_path / "beyond.tif"
     pages = _interleaved(path)
@@ -162,15 +212,22 @@ def test_first_ifd_beyond_end_of_file(tmp_path):
     _assert_read_error(path, "invalid first IFD")
 
 
-def test_strip_offset_beyond_end_of_file(tmp_path):
-    """Pages that disagree with the file: one page's data pointer beyond the end."""
+@pytest.mark.parametrize(("bigtiff", "beyond"), [(False, "end"), (True, "end"), (True, "2**63")],
+                         ids=["classic", "bigtiff", "bigtiff-2**63"])
+def test_strip_offset_beyond_end_of_file(tmp_path, bigtiff, beyond):
+    """Pages that disagree with the file: one page's data pointer beyond the end.
+
+    A BigTIFF offset of 2**63 or more is no negative number (it was read as one, a page
+    missing, and the plane came out as zeros).
+    """
     path = tmp_path / "strip.tif"
-    _interleaved(path)
+    _interleaved(path, bigtiff=bigtiff)
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[4].tags["StripOffsets"]
-        position = tag.offset + 8  # the inline value of the entry
-    _patch(path, position, path.stat().st_size + 10)
-    _assert_read_error(path, "truncated|beyond")
+        position = tag.offset + (12 if bigtiff else 8)  # the inline value of the entry
+    offset = path.stat().st_size + 10 if beyond == "end" else 2**64 - 100
+    _patch(path, position, offset, "<Q" if bigtiff else "<I")
+    _assert_read_error(path, "truncated|beyond|outside")
 
 
 @pytest.mark.parametrize("truncate", [True, False])
@@ -183,6 +240,26 @@ def test_inconsistent_imagej_image_count(tmp_path, truncate):
     assert patched != raw
     path.write_bytes(patched)
     _assert_read_error(path, "truncated|pages for")
+
+
+def test_description_claiming_far_more_planes_than_the_file_holds(tmp_path):
+    """A tifffile shape of 10**8 planes in a 7 KB file (tifffile deems it truncated).
+
+    The plane offsets were computed (two arrays of 800 MB) before the file's size was
+    compared with them: a corrupt description cost gigabytes and seconds, or the memory.
+    """
+    path = tmp_path / "claims.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for k in range(6):
+            tif.write(np.full((20, 24), k, "u2"), contiguous=False, metadata=None,
+                      description='{"shape": [100000000, 20, 24]}' if k == 0 else None)
+    tracemalloc.start()
+    try:
+        _assert_read_error(path, "truncated")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
 
 
 def test_imagej_image_count_alone_more_than_the_file_holds(tmp_path):

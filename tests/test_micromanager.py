@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,34 @@ def test_single_file_position_is_a_plain_stack(tmp_path):
         assert isinstance(reader, TiffStackND)
 
 
+def test_image_whose_ifd_puts_its_pixels_elsewhere(tmp_path):
+    """tifffile places each image's pixels 162 bytes after its IFD, without reading the IFD.
+
+    Here the IFD of image t=2 points its StripOffsets at the pixels of t=0: tifffile's own
+    page (parsed from the IFD) shows those; mapping the place tifffile assumed gave t=2's old
+    pixels. The reader must read what the IFD says.
+    """
+    data = _data(5, shape=(1, 4, 1, 1, 5, 7))
+    (path,) = write_mmstack(tmp_path, data)
+    def page_at(tif, offset):  # tifffile's own parse of the IFD at offset
+        tif.filehandle.seek(offset)
+        return tifffile.TiffPage(tif, 0)
+
+    with tifffile.TiffFile(path) as tif:
+        frames = list(tif.series[0])
+        moved, target = frames[2].offset, frames[0].dataoffsets[0]
+        strip_offsets = page_at(tif, moved).tags["StripOffsets"].offset
+    with open(path, "r+b") as f:
+        f.seek(strip_offsets + 8)
+        f.write(target.to_bytes(4, "little"))
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(page_at(tif, moved).asarray(), data[0, 0, 0, 0])
+    with TiffStackND(path) as reader:
+        assert reader.sizes["t"] == 4
+        for t, expected in enumerate(data[0, [0, 1, 0, 3], 0, 0]):
+            np.testing.assert_array_equal(reader.get_plane(t=t), expected)
+
+
 def test_all_positions_in_one_file(tmp_path):
     """Micro-Manager's option to save every position in one file (here with a continuation)."""
     data = _data(7)
@@ -403,6 +432,29 @@ def test_plane_times_of_a_single_file(tmp_path):
     with TiffStackND(path) as reader:
         for (_, t, z, c), seconds in expected.items():
             assert reader.get_plane(t=t, z=z, c=c).metadata["timestamp"] == seconds
+
+
+def test_image_metadata_length_beyond_the_file_is_not_allocated(tmp_path):
+    """An image's metadata tag (51123) claiming 4 GB in a small file: the times were read
+    with a 4 GB buffer (an address space limit made the open fail with MemoryError)."""
+    (path,) = write_mmstack(tmp_path, _data(6, shape=(1, 4, 1, 1, 5, 7)), interval_ms=100.0)
+    expected = [seconds for _, seconds in sorted(_times_by_coords([path]).items())]
+    with tifffile.TiffFile(path) as tif:
+        ifd = list(tif.series[0])[2].offset
+        tif.filehandle.seek(ifd)
+        count = tifffile.TiffPage(tif, 0).tags[51123].offset + 4
+    with open(path, "r+b") as f:
+        f.seek(count)
+        f.write((2**32 - 1).to_bytes(4, "little"))
+    tracemalloc.start()
+    try:
+        with TiffStackND(path) as reader:
+            peak = tracemalloc.get_traced_memory()[1]
+            times = [reader.get_plane(t=t).metadata["timestamp"] for t in range(4)]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+    assert times == expected
 
 
 def _position_folders(root: Path, data: np.ndarray, labels=("Pos0", "Pos1")) -> list[list[Path]]:

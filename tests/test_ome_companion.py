@@ -286,3 +286,18 @@ def test_tiffstacknd_refuses_one_file_of_a_multifile_ome_dataset(tmp_path, name,
             reader.iter_axes = "pt"
             for i, plane in enumerate(expected.reshape(-1, 6, 8)):
                 np.testing.assert_array_equal(reader[i], plane)
+
+
+@pytest.mark.parametrize("name", ["pos0_part0.ome.tif", "pos1_part1.ome.tif"])
+def test_tiffstacknd_refuses_one_file_of_a_multifile_ome_dataset_whose_others_are_gone(
+        tmp_path, name):
+    """tifffile gives the planes of the missing files as None pages: TiffStackND read them as
+    zeros (the planes of the file itself correct), as if the file were a dataset of its own."""
+    data = np.random.default_rng(34).integers(0, 60000, (2, 4, 6, 8), np.uint16)
+    _write_dataset(tmp_path, data, metadata="embedded")
+    for other in tmp_path.glob("pos*.ome.tif"):
+        if other.name != name:
+            other.unlink()
+    with pytest.raises(StackReadError, match=r"one file of a multi-file OME-TIFF dataset.*"
+                       r"open it with TiffSequenceND"):
+        TiffStackND(tmp_path / name)

@@ -227,6 +227,51 @@ def test_non_uniform_pages_fall_back_to_tifffile_series(tmp_path):
         TiffStackND(path, series=5)
 
 
+def _patch_tag(path, page, code, value, size=2):
+    """Overwrite the inline value (SHORT or LONG) of tag ``code`` of page ``page``."""
+    with tifffile.TiffFile(path) as tif:
+        position = tif.pages[page].tags[code].offset + 8
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(value.to_bytes(size, "little"))
+
+
+@pytest.mark.parametrize("case", ["shaped-transposed", "shaped-unsigned", "ome-unsigned",
+                                  "ome-unsigned-apart", "uniform-unsigned"])
+def test_page_of_another_layout_in_a_series_is_not_read_as_the_first(tmp_path, case):
+    """A page in the middle of a tifffile series whose own tags give another shape or sample
+    type, with as many bytes (20 x 24 stored as 24 x 20; int16 stored as uint16).
+
+    tifffile's series reads such a page with the first page's layout; mapped planes did too,
+    silently. The page must read as tifffile decodes it (pages[i].asarray()), or raise.
+    ``apart``: the planes are not one block (pages 1 and 2 swap their data). ``uniform``: a
+    plain file, which tifffile deems uniform from its pages 0, 1, 7 and the last.
+    """
+    path = tmp_path / ("odd.ome.tif" if case.startswith("ome") else "odd.tif")
+    data = _data((10, 20, 24), "i2")
+    metadata = None if case.startswith("uniform") else {"axes": "TYX"}
+    tifffile.imwrite(path, data, ome=case.startswith("ome"), metadata=metadata)
+    if case == "shaped-transposed":
+        for code, value in ((256, 20), (257, 24), (278, 24)):
+            _patch_tag(path, 3, code, value)
+    else:
+        _patch_tag(path, 3, 339, 1)
+    if case.endswith("apart"):
+        with tifffile.TiffFile(path) as tif:
+            first, second = (tif.pages[k].dataoffsets[0] for k in (1, 2))
+        _patch_tag(path, 1, 273, second, 4)
+        _patch_tag(path, 2, 273, first, 4)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 1 and len(tif.series[0]) == 10
+        expected = [page.asarray() for page in tif.pages]
+    with TiffStackND(path) as reader:
+        assert reader.sizes["t"] == 10
+        for i in (0, 1, 2, *range(4, 10)):
+            np.testing.assert_array_equal(reader[i], expected[i])
+        with pytest.raises(StackReadError, match=r"page 3 decodes to .*inconsistent pages"):
+            reader[3]
+
+
 def test_change_of_tag_count_mid_file_is_still_proven(tmp_path):
     """A page with an extra tag breaks the guessed IFD progression; the walk resumes."""
     path = tmp_path / "extra.tif"
@@ -290,6 +335,46 @@ def test_ome_pyramid_levels(tmp_path, compression):
             np.testing.assert_array_equal(clone[1], levels[2][1])
     with pytest.raises(StackReadError, match=r"level 3 does not exist.*3 pyramid levels"):
         TiffStackND(path, level=3)
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["contiguous", "moved"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_shaped_pyramid_levels(tmp_path, compression, moved):
+    """Levels of a tifffile (not OME) pyramid in SubIFDs, stripped. tifffile's level series
+    holds the first level page alone: it reads the level as one block after that page's data
+    (iterating it gives level 0's pages). ``moved``: the SubIFD of page 2 at level 1 points at
+    the data of page 0, so the level's planes are not that block. The reference is tifffile's
+    own parse of each SubIFD.
+    """
+    path = tmp_path / "pyramid.tif"
+    full = _data((4, 32, 40))
+    with tifffile.TiffWriter(path) as tif:
+        for step in (1, 2, 4):
+            tif.write(full[:, ::step, ::step], photometric="minisblack", compression=compression,
+                      **({"subifds": 2} if step == 1 else {"subfiletype": 1}))
+
+    def page_at(tif, offset):
+        tif.filehandle.seek(offset)
+        return tifffile.TiffPage(tif, 0)
+
+    with tifffile.TiffFile(path) as tif:
+        subifds = [page.subifds for page in tif.pages]
+        if moved:
+            position = page_at(tif, subifds[2][0]).tags["StripOffsets"].offset + 8
+            target = page_at(tif, subifds[0][0]).dataoffsets[0]
+    if moved:
+        with open(path, "r+b") as f:
+            f.seek(position)
+            f.write(target.to_bytes(4, "little"))
+    with tifffile.TiffFile(path) as tif:
+        levels = [tif.series[0].asarray()] + [
+            np.stack([page_at(tif, offsets[level - 1]).asarray() for offsets in subifds])
+            for level in (1, 2)]
+    if moved:
+        np.testing.assert_array_equal(levels[1][2], full[0, ::2, ::2])
+    for level, expected in enumerate(levels):
+        with TiffStackND(path, level=level) as reader:
+            assert_planes_equal(reader, expected)
 
 
 def test_level_of_a_file_without_pyramid(tmp_path):

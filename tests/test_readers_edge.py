@@ -367,6 +367,28 @@ def test_compressed_file_rewritten_after_open(tmp_path):
                 reader[i]
 
 
+def test_page_of_other_planar_configuration_is_not_scrambled(tmp_path):
+    """One page of a planar RGB stack stores its samples interleaved (same size, own layout).
+
+    Its decoded (y, x, samples) array was moved as if it were (samples, y, x): pixels
+    scrambled without an error. The other pages still read as tifffile decodes them.
+    """
+    path = tmp_path / "planar.tif"
+    data = RNG.integers(0, 255, (4, 3, 20, 24)).astype("u1")
+    tifffile.imwrite(path, data, photometric="rgb", planarconfig="separate")
+    with tifffile.TiffFile(path) as tif:
+        position = tif.pages[2].tags["PlanarConfiguration"].offset + 8
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(struct.pack("<H", 1))
+    with TiffStackND(path) as reader:
+        assert reader.sizes["s"] == 3
+        for i in (0, 1, 3):
+            np.testing.assert_array_equal(reader[i], np.moveaxis(data[i], 0, -1))
+        with pytest.raises(StackReadError, match=r"page 2 decodes to .*inconsistent pages"):
+            reader[2]
+
+
 def test_copy_of_a_file_replaced_by_rename_keeps_reading_the_old_one(tmp_path):
     path = tmp_path / "stack.tif"
     data = _data((5, 8, 10))
