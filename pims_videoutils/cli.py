@@ -370,7 +370,7 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    from .export import check_arguments, temporaries_of
+    from .export import check_arguments, remove_unheld_temporaries
 
     selection, export = _split_options(options)
     export["progress"] = False
@@ -411,8 +411,7 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                 except BrokenProcessPool:  # a worker was killed (out of memory?): all stop
                     broken = True
                     failed.append(source)
-                    for leftover in temporaries_of(outputs[source]):  # its ffmpeg's file
-                        leftover.unlink(missing_ok=True)
+                    remove_unheld_temporaries(outputs[source])  # its ffmpeg's file
                     click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
                                "the system, out of memory?)", err=True)
                     continue

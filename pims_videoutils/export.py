@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import glob
 import html
 import math
@@ -314,15 +315,38 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return str(name), fd
-            except OSError:  # a file system without locks (some network or FUSE mounts)
-                pass
+        if _take_lock(fd) is _LockCheck.NOT_HELD:
+            return str(name), fd
         os.close(fd)
         return str(name), None
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+class _LockCheck(enum.Enum):
+    """Whether another process holds the ``flock`` of an export's temporary file."""
+
+    HELD = "held"  #: an export (alive) holds it: it is writing the file
+    NOT_HELD = "not held"  #: no process holds it (now held by the checking descriptor)
+    CANNOT_TELL = "cannot tell"  #: no ``flock`` here (Windows, some network or FUSE mounts)
+
+
+def _take_lock(fd: int) -> _LockCheck:
+    """Try to lock the file open as ``fd`` (exclusive ``flock``, without waiting).
+
+    Returns
+    -------
+    _LockCheck
+        ``NOT_HELD`` when the lock was free: ``fd`` holds it now, until it is closed.
+    """
+    if fcntl is None:
+        return _LockCheck.CANNOT_TELL
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _LockCheck.HELD
+    except OSError:  # ENOLCK, EINVAL...: the file system has no locks
+        return _LockCheck.CANNOT_TELL
+    return _LockCheck.NOT_HELD
 
 
 def _remove_abandoned(target: Path) -> None:
@@ -332,19 +356,47 @@ def _remove_abandoned(target: Path) -> None:
     untouched for :data:`_ABANDONED_AFTER_SECONDS`: a running export holds its lock, and a
     file just created is about to be locked. Nothing is removed without ``flock``.
     """
-    if fcntl is None:
-        return
+    _remove_temporaries(target, untouched_for=_ABANDONED_AFTER_SECONDS,
+                        if_cannot_tell=False)
+
+
+def remove_unheld_temporaries(target: str | os.PathLike[str]) -> None:
+    """Remove the temporary files of exports to ``target`` that no running export holds.
+
+    For a process that knows an export to ``target`` died (``pims-video batch`` after a
+    worker was killed): its file goes at once, while the files that other exports to
+    ``target`` hold locked are kept. Where locks cannot tell (Windows, file systems without
+    ``flock``), every temporary file of ``target`` is removed.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The video file the export was writing.
+    """
+    _remove_temporaries(Path(target), untouched_for=0, if_cannot_tell=True)
+
+
+def _remove_temporaries(target: Path, untouched_for: float, if_cannot_tell: bool) -> None:
+    """Remove the temporary files of ``target`` that no export holds locked.
+
+    Only those left untouched for ``untouched_for`` seconds; where the lock cannot tell,
+    only if ``if_cannot_tell``.
+
+    The age is checked before the lock is tried: trying it on a file just created would
+    make its export, locking it a moment later, run unlocked.
+    """
     for path in temporaries_of(target):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # gone meanwhile, or not ours to read
             continue
         try:
-            if time.time() - os.fstat(fd).st_mtime < _ABANDONED_AFTER_SECONDS:
+            if time.time() - os.fstat(fd).st_mtime < untouched_for:
                 continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)
-        except OSError:  # BlockingIOError: an export is writing it
+            lock = _take_lock(fd)
+            if lock is _LockCheck.NOT_HELD or (lock is _LockCheck.CANNOT_TELL and if_cannot_tell):
+                path.unlink(missing_ok=True)
+        except OSError:  # not ours to remove
             continue
         finally:
             os.close(fd)
@@ -354,9 +406,10 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     """Return the temporary files of exports to ``target`` still beside it.
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
-    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes those
-    of a worker that died, and the next export to ``target`` removes those left untouched
-    for a minute by exports that no longer run (not on Windows).
+    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes that
+    of a worker that died (:func:`remove_unheld_temporaries`), and the next export to
+    ``target`` removes those left untouched for a minute by exports that no longer run (not
+    on Windows).
 
     Parameters
     ----------

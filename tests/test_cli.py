@@ -509,11 +509,16 @@ def _workers(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
-    # e.g. the out-of-memory killer: that input fails, the others are converted
+def test_batch_goes_on_when_a_worker_is_killed(tmp_path, lock_holder):
+    # e.g. the out-of-memory killer: that input fails, the others are converted; the
+    # temporary file of another live export to the same movie (e.g. a "convert" in another
+    # terminal), which that process holds locked, is left to it
+    movies = tmp_path / "movies"
+    movies.mkdir()
+    held = movies / ".s0.tmp-0000abcd.mp4"
+    lock_holder(held)
     process = _start_batch_of_three(tmp_path, 200, "--jobs", "1", "--preset", "ultrafast")
     try:
-        movies = tmp_path / "movies"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
             if [p for p in movies.glob(".s0.*") if p.stat().st_size > 0]:  # s0 is encoding
@@ -529,7 +534,8 @@ def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
     assert process.returncode == 1, stderr
     assert "FAILED s0.tif: a worker process died" in stderr
     assert "2 of 3 converted" in stdout and "1 failed: s0.tif" in stdout
-    assert sorted(p.name for p in movies.iterdir()) == ["s1.mp4", "s2.mp4"]  # no s0 temp
+    # the dead worker's temporary file is gone, the live holder's kept
+    assert sorted(p.name for p in movies.iterdir()) == [held.name, "s1.mp4", "s2.mp4"]
     for name in ("s1", "s2"):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 200
 

@@ -493,3 +493,41 @@ def test_a_file_system_without_locks_still_exports(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == [abandoned.name, "movie.mp4"]
     written = read_back(tmp_path / "movie.mp4")[0]
     np.testing.assert_allclose(written.mean(axis=(1, 2)), levels, atol=3)
+
+
+@needs_flock
+def test_a_dead_exports_temporary_file_is_removed_at_once_a_held_one_kept(tmp_path, lock_holder):
+    """pims-video batch after a worker died: the worker's file (unlocked, however recent)
+    goes, the file that another live export to the same movie holds locked stays."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    target = tmp_path / "movie.mp4"
+    held = tmp_path / ".movie.tmp-0123abcd.mp4"
+    dead = tmp_path / ".movie.tmp-89abcdef.mp4"
+    other = tmp_path / ".other.tmp-00000001.mp4"  # another target's
+    lock_holder(held)
+    for path in (dead, other):
+        path.write_bytes(b"partial video")
+    remove_unheld_temporaries(target)
+    assert leftovers(tmp_path) == sorted([held.name, other.name])
+    assert _locked_by_another(held)
+
+
+@needs_flock
+def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
+    tmp_path, lock_holder, monkeypatch
+):
+    """Where flock fails (some network or FUSE mounts) the lock cannot tell whose a file
+    is: every temporary file of the movie is removed, the dead worker's too."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    held = tmp_path / ".movie.tmp-0123abcd.mp4"
+    dead = tmp_path / ".movie.tmp-89abcdef.mp4"
+    lock_holder(held)
+    dead.write_bytes(b"partial video")
+    monkeypatch.setattr(export.fcntl, "flock", no_locks)
+    remove_unheld_temporaries(tmp_path / "movie.mp4")
+    assert leftovers(tmp_path) == []
