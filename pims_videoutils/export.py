@@ -180,11 +180,7 @@ def check_arguments(
 
 def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fraction:
     """Validate the options that need no frame; return the scale as a Fraction."""
-    if isinstance(contrast, str) and contrast not in ("auto", "frame"):
-        raise ExportArgumentError(
-            f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
-            f"got {contrast!r}"
-        )
+    _contrast_limits(contrast)
     if projection not in (None, "max", "mean"):
         raise ExportArgumentError(f"projection must be None, 'max' or 'mean', not {projection!r}")
     factor = Fraction(float(scale)).limit_denominator(1000) if _positive(scale) else Fraction(0)
@@ -464,19 +460,50 @@ def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
 # ---- intensity and colour ---------------------------------------------------------------
 
 
+def _contrast_limits(contrast: Any) -> tuple[float, float] | list[tuple[float, float]] | None:
+    """Return a fixed contrast: ``(lo, hi)``, or a list of them (one per channel).
+
+    None for the settings None, ``"auto"`` and ``"frame"``.
+
+    Raises
+    ------
+    ExportArgumentError
+        For any other value, or limits that are not finite numbers with ``lo <= hi``.
+    """
+    if contrast is None or (isinstance(contrast, str) and contrast in ("auto", "frame")):
+        return None
+    items = _items(contrast)
+    if items is not None and len(items) == 2 and all(np.isscalar(v) for v in items):
+        return IntensityMap.fixed(np.dtype(np.float64), *items).limits
+    pairs = [] if items is None else [_items(v) for v in items]
+    if not pairs or any(pair is None or len(pair) != 2 for pair in pairs):
+        raise ExportArgumentError(
+            f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
+            f"got {contrast!r}"
+        )
+    return [IntensityMap.fixed(np.dtype(np.float64), *pair).limits for pair in pairs]
+
+
+def _items(value: Any) -> list[Any] | None:
+    """Return the items of a list, tuple or array (of at least one axis), else None."""
+    if isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim > 0):
+        return list(value)
+    return None
+
+
 def _channel_contrasts(contrast: Any, n_channels: int) -> list[Any]:
-    """Return one contrast setting per channel."""
-    if contrast is None or isinstance(contrast, str):
+    """Return one contrast setting per channel: None, ``"auto"``, ``"frame"`` or (lo, hi)."""
+    limits = _contrast_limits(contrast)
+    if limits is None:
         return [contrast] * n_channels
-    items = list(contrast)
-    if len(items) == 2 and all(np.isscalar(v) for v in items):
-        return [tuple(items)] * n_channels
-    if len(items) != n_channels or not all(np.ndim(v) == 1 and len(v) == 2 for v in items):
+    if isinstance(limits, tuple):
+        return [limits] * n_channels
+    if len(limits) != n_channels:
         raise ExportArgumentError(
             f"contrast must be (lo, hi) or one (lo, hi) per channel ({n_channels}), "
             f"got {contrast!r}"
         )
-    return [tuple(v) for v in items]
+    return limits
 
 
 def _intensity_map(

@@ -295,6 +295,7 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
         (["--percentiles", "99,1"], "percentiles must be two increasing values"),
         (["--percentiles", "-5,99"], "percentiles must lie in [0, 100]"),
         (["--gamma", "inf"], "gamma must be a finite number"),
+        (["--contrast", "10,5"], "lo <= hi"),
         (["--colormap", "nosuchmap"], "unknown colormap 'nosuchmap'"),
         (["--channel-colors", "green,nosuchcolour"], "nosuchcolour"),
     ],

@@ -267,6 +267,33 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("contrast", "match"),
+    [
+        (5, "contrast must be"),
+        (True, "contrast must be"),
+        ((10, 5), "lo <= hi"),
+        ((0, float("inf")), "finite"),
+        ([(0, 1), (float("nan"), 2)], "finite"),
+        ([(0, 1), (2,)], "contrast must be"),
+    ],
+)
+def test_bad_contrast_fails_before_any_frame_is_read(tmp_path, contrast, match):
+    """A contrast that no frame can make right is refused as the other options are (and
+    once, by pims-video batch, before any input is read)."""
+    read = []
+
+    def frames():
+        read.append("a frame")
+        yield np.zeros((6, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(frames(), tmp_path / "x.mp4", contrast=contrast, progress=False)
+    with pytest.raises(ExportArgumentError, match=match):
+        export.check_arguments(".mp4", contrast=contrast)
+    assert read == [] and leftovers(tmp_path) == []
+
+
 # Limits seen with the bundled ffmpeg: libx264 refuses a side over 16384 ("invalid width x
 # height"), libvpx-vp9 over 65536 ("g_h out of range"), gif over 65535, mp4/mov over 65535
 # ("too large for mov/mp4").
