@@ -39,6 +39,7 @@ __all__ = [
     "CODECS_BY_EXTENSION",
     "FFmpegProcess",
     "build_command",
+    "check_extra_args",
     "check_frame_size",
     "check_quality",
     "choose_codec",
@@ -265,6 +266,20 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
         )
 
 
+def check_extra_args(extra_args: Sequence[str]) -> None:
+    """Check that ``extra_args`` is a sequence of ffmpeg arguments (not one string).
+
+    Raises
+    ------
+    ExportArgumentError
+        For a string, or anything that is not iterable.
+    """
+    if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
+        raise ExportArgumentError(
+            f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
+        )
+
+
 def _quality_args(
     codec: str,
     crf: float | None,
@@ -399,10 +414,7 @@ def build_command(
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
         command += ["-vf", vf]
-    if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
-        raise ExportArgumentError(
-            f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
-        )
+    check_extra_args(extra_args)
     quality = _quality_args(codec, crf, preset, encoded[::-1], output_pixel_format)
     command += ["-c:v", codec, *quality]
     command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]

@@ -17,7 +17,7 @@ import secrets
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -139,6 +139,7 @@ def check_arguments(
     channel_colors: Sequence[Any] | None = None,
     projection: str | None = None,
     scale: Any = 1,
+    extra_args: Sequence[str] = (),
     **_: Any,
 ) -> tuple[Fraction, str, Fraction]:
     """Validate the :func:`to_video` arguments that need no frame, as it does first.
@@ -151,10 +152,13 @@ def check_arguments(
         The output file's extension, with the dot.
     frames : optional
         The input, for its frame rate when ``fps`` is None (None: the default rate).
-    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection, scale
+    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection
         As in :func:`to_video`; other keyword arguments of it are ignored.
+    scale, extra_args
+        As in :func:`to_video`.
     channel_colors : sequence, optional
-        As in :func:`to_video`; each colour is checked when it is a list or tuple.
+        As in :func:`to_video`; each colour is checked unless it is an iterator (read once,
+        by the export).
 
     Returns
     -------
@@ -170,11 +174,12 @@ def check_arguments(
     IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
     if colormap is not None:
         colormap_lut(colormap)
-    if isinstance(channel_colors, list | tuple):
-        for color in channel_colors:
+    if not isinstance(channel_colors, Iterator):
+        for color in _color_list(channel_colors) or ():
             channel_lut(color)
     chosen = _ffmpeg.choose_codec(extension, codec, lossless)
     _ffmpeg.check_quality(chosen, crf, preset)
+    _ffmpeg.check_extra_args(extra_args)
     return factor, chosen, _resolve_fps(fps, frames, extension)
 
 
@@ -530,6 +535,23 @@ def _intensity_map(
     return IntensityMap.fixed(dtype, *contrast, gamma)
 
 
+def _color_list(colors: Any) -> list[Any] | None:
+    """Return ``channel_colors`` as a list (None stays None).
+
+    Raises
+    ------
+    ExportArgumentError
+        Unless ``colors`` is None or an iterable of colours (not one string).
+    """
+    if colors is None:
+        return None
+    if isinstance(colors, str) or not isinstance(colors, Iterable):
+        raise ExportArgumentError(
+            f"channel_colors must be a list of one colour per channel, not {colors!r}"
+        )
+    return list(colors)
+
+
 class _Renderer:
     """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24)."""
 
@@ -538,12 +560,7 @@ class _Renderer:
         self.channels = channels
         self.lut = None if colormap is None else colormap_lut(colormap)
         self.compositor = None
-        if colors is not None:
-            if isinstance(colors, str) or not isinstance(colors, Iterable):
-                raise ExportArgumentError(
-                    f"channel_colors must be a list of one colour per channel, not {colors!r}"
-                )
-            colors = list(colors)
+        colors = _color_list(colors)
         gray = colors is None or (
             len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
         )
@@ -727,7 +744,7 @@ def to_video(
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
-        channel_colors=channel_colors, projection=projection, scale=scale,
+        channel_colors=channel_colors, projection=projection, scale=scale, extra_args=extra_args,
     )
     given, target = _prepare_target(target, overwrite)
     source = FrameSource(frames)

@@ -268,29 +268,34 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
 
 
 @pytest.mark.parametrize(
-    ("contrast", "match"),
+    ("kwargs", "match"),
     [
-        (5, "contrast must be"),
-        (True, "contrast must be"),
-        ((10, 5), "lo <= hi"),
-        ((0, float("inf")), "finite"),
-        ([(0, 1), (float("nan"), 2)], "finite"),
-        ([(0, 1), (2,)], "contrast must be"),
+        ({"contrast": 5}, "contrast must be"),
+        ({"contrast": True}, "contrast must be"),
+        ({"contrast": (10, 5)}, "lo <= hi"),
+        ({"contrast": (0, float("inf"))}, "finite"),
+        ({"contrast": [(0, 1), (float("nan"), 2)]}, "finite"),
+        ({"contrast": [(0, 1), (2,)]}, "contrast must be"),
+        ({"extra_args": None}, "extra_args"),
+        ({"extra_args": "-an"}, "extra_args"),
+        ({"channel_colors": "red"}, "channel_colors must be a list"),
+        ({"channel_colors": 5}, "channel_colors must be a list"),
     ],
 )
-def test_bad_contrast_fails_before_any_frame_is_read(tmp_path, contrast, match):
-    """A contrast that no frame can make right is refused as the other options are (and
+def test_bad_options_fail_before_any_frame_is_read(tmp_path, kwargs, match):
+    """Options that no frame can make right are refused before the input is read (and
     once, by pims-video batch, before any input is read)."""
     read = []
 
     def frames():
-        read.append("a frame")
-        yield np.zeros((6, 8), np.uint16)
+        for _ in range(60):
+            read.append("a frame")
+            yield np.zeros((6, 8), np.uint16)
 
     with pytest.raises(ExportArgumentError, match=match):
-        to_video(frames(), tmp_path / "x.mp4", contrast=contrast, progress=False)
+        to_video(frames(), tmp_path / "x.mp4", progress=False, **kwargs)
     with pytest.raises(ExportArgumentError, match=match):
-        export.check_arguments(".mp4", contrast=contrast)
+        export.check_arguments(".mp4", **kwargs)
     assert read == [] and leftovers(tmp_path) == []
 
 
