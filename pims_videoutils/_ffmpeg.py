@@ -26,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -454,24 +455,26 @@ class FFmpegProcess:
         self.command = list(command)
         self._tail: deque[str] = deque(maxlen=tail_lines)
         try:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
-        try:  # until the stderr thread runs, no ``with`` block guards ffmpeg: do it here
+            # Ctrl-C inside Popen, after the fork, would leave ffmpeg running unseen
+            with _ctrl_c_held_back():
+                self._proc = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
             if pipe_bytes:
                 _grow_pipe(self._proc.stdin, pipe_bytes)
             self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
             self._thread.start()
+        except OSError as exc:  # from Popen: the binary cannot be started
+            raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
         except BaseException:  # e.g. Ctrl-C: an orphaned ffmpeg would write its file later
-            self._proc.kill()
-            self._proc.stdin.close()
-            self._proc.wait()
-            self._proc.stderr.close()
+            if hasattr(self, "_proc"):  # (a Ctrl-C held back during Popen comes after it)
+                self._proc.kill()
+                self._proc.stdin.close()
+                self._proc.wait()
+                self._proc.stderr.close()
             raise
 
     def _drain(self) -> None:
@@ -538,6 +541,30 @@ class FFmpegProcess:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._proc.returncode is None:
             self.kill()
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it as it came.
+
+    Only in the main thread (the only one Python delivers signals to), and only when the
+    current handler was set from Python (else it could not be put back).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _grow_pipe(pipe, size: int) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 
 import imageio_ffmpeg
@@ -230,6 +231,37 @@ def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
         if started[0].poll() is None:
             started[0].kill()
             started[0].wait()
+    assert not (tmp_path / "a.mkv").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("subprocess"), "_fork_exec"), reason="POSIX only")
+def test_ctrl_c_inside_popen_kills_ffmpeg(tmp_path, monkeypatch):
+    """Ctrl-C (in Jupyter: SIGINT to the kernel alone) while Popen waits for the forked
+    ffmpeg to start made Popen raise with ffmpeg running and no object to stop it: ffmpeg
+    went on, wrote its (empty) file after the export had removed it, and was never reaped."""
+    import os
+    import signal
+    import subprocess
+
+    real_fork_exec = subprocess._fork_exec
+    children = []
+
+    def fork_exec(*args, **kwargs):
+        children.append(real_fork_exec(*args, **kwargs))
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, just after the fork
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "_fork_exec", fork_exec)
+    with pytest.raises(KeyboardInterrupt):
+        FFmpegProcess(real_command(tmp_path))
+    monkeypatch.undo()
+    try:
+        with pytest.raises(ChildProcessError):  # already reaped: killed and waited for
+            os.waitpid(children[0], os.WNOHANG)
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):  # without the fix
+            os.kill(children[0], signal.SIGKILL)
+            os.waitpid(children[0], 0)
     assert not (tmp_path / "a.mkv").exists()
 
 
