@@ -478,9 +478,14 @@ class FFmpegProcess:
             raise
 
     def _drain(self) -> None:
-        """Read ffmpeg's stderr until it closes, keeping the last lines."""
-        for line in iter(self._proc.stderr.readline, b""):
-            self._tail.append(line.decode("utf-8", "replace").rstrip())
+        """Read ffmpeg's stderr until it closes, keeping the last lines.
+
+        Also ends quietly when the pipe was closed before this thread first read it: a
+        Ctrl-C while ``start()`` waited for the thread killed ffmpeg and closed its pipes.
+        """
+        with contextlib.suppress(ValueError):  # "readline of closed file"
+            for line in iter(self._proc.stderr.readline, b""):
+                self._tail.append(line.decode("utf-8", "replace").rstrip())
 
     @property
     def stderr_tail(self) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from fractions import Fraction
 
 import imageio_ffmpeg
@@ -199,7 +200,7 @@ def test_pipe_is_grown_to_a_frame(tmp_path):
     assert size > 65536
 
 
-@pytest.mark.parametrize("where", ["pipe", "thread"])
+@pytest.mark.parametrize("where", ["pipe", "thread", "thread started"])
 def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
     import subprocess
     import threading
@@ -216,14 +217,33 @@ def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
+    real_start = threading.Thread.start
+
+    def start_then_interrupt(thread):  # Ctrl-C while start() waits for the thread to run
+        real_start(thread)
+        raise KeyboardInterrupt
+
+    real_drain = _ffmpeg.FFmpegProcess._drain
+
+    def late_drain(self):  # the thread reads only after the clean-up closed the pipe
+        time.sleep(0.2)
+        real_drain(self)
+
+    command = real_command(tmp_path)  # (imageio-ffmpeg's first look runs ffmpeg -version)
     monkeypatch.setattr(_ffmpeg.subprocess, "Popen", popen)
     if where == "pipe":
         monkeypatch.setattr(_ffmpeg, "_grow_pipe", interrupt)
-    else:
+    elif where == "thread":
         monkeypatch.setattr(threading.Thread, "start", interrupt)
+    else:  # the stderr thread must not fail on the pipe closed under it
+        monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+        monkeypatch.setattr(_ffmpeg.FFmpegProcess, "_drain", late_drain)
     with pytest.raises(KeyboardInterrupt):
-        FFmpegProcess(real_command(tmp_path), pipe_bytes=1 << 20)
+        FFmpegProcess(command, pipe_bytes=1 << 20)
     monkeypatch.undo()
+    for thread in threading.enumerate():
+        if thread.name == "ffmpeg-stderr":
+            thread.join()  # (an exception in it fails the test)
     try:
         assert started[0].returncode is not None  # killed and reaped: no orphan, no zombie
         assert started[0].stdin.closed and started[0].stderr.closed
