@@ -217,22 +217,22 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
         fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
         raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
-    rate = Fraction(float(fps)).limit_denominator(10_000)
+    exact = Fraction(float(fps))  # checked before it is rounded (1/20000 would be 1/10000)
     what = f"fps={float(fps):g}" if given else f"the frame rate of the input, {float(fps):g} fps,"
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
-    if rate > highest:
+    if exact > highest:
         raise ExportArgumentError(
             f"{what} is more than {extension} files can time ({highest} fps): pass a lower "
             f"fps (the movie plays in slow motion)"
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
-    if rate < lowest:
+    if exact < lowest:
         raise ExportArgumentError(
             f"{what} is less than {extension} files can time ({float(lowest):.4g} fps): "
             f"pass a higher fps (the movie plays in fast motion)"
         )
-    return rate
+    return min(max(exact.limit_denominator(10_000), lowest), highest)  # (rounded inside)
 
 
 def _rate_sources(frames: Any) -> list[Any]:

@@ -100,6 +100,7 @@ def test_rgba_array_drops_the_alpha_unless_channels_are_asked_for(tmp_path):
         (".gif", 0.001),
         (".mp4", 2e6),
         (".mp4", 1e-5),
+        (".mp4", 6e-5),  # was rounded up to 1e-4 before the check: played 1.7x too fast
         (".mov", 10**30),
     ],
 )
@@ -110,7 +111,8 @@ def test_frame_rate_the_container_cannot_time_fails_before_ffmpeg(tmp_path, ext,
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("interval", [1e-4, 36_000.0])  # 10,000 fps camera; one frame per 10 h
+# a 10,000 fps camera; one frame per 10 h; per 4 h 10 min (a rate that rounded to 1e-4)
+@pytest.mark.parametrize("interval", [1e-4, 36_000.0, 15_000.0])
 @no_ffmpeg_start
 def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
     data = np.zeros((3, 8, 8), np.uint16)
@@ -123,7 +125,9 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
     assert leftovers(tmp_path) == ["s.tif"]
 
 
-@pytest.mark.parametrize(("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4)])
+@pytest.mark.parametrize(
+    ("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".gif", 0.00152591), (".mp4", 1e-4)]
+)
 def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
     movie = np.random.default_rng(6).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     result = to_video(movie, tmp_path / f"x{ext}", fps=fps, progress=False)
