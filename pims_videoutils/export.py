@@ -552,19 +552,27 @@ def _color_list(colors: Any) -> list[Any] | None:
     return list(colors)
 
 
-class _Renderer:
-    """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24)."""
+def _gray(colors: list[Any] | None) -> bool:
+    """Return True when ``channel_colors`` (a list, or None) leave one channel gray."""
+    return colors is None or (
+        len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
+    )
 
-    def __init__(self, maps: list[IntensityMap], channels: bool, colormap, colors) -> None:
+
+class _Renderer:
+    """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24).
+
+    ``colors`` is the list of channel colours (:func:`_color_list`), or None.
+    """
+
+    def __init__(
+        self, maps: list[IntensityMap], channels: bool, colormap, colors: list[Any] | None
+    ) -> None:
         self.maps = maps
         self.channels = channels
         self.lut = None if colormap is None else colormap_lut(colormap)
         self.compositor = None
-        colors = _color_list(colors)
-        gray = colors is None or (
-            len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
-        )
-        gray_channel = channels and len(maps) == 1 and gray
+        gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
             if colormap is not None:
                 raise ExportArgumentError("colormap is for one channel: use channel_colors")
@@ -671,9 +679,10 @@ def to_video(
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
-        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
-        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``, or
-        ``gamma`` is not 1 (then mapped to 8 bits like any other data).
+        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (also one
+        channel shown gray, frames ``(Y, X, 1)``) are stored unscaled (gray, gray16le)
+        unless ``contrast`` is a fixed range or ``"frame"``, or ``gamma`` is not 1 (then
+        mapped to 8 bits like any other data).
     crf : float, optional
         Quality for libx264 (default 18), libx265 (22), VP9 (30); lower is better.
     preset : str, optional
@@ -759,7 +768,9 @@ def to_video(
     first = layout(source.first)
     channels = first.ndim == 3
     n_channels = first.shape[2] if channels else 1
-    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and not channels and colormap is None
+    colors = _color_list(channel_colors)
+    one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
+    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
     maps = [
         _intensity_map(
             first.dtype,
@@ -771,7 +782,7 @@ def to_video(
         )
         for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
     ]
-    render = _Renderer(maps, channels, colormap, channel_colors)
+    render = _Renderer(maps, channels, colormap, colors)
     out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
     height, width = first.shape[:2]
     scaled = (int(height * factor), int(width * factor))

@@ -115,6 +115,29 @@ def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path):
     np.testing.assert_array_equal(frames, movie)
 
 
+@pytest.mark.parametrize("options", [{}, {"contrast": None}, {"channel_colors": ["gray"]}])
+def test_uint16_single_channel_ffv1_round_trip_is_bit_exact(tmp_path, options):
+    """Frames (Y, X, 1), e.g. a reader bundling a channel axis of one channel, are gray
+    too: stored unscaled like (Y, X) frames (they were mapped to 8 bits, and contrast=None
+    refused)."""
+    rng = np.random.default_rng(1)
+    movie = rng.integers(0, 65536, (4, 33, 45, 1), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False, **options)
+    assert (result.codec, result.pixel_format) == ("ffv1", "gray16le")
+    assert result.intensity_range == [(0.0, 65535.0)]
+    frames, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(frames, movie[..., 0])
+
+
+def test_uint16_single_channel_in_colour_is_mapped_to_8_bits(tmp_path):
+    movie = np.random.default_rng(1).integers(0, 4000, (2, 16, 16, 1), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "green.mkv", lossless=True, channel_colors=["green"],
+                      progress=False)
+    assert result.pixel_format == "gbrp"
+    rgb = read_back(result.path, "rgb24")[0]
+    assert not rgb[..., [0, 2]].any() and rgb[..., 1].max() == 255
+
+
 def test_uint8_ffv1_avi_round_trip_is_bit_exact(tmp_path):
     movie = np.random.default_rng(2).integers(0, 256, (5, 20, 30), dtype=np.uint8)
     result = to_video(movie, tmp_path / "exact.avi", lossless=True, progress=False)
