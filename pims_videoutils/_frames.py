@@ -68,13 +68,14 @@ class FrameSource:
     def sample(self, canonical: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
         """Return up to 50 frames (through ``canonical``) for the contrast.
 
-        Evenly spaced frames of an indexable input; else the first frames of the iterable
-        (kept to be written later), at most 256 MiB of them. Those are copies: an iterator
-        may fill one array for every frame.
+        At most 256 MiB of frames (as read): evenly spaced frames of an indexable input;
+        else the first frames of the iterable (kept to be written later). Those are copies:
+        an iterator may fill one array for every frame.
         """
-        if self.length is not None:
-            return [canonical(_get(self._frames, int(i))) for i in sample_indices(self.length)]
         limit = min(MAX_SAMPLE_FRAMES, max(1, SAMPLE_BUFFER_BYTES // max(1, self.first.nbytes)))
+        if self.length is not None:
+            indices = sample_indices(self.length, limit)
+            return [canonical(_get(self._frames, int(i))) for i in indices]
         self._buffer = [np.array(frame) for frame in self._buffer]  # before the next frame
         while len(self._buffer) < limit:
             frame = next(self._iter, _END)

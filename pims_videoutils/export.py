@@ -689,7 +689,8 @@ def to_video(
         x264/x265 speed preset (default ``"medium"``).
     contrast : "auto", "frame", None, (lo, hi) or list of (lo, hi)
         ``"auto"``: one range for the whole movie, the ``percentiles`` of up to 50 evenly
-        spaced frames (the first 50 of an iterable); uint8 data are not scaled. ``(lo, hi)``
+        spaced frames (the first 50 of an iterable; at most 256 MiB of them, fewer frames
+        when they are large); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
         With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
         (``+inf`` white): the range is ``(0, 0)``.
@@ -782,6 +783,7 @@ def to_video(
         )
         for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
     ]
+    sample_cache.clear()  # the contrast is set: the sampled frames are not kept while encoding
     render = _Renderer(maps, channels, colormap, colors)
     out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
     height, width = first.shape[:2]

@@ -139,6 +139,50 @@ def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
 # ---- odd frames in iterables ----------------------------------------------------------------
 
 
+def test_contrast_sample_of_large_frames_is_capped_and_not_kept(tmp_path, monkeypatch):
+    """The frames of an indexable input read for the contrast: at most 256 MiB of them
+    (50 frames of 2048 x 2048 float32 took 800 MiB), and none kept while the movie is
+    encoded."""
+    import weakref
+
+    from pims_videoutils import _frames
+
+    monkeypatch.setattr(_frames, "SAMPLE_BUFFER_BYTES", 10 * 64 * 64 * 8)  # 10 frames
+    encoding, sampled, kept_while_encoding = [], [], []
+    real_encode = export._encode
+
+    def encode(*args, **kwargs):
+        encoding.append(True)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_encode", encode)
+
+    class Frames:  # a reader-like input: frames made on request
+        def __init__(self):
+            self.first_read = False
+
+        def __len__(self):
+            return 60
+
+        def __getitem__(self, i):
+            if not 0 <= i < 60:
+                raise IndexError(i)
+            if encoding and i == 59:  # the last frame is written
+                kept_while_encoding.extend(ref() for ref in sampled if ref() is not None)
+            frame = np.full((64, 64), float(i))
+            if self.first_read and not encoding:
+                sampled.append(weakref.ref(frame))  # read for the contrast
+            self.first_read = True
+            return frame
+
+    result = to_video(Frames(), tmp_path / "m.mkv", lossless=True, progress=False)
+    assert result.n_frames == 60 and result.intensity_range == (0.0, 59.0)
+    assert len(sampled) == 10
+    assert kept_while_encoding == []
+    frames = read_back(result.path)[0]
+    np.testing.assert_allclose(frames.mean(axis=(1, 2)), np.arange(60) * 255 / 59, atol=0.51)
+
+
 def test_none_frame_is_an_error_not_the_end(tmp_path):
     def frames():  # 16-bit: the first frames are buffered for the contrast
         yield np.zeros((8, 8), np.uint16)
