@@ -224,6 +224,10 @@ def frame_layout(
     """Work out the roles of the first frame's axes (rules in :func:`to_video`)."""
     first = source.first
     check_dtype(first.dtype)
+    if 0 in first.shape:
+        raise ExportArgumentError(
+            f"frames of shape {first.shape} hold no pixel: they have an axis of length 0"
+        )
     names, ndim = source.axis_names, first.ndim
     if names is not None and len(names) != ndim:
         names = None  # frames do not follow bundle_axes (flat reader): positional rules

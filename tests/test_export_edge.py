@@ -183,6 +183,24 @@ def test_contrast_sample_of_large_frames_is_capped_and_not_kept(tmp_path, monkey
     np.testing.assert_allclose(frames.mean(axis=(1, 2)), np.arange(60) * 255 / 59, atol=0.51)
 
 
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((2, 0, 16), {}),
+        ((2, 0, 16, 16), {"projection": "max"}),  # a z-stack sliced to no plane
+        ((2, 0, 16, 16), {"projection": "mean"}),  # was a black movie
+        ((2, 16, 16, 0), {"channel_colors": []}),
+        ((2, 16, 16, 0), {"projection": "max", "projection_axis": 3}),
+    ],
+)
+@no_ffmpeg_start
+def test_frames_with_an_axis_of_length_0_are_refused(tmp_path, shape, options):
+    """Raised ValueError (max of nothing), IndexError, or blamed scale=1, or made a movie."""
+    with pytest.raises(ExportArgumentError, match=r"hold no pixel.*axis of length 0"):
+        to_video(np.zeros(shape, np.uint8), tmp_path / "x.mp4", progress=False, **options)
+    assert leftovers(tmp_path) == []
+
+
 def test_none_frame_is_an_error_not_the_end(tmp_path):
     def frames():  # 16-bit: the first frames are buffered for the contrast
         yield np.zeros((8, 8), np.uint16)
