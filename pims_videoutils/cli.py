@@ -358,7 +358,9 @@ def convert(source: str, output: str, **options: Any) -> int:
 @click.option("--ext", default="mp4", show_default=True,
               help="Extension (container) of the movies, e.g. mp4, mkv, webm.")
 @_video_options
-def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **options: Any) -> int:
+@click.pass_obj
+def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int | None, ext: str,
+          **options: Any) -> int:
     """Make one movie per input stack, several at once in parallel processes.
 
     Each INPUT is one stack, as in "convert": a file, a folder of TIFFs or a quoted glob; the
@@ -417,6 +419,8 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                     continue
                 except Exception as error:  # one failed input must not stop the others
                     failed.append(source)
+                    if state["debug"]:  # (the worker's traceback is the error's cause)
+                        traceback.print_exception(error)
                     click.echo(f"{_PROG}: FAILED {source}: {_one_line(error)}", err=True)
                     continue
                 click.echo(

@@ -436,6 +436,14 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("pims-video: error: ")
 
 
+def test_debug_shows_the_traceback_of_a_failed_batch_input(tmp_path):
+    (tmp_path / "bad.tif").write_text("not a tiff")
+    result = run("--debug", "batch", "bad.tif", "--out", "movies", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "StackReadError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pims-video: FAILED bad.tif: ")
+
+
 def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
     write_sample(tmp_path / "long.tif", n_frames=400, n_z=1, n_channels=1, height=256,
                  width=256, n_spots=5)
