@@ -9,6 +9,7 @@ ndarrays, with a length when known and a sample of frames for the contrast.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,17 +48,18 @@ class FrameSource:
             _refuse_masked(frames)
             self.array_axes = True
         indexable = hasattr(frames, "__len__") and hasattr(frames, "__getitem__")
-        self.length = len(frames) if indexable else None
-        self._frames = frames
-        if indexable:
-            self._iter = _iter_indexable(frames, self.array_axes)
-        elif isinstance(frames, Iterable):
-            self._iter = iter(frames)
-        else:
+        # (a path iterates over its characters, a dict over its keys)
+        if isinstance(frames, str | bytes | os.PathLike | Mapping) or not (
+            indexable or isinstance(frames, Iterable)
+        ):
+            path = isinstance(frames, str | bytes | os.PathLike)
             raise ExportArgumentError(
                 f"frames must be a pims reader, an array or an iterable of arrays, "
-                f"not {type(frames).__name__}"
+                f"not {type(frames).__name__}" + (": open the file first (pims.open)" * path)
             )
+        self.length = len(frames) if indexable else None
+        self._frames = frames
+        self._iter = _iter_indexable(frames, self.array_axes) if indexable else iter(frames)
         first = next(self._iter, _END)
         if first is _END:
             raise ExportArgumentError("no frames to write (empty input)")

@@ -201,6 +201,16 @@ def test_frames_with_an_axis_of_length_0_are_refused(tmp_path, shape, options):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("frames", ["stack.tif", b"stack.tif", {"t0": np.zeros((4, 4))}])
+@no_ffmpeg_start
+def test_a_path_or_a_dict_as_frames_is_refused_as_such(tmp_path, frames):
+    """A file name given instead of a reader was read as frames of one character each
+    ('cannot make a video of <U1 data'); a dict as its keys."""
+    with pytest.raises(ExportArgumentError, match=f"not {type(frames).__name__}"):
+        to_video(frames, tmp_path / "x.mp4", progress=False)
+    assert leftovers(tmp_path) == []
+
+
 def test_none_frame_is_an_error_not_the_end(tmp_path):
     def frames():  # 16-bit: the first frames are buffered for the contrast
         yield np.zeros((8, 8), np.uint16)
