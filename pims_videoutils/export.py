@@ -253,12 +253,24 @@ def _reader_rate(frames: Any) -> float | None:
     iter_axes = getattr(frames, "iter_axes", None)
     if iter_axes is not None and list(iter_axes) != ["t"]:
         return None
-    rate = getattr(frames, "frame_rate", None)
+    rate = _optional_attribute(frames, "frame_rate")
     if _positive(rate):
         return rate
-    metadata = getattr(frames, "metadata", None)
+    metadata = _optional_attribute(frames, "metadata")
     interval = metadata.get("frame_interval") if isinstance(metadata, Mapping) else None
     return 1.0 / float(interval) if _positive(interval) else None
+
+
+def _optional_attribute(frames: Any, name: str) -> Any:
+    """Return an attribute of a reader, or None when it has none or it fails.
+
+    pims's ``ImageIOReader.frame_rate`` raises TypeError or KeyError for images without
+    ``fps`` in their metadata: a rate the reader cannot give is an unknown rate.
+    """
+    try:
+        return getattr(frames, name, None)
+    except Exception:  # a reader's property failing: nothing to learn from it
+        return None
 
 
 def _positive(value: Any) -> bool:

@@ -489,6 +489,30 @@ def test_fps_from_metadata_interval(tmp_path):
     assert read_back(result.path)[1]["fps"] == pytest.approx(29.97)
 
 
+def test_a_reader_whose_frame_rate_fails_gets_the_default_rate(tmp_path):
+    """pims's ImageIOReader.frame_rate raises KeyError for images without 'fps' in their
+    metadata (TypeError for TIFF files); that ended the export. An unknown rate is the
+    default."""
+
+    class NoFps(list):
+        @property
+        def frame_rate(self):  # as pims.ImageIOReader's
+            return self.get_metadata()["fps"]
+
+        def get_metadata(self):
+            return {}
+
+    class Broken(list):
+        @property
+        def metadata(self):
+            raise TypeError("list indices must be integers or slices, not NoneType")
+
+    for kind in (NoFps, Broken):
+        frames = kind([np.zeros((4, 4), np.uint8)] * 2)
+        result = to_video(frames, tmp_path / "m.mp4", progress=False)
+        assert result.fps == 10.0 and count(result.path) == 2
+
+
 # ---- failures leave nothing behind ------------------------------------------------------
 
 
