@@ -405,15 +405,17 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                 source, output = waiting.pop(0)
                 running[executor.submit(_batch_job, source, output, selection, export)] = source
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            broken = False
+            broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
+            if broken:  # a worker was killed (out of memory?): the pool stops all the others
+                executor.shutdown(wait=True)  # and once they are gone, their jobs are over
+                finished = set(running)
             for future in finished:
                 source = running.pop(future)
                 try:
                     n_frames, width, height, seconds = future.result()
-                except BrokenProcessPool:  # a worker was killed (out of memory?): all stop
-                    broken = True
+                except BrokenProcessPool:
                     failed.append(source)
-                    remove_unheld_temporaries(outputs[source])  # its ffmpeg's file
+                    remove_unheld_temporaries(outputs[source])  # its worker's: no one's now
                     click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
                                "the system, out of memory?)", err=True)
                     continue
@@ -427,8 +429,7 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
-            if broken:  # the pool is unusable: the inputs still waiting get a new one
-                executor.shutdown(wait=True)
+            if broken:  # the inputs still waiting get a new pool
                 executor = new_pool()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

@@ -549,6 +549,30 @@ def test_batch_goes_on_when_a_worker_is_killed(tmp_path, lock_holder):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 200
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one(tmp_path):
+    # one worker of two is killed: the pool stops the other one too (both inputs fail), and
+    # the temporary files of both are removed, once both processes are gone
+    process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
+            if len(started) == 2:  # both workers are encoding
+                break
+            time.sleep(0.05)
+        os.kill(_workers(process.pid)[0], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert "1 of 3 converted" in stdout and "2 failed" in stdout
+    assert sorted(p.name for p in movies.iterdir()) == ["s2.mp4"]
+
+
 # ---- helpers of the commands -----------------------------------------------------------
 
 
