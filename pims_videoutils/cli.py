@@ -6,17 +6,22 @@ movie), :func:`pims_videoutils.to_video` and :func:`pims_videoutils.write_sample
 
 Exit codes: 0 success; 1 an error of the package (a stack that cannot be read, a bad export
 argument, ffmpeg failing, a file that cannot be written) or any failed input of a batch; 2 a
-usage error (unknown option, bad value); 130 interrupted (Ctrl-C). Errors are one line on
+usage error (unknown option, bad value); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM,
+which stops an export as Ctrl-C does). Errors are one line on
 stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,34 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: file.tif`` 0.9-1.0 s with the skip, 2.1 s without; ``--help`` does not import pims (no gain).
 #: Each batch worker process imports pims again and saves the same second.
 _DISPLAY_ONLY_MODULES = ("matplotlib.pyplot", "moviepy.editor")
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (``kill``, ``timeout``, a batch system's time limit)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Make SIGTERM raise :class:`_Terminated` in the block.
+
+    So SIGTERM stops an export as Ctrl-C does (ffmpeg stopped, its file removed); by
+    default it ended the process on the spot, leaving ffmpeg encoding into a hidden file.
+    Only in the main thread (the only one that can set signal handlers), when the handler
+    can be put back afterwards.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is None):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _skip_display_imports() -> None:
@@ -219,7 +252,8 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
 def _batch_job(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
     """One input of ``batch`` (runs in a worker process): returns (frames, width, height, s)."""
     start = time.perf_counter()
-    result = _convert(source, output, selection, export)
+    with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert does
+        result = _convert(source, output, selection, export)
     return result.n_frames, result.width, result.height, time.perf_counter() - start
 
 
@@ -547,18 +581,22 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 on success, 1 for an error of the package or a failed batch input, 2 for a usage
-        error, 130 when interrupted.
+        error, 130 when interrupted (SIGINT), 143 when terminated (SIGTERM).
     """
     _skip_display_imports()
     state = {"debug": False}
     try:
-        code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
+        with _sigterm_raises():
+            code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
     except click.ClickException as error:
         error.show()
         return error.exit_code
     except (click.Abort, KeyboardInterrupt):
         click.echo(f"{_PROG}: interrupted", err=True)
         return 130
+    except _Terminated:
+        click.echo(f"{_PROG}: terminated", err=True)
+        return 143
     except (PimsVideoutilsError, OSError) as error:
         if state["debug"]:
             traceback.print_exc()

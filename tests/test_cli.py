@@ -444,7 +444,25 @@ def test_debug_shows_the_traceback_of_a_failed_batch_input(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("pims-video: FAILED bad.tif: ")
 
 
-def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
+def _processes_naming(text: str) -> list[int]:
+    """Process ids of the processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"),  # Ctrl-C
+     (signal.SIGTERM, 143, "terminated")],  # kill, timeout, a batch system's time limit
+)
+def test_ctrl_c_or_sigterm_stops_ffmpeg_and_leaves_no_file(tmp_path, signum, code, word):
+    # SIGTERM killed the process on the spot: ffmpeg went on encoding into a hidden file
     write_sample(tmp_path / "long.tif", n_frames=400, n_z=1, n_channels=1, height=256,
                  width=256, n_spots=5)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
@@ -457,15 +475,18 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
         seen = ""  # wait until frames flow to ffmpeg (the progress bar counts some)
         while not re.search(r" [1-9]\d*/400 ", seen) and process.poll() is None:
             seen += process.stderr.read(1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, rest = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, seen + rest
-    assert "interrupted" in rest
+        for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
+            os.kill(orphan, signal.SIGKILL)
+    assert process.returncode == code, seen + rest
+    assert f"pims-video: {word}" in rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.tif"]
+    assert _processes_naming(str(tmp_path)) == []
 
 
 def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
@@ -482,8 +503,10 @@ def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
     )
 
 
-def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
-    # Like Ctrl-C in a terminal: SIGINT to the whole process group (workers, ffmpeg too).
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_a_batch_and_starts_no_queued_input(tmp_path, signum, code):
+    # Like Ctrl-C in a terminal, or a batch system cancelling a job: the signal goes to the
+    # whole process group (workers, ffmpeg too). SIGTERM left the workers' hidden files.
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow",
                                     start_new_session=True)
     try:
@@ -494,13 +517,13 @@ def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
             if len(started) == 2:  # both workers are encoding
                 break
             time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert list(movies.iterdir()) == []  # no movie, no partial file, s2 never started
 
 
