@@ -238,9 +238,15 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def _convert(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
-    """Open ``source``, select its frames and write the movie; close the reader."""
+    """Open ``source``, select its frames and write the movie; close the reader.
+
+    A movie is never written over its input (a video file, or a link to it).
+    """
     from . import to_video
 
+    if os.path.isfile(source) and os.path.exists(output) and os.path.samefile(source, output):
+        raise ExportArgumentError(f"{output} is the input {source}: the movie would replace "
+                                  "it; choose another output")
     reader = open_stack(source)
     try:
         frames, layout = select_frames(reader, **selection)

@@ -328,6 +328,22 @@ def _assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
+def test_a_movie_is_never_written_over_its_input(tmp_path):
+    """convert a.mp4 a.mp4, or a batch writing into the folder of its input movies, replaced
+    the input with its re-encoding."""
+    movie = tmp_path / "a.mp4"
+    write_sample(tmp_path / "s.tif", n_frames=3, n_z=1, n_channels=1, height=32, width=32)
+    assert run("convert", "s.tif", "a.mp4", "--no-progress", cwd=tmp_path).returncode == 0
+    original = movie.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(movie)
+    for args in (["convert", "a.mp4", "a.mp4"], ["convert", "link.mp4", "a.mp4"],
+                 ["batch", "a.mp4", "--out", "."]):
+        result = run(*args, "--no-progress", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "is the input" in result.stderr
+        assert movie.read_bytes() == original
+
+
 def test_missing_input_is_one_line_error(tmp_path):
     result = run("convert", "missing.tif", "out.mp4", cwd=tmp_path)
     _assert_one_line_error(result, "missing.tif")
