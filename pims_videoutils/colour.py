@@ -133,8 +133,8 @@ def channel_lut(color: Any) -> np.ndarray:
         colour), else anything :func:`colormap_lut` accepts (``"viridis"``). The names red,
         green, blue, gray/grey, cyan, magenta and yellow are ImageJ's full-intensity
         colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS. A
-        tuple of floats is 0-1, of integers 0-255, except integers that are all 0 or 1:
-        ``(1, 0, 0)`` is red, as in matplotlib.
+        tuple, list or array of floats is 0-1, of integers 0-255, except integers that are
+        all 0 or 1: ``(1, 0, 0)`` is red, as in matplotlib.
 
     Raises
     ------
@@ -196,9 +196,9 @@ def _ndim(value: Any) -> int | None:
 
 
 def _zeros_and_ones(color: Any) -> bool:
-    """Return True for an RGB(A) tuple or list of integers that are all 0 or 1."""
+    """Return True for an RGB(A) tuple, list or array of integers that are all 0 or 1."""
     return (
-        isinstance(color, tuple | list)
+        isinstance(color, tuple | list | np.ndarray)
         and len(color) in (3, 4)
         and all(isinstance(v, int | np.integer) and v in (0, 1) for v in color)
     )

@@ -126,6 +126,9 @@ def test_colour_tuples_of_integer_zeros_and_ones_are_full_intensity():
     assert Compositor([(1, 0, 0), (0, 1, 0)]).stack_order == (0, 1)
     np.testing.assert_array_equal(channel_lut((255, 128, 0))[255], [255, 128, 0])  # 0-255
     np.testing.assert_array_equal(channel_lut((1.0, 0.5, 0.0))[255], [255, 128, 0])
+    # the same colours as integer arrays (np.array([1, 0, 0]) was a near-black 1/255 of red)
+    np.testing.assert_array_equal(channel_lut(np.array([1, 0, 0]))[255], [255, 0, 0])
+    np.testing.assert_array_equal(channel_lut(np.array([255, 128, 0]))[255], [255, 128, 0])
 
 
 @pytest.mark.parametrize(
