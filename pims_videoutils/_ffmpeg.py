@@ -94,10 +94,19 @@ _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range
 
 
 def ffmpeg_exe() -> str:
-    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg.
+
+    Raises
+    ------
+    FFmpegError
+        If imageio-ffmpeg finds no ffmpeg binary.
+    """
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:  # "No ffmpeg exe could be found..."
+        raise FFmpegError(str(exc)) from exc
 
 
 def choose_codec(extension: str, codec: str | None = None, lossless: bool = False) -> str:

@@ -7,6 +7,7 @@ from fractions import Fraction
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import tifffile
 
 from pims_videoutils import ExportArgumentError, FFmpegError
 from pims_videoutils._ffmpeg import (
@@ -187,6 +188,25 @@ def test_process_is_killed_on_exception(tmp_path):
 def test_missing_binary():
     with pytest.raises(FFmpegError):
         FFmpegProcess(["/no/such/ffmpeg", "-version"])
+
+
+def test_no_ffmpeg_found_is_an_ffmpeg_error(tmp_path, monkeypatch):
+    """imageio-ffmpeg raises a bare RuntimeError when it finds no binary (a source install
+    without one); to_video passed it on, and pims-video printed a traceback."""
+    from pims_videoutils import cli, to_video
+
+    def no_ffmpeg():
+        raise RuntimeError("No ffmpeg exe could be found. Install ffmpeg on your system, "
+                           "or set the IMAGEIO_FFMPEG_EXE environment variable.")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_ffmpeg)
+    monkeypatch.setattr(cli, "_skip_display_imports", lambda: None)  # (for this process)
+    with pytest.raises(FFmpegError, match="No ffmpeg exe could be found"):
+        to_video(np.zeros((2, 8, 8), np.uint8), tmp_path / "m.mp4", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 8, 8), np.uint8), imagej=True)
+    assert cli.main(["convert", str(tmp_path / "s.tif"), str(tmp_path / "m.mp4")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
 def test_pipe_is_grown_to_a_frame(tmp_path):
