@@ -209,7 +209,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     rate). A lazy slice of a reader (``reader[10:50:2]``, a
     ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
     ``_ancestor``) is asked. An invalid argument, or a rate (also the reader's) that the
-    container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises.
+    container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises. The exact rate is
+    checked; the one returned is the nearest fraction with a denominator of at most 10,000
+    (29.97 is 2997/100), kept within those limits.
     """
     given = fps is not None
     if not given:
