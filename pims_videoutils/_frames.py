@@ -210,13 +210,14 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
         return names.index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
         raise ExportArgumentError(f"axis must be an axis letter or an integer, not {axis!r}")
-    axis = int(axis)
+    given = axis = int(axis)
     if array_axes and axis >= 0:
         if axis == 0:
             raise ExportArgumentError("axis 0 of an array is time; it cannot be this axis")
         axis -= 1
     if not -ndim <= axis < ndim:
-        raise ExportArgumentError(f"axis {axis} is out of range for frames of {ndim} axes")
+        counted_in = f"arrays of {ndim + 1} axes" if array_axes else f"frames of {ndim} axes"
+        raise ExportArgumentError(f"axis {given} is out of range for {counted_in}")
     return axis % ndim
 
 
