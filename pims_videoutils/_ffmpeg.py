@@ -26,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,6 +40,7 @@ __all__ = [
     "CODECS_BY_EXTENSION",
     "FFmpegProcess",
     "build_command",
+    "check_extra_args",
     "check_frame_size",
     "check_quality",
     "choose_codec",
@@ -92,10 +94,19 @@ _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range
 
 
 def ffmpeg_exe() -> str:
-    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg.
+
+    Raises
+    ------
+    FFmpegError
+        If imageio-ffmpeg finds no ffmpeg binary.
+    """
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:  # "No ffmpeg exe could be found..."
+        raise FFmpegError(str(exc)) from exc
 
 
 def choose_codec(extension: str, codec: str | None = None, lossless: bool = False) -> str:
@@ -265,6 +276,20 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
         )
 
 
+def check_extra_args(extra_args: Sequence[str]) -> None:
+    """Check that ``extra_args`` is a sequence of ffmpeg arguments (not one string).
+
+    Raises
+    ------
+    ExportArgumentError
+        For a string, or anything that is not iterable.
+    """
+    if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
+        raise ExportArgumentError(
+            f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
+        )
+
+
 def _quality_args(
     codec: str,
     crf: float | None,
@@ -399,10 +424,7 @@ def build_command(
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
         command += ["-vf", vf]
-    if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
-        raise ExportArgumentError(
-            f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
-        )
+    check_extra_args(extra_args)
     quality = _quality_args(codec, crf, preset, encoded[::-1], output_pixel_format)
     command += ["-c:v", codec, *quality]
     command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]
@@ -442,30 +464,37 @@ class FFmpegProcess:
         self.command = list(command)
         self._tail: deque[str] = deque(maxlen=tail_lines)
         try:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
-        try:  # until the stderr thread runs, no ``with`` block guards ffmpeg: do it here
+            # Ctrl-C inside Popen, after the fork, would leave ffmpeg running unseen
+            with _ctrl_c_held_back():
+                self._proc = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
             if pipe_bytes:
                 _grow_pipe(self._proc.stdin, pipe_bytes)
             self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
             self._thread.start()
+        except OSError as exc:  # from Popen: the binary cannot be started
+            raise FFmpegError(f"cannot start ffmpeg: {exc}", self.command) from exc
         except BaseException:  # e.g. Ctrl-C: an orphaned ffmpeg would write its file later
-            self._proc.kill()
-            self._proc.stdin.close()
-            self._proc.wait()
-            self._proc.stderr.close()
+            if hasattr(self, "_proc"):  # (a Ctrl-C held back during Popen comes after it)
+                self._proc.kill()
+                self._proc.stdin.close()
+                self._proc.wait()
+                self._proc.stderr.close()
             raise
 
     def _drain(self) -> None:
-        """Read ffmpeg's stderr until it closes, keeping the last lines."""
-        for line in iter(self._proc.stderr.readline, b""):
-            self._tail.append(line.decode("utf-8", "replace").rstrip())
+        """Read ffmpeg's stderr until it closes, keeping the last lines.
+
+        Also ends quietly when the pipe was closed before this thread first read it: a
+        Ctrl-C while ``start()`` waited for the thread killed ffmpeg and closed its pipes.
+        """
+        with contextlib.suppress(ValueError):  # "readline of closed file"
+            for line in iter(self._proc.stderr.readline, b""):
+                self._tail.append(line.decode("utf-8", "replace").rstrip())
 
     @property
     def stderr_tail(self) -> str:
@@ -526,6 +555,30 @@ class FFmpegProcess:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._proc.returncode is None:
             self.kill()
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it as it came.
+
+    Only in the main thread (the only one Python delivers signals to), and only when the
+    current handler was set from Python (else it could not be put back).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _grow_pipe(pipe, size: int) -> None:

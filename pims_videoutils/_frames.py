@@ -9,6 +9,7 @@ ndarrays, with a length when known and a sample of frames for the contrast.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,17 +48,18 @@ class FrameSource:
             _refuse_masked(frames)
             self.array_axes = True
         indexable = hasattr(frames, "__len__") and hasattr(frames, "__getitem__")
-        self.length = len(frames) if indexable else None
-        self._frames = frames
-        if indexable:
-            self._iter = _iter_indexable(frames, self.array_axes)
-        elif isinstance(frames, Iterable):
-            self._iter = iter(frames)
-        else:
+        # (a path iterates over its characters, a dict over its keys)
+        if isinstance(frames, str | bytes | os.PathLike | Mapping) or not (
+            indexable or isinstance(frames, Iterable)
+        ):
+            path = isinstance(frames, str | bytes | os.PathLike)
             raise ExportArgumentError(
                 f"frames must be a pims reader, an array or an iterable of arrays, "
-                f"not {type(frames).__name__}"
+                f"not {type(frames).__name__}" + (": open the file first (pims.open)" * path)
             )
+        self.length = len(frames) if indexable else None
+        self._frames = frames
+        self._iter = _iter_indexable(frames, self.array_axes) if indexable else iter(frames)
         first = next(self._iter, _END)
         if first is _END:
             raise ExportArgumentError("no frames to write (empty input)")
@@ -68,13 +70,14 @@ class FrameSource:
     def sample(self, canonical: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
         """Return up to 50 frames (through ``canonical``) for the contrast.
 
-        Evenly spaced frames of an indexable input; else the first frames of the iterable
-        (kept to be written later), at most 256 MiB of them. Those are copies: an iterator
-        may fill one array for every frame.
+        At most 256 MiB of frames (as read): evenly spaced frames of an indexable input;
+        else the first frames of the iterable (kept to be written later). Those are copies:
+        an iterator may fill one array for every frame.
         """
-        if self.length is not None:
-            return [canonical(_get(self._frames, int(i))) for i in sample_indices(self.length)]
         limit = min(MAX_SAMPLE_FRAMES, max(1, SAMPLE_BUFFER_BYTES // max(1, self.first.nbytes)))
+        if self.length is not None:
+            indices = sample_indices(self.length, limit)
+            return [canonical(_get(self._frames, int(i))) for i in indices]
         self._buffer = [np.array(frame) for frame in self._buffer]  # before the next frame
         while len(self._buffer) < limit:
             frame = next(self._iter, _END)
@@ -207,13 +210,14 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
         return names.index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
         raise ExportArgumentError(f"axis must be an axis letter or an integer, not {axis!r}")
-    axis = int(axis)
+    given = axis = int(axis)
     if array_axes and axis >= 0:
         if axis == 0:
             raise ExportArgumentError("axis 0 of an array is time; it cannot be this axis")
         axis -= 1
     if not -ndim <= axis < ndim:
-        raise ExportArgumentError(f"axis {axis} is out of range for frames of {ndim} axes")
+        counted_in = f"arrays of {ndim + 1} axes" if array_axes else f"frames of {ndim} axes"
+        raise ExportArgumentError(f"axis {given} is out of range for {counted_in}")
     return axis % ndim
 
 
@@ -223,6 +227,10 @@ def frame_layout(
     """Work out the roles of the first frame's axes (rules in :func:`to_video`)."""
     first = source.first
     check_dtype(first.dtype)
+    if 0 in first.shape:
+        raise ExportArgumentError(
+            f"frames of shape {first.shape} hold no pixel: they have an axis of length 0"
+        )
     names, ndim = source.axis_names, first.ndim
     if names is not None and len(names) != ndim:
         names = None  # frames do not follow bundle_axes (flat reader): positional rules

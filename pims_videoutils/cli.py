@@ -6,17 +6,22 @@ movie), :func:`pims_videoutils.to_video` and :func:`pims_videoutils.write_sample
 
 Exit codes: 0 success; 1 an error of the package (a stack that cannot be read, a bad export
 argument, ffmpeg failing, a file that cannot be written) or any failed input of a batch; 2 a
-usage error (unknown option, bad value); 130 interrupted (Ctrl-C). Errors are one line on
+usage error (unknown option, bad value); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM,
+which stops an export as Ctrl-C does). Errors are one line on
 stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,34 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: file.tif`` 0.9-1.0 s with the skip, 2.1 s without; ``--help`` does not import pims (no gain).
 #: Each batch worker process imports pims again and saves the same second.
 _DISPLAY_ONLY_MODULES = ("matplotlib.pyplot", "moviepy.editor")
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (``kill``, ``timeout``, a batch system's time limit)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Make SIGTERM raise :class:`_Terminated` in the block.
+
+    So SIGTERM stops an export as Ctrl-C does (ffmpeg stopped, its file removed); by
+    default it ended the process on the spot, leaving ffmpeg encoding into a hidden file.
+    Only in the main thread (the only one that can set signal handlers), when the handler
+    can be put back afterwards.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is None):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _skip_display_imports() -> None:
@@ -205,9 +238,15 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def _convert(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
-    """Open ``source``, select its frames and write the movie; close the reader."""
+    """Open ``source``, select its frames and write the movie; close the reader.
+
+    A movie is never written over its input (a video file, or a link to it).
+    """
     from . import to_video
 
+    if os.path.isfile(source) and os.path.exists(output) and os.path.samefile(source, output):
+        raise ExportArgumentError(f"{output} is the input {source}: the movie would replace "
+                                  "it; choose another output")
     reader = open_stack(source)
     try:
         frames, layout = select_frames(reader, **selection)
@@ -219,7 +258,8 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
 def _batch_job(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
     """One input of ``batch`` (runs in a worker process): returns (frames, width, height, s)."""
     start = time.perf_counter()
-    result = _convert(source, output, selection, export)
+    with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert does
+        result = _convert(source, output, selection, export)
     return result.n_frames, result.width, result.height, time.perf_counter() - start
 
 
@@ -358,7 +398,9 @@ def convert(source: str, output: str, **options: Any) -> int:
 @click.option("--ext", default="mp4", show_default=True,
               help="Extension (container) of the movies, e.g. mp4, mkv, webm.")
 @_video_options
-def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **options: Any) -> int:
+@click.pass_obj
+def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int | None, ext: str,
+          **options: Any) -> int:
     """Make one movie per input stack, several at once in parallel processes.
 
     Each INPUT is one stack, as in "convert": a file, a folder of TIFFs or a quoted glob; the
@@ -370,7 +412,7 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    from .export import check_arguments, temporaries_of
+    from .export import check_arguments, remove_unheld_temporaries
 
     selection, export = _split_options(options)
     export["progress"] = False
@@ -403,29 +445,31 @@ def batch(sources: tuple[str, ...], out: str, jobs: int | None, ext: str, **opti
                 source, output = waiting.pop(0)
                 running[executor.submit(_batch_job, source, output, selection, export)] = source
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            broken = False
+            broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
+            if broken:  # a worker was killed (out of memory?): the pool stops all the others
+                executor.shutdown(wait=True)  # and once they are gone, their jobs are over
+                finished = set(running)
             for future in finished:
                 source = running.pop(future)
                 try:
                     n_frames, width, height, seconds = future.result()
-                except BrokenProcessPool:  # a worker was killed (out of memory?): all stop
-                    broken = True
+                except BrokenProcessPool:
                     failed.append(source)
-                    for leftover in temporaries_of(outputs[source]):  # its ffmpeg's file
-                        leftover.unlink(missing_ok=True)
+                    remove_unheld_temporaries(outputs[source])  # its worker's: no one's now
                     click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
                                "the system, out of memory?)", err=True)
                     continue
                 except Exception as error:  # one failed input must not stop the others
                     failed.append(source)
+                    if state["debug"]:  # (the worker's traceback is the error's cause)
+                        traceback.print_exception(error)
                     click.echo(f"{_PROG}: FAILED {source}: {_one_line(error)}", err=True)
                     continue
                 click.echo(
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
-            if broken:  # the pool is unusable: the inputs still waiting get a new one
-                executor.shutdown(wait=True)
+            if broken:  # the inputs still waiting get a new pool
                 executor = new_pool()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -543,18 +587,22 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 on success, 1 for an error of the package or a failed batch input, 2 for a usage
-        error, 130 when interrupted.
+        error, 130 when interrupted (SIGINT), 143 when terminated (SIGTERM).
     """
     _skip_display_imports()
     state = {"debug": False}
     try:
-        code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
+        with _sigterm_raises():
+            code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
     except click.ClickException as error:
         error.show()
         return error.exit_code
     except (click.Abort, KeyboardInterrupt):
         click.echo(f"{_PROG}: interrupted", err=True)
         return 130
+    except _Terminated:
+        click.echo(f"{_PROG}: terminated", err=True)
+        return 143
     except (PimsVideoutilsError, OSError) as error:
         if state["debug"]:
             traceback.print_exc()

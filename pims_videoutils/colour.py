@@ -133,26 +133,40 @@ def channel_lut(color: Any) -> np.ndarray:
         colour), else anything :func:`colormap_lut` accepts (``"viridis"``). The names red,
         green, blue, gray/grey, cyan, magenta and yellow are ImageJ's full-intensity
         colours (``"green"`` is #00FF00, not CSS's #008000); other names follow CSS. A
-        tuple of floats is 0-1, of integers 0-255, except integers that are all 0 or 1:
-        ``(1, 0, 0)`` is red, as in matplotlib.
+        tuple, list or array of floats is 0-1, of integers 0-255, except integers that are
+        all 0 or 1: ``(1, 0, 0)`` is red, as in matplotlib.
 
     Raises
     ------
     ExportArgumentError
-        If ``color`` is neither a colour nor a colormap, or a colour of floats outside 0-1
-        or of integers outside 0-255.
+        If ``color`` is neither a colour nor a colormap (None and bare numbers are
+        neither), or a colour of floats outside 0-1 or of integers outside 0-255.
     """
+    import cmap
+
     rgb = _color_rgb(color)
-    if rgb is None:
+    if rgb is not None:
+        return _to_uint8_table(np.linspace(0.0, 1.0, 256)[:, None] * rgb[None, :])
+    if isinstance(color, str | cmap.Colormap) or (
+        isinstance(color, tuple | list | np.ndarray) and _ndim(color) == 2
+    ):
         return colormap_lut(color)
-    return _to_uint8_table(np.linspace(0.0, 1.0, 256)[:, None] * rgb[None, :])
+    raise ExportArgumentError(f"{color!r} is neither a colour nor a colormap")
 
 
 def _color_rgb(color: Any) -> np.ndarray | None:
-    """Return the (3,) RGB floats of a single colour, or None if ``color`` is not one."""
+    """Return the (3,) RGB floats of a single colour, or None if ``color`` is not one.
+
+    Colours are strings, ``cmap.Color`` objects and tuples, lists or arrays of 3 or 4
+    numbers.
+    """
     import cmap
 
-    if isinstance(color, cmap.Colormap) or np.ndim(color) > 1:
+    if not isinstance(color, str | tuple | list | np.ndarray | cmap.Color):
+        return None
+    if isinstance(color, cmap.Color):
+        return np.asarray(color.rgba)[:3]
+    if not isinstance(color, str) and (_ndim(color) != 1 or len(color) not in (3, 4)):
         return None
     if isinstance(color, str) and color.lower() in _IMAGEJ_COLORS:
         return np.array(_IMAGEJ_COLORS[color.lower()])
@@ -169,14 +183,22 @@ def _color_rgb(color: Any) -> np.ndarray | None:
         raise ExportArgumentError(f"a colour of integers must hold values 0-255, not {color!r}")
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
-    except ValueError:
+    except (ValueError, TypeError):
         return None  # not a colour (maybe a colormap name)
 
 
+def _ndim(value: Any) -> int | None:
+    """Return the number of axes of an array or nested sequence; None when it is ragged."""
+    try:
+        return np.ndim(value)
+    except ValueError:  # "inhomogeneous shape"
+        return None
+
+
 def _zeros_and_ones(color: Any) -> bool:
-    """Return True for an RGB(A) tuple or list of integers that are all 0 or 1."""
+    """Return True for an RGB(A) tuple, list or array of integers that are all 0 or 1."""
     return (
-        isinstance(color, tuple | list)
+        isinstance(color, tuple | list | np.ndarray)
         and len(color) in (3, 4)
         and all(isinstance(v, int | np.integer) and v in (0, 1) for v in color)
     )

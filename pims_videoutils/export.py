@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import glob
 import html
 import math
@@ -16,7 +17,7 @@ import secrets
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -138,6 +139,7 @@ def check_arguments(
     channel_colors: Sequence[Any] | None = None,
     projection: str | None = None,
     scale: Any = 1,
+    extra_args: Sequence[str] = (),
     **_: Any,
 ) -> tuple[Fraction, str, Fraction]:
     """Validate the :func:`to_video` arguments that need no frame, as it does first.
@@ -150,10 +152,13 @@ def check_arguments(
         The output file's extension, with the dot.
     frames : optional
         The input, for its frame rate when ``fps`` is None (None: the default rate).
-    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection, scale
+    fps, codec, lossless, crf, preset, contrast, percentiles, gamma, colormap, projection
         As in :func:`to_video`; other keyword arguments of it are ignored.
+    scale, extra_args
+        As in :func:`to_video`.
     channel_colors : sequence, optional
-        As in :func:`to_video`; each colour is checked when it is a list or tuple.
+        As in :func:`to_video`; each colour is checked unless it is an iterator (read once,
+        by the export).
 
     Returns
     -------
@@ -169,21 +174,18 @@ def check_arguments(
     IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
     if colormap is not None:
         colormap_lut(colormap)
-    if isinstance(channel_colors, list | tuple):
-        for color in channel_colors:
+    if not isinstance(channel_colors, Iterator):
+        for color in _color_list(channel_colors) or ():
             channel_lut(color)
     chosen = _ffmpeg.choose_codec(extension, codec, lossless)
     _ffmpeg.check_quality(chosen, crf, preset)
+    _ffmpeg.check_extra_args(extra_args)
     return factor, chosen, _resolve_fps(fps, frames, extension)
 
 
 def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fraction:
     """Validate the options that need no frame; return the scale as a Fraction."""
-    if isinstance(contrast, str) and contrast not in ("auto", "frame"):
-        raise ExportArgumentError(
-            f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
-            f"got {contrast!r}"
-        )
+    _contrast_limits(contrast)
     if projection not in (None, "max", "mean"):
         raise ExportArgumentError(f"projection must be None, 'max' or 'mean', not {projection!r}")
     factor = Fraction(float(scale)).limit_denominator(1000) if _positive(scale) else Fraction(0)
@@ -207,7 +209,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     rate). A lazy slice of a reader (``reader[10:50:2]``, a
     ``slicerator.Slicerator``) carries neither: the reader it was taken from (its
     ``_ancestor``) is asked. An invalid argument, or a rate (also the reader's) that the
-    container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises.
+    container cannot time (:data:`_MAX_FPS`, :data:`_MIN_FPS`), raises. The exact rate is
+    checked; the one returned is the nearest fraction with a denominator of at most 10,000
+    (29.97 is 2997/100), kept within those limits.
     """
     given = fps is not None
     if not given:
@@ -215,22 +219,22 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
         fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
         raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
-    rate = Fraction(float(fps)).limit_denominator(10_000)
+    exact = Fraction(float(fps))  # checked before it is rounded (1/20000 would be 1/10000)
     what = f"fps={float(fps):g}" if given else f"the frame rate of the input, {float(fps):g} fps,"
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
-    if rate > highest:
+    if exact > highest:
         raise ExportArgumentError(
             f"{what} is more than {extension} files can time ({highest} fps): pass a lower "
             f"fps (the movie plays in slow motion)"
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
-    if rate < lowest:
+    if exact < lowest:
         raise ExportArgumentError(
             f"{what} is less than {extension} files can time ({float(lowest):.4g} fps): "
             f"pass a higher fps (the movie plays in fast motion)"
         )
-    return rate
+    return min(max(exact.limit_denominator(10_000), lowest), highest)  # (rounded inside)
 
 
 def _rate_sources(frames: Any) -> list[Any]:
@@ -251,12 +255,24 @@ def _reader_rate(frames: Any) -> float | None:
     iter_axes = getattr(frames, "iter_axes", None)
     if iter_axes is not None and list(iter_axes) != ["t"]:
         return None
-    rate = getattr(frames, "frame_rate", None)
+    rate = _optional_attribute(frames, "frame_rate")
     if _positive(rate):
         return rate
-    metadata = getattr(frames, "metadata", None)
+    metadata = _optional_attribute(frames, "metadata")
     interval = metadata.get("frame_interval") if isinstance(metadata, Mapping) else None
     return 1.0 / float(interval) if _positive(interval) else None
+
+
+def _optional_attribute(frames: Any, name: str) -> Any:
+    """Return an attribute of a reader, or None when it has none or it fails.
+
+    pims's ``ImageIOReader.frame_rate`` raises TypeError or KeyError for images without
+    ``fps`` in their metadata: a rate the reader cannot give is an unknown rate.
+    """
+    try:
+        return getattr(frames, name, None)
+    except Exception:  # a reader's property failing: nothing to learn from it
+        return None
 
 
 def _positive(value: Any) -> bool:
@@ -314,15 +330,38 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return str(name), fd
-            except OSError:  # a file system without locks (some network or FUSE mounts)
-                pass
+        if _take_lock(fd) is _LockCheck.NOT_HELD:
+            return str(name), fd
         os.close(fd)
         return str(name), None
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+class _LockCheck(enum.Enum):
+    """Whether another process holds the ``flock`` of an export's temporary file."""
+
+    HELD = "held"  #: an export (alive) holds it: it is writing the file
+    NOT_HELD = "not held"  #: no process holds it (now held by the checking descriptor)
+    CANNOT_TELL = "cannot tell"  #: no ``flock`` here (Windows, some network or FUSE mounts)
+
+
+def _take_lock(fd: int) -> _LockCheck:
+    """Try to lock the file open as ``fd`` (exclusive ``flock``, without waiting).
+
+    Returns
+    -------
+    _LockCheck
+        ``NOT_HELD`` when the lock was free: ``fd`` holds it now, until it is closed.
+    """
+    if fcntl is None:
+        return _LockCheck.CANNOT_TELL
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _LockCheck.HELD
+    except OSError:  # ENOLCK, EINVAL...: the file system has no locks
+        return _LockCheck.CANNOT_TELL
+    return _LockCheck.NOT_HELD
 
 
 def _remove_abandoned(target: Path) -> None:
@@ -332,19 +371,47 @@ def _remove_abandoned(target: Path) -> None:
     untouched for :data:`_ABANDONED_AFTER_SECONDS`: a running export holds its lock, and a
     file just created is about to be locked. Nothing is removed without ``flock``.
     """
-    if fcntl is None:
-        return
+    _remove_temporaries(target, untouched_for=_ABANDONED_AFTER_SECONDS,
+                        if_cannot_tell=False)
+
+
+def remove_unheld_temporaries(target: str | os.PathLike[str]) -> None:
+    """Remove the temporary files of exports to ``target`` that no running export holds.
+
+    For a process that knows an export to ``target`` died (``pims-video batch`` after a
+    worker was killed): its file goes at once, while the files that other exports to
+    ``target`` hold locked are kept. Where locks cannot tell (Windows, file systems without
+    ``flock``), every temporary file of ``target`` is removed.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The video file the export was writing.
+    """
+    _remove_temporaries(Path(target), untouched_for=0, if_cannot_tell=True)
+
+
+def _remove_temporaries(target: Path, untouched_for: float, if_cannot_tell: bool) -> None:
+    """Remove the temporary files of ``target`` that no export holds locked.
+
+    Only those left untouched for ``untouched_for`` seconds; where the lock cannot tell,
+    only if ``if_cannot_tell``.
+
+    The age is checked before the lock is tried: trying it on a file just created would
+    make its export, locking it a moment later, run unlocked.
+    """
     for path in temporaries_of(target):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # gone meanwhile, or not ours to read
             continue
         try:
-            if time.time() - os.fstat(fd).st_mtime < _ABANDONED_AFTER_SECONDS:
+            if time.time() - os.fstat(fd).st_mtime < untouched_for:
                 continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)
-        except OSError:  # BlockingIOError: an export is writing it
+            lock = _take_lock(fd)
+            if lock is _LockCheck.NOT_HELD or (lock is _LockCheck.CANNOT_TELL and if_cannot_tell):
+                path.unlink(missing_ok=True)
+        except OSError:  # not ours to remove
             continue
         finally:
             os.close(fd)
@@ -354,9 +421,10 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     """Return the temporary files of exports to ``target`` still beside it.
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
-    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes those
-    of a worker that died, and the next export to ``target`` removes those left untouched
-    for a minute by exports that no longer run (not on Windows).
+    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes that
+    of a worker that died (:func:`remove_unheld_temporaries`), and the next export to
+    ``target`` removes those left untouched for a minute by exports that no longer run (not
+    on Windows).
 
     Parameters
     ----------
@@ -411,19 +479,50 @@ def _move_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
 # ---- intensity and colour ---------------------------------------------------------------
 
 
+def _contrast_limits(contrast: Any) -> tuple[float, float] | list[tuple[float, float]] | None:
+    """Return a fixed contrast: ``(lo, hi)``, or a list of them (one per channel).
+
+    None for the settings None, ``"auto"`` and ``"frame"``.
+
+    Raises
+    ------
+    ExportArgumentError
+        For any other value, or limits that are not finite numbers with ``lo <= hi``.
+    """
+    if contrast is None or (isinstance(contrast, str) and contrast in ("auto", "frame")):
+        return None
+    items = _items(contrast)
+    if items is not None and len(items) == 2 and all(np.isscalar(v) for v in items):
+        return IntensityMap.fixed(np.dtype(np.float64), *items).limits
+    pairs = [] if items is None else [_items(v) for v in items]
+    if not pairs or any(pair is None or len(pair) != 2 for pair in pairs):
+        raise ExportArgumentError(
+            f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
+            f"got {contrast!r}"
+        )
+    return [IntensityMap.fixed(np.dtype(np.float64), *pair).limits for pair in pairs]
+
+
+def _items(value: Any) -> list[Any] | None:
+    """Return the items of a list, tuple or array (of at least one axis), else None."""
+    if isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim > 0):
+        return list(value)
+    return None
+
+
 def _channel_contrasts(contrast: Any, n_channels: int) -> list[Any]:
-    """Return one contrast setting per channel."""
-    if contrast is None or isinstance(contrast, str):
+    """Return one contrast setting per channel: None, ``"auto"``, ``"frame"`` or (lo, hi)."""
+    limits = _contrast_limits(contrast)
+    if limits is None:
         return [contrast] * n_channels
-    items = list(contrast)
-    if len(items) == 2 and all(np.isscalar(v) for v in items):
-        return [tuple(items)] * n_channels
-    if len(items) != n_channels or not all(np.ndim(v) == 1 and len(v) == 2 for v in items):
+    if isinstance(limits, tuple):
+        return [limits] * n_channels
+    if len(limits) != n_channels:
         raise ExportArgumentError(
             f"contrast must be (lo, hi) or one (lo, hi) per channel ({n_channels}), "
             f"got {contrast!r}"
         )
-    return [tuple(v) for v in items]
+    return limits
 
 
 def _intensity_map(
@@ -450,24 +549,44 @@ def _intensity_map(
     return IntensityMap.fixed(dtype, *contrast, gamma)
 
 
-class _Renderer:
-    """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24)."""
+def _color_list(colors: Any) -> list[Any] | None:
+    """Return ``channel_colors`` as a list (None stays None).
 
-    def __init__(self, maps: list[IntensityMap], channels: bool, colormap, colors) -> None:
+    Raises
+    ------
+    ExportArgumentError
+        Unless ``colors`` is None or an iterable of colours (not one string).
+    """
+    if colors is None:
+        return None
+    if isinstance(colors, str) or not isinstance(colors, Iterable):
+        raise ExportArgumentError(
+            f"channel_colors must be a list of one colour per channel, not {colors!r}"
+        )
+    return list(colors)
+
+
+def _gray(colors: list[Any] | None) -> bool:
+    """Return True when ``channel_colors`` (a list, or None) leave one channel gray."""
+    return colors is None or (
+        len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
+    )
+
+
+class _Renderer:
+    """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24).
+
+    ``colors`` is the list of channel colours (:func:`_color_list`), or None.
+    """
+
+    def __init__(
+        self, maps: list[IntensityMap], channels: bool, colormap, colors: list[Any] | None
+    ) -> None:
         self.maps = maps
         self.channels = channels
         self.lut = None if colormap is None else colormap_lut(colormap)
         self.compositor = None
-        if colors is not None:
-            if isinstance(colors, str) or not isinstance(colors, Iterable):
-                raise ExportArgumentError(
-                    f"channel_colors must be a list of one colour per channel, not {colors!r}"
-                )
-            colors = list(colors)
-        gray = colors is None or (
-            len(colors) == 1 and isinstance(colors[0], str) and colors[0].lower() in _GRAY
-        )
-        gray_channel = channels and len(maps) == 1 and gray
+        gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
             if colormap is not None:
                 raise ExportArgumentError("colormap is for one channel: use channel_colors")
@@ -574,16 +693,18 @@ def to_video(
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
-        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data are stored
-        unscaled (gray, gray16le) unless ``contrast`` is a fixed range or ``"frame"``, or
-        ``gamma`` is not 1 (then mapped to 8 bits like any other data).
+        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (also one
+        channel shown gray, frames ``(Y, X, 1)``) are stored unscaled (gray, gray16le)
+        unless ``contrast`` is a fixed range or ``"frame"``, or ``gamma`` is not 1 (then
+        mapped to 8 bits like any other data).
     crf : float, optional
         Quality for libx264 (default 18), libx265 (22), VP9 (30); lower is better.
     preset : str, optional
         x264/x265 speed preset (default ``"medium"``).
     contrast : "auto", "frame", None, (lo, hi) or list of (lo, hi)
         ``"auto"``: one range for the whole movie, the ``percentiles`` of up to 50 evenly
-        spaced frames (the first 50 of an iterable); uint8 data are not scaled. ``(lo, hi)``
+        spaced frames (the first 50 of an iterable; at most 256 MiB of them, fewer frames
+        when they are large); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
         With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
         (``+inf`` white): the range is ``(0, 0)``.
@@ -647,7 +768,7 @@ def to_video(
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
-        channel_colors=channel_colors, projection=projection, scale=scale,
+        channel_colors=channel_colors, projection=projection, scale=scale, extra_args=extra_args,
     )
     given, target = _prepare_target(target, overwrite)
     source = FrameSource(frames)
@@ -662,7 +783,9 @@ def to_video(
     first = layout(source.first)
     channels = first.ndim == 3
     n_channels = first.shape[2] if channels else 1
-    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and not channels and colormap is None
+    colors = _color_list(channel_colors)
+    one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
+    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
     maps = [
         _intensity_map(
             first.dtype,
@@ -674,7 +797,8 @@ def to_video(
         )
         for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
     ]
-    render = _Renderer(maps, channels, colormap, channel_colors)
+    sample_cache.clear()  # the contrast is set: the sampled frames are not kept while encoding
+    render = _Renderer(maps, channels, colormap, colors)
     out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
     height, width = first.shape[:2]
     scaled = (int(height * factor), int(width * factor))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import math
+import numbers
 import os
 import pathlib
 import secrets
@@ -72,8 +73,9 @@ def _temporary_name(path: pathlib.Path) -> pathlib.Path:
 
 
 def _check_sizes(**sizes: int) -> None:
+    """Raise ValueError unless every size is an integer >= 1 (not a float, not a bool)."""
     for name, value in sizes.items():
-        if int(value) != value or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if sizes["height"] < 4 * _MARGIN or sizes["width"] < 4 * _MARGIN:
         raise ValueError(f"height and width must be at least {4 * _MARGIN:.0f} pixels")

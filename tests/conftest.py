@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,33 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data folder {REAL_DATA} is absent")
     return REAL_DATA
+
+
+@pytest.fixture
+def lock_holder():
+    """A function that starts a process creating a file and holding its ``flock`` (as a
+    running export holds its temporary file's); the processes are killed after the test."""
+    if sys.platform == "win32":
+        pytest.skip("no flock on Windows")
+    holders = []
+
+    def hold(path: Path) -> None:
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import fcntl, os, sys, time\n"
+             f"fd = os.open({str(path)!r}, os.O_WRONLY | os.O_CREAT)\n"
+             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "print('held', flush=True)\n"
+             "time.sleep(600)\n"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        holders.append(holder)
+        assert holder.stdout.readline() == "held\n"
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.communicate()
 
 
 def _open_image_files() -> set[str]:

@@ -295,6 +295,7 @@ def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
         (["--percentiles", "99,1"], "percentiles must be two increasing values"),
         (["--percentiles", "-5,99"], "percentiles must lie in [0, 100]"),
         (["--gamma", "inf"], "gamma must be a finite number"),
+        (["--contrast", "10,5"], "lo <= hi"),
         (["--colormap", "nosuchmap"], "unknown colormap 'nosuchmap'"),
         (["--channel-colors", "green,nosuchcolour"], "nosuchcolour"),
     ],
@@ -325,6 +326,22 @@ def _assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and lines[0].startswith("pims-video: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def test_a_movie_is_never_written_over_its_input(tmp_path):
+    """convert a.mp4 a.mp4, or a batch writing into the folder of its input movies, replaced
+    the input with its re-encoding."""
+    movie = tmp_path / "a.mp4"
+    write_sample(tmp_path / "s.tif", n_frames=3, n_z=1, n_channels=1, height=32, width=32)
+    assert run("convert", "s.tif", "a.mp4", "--no-progress", cwd=tmp_path).returncode == 0
+    original = movie.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(movie)
+    for args in (["convert", "a.mp4", "a.mp4"], ["convert", "link.mp4", "a.mp4"],
+                 ["batch", "a.mp4", "--out", "."]):
+        result = run(*args, "--no-progress", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "is the input" in result.stderr
+        assert movie.read_bytes() == original
 
 
 def test_missing_input_is_one_line_error(tmp_path):
@@ -435,7 +452,33 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("pims-video: error: ")
 
 
-def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
+def test_debug_shows_the_traceback_of_a_failed_batch_input(tmp_path):
+    (tmp_path / "bad.tif").write_text("not a tiff")
+    result = run("--debug", "batch", "bad.tif", "--out", "movies", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "StackReadError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pims-video: FAILED bad.tif: ")
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Process ids of the processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"),  # Ctrl-C
+     (signal.SIGTERM, 143, "terminated")],  # kill, timeout, a batch system's time limit
+)
+def test_ctrl_c_or_sigterm_stops_ffmpeg_and_leaves_no_file(tmp_path, signum, code, word):
+    # SIGTERM killed the process on the spot: ffmpeg went on encoding into a hidden file
     write_sample(tmp_path / "long.tif", n_frames=400, n_z=1, n_channels=1, height=256,
                  width=256, n_spots=5)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
@@ -448,15 +491,18 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
         seen = ""  # wait until frames flow to ffmpeg (the progress bar counts some)
         while not re.search(r" [1-9]\d*/400 ", seen) and process.poll() is None:
             seen += process.stderr.read(1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, rest = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, seen + rest
-    assert "interrupted" in rest
+        for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
+            os.kill(orphan, signal.SIGKILL)
+    assert process.returncode == code, seen + rest
+    assert f"pims-video: {word}" in rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.tif"]
+    assert _processes_naming(str(tmp_path)) == []
 
 
 def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
@@ -473,8 +519,10 @@ def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
     )
 
 
-def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
-    # Like Ctrl-C in a terminal: SIGINT to the whole process group (workers, ffmpeg too).
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_a_batch_and_starts_no_queued_input(tmp_path, signum, code):
+    # Like Ctrl-C in a terminal, or a batch system cancelling a job: the signal goes to the
+    # whole process group (workers, ffmpeg too). SIGTERM left the workers' hidden files.
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow",
                                     start_new_session=True)
     try:
@@ -485,13 +533,13 @@ def test_ctrl_c_stops_a_batch_and_starts_no_queued_input(tmp_path):
             if len(started) == 2:  # both workers are encoding
                 break
             time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert list(movies.iterdir()) == []  # no movie, no partial file, s2 never started
 
 
@@ -509,11 +557,16 @@ def _workers(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
-    # e.g. the out-of-memory killer: that input fails, the others are converted
+def test_batch_goes_on_when_a_worker_is_killed(tmp_path, lock_holder):
+    # e.g. the out-of-memory killer: that input fails, the others are converted; the
+    # temporary file of another live export to the same movie (e.g. a "convert" in another
+    # terminal), which that process holds locked, is left to it
+    movies = tmp_path / "movies"
+    movies.mkdir()
+    held = movies / ".s0.tmp-0000abcd.mp4"
+    lock_holder(held)
     process = _start_batch_of_three(tmp_path, 200, "--jobs", "1", "--preset", "ultrafast")
     try:
-        movies = tmp_path / "movies"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
             if [p for p in movies.glob(".s0.*") if p.stat().st_size > 0]:  # s0 is encoding
@@ -529,9 +582,34 @@ def test_batch_goes_on_when_a_worker_is_killed(tmp_path):
     assert process.returncode == 1, stderr
     assert "FAILED s0.tif: a worker process died" in stderr
     assert "2 of 3 converted" in stdout and "1 failed: s0.tif" in stdout
-    assert sorted(p.name for p in movies.iterdir()) == ["s1.mp4", "s2.mp4"]  # no s0 temp
+    # the dead worker's temporary file is gone, the live holder's kept
+    assert sorted(p.name for p in movies.iterdir()) == [held.name, "s1.mp4", "s2.mp4"]
     for name in ("s1", "s2"):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one(tmp_path):
+    # one worker of two is killed: the pool stops the other one too (both inputs fail), and
+    # the temporary files of both are removed, once both processes are gone
+    process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
+            if len(started) == 2:  # both workers are encoding
+                break
+            time.sleep(0.05)
+        os.kill(_workers(process.pid)[0], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert "1 of 3 converted" in stdout and "2 failed" in stdout
+    assert sorted(p.name for p in movies.iterdir()) == ["s2.mp4"]
 
 
 # ---- helpers of the commands -----------------------------------------------------------

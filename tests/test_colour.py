@@ -126,6 +126,9 @@ def test_colour_tuples_of_integer_zeros_and_ones_are_full_intensity():
     assert Compositor([(1, 0, 0), (0, 1, 0)]).stack_order == (0, 1)
     np.testing.assert_array_equal(channel_lut((255, 128, 0))[255], [255, 128, 0])  # 0-255
     np.testing.assert_array_equal(channel_lut((1.0, 0.5, 0.0))[255], [255, 128, 0])
+    # the same colours as integer arrays (np.array([1, 0, 0]) was a near-black 1/255 of red)
+    np.testing.assert_array_equal(channel_lut(np.array([1, 0, 0]))[255], [255, 0, 0])
+    np.testing.assert_array_equal(channel_lut(np.array([255, 128, 0]))[255], [255, 128, 0])
 
 
 @pytest.mark.parametrize(
@@ -142,3 +145,21 @@ def test_colour_of_integers_outside_0_255_is_refused_not_clipped(color):
     # (300, 0, 0) drew full red (clipped), (0, 256, 10) full green
     with pytest.raises(ExportArgumentError, match="0-255"):
         channel_lut(color)
+
+
+@pytest.mark.parametrize(
+    "color", [None, 5, 0xFF0000, object(), {"r": 1}, (0.5, 0.5), [1, 2], [[1, 2], [3]]]
+)
+def test_what_is_neither_a_colour_nor_a_colormap_is_refused(color):
+    """None and numbers made silently (nearly) black channels (cmap reads 5 as #000005);
+    other objects and short tuples raised TypeError, ragged lists numpy's ValueError."""
+    with pytest.raises(ExportArgumentError, match="colour"):
+        channel_lut(color)
+
+
+def test_a_cmap_color_is_a_colour():
+    import cmap
+
+    lut = channel_lut(cmap.Color("#ff8000"))
+    np.testing.assert_array_equal(lut[255], [255, 128, 0])
+    np.testing.assert_array_equal(lut[0], [0, 0, 0])

@@ -115,6 +115,29 @@ def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path):
     np.testing.assert_array_equal(frames, movie)
 
 
+@pytest.mark.parametrize("options", [{}, {"contrast": None}, {"channel_colors": ["gray"]}])
+def test_uint16_single_channel_ffv1_round_trip_is_bit_exact(tmp_path, options):
+    """Frames (Y, X, 1), e.g. a reader bundling a channel axis of one channel, are gray
+    too: stored unscaled like (Y, X) frames (they were mapped to 8 bits, and contrast=None
+    refused)."""
+    rng = np.random.default_rng(1)
+    movie = rng.integers(0, 65536, (4, 33, 45, 1), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False, **options)
+    assert (result.codec, result.pixel_format) == ("ffv1", "gray16le")
+    assert result.intensity_range == [(0.0, 65535.0)]
+    frames, _ = read_back(result.path, "gray16le")
+    np.testing.assert_array_equal(frames, movie[..., 0])
+
+
+def test_uint16_single_channel_in_colour_is_mapped_to_8_bits(tmp_path):
+    movie = np.random.default_rng(1).integers(0, 4000, (2, 16, 16, 1), dtype=np.uint16)
+    result = to_video(movie, tmp_path / "green.mkv", lossless=True, channel_colors=["green"],
+                      progress=False)
+    assert result.pixel_format == "gbrp"
+    rgb = read_back(result.path, "rgb24")[0]
+    assert not rgb[..., [0, 2]].any() and rgb[..., 1].max() == 255
+
+
 def test_uint8_ffv1_avi_round_trip_is_bit_exact(tmp_path):
     movie = np.random.default_rng(2).integers(0, 256, (5, 20, 30), dtype=np.uint8)
     result = to_video(movie, tmp_path / "exact.avi", lossless=True, progress=False)
@@ -466,6 +489,30 @@ def test_fps_from_metadata_interval(tmp_path):
     assert read_back(result.path)[1]["fps"] == pytest.approx(29.97)
 
 
+def test_a_reader_whose_frame_rate_fails_gets_the_default_rate(tmp_path):
+    """pims's ImageIOReader.frame_rate raises KeyError for images without 'fps' in their
+    metadata (TypeError for TIFF files); that ended the export. An unknown rate is the
+    default."""
+
+    class NoFps(list):
+        @property
+        def frame_rate(self):  # as pims.ImageIOReader's
+            return self.get_metadata()["fps"]
+
+        def get_metadata(self):
+            return {}
+
+    class Broken(list):
+        @property
+        def metadata(self):
+            raise TypeError("list indices must be integers or slices, not NoneType")
+
+    for kind in (NoFps, Broken):
+        frames = kind([np.zeros((4, 4), np.uint8)] * 2)
+        result = to_video(frames, tmp_path / "m.mp4", progress=False)
+        assert result.fps == 10.0 and count(result.path) == 2
+
+
 # ---- failures leave nothing behind ------------------------------------------------------
 
 
@@ -550,7 +597,13 @@ def test_keyboard_interrupt_from_generator(tmp_path):
         (np.zeros((2, 3, 2, 8, 8), np.uint8), {"channel_axis": 1}, "besides y, x"),
         (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": 0}, "axis 0"),
         (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": "c"}, "integer"),
-        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": 4}, "out of range"),
+        # the axis as given, counted in the array (it said "axis 3 ... frames of 3 axes")
+        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": 4},
+         r"axis 4 is out of range for arrays of 4 axes"),
+        (np.zeros((2, 3, 8, 8), np.uint8), {"channel_axis": -5},
+         r"axis -5 is out of range for arrays of 4 axes"),
+        ([np.zeros((3, 8, 8), np.uint8)], {"channel_axis": 3},
+         r"axis 3 is out of range for frames of 3 axes"),
         (np.zeros((2, 4, 4), np.uint8), {"channel_colors": ["red"]}, "channel"),
         (np.zeros((2, 8, 8, 2), np.uint8), {"colormap": "viridis"}, "colormap"),
         (np.zeros((2, 4, 4), np.uint8), {"colormap": "no-such-map"}, "colormap"),

@@ -100,6 +100,7 @@ def test_rgba_array_drops_the_alpha_unless_channels_are_asked_for(tmp_path):
         (".gif", 0.001),
         (".mp4", 2e6),
         (".mp4", 1e-5),
+        (".mp4", 6e-5),  # was rounded up to 1e-4 before the check: played 1.7x too fast
         (".mov", 10**30),
     ],
 )
@@ -110,7 +111,8 @@ def test_frame_rate_the_container_cannot_time_fails_before_ffmpeg(tmp_path, ext,
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("interval", [1e-4, 36_000.0])  # 10,000 fps camera; one frame per 10 h
+# a 10,000 fps camera; one frame per 10 h; per 4 h 10 min (a rate that rounded to 1e-4)
+@pytest.mark.parametrize("interval", [1e-4, 36_000.0, 15_000.0])
 @no_ffmpeg_start
 def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
     data = np.zeros((3, 8, 8), np.uint16)
@@ -123,7 +125,9 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
     assert leftovers(tmp_path) == ["s.tif"]
 
 
-@pytest.mark.parametrize(("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4)])
+@pytest.mark.parametrize(
+    ("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".gif", 0.00152591), (".mp4", 1e-4)]
+)
 def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
     movie = np.random.default_rng(6).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     result = to_video(movie, tmp_path / f"x{ext}", fps=fps, progress=False)
@@ -133,6 +137,78 @@ def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
 
 
 # ---- odd frames in iterables ----------------------------------------------------------------
+
+
+def test_contrast_sample_of_large_frames_is_capped_and_not_kept(tmp_path, monkeypatch):
+    """The frames of an indexable input read for the contrast: at most 256 MiB of them
+    (50 frames of 2048 x 2048 float32 took 800 MiB), and none kept while the movie is
+    encoded."""
+    import weakref
+
+    from pims_videoutils import _frames
+
+    monkeypatch.setattr(_frames, "SAMPLE_BUFFER_BYTES", 10 * 64 * 64 * 8)  # 10 frames
+    encoding, sampled, kept_while_encoding = [], [], []
+    real_encode = export._encode
+
+    def encode(*args, **kwargs):
+        encoding.append(True)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_encode", encode)
+
+    class Frames:  # a reader-like input: frames made on request
+        def __init__(self):
+            self.first_read = False
+
+        def __len__(self):
+            return 60
+
+        def __getitem__(self, i):
+            if not 0 <= i < 60:
+                raise IndexError(i)
+            if encoding and i == 59:  # the last frame is written
+                kept_while_encoding.extend(ref() for ref in sampled if ref() is not None)
+            frame = np.full((64, 64), float(i))
+            if self.first_read and not encoding:
+                sampled.append(weakref.ref(frame))  # read for the contrast
+            self.first_read = True
+            return frame
+
+    result = to_video(Frames(), tmp_path / "m.mkv", lossless=True, progress=False)
+    assert result.n_frames == 60 and result.intensity_range == (0.0, 59.0)
+    assert len(sampled) == 10
+    assert kept_while_encoding == []
+    frames = read_back(result.path)[0]
+    np.testing.assert_allclose(frames.mean(axis=(1, 2)), np.arange(60) * 255 / 59, atol=0.51)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((2, 0, 16), {}),
+        ((2, 0, 16, 16), {"projection": "max"}),  # a z-stack sliced to no plane
+        ((2, 0, 16, 16), {"projection": "mean"}),  # was a black movie
+        ((2, 16, 16, 0), {"channel_colors": []}),
+        ((2, 16, 16, 0), {"projection": "max", "projection_axis": 3}),
+    ],
+)
+@no_ffmpeg_start
+def test_frames_with_an_axis_of_length_0_are_refused(tmp_path, shape, options):
+    """Raised ValueError (max of nothing), IndexError, or blamed scale=1, or made a movie."""
+    with pytest.raises(ExportArgumentError, match=r"hold no pixel.*axis of length 0"):
+        to_video(np.zeros(shape, np.uint8), tmp_path / "x.mp4", progress=False, **options)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("frames", ["stack.tif", b"stack.tif", {"t0": np.zeros((4, 4))}])
+@no_ffmpeg_start
+def test_a_path_or_a_dict_as_frames_is_refused_as_such(tmp_path, frames):
+    """A file name given instead of a reader was read as frames of one character each
+    ('cannot make a video of <U1 data'); a dict as its keys."""
+    with pytest.raises(ExportArgumentError, match=f"not {type(frames).__name__}"):
+        to_video(frames, tmp_path / "x.mp4", progress=False)
+    assert leftovers(tmp_path) == []
 
 
 def test_none_frame_is_an_error_not_the_end(tmp_path):
@@ -265,6 +341,38 @@ def test_bad_option_values_fail_before_ffmpeg(tmp_path, kwargs, match):
     with pytest.raises(ExportArgumentError, match=match):
         to_video(movie, tmp_path / f"x{ext}", progress=False, **kwargs)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"contrast": 5}, "contrast must be"),
+        ({"contrast": True}, "contrast must be"),
+        ({"contrast": (10, 5)}, "lo <= hi"),
+        ({"contrast": (0, float("inf"))}, "finite"),
+        ({"contrast": [(0, 1), (float("nan"), 2)]}, "finite"),
+        ({"contrast": [(0, 1), (2,)]}, "contrast must be"),
+        ({"extra_args": None}, "extra_args"),
+        ({"extra_args": "-an"}, "extra_args"),
+        ({"channel_colors": "red"}, "channel_colors must be a list"),
+        ({"channel_colors": 5}, "channel_colors must be a list"),
+    ],
+)
+def test_bad_options_fail_before_any_frame_is_read(tmp_path, kwargs, match):
+    """Options that no frame can make right are refused before the input is read (and
+    once, by pims-video batch, before any input is read)."""
+    read = []
+
+    def frames():
+        for _ in range(60):
+            read.append("a frame")
+            yield np.zeros((6, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(frames(), tmp_path / "x.mp4", progress=False, **kwargs)
+    with pytest.raises(ExportArgumentError, match=match):
+        export.check_arguments(".mp4", **kwargs)
+    assert read == [] and leftovers(tmp_path) == []
 
 
 # Limits seen with the bundled ffmpeg: libx264 refuses a side over 16384 ("invalid width x
@@ -493,3 +601,41 @@ def test_a_file_system_without_locks_still_exports(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == [abandoned.name, "movie.mp4"]
     written = read_back(tmp_path / "movie.mp4")[0]
     np.testing.assert_allclose(written.mean(axis=(1, 2)), levels, atol=3)
+
+
+@needs_flock
+def test_a_dead_exports_temporary_file_is_removed_at_once_a_held_one_kept(tmp_path, lock_holder):
+    """pims-video batch after a worker died: the worker's file (unlocked, however recent)
+    goes, the file that another live export to the same movie holds locked stays."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    target = tmp_path / "movie.mp4"
+    held = tmp_path / ".movie.tmp-0123abcd.mp4"
+    dead = tmp_path / ".movie.tmp-89abcdef.mp4"
+    other = tmp_path / ".other.tmp-00000001.mp4"  # another target's
+    lock_holder(held)
+    for path in (dead, other):
+        path.write_bytes(b"partial video")
+    remove_unheld_temporaries(target)
+    assert leftovers(tmp_path) == sorted([held.name, other.name])
+    assert _locked_by_another(held)
+
+
+@needs_flock
+def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
+    tmp_path, lock_holder, monkeypatch
+):
+    """Where flock fails (some network or FUSE mounts) the lock cannot tell whose a file
+    is: every temporary file of the movie is removed, the dead worker's too."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    held = tmp_path / ".movie.tmp-0123abcd.mp4"
+    dead = tmp_path / ".movie.tmp-89abcdef.mp4"
+    lock_holder(held)
+    dead.write_bytes(b"partial video")
+    monkeypatch.setattr(export.fcntl, "flock", no_locks)
+    remove_unheld_temporaries(tmp_path / "movie.mp4")
+    assert leftovers(tmp_path) == []

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+import time
 from fractions import Fraction
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import tifffile
 
 from pims_videoutils import ExportArgumentError, FFmpegError
 from pims_videoutils._ffmpeg import (
@@ -187,6 +190,25 @@ def test_missing_binary():
         FFmpegProcess(["/no/such/ffmpeg", "-version"])
 
 
+def test_no_ffmpeg_found_is_an_ffmpeg_error(tmp_path, monkeypatch):
+    """imageio-ffmpeg raises a bare RuntimeError when it finds no binary (a source install
+    without one); to_video passed it on, and pims-video printed a traceback."""
+    from pims_videoutils import cli, to_video
+
+    def no_ffmpeg():
+        raise RuntimeError("No ffmpeg exe could be found. Install ffmpeg on your system, "
+                           "or set the IMAGEIO_FFMPEG_EXE environment variable.")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_ffmpeg)
+    monkeypatch.setattr(cli, "_skip_display_imports", lambda: None)  # (for this process)
+    with pytest.raises(FFmpegError, match="No ffmpeg exe could be found"):
+        to_video(np.zeros((2, 8, 8), np.uint8), tmp_path / "m.mp4", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 8, 8), np.uint8), imagej=True)
+    assert cli.main(["convert", str(tmp_path / "s.tif"), str(tmp_path / "m.mp4")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
 def test_pipe_is_grown_to_a_frame(tmp_path):
     fcntl = pytest.importorskip("fcntl")
     if not hasattr(fcntl, "F_GETPIPE_SZ"):
@@ -198,7 +220,7 @@ def test_pipe_is_grown_to_a_frame(tmp_path):
     assert size > 65536
 
 
-@pytest.mark.parametrize("where", ["pipe", "thread"])
+@pytest.mark.parametrize("where", ["pipe", "thread", "thread started"])
 def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
     import subprocess
     import threading
@@ -215,14 +237,33 @@ def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
+    real_start = threading.Thread.start
+
+    def start_then_interrupt(thread):  # Ctrl-C while start() waits for the thread to run
+        real_start(thread)
+        raise KeyboardInterrupt
+
+    real_drain = _ffmpeg.FFmpegProcess._drain
+
+    def late_drain(self):  # the thread reads only after the clean-up closed the pipe
+        time.sleep(0.2)
+        real_drain(self)
+
+    command = real_command(tmp_path)  # (imageio-ffmpeg's first look runs ffmpeg -version)
     monkeypatch.setattr(_ffmpeg.subprocess, "Popen", popen)
     if where == "pipe":
         monkeypatch.setattr(_ffmpeg, "_grow_pipe", interrupt)
-    else:
+    elif where == "thread":
         monkeypatch.setattr(threading.Thread, "start", interrupt)
+    else:  # the stderr thread must not fail on the pipe closed under it
+        monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+        monkeypatch.setattr(_ffmpeg.FFmpegProcess, "_drain", late_drain)
     with pytest.raises(KeyboardInterrupt):
-        FFmpegProcess(real_command(tmp_path), pipe_bytes=1 << 20)
+        FFmpegProcess(command, pipe_bytes=1 << 20)
     monkeypatch.undo()
+    for thread in threading.enumerate():
+        if thread.name == "ffmpeg-stderr":
+            thread.join()  # (an exception in it fails the test)
     try:
         assert started[0].returncode is not None  # killed and reaped: no orphan, no zombie
         assert started[0].stdin.closed and started[0].stderr.closed
@@ -230,6 +271,37 @@ def test_ctrl_c_during_start_kills_ffmpeg(tmp_path, monkeypatch, where):
         if started[0].poll() is None:
             started[0].kill()
             started[0].wait()
+    assert not (tmp_path / "a.mkv").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("subprocess"), "_fork_exec"), reason="POSIX only")
+def test_ctrl_c_inside_popen_kills_ffmpeg(tmp_path, monkeypatch):
+    """Ctrl-C (in Jupyter: SIGINT to the kernel alone) while Popen waits for the forked
+    ffmpeg to start made Popen raise with ffmpeg running and no object to stop it: ffmpeg
+    went on, wrote its (empty) file after the export had removed it, and was never reaped."""
+    import os
+    import signal
+    import subprocess
+
+    real_fork_exec = subprocess._fork_exec
+    children = []
+
+    def fork_exec(*args, **kwargs):
+        children.append(real_fork_exec(*args, **kwargs))
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, just after the fork
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "_fork_exec", fork_exec)
+    with pytest.raises(KeyboardInterrupt):
+        FFmpegProcess(real_command(tmp_path))
+    monkeypatch.undo()
+    try:
+        with pytest.raises(ChildProcessError):  # already reaped: killed and waited for
+            os.waitpid(children[0], os.WNOHANG)
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):  # without the fix
+            os.kill(children[0], signal.SIGKILL)
+            os.waitpid(children[0], 0)
     assert not (tmp_path / "a.mkv").exists()
 
 

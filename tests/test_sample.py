@@ -114,6 +114,20 @@ def test_bad_options_raise_before_writing(tmp_path, options):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "size", [{"n_frames": 3.0}, {"height": 32.0}, {"n_z": True}, {"n_spots": np.float64(5)}]
+)
+def test_sizes_that_are_not_integers_raise_value_error(tmp_path, size):
+    """Whole floats and bools passed the check, then failed deep inside with a TypeError."""
+    [name] = size
+    match = f"{name} must be a positive integer"
+    with pytest.raises(ValueError, match=match):
+        write_sample(tmp_path / "s.tif", **size)
+    with pytest.raises(ValueError, match=match):
+        spot_positions(**size)
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_folder_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="folder does not exist"):
         write_sample(tmp_path / "missing" / "s.tif", n_frames=1)
