@@ -541,7 +541,10 @@ def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path)
         while not temporaries_of(target) and time.monotonic() < deadline:
             time.sleep(0.05)
         [left] = temporaries_of(target)
-        time.sleep(0.2)  # (locked microseconds after it is created)
+        # locked microseconds after it is created: probing the lock before could take it
+        # first (the export then runs unlocked); ffmpeg writes only once it was taken
+        while left.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert _locked_by_another(left)
         _age(left)
         to_video(np.zeros((3, 16, 16), np.uint8), tmp_path / "other.mp4", progress=False)
