@@ -70,6 +70,23 @@ _BAD_OME_PLANE = re.compile(r'<(?:[\w.-]+:)?Plane\s[^>]*?\bThe[CZT]\s*=\s*"(?!\s
 _NEGATIVE_OME_IFD = re.compile(r'<(?:[\w.-]+:)?TiffData\s[^>]*?\bIFD\s*=\s*"\s*(-\s*\d+)')
 
 
+def check_ome_ifd_indices(xml: str, path: str) -> None:
+    """Raise if a TiffData element of the OME-XML ``xml`` gives a negative IFD index.
+
+    tifffile indexes a file's page list with that value, so it counts from the last page:
+    the planes would come out rotated, silently.
+
+    Raises
+    ------
+    StackReadError
+        Such a TiffData element exists (the file ``path`` is named).
+    """
+    negative = _NEGATIVE_OME_IFD.search(xml)
+    if negative:
+        raise StackReadError(path, "corrupt OME-XML: a TiffData element gives the negative "
+                             f"IFD index {negative.group(1)}")
+
+
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
     """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's and OME's files.
 
@@ -384,10 +401,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
             + "; ".join(f"{d['index']}: {d['axes']} {d['shape']}" for d in info) + ")")
     ser = all_series[series]
-    negative = _NEGATIVE_OME_IFD.search(tif.ome_metadata or "") if ser.kind == "ome" else None
-    if negative:
-        raise StackReadError(path, "corrupt OME-XML: a TiffData element gives the negative "
-                             f"IFD index {negative.group(1)}")
+    if ser.kind == "ome":
+        check_ome_ifd_indices(tif.ome_metadata or "", path)
     if ser.kind == "ome" and _ome_dataset_of_several_files(tif, all_series, path):
         raise StackReadError(path, "is one file of a multi-file OME-TIFF dataset (its OME-XML "
                              "puts planes in other files); open it with TiffSequenceND (any "

@@ -40,7 +40,7 @@ import tifffile
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
-from ._layout import file_metadata, open_tiff, pims_axes
+from ._layout import check_ome_ifd_indices, file_metadata, open_tiff, pims_axes
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
@@ -471,6 +471,7 @@ def _plane_table(
     if not 0 <= series < len(everything):
         raise StackReadError(path, f"no series {series} (the dataset has {len(everything)})")
     if everything[series].kind == "ome":
+        check_ome_ifd_indices(tif.ome_metadata, path)
         _check_no_image_lost(tif.ome_metadata, path, len(everything))
     chosen = everything[series]
     same = [

@@ -702,6 +702,20 @@ def test_multifile_ome_decoded_pages(tmp_path, options):
             np.testing.assert_array_equal(reader[i], reference.reshape(-1, 32, 48)[i])
 
 
+def test_multifile_ome_tiffdata_with_a_negative_ifd_is_refused(multifile_ome):
+    """TiffData IFD="-1" in a multi-file dataset: tifffile indexes the file's pages from the
+    end (plane 0 = the file's last page), so the planes came out rotated, silently."""
+    folder, data = multifile_ome
+    for file in folder.iterdir():
+        xml = tifffile.tiffcomment(file)
+        tifffile.tiffcomment(file, xml.replace('<TiffData FirstT="0" IFD="0"',
+                                               '<TiffData FirstT="0" IFD="-1"'))
+    with tifffile.TiffFile(folder / "pos0_part0.ome.tif") as tif:  # tifffile's own reading
+        np.testing.assert_array_equal(tif.series[0].asarray()[0], data[0, 1])
+    with pytest.raises(StackReadError, match="TiffData element gives the negative IFD index -1"):
+        TiffSequenceND(folder)
+
+
 def test_multifile_ome_missing_file(multifile_ome):
     folder, data = multifile_ome
     (folder / "pos1_part1.ome.tif").unlink()
