@@ -30,6 +30,7 @@ its name on its innermost axis, so that the plane's ``Y``, ``X`` stay ``y``, ``x
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -438,7 +439,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         # (before the offsets are made: a corrupt size may claim more planes than memory holds)
         _check_data_end(path, ser.dataoffset + nplanes * plane_nbytes, size)
         plane_offsets = ser.dataoffset + plane_nbytes * np.arange(nplanes, dtype=np.int64)
-        if len(made) == nplanes and not _data_as_ifds_say(tif, key, made, plane_offsets,
+        if len(made) == nplanes and not data_as_ifds_say(tif, key, made, plane_offsets,
                                                           plane_nbytes):
             plane_offsets = None
     if plane_offsets is not None:
@@ -463,7 +464,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 "the file (its metadata puts them in IFDs it lacks, or nowhere: a truncated "
                 "or inconsistent file); TiffSequenceND(path, fill_missing=0) reads the others")
         plane_offsets = _page_data_offsets(pages, plane_nbytes) if mappable else None
-        if plane_offsets is not None and not _data_as_ifds_say(tif, key, pages, plane_offsets,
+        if plane_offsets is not None and not data_as_ifds_say(tif, key, pages, plane_offsets,
                                                                plane_nbytes):
             plane_offsets = None
         if plane_offsets is not None:
@@ -500,21 +501,24 @@ def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> li
     return pages
 
 
-def _data_as_ifds_say(tif: tifffile.TiffFile, key, pages: list, plane_offsets: np.ndarray,
-                      plane_nbytes: int) -> bool:
+def data_as_ifds_say(tif: tifffile.TiffFile, key, pages: list, plane_offsets: np.ndarray,
+                     plane_nbytes: int) -> bool:
     """Tell whether the IFDs of ``pages`` have the key's layout and data at ``plane_offsets``.
 
     Checked with :func:`._ifd.data_offsets`. tifffile reads the pages of a series with the
     key page's layout, whatever their own tags say, and places the data of Micro-Manager's
     images 162 bytes after their IFDs without reading them. Frames made from an index
     (NDTiff's, IFD offset 0) have no IFD to ask: tifffile checked the index's shape and type
-    against the key page.
+    against the key page. ``tif`` is the file of ``key`` and ``pages``; it is opened again by
+    its path when tifffile has closed it (the other files of a multi-file dataset).
     """
     with_ifd = [k for k, page in enumerate(pages) if page.offset]
     if all(pages[k] is key for k in with_ifd):  # (tifffile parsed the key page itself)
         return True
     ifd_offsets = np.array([key.offset, *(pages[k].offset for k in with_ifd)], np.int64)
-    with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    handle = tif.filehandle
+    with (open(handle.path, "rb") if handle.closed else contextlib.nullcontext(handle)) as file,\
+            mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         said = _ifd.data_offsets(buf, tif.byteorder, tif.is_bigtiff, ifd_offsets, plane_nbytes)
     return said is not None and np.array_equal(said[1:], plane_offsets[with_ifd])
 

@@ -22,7 +22,6 @@ RGB pages raise a clear :class:`StackReadError`.
 from __future__ import annotations
 
 import errno
-import math
 import mmap
 import os
 import re
@@ -40,7 +39,13 @@ import tifffile
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
-from ._layout import check_ome_ifd_indices, file_metadata, open_tiff, pims_axes
+from ._layout import (
+    check_ome_ifd_indices,
+    data_as_ifds_say,
+    file_metadata,
+    open_tiff,
+    pims_axes,
+)
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
 
@@ -541,6 +546,7 @@ def _plane_table(
         )
         data_offsets[i] = page.dataoffsets[0] if page.dataoffsets else -1
         ifd_offsets[i] = -1 if page.offset is None else page.offset
+    mapped = mapped and _mapped_as_ifds_say(pages, data_offsets, nbytes)
     if not mapped and (ifd_offsets[file_index >= 0] < 0).any():
         raise StackReadError(path, "compressed planes indexed without their IFD")
     metadata = _metadata(tif, chosen, everything)
@@ -566,6 +572,25 @@ def _plane_table(
         unreadable,
         identities,
     )
+
+
+def _mapped_as_ifds_say(pages: list, data_offsets: np.ndarray, plane_nbytes: int) -> bool:
+    """Tell whether each file's IFDs of ``pages`` give the layout and data places tifffile does.
+
+    See :func:`._layout.data_as_ifds_say`, asked once per file, with the file's key page
+    (False where tifffile took a page's layout from another file's page).
+    """
+    by_file: dict[int, list[int]] = {}  # id of a file's TiffFile -> positions of its pages
+    for i, page in enumerate(pages):
+        if page is not None:
+            by_file.setdefault(id(page.parent), []).append(i)
+    for positions in by_file.values():
+        file_pages = [pages[i] for i in positions]
+        key = file_pages[0].keyframe
+        if key.parent is not file_pages[0].parent or not data_as_ifds_say(
+                key.parent, key, file_pages, data_offsets[positions], plane_nbytes):
+            return False
+    return True
 
 
 def _without_lost_images(pages: list) -> list:
@@ -814,11 +839,12 @@ class DatasetFile:
             return self._reads.plane(table.plane_shape, table.dtype, offset)
         data = self._decoder.decode(offset)
         native = table.dtype.newbyteorder("=")
-        if data.size != math.prod(table.plane_shape) or data.dtype.newbyteorder("=") != native:
+        if _without_ones(data.shape) != _without_ones(table.plane_shape) or (
+                data.dtype.newbyteorder("=") != native):
             raise StackReadError(
                 self.path, f"the page at byte {offset} decodes to {data.shape} {data.dtype}, "
-                f"not the dataset's {table.plane_shape} {native} (file changed since it was "
-                "opened?)")
+                f"not the dataset's {table.plane_shape} {native} (its own tags contradict "
+                "its series, or the file changed since it was opened)")
         return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
 
     def close(self) -> None:
@@ -828,3 +854,8 @@ class DatasetFile:
                 self._tif.close()
                 self._tif = None
             self._file.close()
+
+
+def _without_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its axes of length 1 (a decoded page may have or lack them)."""
+    return tuple(n for n in shape if n != 1)

@@ -716,6 +716,29 @@ def test_multifile_ome_tiffdata_with_a_negative_ifd_is_refused(multifile_ome):
         TiffSequenceND(folder)
 
 
+def test_multifile_ome_page_whose_own_tags_give_another_shape(multifile_ome):
+    """A page of the second file stores 24 x 16 where its series says 16 x 24 (same bytes):
+    it was mapped as 16 x 24, silently, as TiffStackND did before commit fd0fee0. Read page
+    by page, it is refused as tifffile's own decoding of the page disagrees with the series."""
+    folder, _ = multifile_ome
+    path = folder / "pos0_part1.ome.tif"
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[1].tags
+        edits = {"ImageWidth": 16, "ImageLength": 24, "RowsPerStrip": 24}
+        places = {name: (tags[name].valueoffset, "<H" if tags[name].dtype == 3 else "<I")
+                  for name in edits}
+    raw = bytearray(path.read_bytes())
+    for name, value in edits.items():
+        position, kind = places[name]
+        struct.pack_into(kind, raw, position, value)
+    path.write_bytes(raw)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[1].asarray().shape == (24, 16)
+    with pytest.raises(StackReadError, match=r"pos0_part1\.ome\.tif.*\(24, 16\)"):
+        with TiffSequenceND(folder) as reader:
+            reader.get_plane(p=0, t=3)
+
+
 def test_multifile_ome_missing_file(multifile_ome):
     folder, data = multifile_ome
     (folder / "pos1_part1.ome.tif").unlink()
