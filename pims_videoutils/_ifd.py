@@ -79,6 +79,22 @@ class Pages:
     data_offsets: np.ndarray | None
 
 
+def duplicated_layout_tag(codes) -> int | None:
+    """Return a layout-defining or strip/tile tag code that ``codes`` (an IFD's) hold twice.
+
+    TIFF readers differ on such a page (tifffile takes the first value, others the last):
+    its pixels are not defined, and the readers refuse it.
+    """
+    seen = set()
+    for code in codes:
+        code = int(code)
+        if code in _SIGNATURE_TAGS or code in _SEGMENT_TAGS:
+            if code in seen:
+                return code
+            seen.add(code)
+    return None
+
+
 class _Corrupt(Exception):
     """The chain is broken: a pointer outside the file, a loop, an impossible IFD."""
 
@@ -304,9 +320,12 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int,
     """``{code: ((type, count), value bytes)}`` of the layout tags, the same in every page.
 
     ``entries``: ``(pages, tags)``, the same tag codes in every page. Raises _Unproven when
-    the pages differ, or hold a tag of ``refused``.
+    the pages differ, or hold a tag of ``refused``; _Corrupt when they hold a layout tag twice.
     """
     codes = [int(c) for c in entries["code"][0]]
+    duplicated = duplicated_layout_tag(codes)
+    if duplicated is not None:
+        raise _Corrupt(f"an IFD holds tag {duplicated} twice (a corrupt page)")
     if any(code in codes for code in refused):
         raise _Unproven
     values = {}
@@ -488,6 +507,12 @@ def page_tags(read, byteorder: str, bigtiff: bool, offset: int) -> PageTags | No
         None when the IFD cannot be read this way (truncated, an unknown tag type, more than
         4096 values in a layout tag or 2**20 strips or tiles, no or unequal strip offsets and
         byte counts): the caller lets tifffile parse it, and report what is wrong.
+
+    Raises
+    ------
+    ValueError
+        The IFD holds a layout-defining or strip/tile tag twice (see
+        :func:`duplicated_layout_tag`).
     """
     fmt = _Format.of(byteorder, bigtiff)
     ntags = _read_tag_count(read, fmt, offset)
@@ -497,8 +522,12 @@ def page_tags(read, byteorder: str, bigtiff: bool, offset: int) -> PageTags | No
     if len(table) < ntags * fmt.entry_size:
         return None
     entry = struct.Struct(f"{byteorder}HH{fmt.pointer_fmt}{fmt.pointer_size}s")
+    entries = list(entry.iter_unpack(table))
+    duplicated = duplicated_layout_tag(code for code, *_ in entries)
+    if duplicated is not None:
+        raise ValueError(f"its IFD holds tag {duplicated} twice (a corrupt page)")
     signature, segments = {}, {}
-    for code, typ, count, value in entry.iter_unpack(table):
+    for code, typ, count, value in entries:
         if code not in _SIGNATURE_TAGS and code not in _SEGMENT_TAGS:
             continue
         if typ not in _TYPE_SIZE or count > (_MAX_SEGMENTS if code in _SEGMENT_TAGS

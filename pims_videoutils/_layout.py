@@ -88,6 +88,23 @@ def check_ome_ifd_indices(xml: str, path: str) -> None:
                              f"IFD index {negative.group(1)}")
 
 
+def check_layout_tags_once(page: tifffile.TiffPage, path: str) -> None:
+    """Raise if tifffile's ``page`` holds a layout-defining tag twice (a corrupt page).
+
+    tifffile reads such a page with the first value, other readers with the last: its pixels
+    are not defined (see :func:`._ifd.duplicated_layout_tag`).
+
+    Raises
+    ------
+    StackReadError
+        The page holds such a tag twice (the file ``path`` is named).
+    """
+    duplicated = _ifd.duplicated_layout_tag(tag.code for tag in page.tags.values())
+    if duplicated is not None:
+        raise StackReadError(path, f"page {page.index} holds tag {duplicated} twice (a "
+                             "corrupt page)")
+
+
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
     """Open ``tifffile.TiffFile(source, **options)``, minding Micro-Manager's and OME's files.
 
@@ -417,6 +434,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     key = ser.keyframe
     if key is None or key.dtype is None:
         raise StackReadError(path, "unsupported sample format")
+    check_layout_tags_once(key, path)
     normal = _unit_axes_moved(ser.axes, tuple(ser.shape), tuple(key.shape))
     series_axes, series_shape = normal or (ser.axes, tuple(ser.shape))
     codes, plane_codes = _page_axes(key, series_axes)

@@ -40,6 +40,7 @@ import tifffile
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
 from ._layout import (
+    check_layout_tags_once,
     check_ome_ifd_indices,
     data_as_ifds_say,
     file_metadata,
@@ -530,6 +531,8 @@ def _plane_table(
             continue
         key = page.keyframe
         where = page.parent.filehandle.path
+        if key is page:  # (each file's key page once: the other pages are read by their IFDs)
+            check_layout_tags_once(key, where)
         if tuple(key.shape) != plane_shape or key.dtype != chosen.dtype:
             raise StackReadError(
                 where,

@@ -336,3 +336,41 @@ def test_size_tag_larger_than_the_strips_or_tiles(tmp_path, options, length):
     with TiffStackND(path) as reader:
         with pytest.raises(StackReadError, match=r"page 0 .*strips or tiles"):
             reader.get_plane()
+
+
+def _write_with_duplicated_compression(path, compression, first):
+    """Write 3 planes; page 1 holds a second Compression tag (value 1 if the file is
+    compressed, else 8), before its own (``first``) or after it. Returns the planes."""
+    data = np.arange(3 * 16 * 24, dtype="u2").reshape(3, 16, 24)
+    extra_code = 255 if first else 65000  # sorted before or after Compression (259)
+    extra_value = 1 if compression else 8
+    with tifffile.TiffWriter(path) as tif:
+        for i, plane in enumerate(data):
+            tif.write(plane, compression=compression, metadata=None, contiguous=False,
+                      extratags=[(extra_code, 3, 1, extra_value, True)] if i == 1 else [])
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages[1].tags[extra_code].offset
+    _patch(path, entry, 259, "<H")
+    with tifffile.TiffFile(path) as tif:
+        assert [tag.code for tag in tif.pages[1].tags.values()].count(259) == 2
+    return data
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["added-first", "added-last"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_page_with_a_duplicated_layout_tag_is_refused(tmp_path, compression, first):
+    """Two Compression tags in one IFD: tifffile takes the first, the reader's per-page
+    decoder took the last (other pixels than tifffile's), and other TIFF readers take either:
+    the page's pixels are not defined, so the series holding it is refused, at open or at that
+    page (tifffile puts the page in a series of its own where its first value differs)."""
+    path = tmp_path / "duplicated.tif"
+    _write_with_duplicated_compression(path, compression, first)
+    with tifffile.TiffFile(path) as tif:
+        series = next(i for i, s in enumerate(tif.series) if tif.pages[1] in s.pages)
+    before = _digest(path)
+    with pytest.raises(StackReadError, match="tag 259 twice") as info:
+        with TiffStackND(path, series=series) as reader:
+            for i in range(len(reader)):
+                reader.get_frame(i)
+    assert info.value.path == os.fspath(path)
+    assert _digest(path) == before
