@@ -728,6 +728,22 @@ def _positive(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _resolution(page) -> tuple[float | None, float | None]:
+    """Pixels per unit of the page's XResolution and YResolution tags.
+
+    None where a tag is absent or its value is not a positive finite number: tifffile's
+    ``page.resolution`` reads an absent tag as 1 and a rational ``n/0`` as ``n``.
+    """
+    values = []
+    for code in (282, 283):
+        value = page.tags.valueof(code)
+        if isinstance(value, tuple) and len(value) == 2:
+            numerator, denominator = value
+            value = numerator / denominator if denominator else None
+        values.append(_positive(value))
+    return values[0], values[1]
+
+
 def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
                   shape: tuple[int, ...]) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
@@ -740,7 +756,7 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
-    xres, yres = (_positive(r) for r in page0.resolution)
+    xres, yres = _resolution(page0)
     per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
     if per_unit and xres and yres and not _print_default(xres, yres, page0.resolutionunit):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
@@ -804,8 +820,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     unit = unit_of("unit")
     if unit:
         meta["unit"] = unit
-        xres, yres = (_positive(r) for r in page0.resolution)
-        if xres and yres and 282 in page0.tags:  # (XResolution; absent: tifffile says 1)
+        xres, yres = _resolution(page0)
+        if xres and yres:
             meta.update(pixel_size_x=1 / xres,
                         pixel_size_y=_in_unit(1 / yres, unit_of("yunit") or unit, unit))
     z_unit = unit_of("zunit") or meta["unit"]

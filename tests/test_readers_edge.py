@@ -496,6 +496,38 @@ def test_pixel_size_from_metric_resolution_units(tmp_path, unit, per_unit):
         assert reader.metadata["pixel_size_y"] == pytest.approx(0.5)
 
 
+def _with_resolution_rationals(path, numerator, denominator):
+    """Set both resolution tags of every page of ``path`` to ``numerator / denominator``."""
+    with tifffile.TiffFile(path) as tif:
+        places = [page.tags[code].valueoffset for page in tif.pages for code in (282, 283)]
+    raw = bytearray(path.read_bytes())
+    for place in places:
+        struct.pack_into("<II", raw, place, numerator, denominator)
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize(("numerator", "denominator"), [(5, 0), (0, 0), (1, 0)])
+@pytest.mark.parametrize("imagej", [False, True], ids=["plain", "imagej"])
+def test_resolution_with_a_zero_denominator_is_unknown(tmp_path, numerator, denominator,
+                                                       imagej):
+    """tifffile reads a resolution n/0 as n pixels per unit (``page.resolution``), which gave a
+    pixel size (1/0 in an ImageJ file: 1 micron) where the file gives none."""
+    path = tmp_path / "res.tif"
+    data = _data((5, 6, 7))
+    if imagej:
+        tifffile.imwrite(path, data, imagej=True, resolution=(2.0, 2.0),
+                         metadata={"unit": "um"})
+    else:
+        tifffile.imwrite(path, data, resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
+    _with_resolution_rationals(path, numerator, denominator)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].tags["XResolution"].value == (numerator, denominator)
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(_all_planes(reader), data)
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+
+
 def test_resolution_in_inches_is_not_a_pixel_size(tmp_path):
     path = tmp_path / "res.tif"
     tifffile.imwrite(path, _data((5, 6, 7)), resolution=(72, 72), resolutionunit="INCH")
