@@ -119,8 +119,13 @@ def _check_segments(page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
 
     tifffile reads the missing ones as zeros (with a log message), allocating the whole
     declared image: a corrupt size tag of a tiny file (``ImageLength`` 10**7 or 10**5 x 10**5
-    tiles) took seconds to hours and gigabytes to give zeros.
+    tiles) took seconds to hours and gigabytes to give zeros. Also if its offsets and byte
+    counts differ in number (tifffile makes them agree for strips only).
     """
+    if len(page.dataoffsets) != len(page.databytecounts):
+        raise ValueError(
+            f"it has {len(page.dataoffsets)} strip or tile offsets but "
+            f"{len(page.databytecounts)} byte counts (corrupt offsets or byte counts tag)")
     needed = math.prod(page.chunked)
     if len(page.dataoffsets) < needed or len(page.databytecounts) < needed:
         raise ValueError(

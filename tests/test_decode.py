@@ -115,6 +115,30 @@ def test_a_page_with_fewer_strips_than_its_layout_is_parsed_in_full(tmp_path, pa
     assert parsed["page"] == 2  # page 0, then page 2 in full
 
 
+@pytest.mark.parametrize("longer", [324, 325], ids=["offsets", "bytecounts"])
+def test_a_page_whose_tile_offsets_and_byte_counts_differ_in_number(tmp_path, longer):
+    """Page 2's TileOffsets (or TileByteCounts) say 10 values, the other tag 9 (as its size
+    needs; tifffile keeps both as they are): reading it failed with "zip() argument 2 is
+    longer than argument 1", which says nothing of the file."""
+    path = tmp_path / "stack.tif"
+    _stack(path, compression="zlib", tile=(16, 16), metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        position = tif.pages[2].tags[longer].offset + 4  # its count
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(struct.pack("<I", 10))
+    with tifffile.TiffFile(path) as tif:
+        counts = [len(tif.pages[2].dataoffsets), len(tif.pages[2].databytecounts)]
+        assert sorted(counts) == [9, 10]
+        expected = [tif.pages[k].asarray() for k in (0, 1, 3, 4)]
+    with TiffStackND(path) as reader:
+        for k, plane in zip((0, 1, 3, 4), expected, strict=True):
+            np.testing.assert_array_equal(reader[k], plane)
+        with pytest.raises(StackReadError, match=rf"page 2 .*{counts[0]} strip or tile "
+                           rf"offsets but {counts[1]} byte counts"):
+            reader[2]
+
+
 def test_page_tags_tell_layouts_apart(tmp_path):
     paths = {}
     for name, options in {"zlib": {"compression": "zlib"}, "lzw": {"compression": "lzw"},
