@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
@@ -24,9 +25,15 @@ __all__ = ["planes_to_dask"]
 #: small against reading it (benchmarks/bench_dask.py), and one plane of it computes in
 #: milliseconds.
 AUTO_CHUNK_BYTES = 8 << 20
-#: Readers re-opened in this (worker) process, by the reader they stand for; oldest dropped.
+#: Readers re-opened in this (worker) process, by the reader they stand for; the oldest is
+#: dropped, and closed once no task holds it (see :func:`_let_go`).
 _REOPENED: dict[tuple[str, bytes], PlanesND] = {}
 _MAX_REOPENED = 16
+#: How many GraphReaders of this process hold each re-opened reader (by its id).
+_HOLDERS: dict[int, int] = {}
+#: Guards _REOPENED and _HOLDERS (re-entrant: a holder's finaliser may run during any
+#: allocation, also in a thread that holds it).
+_REOPENED_LOCK = threading.RLock()
 #: A name for each reader of this process that a graph holds: what workers cache by.
 _GRAPH_KEYS: weakref.WeakKeyDictionary[PlanesND, str] = weakref.WeakKeyDictionary()
 
@@ -102,7 +109,8 @@ class GraphReader:
     is the one reader that worker re-opened for it, not a reader re-opened per task, checked
     to still have the axes and pixel type the array was built with. Workers that outlive a
     computation (a reused pool, dask.distributed) keep that reader for this one only: a
-    reader opened here after the file was replaced gets the new file there too.
+    reader opened here after the file was replaced gets the new file there too. They keep
+    the last 16 such readers, and close one they drop when no task holds it any more.
     """
 
     def __init__(self, reader: PlanesND) -> None:
@@ -137,18 +145,46 @@ def _reopened(
         The file now has other axes, sizes or pixel type than when the array was built.
     """
     key = (key, pickle.dumps((reopen, args)))  # (axis settings may differ between tasks)
-    reader = _REOPENED.get(key)
+    with _REOPENED_LOCK:
+        reader = _REOPENED.get(key)
     if reader is None:
-        if len(_REOPENED) >= _MAX_REOPENED:  # dropped, not closed: tasks may still read it
-            del _REOPENED[next(iter(_REOPENED))]
-        reader = _REOPENED[key] = reopen(*args)
+        opened = reopen(*args)  # (outside the lock: a dataset may take long to open)
+        with _REOPENED_LOCK:
+            reader = _REOPENED.setdefault(key, opened)
+            if len(_REOPENED) > _MAX_REOPENED:
+                _close_unless_held(_REOPENED.pop(next(iter(_REOPENED))))
+        if reader is not opened:  # another thread re-opened it meanwhile
+            opened.close()
+    with _REOPENED_LOCK:
+        _HOLDERS[id(reader)] = _HOLDERS.get(id(reader), 0) + 1
+    graph_reader = GraphReader(reader)
+    weakref.finalize(graph_reader, _let_go, reader)
     sizes, dtype, label = layout
     now = (tuple(reader.sizes.items()), reader.pixel_type.str)
     if now != (sizes, dtype):  # axes compared in order
         raise StackReadError(label, f"changed since the dask array was built: sizes "
                                     f"{dict(now[0])}, dtype {now[1]} "
                                     f"(were {dict(sizes)}, {dtype})")
-    return GraphReader(reader)
+    return graph_reader
+
+
+def _let_go(reader: PlanesND) -> None:
+    """Count off a GraphReader of ``reader`` that is gone.
+
+    The last one of a reader dropped from the cache closes it.
+    """
+    with _REOPENED_LOCK:
+        _HOLDERS[id(reader)] -= 1
+        if not _HOLDERS[id(reader)]:
+            del _HOLDERS[id(reader)]
+            if not any(cached is reader for cached in _REOPENED.values()):
+                reader.close()
+
+
+def _close_unless_held(reader: PlanesND) -> None:
+    """Close a reader dropped from the cache, unless a task holds it (its last one will)."""
+    if not _HOLDERS.get(id(reader)):
+        reader.close()
 
 
 def _read_block(reader: GraphReader, outer_axes: list[str], block_info: dict) -> np.ndarray:

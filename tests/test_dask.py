@@ -305,3 +305,32 @@ def test_chunks_of_a_folder_with_a_filled_gap(tmp_path: Path) -> None:
     expected[2] = 0
     with TiffSequenceND(tmp_path, fill_missing=0) as reader:
         np.testing.assert_array_equal(reader.to_dask({"t": 3}).compute(), expected)
+
+
+def test_worker_closes_the_readers_it_drops_from_its_cache(hyperstack, reopened_readers) -> None:
+    """A worker keeps 16 re-opened readers; the ones it dropped were left open until the
+    garbage collector found them (a ResourceWarning each, in long-lived workers). A dropped
+    reader that a task still holds is closed when that task lets it go, not under it."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    path, data = hyperstack
+    readers = [TiffStackND(path) for _ in range(_dask._MAX_REOPENED + 2)]
+    try:
+        blobs = [pickle.dumps(_dask.GraphReader(reader)) for reader in readers]
+        held = pickle.loads(blobs[0])  # a task still reading the first reader
+        first = held.reader
+        second = pickle.loads(blobs[1]).reader  # a task that has ended
+        for blob in blobs[2:]:
+            pickle.loads(blob)
+        assert first not in reopened_readers.values()
+        assert second not in reopened_readers.values()
+        assert second.closed
+        np.testing.assert_array_equal(held.reader.get_plane(t=3, z=2, c=1), data[3, 2, 1])
+        del held
+        assert first.closed
+        assert not any(reader.closed for reader in reopened_readers.values())
+    finally:
+        for reader in readers:
+            reader.close()
