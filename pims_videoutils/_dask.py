@@ -7,7 +7,8 @@ import pickle
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,11 +118,16 @@ class GraphReader:
         self.reader = reader
         self.layout = (tuple(reader.sizes.items()), reader.pixel_type.str, _label(reader))
         self.key = _GRAPH_KEYS.setdefault(reader, uuid.uuid4().hex)
+        self._pickled_reader: bytes | None = None
 
     def __reduce__(self):
         if self.reader.closed:  # as a read in this process would
             raise ReaderClosedError(f"{self.reader!r}: computed after close()")
-        return (_reopened, (*self.reader.__reduce__(), self.layout, self.key))
+        if self._pickled_reader is None:
+            # once for all tasks, compressed: a list of 1000 files pickles to ~50 KB (a task
+            # reads planes by their coordinates, whatever the axis settings pickled with it)
+            self._pickled_reader = zlib.compress(pickle.dumps(self.reader), 1)
+        return (_reopened, (self._pickled_reader, self.layout, self.key))
 
 
 def _label(reader: PlanesND) -> str:
@@ -134,21 +140,23 @@ def _label(reader: PlanesND) -> str:
     return _source_label(reader._source)
 
 
-def _reopened(
-    reopen: Callable[..., PlanesND], args: tuple, layout: tuple[tuple, str, str], key: str
-) -> GraphReader:
+def _reopened(pickled_reader: bytes, layout: tuple[tuple, str, str], key: str) -> GraphReader:
     """Unpickle a :class:`GraphReader`: the reader this process already re-opened, or a new one.
+
+    ``pickled_reader`` is the reader, pickled and compressed; it is part of the cache key:
+    the reader pickled with other axis settings (for another graph) is another reader.
 
     Raises
     ------
     StackReadError
         The file now has other axes, sizes or pixel type than when the array was built.
     """
-    key = (key, pickle.dumps((reopen, args)))  # (axis settings may differ between tasks)
+    key = (key, pickled_reader)
     with _REOPENED_LOCK:
         reader = _REOPENED.get(key)
     if reader is None:
-        opened = reopen(*args)  # (outside the lock: a dataset may take long to open)
+        # (outside the lock: a dataset may take long to open)
+        opened = pickle.loads(zlib.decompress(pickled_reader))
         with _REOPENED_LOCK:
             reader = _REOPENED.setdefault(key, opened)
             if len(_REOPENED) > _MAX_REOPENED:

@@ -334,3 +334,32 @@ def test_worker_closes_the_readers_it_drops_from_its_cache(hyperstack, reopened_
     finally:
         for reader in readers:
             reader.close()
+
+
+def test_task_of_a_list_of_files_pickles_small_and_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopened_readers
+) -> None:
+    """Each task of the processes scheduler is pickled: with a list of files as the source,
+    every task carried the whole list (49 KB at 1000 files) and pickled it again in this
+    process and, for the worker's cache key, in the worker."""
+    import pickle
+
+    from pims_videoutils import _dask
+
+    names = [tmp_path / f"a_rather_long_name_of_an_acquisition_t{t:03d}.tif" for t in range(200)]
+    for t, name in enumerate(names):
+        tifffile.imwrite(name, np.full((2, 3), t, np.uint16))
+    with TiffSequenceND([str(name) for name in names]) as reader:
+        graph_reader = _dask.GraphReader(reader)
+        listed = len(pickle.dumps(reader))
+        reductions = []
+        original = type(reader).__reduce__
+        monkeypatch.setattr(type(reader), "__reduce__",
+                            lambda self: reductions.append(1) or original(self))
+        tasks = [pickle.dumps(graph_reader) for _ in range(3)]
+        assert len(reductions) == 1
+        assert all(len(task) < listed / 4 for task in tasks)
+        monkeypatch.setattr(_dask.pickle, "dumps", None)  # the worker pickles nothing
+        worker = pickle.loads(tasks[1])
+        assert worker.reader is pickle.loads(tasks[2]).reader
+        np.testing.assert_array_equal(worker.reader.get_plane(t=150), np.full((2, 3), 150))
