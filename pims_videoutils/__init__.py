@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     ExportArgumentError,
     FFmpegError,
+    IncompleteDatasetWarning,
     PimsVideoutilsError,
     PluginLoadWarning,
     ReaderClosedError,
@@ -40,6 +41,7 @@ _LAZY = {
 __all__ = [
     "ExportArgumentError",
     "FFmpegError",
+    "IncompleteDatasetWarning",
     "PimsVideoutilsError",
     "PluginLoadWarning",
     "ReaderClosedError",

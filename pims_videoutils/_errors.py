@@ -145,3 +145,13 @@ class ReaderFallbackWarning(UserWarning):
     dataset...), a reason the reader it got instead (often pims's flat ``TiffStack``) may
     only show later, or never.
     """
+
+
+class IncompleteDatasetWarning(UserWarning):
+    """A dataset was opened with part of it gone, and read as what is left.
+
+    Such is the file (or files) of one position of a multi-position Micro-Manager acquisition
+    whose other positions' files are not there (a copy of one position, or files lost): it
+    reads as that position alone, and ``reader.metadata['missing_positions']`` counts the
+    others.
+    """

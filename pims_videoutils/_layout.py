@@ -35,6 +35,7 @@ import math
 import mmap
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ import numpy as np
 import tifffile
 
 from . import _ifd
-from ._errors import MALFORMED_TIFF_ERRORS, StackReadError
+from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
 from ._planetimes import elapsed_times
 
 MAPPED = "mapped"
@@ -103,6 +104,53 @@ def check_layout_tags_once(page: tifffile.TiffPage, path: str) -> None:
     if duplicated is not None:
         raise StackReadError(path, f"page {page.index} holds tag {duplicated} twice (a "
                              "corrupt page)")
+
+
+def note_missing_positions(tif: tifffile.TiffFile, read: list[int], path: str,
+                           metadata: dict[str, Any]) -> None:
+    """Count the positions of a Micro-Manager acquisition that are not read.
+
+    ``read``: the positions read (numbers of the acquisition's). ``metadata`` gets
+    ``missing_positions``, the count of the others its summary lists; when there are any, an
+    :class:`IncompleteDatasetWarning` says which position is read alone. Nothing for other
+    files.
+    """
+    summary = (tif.micromanager_metadata or {}).get("Summary") or {}
+    expected = summary.get("Positions")
+    if not tif.is_mmstack or isinstance(expected, bool) or not isinstance(expected, int):
+        return
+    missing = metadata["missing_positions"] = max(0, expected - len(read))
+    if missing:
+        labels = " and ".join(_position_label(summary, p) for p in read)
+        warnings.warn(IncompleteDatasetWarning(
+            f"{path}: read as {labels} alone: {missing} of the acquisition's {expected} "
+            "positions have no file beside it"), stacklevel=2)
+
+
+def positions_of_series(tif: tifffile.TiffFile, ser) -> list[int]:
+    """Return the Micro-Manager positions that tifffile's series ``ser`` holds.
+
+    All of its ``R`` axis, else the one position of the file's index map: tifffile returns
+    the position of the one file it finds of a multi-position acquisition alone ("Returning
+    subset", a log line).
+    """
+    if "R" in ser.axes:
+        return list(range(ser.shape[ser.axes.index("R")]))
+    index = (tif.micromanager_metadata or {}).get("IndexMap")
+    valid = isinstance(index, np.ndarray) and index.ndim == 2 and index.shape[1] == 5
+    held = sorted({int(p) for p in index[:, 3]}) if valid else []  # (c, z, t, p, offset)
+    return held if len(held) == 1 else [0]
+
+
+def _position_label(summary: dict[str, Any], position: int) -> str:
+    """Return the label a Micro-Manager summary gives a position (``Pos0``...), or its number."""
+    stage = summary.get("StagePositions")
+    entry = stage[position] if isinstance(stage, list) and 0 <= position < len(stage) else None
+    if isinstance(entry, dict):
+        label = entry.get("Label")
+        if isinstance(label, str) and label:
+            return label
+    return f"position {position}"
 
 
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:
@@ -498,6 +546,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
                           info, series, page_times)
     _check_extent(layout, size)
+    if ser.kind == "mmstack":
+        note_missing_positions(tif, positions_of_series(tif, ser), path, layout.metadata)
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout

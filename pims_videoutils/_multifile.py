@@ -44,8 +44,10 @@ from ._layout import (
     check_ome_ifd_indices,
     data_as_ifds_say,
     file_metadata,
+    note_missing_positions,
     open_tiff,
     pims_axes,
+    positions_of_series,
 )
 from ._planetimes import elapsed_times
 from ._pread import PlaneReads
@@ -487,6 +489,12 @@ def _plane_table(
     ]
     positions = same if len(same) == len(everything) and len(same) > 1 else [chosen]
     pages = _without_lost_images([page for s in positions for page in s.pages])
+    codes, series_shape = chosen.axes, tuple(chosen.shape)
+    alone = None
+    if chosen.kind == "mmstack" and len(positions) == 1:
+        alone = _one_position_alone(pages, codes, series_shape)
+        if alone is not None:
+            pages, codes, series_shape = alone[1:]
     files = sorted({page.parent.filehandle.path for page in pages if page is not None})
     dataset_files = sorted(
         {page.parent.filehandle.path for s in everything for page in s.pages if page is not None}
@@ -506,15 +514,14 @@ def _plane_table(
         dataset_files = sorted({*dataset_files, *unreadable})
     if len(positions) == 1 and len(dataset_files) <= 1 and companion is None and complete:
         return None
-    codes = chosen.axes
     plane_codes = "YXS" if codes.endswith("YXS") else "YX"
     if not codes.endswith(plane_codes):
         raise StackReadError(path, f"planes with axes {codes!r} are not supported")
     names = pims_axes(codes)
     cut = len(codes) - len(plane_codes)
     axes, plane_axes = names[:cut], names[cut:]
-    shape = tuple(chosen.shape[:cut])
-    plane_shape = tuple(chosen.shape[cut:])
+    shape = series_shape[:cut]
+    plane_shape = series_shape[cut:]
     if len(positions) > 1:
         if "p" in axes:
             raise StackReadError(path, "positions both as series and as an axis")
@@ -554,6 +561,9 @@ def _plane_table(
         raise StackReadError(path, "compressed planes indexed without their IFD")
     metadata = _metadata(tif, chosen, everything)
     metadata["storage"] = MAPPED if mapped else DECODED
+    if chosen.kind == "mmstack":
+        read = [alone[0]] if alone is not None else positions_of_series(tif, chosen)
+        note_missing_positions(tif, read, path, metadata)
     times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)
@@ -575,6 +585,33 @@ def _plane_table(
         unreadable,
         identities,
     )
+
+
+def _one_position_alone(pages: list, axes: str, shape: tuple[int, ...]):
+    """Find the one Micro-Manager position (``R`` axis) whose planes are all in the files.
+
+    tifffile returns the position of the one file it finds of a multi-position acquisition
+    alone, but fills the missing positions' planes with zeros when a position spans several
+    files (continuations ``_Pos0_1``): both are the files of one position, read alone.
+
+    Returns
+    -------
+    tuple or None
+        ``(position, its pages, axes, shape)`` without the ``R`` axis, where the pages of one
+        position are all there and those of every other position none; else None.
+    """
+    if "R" not in axes:
+        return None
+    r = axes.index("R")
+    outer = shape[: len(axes) - (3 if axes.endswith("YXS") else 2)]
+    numbers = np.moveaxis(np.arange(len(pages)).reshape(outer), r, 0).reshape(outer[r], -1)
+    present = np.array([page is not None for page in pages])[numbers]
+    whole, empty = present.all(axis=1), ~present.any(axis=1)
+    if whole.sum() != 1 or not (whole | empty).all():
+        return None
+    position = int(np.argmax(whole))
+    kept = [pages[i] for i in numbers[position]]
+    return position, kept, axes[:r] + axes[r + 1 :], shape[:r] + shape[r + 1 :]
 
 
 def _mapped_as_ifds_say(pages: list, data_offsets: np.ndarray, plane_nbytes: int) -> bool:

@@ -73,7 +73,9 @@ class TiffStackND(PlanesND):
         there (a bad metadata value never makes the pixels unreadable); ``level`` for a pyramid
         level other than 0. Lengths are in ``unit``, the unit of the x pixel size (other axes'
         units are converted to it). Plus ``imagej_metadata``, ``ome_xml``,
-        ``micromanager_metadata`` and a palette's ``colormap`` where present.
+        ``micromanager_metadata`` and a palette's ``colormap`` where present, and for a
+        Micro-Manager stack ``missing_positions``: the acquisition's positions without a file
+        here (a file of one position alone: read with an :class:`IncompleteDatasetWarning`).
     frame_rate : float or None
         ``1 / metadata['frame_interval']`` when known.
     storage : str

@@ -358,6 +358,57 @@ def test_missing_first_file_of_a_continued_position(dataset):
         TiffSequenceND(folder)
 
 
+@pytest.mark.parametrize(("positions", "kept", "per_file"),
+                         [(2, 0, None), (2, 1, None), (3, 1, None), (2, 1, 8), (3, 0, 8)])
+def test_files_of_one_position_alone(tmp_path, positions, kept, per_file):
+    """The files of one position of a multi-position acquisition, the others gone (a copy of
+    one position, on purpose or not). tifffile returns a position of one file alone
+    ("Returning subset", a log line; the reader read it without a word), but fills the other
+    positions with zeros when the position spans two files (the reader refused it, asking for
+    fill_missing). Both read as that position, and say so: a warning, and
+    metadata['missing_positions']."""
+    data = _data(50, shape=(positions, 3, 2, 2, 5, 7))
+    files = write_mmstack(tmp_path, data, max_images_per_file=per_file)
+    own = {mmstack_name("acq", kept), mmstack_name("acq", kept, 1)}
+    for file in files:
+        if file.name not in own:
+            file.unlink()
+    entry = tmp_path / mmstack_name("acq", kept)
+    message = rf"Pos{kept}\.ome\.tif: read as Pos{kept} alone: {positions - 1} of the " \
+              rf"acquisition's {positions} positions have no file"
+    sources = [(tmp_path, TiffSequenceND), (entry, TiffSequenceND)]
+    if per_file is None:  # (else the position spans several files)
+        sources.append((entry, TiffStackND))
+    for source, reader_type in sources:
+        with pytest.warns(pims_videoutils.IncompleteDatasetWarning, match=message):
+            reader = reader_type(source)
+        with reader:
+            assert reader.sizes == {"t": 3, "z": 2, "c": 2, "y": 5, "x": 7}
+            assert reader.metadata["missing_positions"] == positions - 1
+            for t, z, c in np.ndindex(3, 2, 2):
+                np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c),
+                                              data[kept, t, z, c])
+
+
+def test_all_positions_present_are_not_missing(dataset):
+    folder, _, _ = dataset
+    with TiffSequenceND(folder) as reader:
+        assert reader.metadata["missing_positions"] == 0
+
+
+def test_one_position_of_three_missing_is_still_an_error(tmp_path):
+    """Two positions of three: the gone one is no copy of one position (fill_missing)."""
+    data = _data(51, shape=(3, 2, 1, 1, 5, 7))
+    files = write_mmstack(tmp_path, data)
+    files[1].unlink()
+    with pytest.raises(StackReadError, match=r"2 planes.*in no file.*fill_missing"):
+        TiffSequenceND(tmp_path)
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        assert reader.sizes["p"] == 3
+        assert reader.metadata["missing_positions"] == 0
+        assert not reader.get_plane(p=1, t=1).any()
+
+
 def test_missing_last_file_of_a_single_position(tmp_path):
     data = _data(6, shape=(1, 3, 2, 2, 5, 7))
     files = write_mmstack(tmp_path, data, max_images_per_file=8)
