@@ -455,6 +455,10 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
                 path, "is a BinaryOnly OME-TIFF: its axes and metadata are in "
                 f"{os.path.basename(companion)}; open it with TiffSequenceND (any file of the "
                 "dataset, or its folder)")
+    if tif.is_ome:
+        from ._multifile import check_ome_plane_count  # (_multifile imports this module)
+
+        check_ome_plane_count(tif.ome_metadata or "", path)
     try:
         all_series = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:

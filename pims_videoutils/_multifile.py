@@ -22,6 +22,7 @@ RGB pages raise a clear :class:`StackReadError`.
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import re
@@ -79,6 +80,14 @@ _UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 #: a ``<UUID FileName="...">urn:uuid:...</UUID>`` element: its attributes and its text
 _UUID_ELEMENT = re.compile(r"<(?:[\w.-]+:)?UUID\b([^>]*)>([^<]*)<")
 _FILE_NAME = re.compile(r"""\sFileName\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+# an OME Pixels element (not self-closing) and its content, and one of its SizeZ/C/T
+_PIXELS = re.compile(r"<(?:[\w.-]+:)?Pixels\b([^>]*)(?<!/)>(.*?)</(?:[\w.-]+:)?Pixels\s*>",
+                     re.DOTALL)
+_PLANE_SIZE = re.compile(r"""\sSize([ZCT])\s*=\s*["']\s*(\d+)\s*["']""")
+#: Bytes of the smallest IFD (a tag count, one tag, a next pointer): a plane needs one
+_MIN_IFD_BYTES = 18
+#: Planes an OME-XML may claim before its files' sizes are looked at
+_PLANES_UNCHECKED = 100_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -469,6 +478,8 @@ def _check_mm_parts(path: str) -> None:
 def _plane_table(
     tif: tifffile.TiffFile, path: str, series: int, companion: str | None = None
 ) -> PlaneTable | None:
+    if tif.is_ome:
+        check_ome_plane_count(tif.ome_metadata or "", path)
     try:
         everything = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:  # tifffile fails on a broken file of the dataset
@@ -656,6 +667,36 @@ def _without_lost_images(pages: list) -> list:
                 page = None
         kept.append(page)
     return kept
+
+
+def check_ome_plane_count(xml: str, path: str) -> None:
+    """Raise if the images of the OME-XML claim more planes than its files can hold.
+
+    tifffile's series list every plane an image claims (``SizeZ * SizeC * SizeT``) before
+    finding them: a tiny file whose XML claims 10**7 planes cost seconds and hundreds of MB.
+    Each plane needs an IFD of its own in one of the files the XML names (or ``path``);
+    claims are taken as they are where one of those files is gone (``fill_missing``).
+
+    Raises
+    ------
+    StackReadError
+        The claim exceeds what the files can hold.
+    """
+    claimed = 0
+    for attributes, content in _PIXELS.findall(xml):
+        if "TiffData" in content:  # (tifffile makes no series of an image without)
+            sizes = dict(_PLANE_SIZE.findall(attributes))
+            claimed += math.prod(int(sizes.get(axis, 1)) for axis in "ZCT")
+    if claimed <= _PLANES_UNCHECKED:
+        return
+    files = {os.path.realpath(path), *_named_files(xml, path)}
+    try:
+        total = sum(os.stat(name).st_size for name in files)
+    except OSError:
+        return
+    if claimed > total // _MIN_IFD_BYTES:
+        raise StackReadError(path, f"corrupt OME-XML: its images claim {claimed} planes, more "
+                             f"than its {len(files)} file(s) of {total} bytes can hold")
 
 
 def _named_files(xml: str, path: str) -> dict[str, str]:

@@ -374,3 +374,23 @@ def test_page_with_a_duplicated_layout_tag_is_refused(tmp_path, compression, fir
                 reader.get_frame(i)
     assert info.value.path == os.fspath(path)
     assert _digest(path) == before
+
+
+@pytest.mark.parametrize("reader_type", [TiffStackND, TiffSequenceND])
+def test_ome_xml_claiming_more_planes_than_the_file_can_hold(tmp_path, monkeypatch,
+                                                             reader_type):
+    """An 8 KB OME file whose XML claims SizeT=10**7: tifffile's series made a list of 10**7
+    planes (2 s, 300 MB) before the reader found the planes missing. The claim is refused
+    before: no IFD of 18 bytes or more fits 10**7 times in the file."""
+    path = tmp_path / "claims.ome.tif"
+    tifffile.imwrite(path, np.zeros((6, 20, 24), "u2"), ome=True, metadata={"axes": "TYX"})
+    _edit_description(path, {b'SizeT="6"': b'SizeT="10000000"'})
+    assert path.stat().st_size < 10_000
+
+    def no_series(self):
+        raise AssertionError("tifffile's series were built")
+
+    monkeypatch.setattr(tifffile.TiffFile, "series", property(no_series))
+    with pytest.raises(StackReadError, match=r"claim 10000000 planes.*can hold") as info:
+        reader_type(path)
+    assert info.value.path == os.fspath(path)
