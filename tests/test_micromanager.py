@@ -211,6 +211,31 @@ def test_metadata(dataset):
         assert reader.storage == "mapped"
 
 
+def test_image_of_a_multi_file_dataset_whose_ifd_puts_its_pixels_elsewhere(tmp_path):
+    """As test_image_whose_ifd_puts_its_pixels_elsewhere, in the second file of a position
+    spread over two: TiffSequenceND mapped the place tifffile assumed (t=3's own pixels),
+    where the IFD points at those of the file's first image (t=2)."""
+    data = _data(52, shape=(1, 4, 1, 1, 5, 7))
+    files = write_mmstack(tmp_path, data, max_images_per_file=2)
+
+    def page_at(tif, offset):  # tifffile's own parse of the IFD at offset
+        tif.filehandle.seek(offset)
+        return tifffile.TiffPage(tif, 0)
+
+    with tifffile.TiffFile(files[1]) as tif:
+        moved, target = tif.pages[1].offset, tif.pages[0].dataoffsets[0]
+        strip_offsets = page_at(tif, moved).tags["StripOffsets"].offset
+    with open(files[1], "r+b") as f:
+        f.seek(strip_offsets + 8)
+        f.write(target.to_bytes(4, "little"))
+    with tifffile.TiffFile(files[1]) as tif:
+        np.testing.assert_array_equal(page_at(tif, moved).asarray(), data[0, 2, 0, 0])
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.sizes["t"] == 4
+        for t, expected in enumerate(data[0, [0, 1, 2, 2], 0, 0]):
+            np.testing.assert_array_equal(reader.get_plane(t=t), expected)
+
+
 def test_single_file_position_is_a_plain_stack(tmp_path):
     data = _data(3, shape=(1, 3, 2, 2, 5, 7))
     (path,) = write_mmstack(tmp_path, data, interval_ms=100.0)
