@@ -31,7 +31,7 @@ except ImportError:  # Windows: temporary files of killed exports are not found 
     fcntl = None
 
 from . import _ffmpeg
-from ._errors import ExportArgumentError
+from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
@@ -731,7 +731,9 @@ def to_video(
         Integer ``n >= 1``: n x n nearest-neighbour up-scaling. ``1/n`` (0.5, 0.25...):
         n x n block means (the last ``size % n`` rows/columns are dropped).
     extra_args : sequence of str
-        More ffmpeg output options (they override ours).
+        More ffmpeg output options (they override ours). They must keep every frame and the
+        container: options that cut, drop or add frames, or write no file, fail after
+        encoding (FFmpegError; the target is untouched).
     overwrite : bool
         Replace an existing ``path`` (only once the new video is complete). A symbolic link
         is kept and the file it points to replaced; a link to nothing is refused.
@@ -762,7 +764,9 @@ def to_video(
         end, with ``overwrite=False``: a file created at ``path`` while encoding (it is
         kept).
     FFmpegError
-        ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
+        ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
+        input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
+        the command and the end of ffmpeg's messages.
     """
     target = Path(os.fspath(path))
     factor, chosen, rate = check_arguments(
@@ -855,7 +859,14 @@ def _encode(
     progress: bool,
     frame_bytes: int,
 ) -> int:
-    """Run ffmpeg on every frame of ``source``; return the number of frames written."""
+    """Run ffmpeg on every frame of ``source``; return the number of frames written.
+
+    Raises
+    ------
+    FFmpegError
+        If ffmpeg fails, or (through ``extra_args``) encodes another number of frames than
+        it was sent or writes nothing to its file.
+    """
     bar = None
     if progress and source.length is not None:
         from tqdm import TqdmWarning
@@ -878,7 +889,16 @@ def _encode(
                 if bar is not None:
                     bar.update()
             proc.finish()
+            if proc.frames_encoded != n_frames:
+                raise FFmpegError(
+                    f"ffmpeg encoded {proc.frames_encoded} frames of the {n_frames} sent: "
+                    f"extra_args must not cut, drop or add frames",
+                    command, 0, proc.stderr_tail,
+                )
     finally:
         if bar is not None:
             bar.close()
+    if os.path.getsize(command[-1]) == 0:
+        raise FFmpegError("ffmpeg wrote nothing to the file: extra_args must not change the "
+                          "output format ('-f')", command, 0)
     return n_frames

@@ -18,7 +18,7 @@ import pytest
 import tifffile
 from test_export import leftovers, no_ffmpeg, read_back  # noqa: F401 (no_ffmpeg: a fixture)
 
-from pims_videoutils import ExportArgumentError, export, to_video
+from pims_videoutils import ExportArgumentError, FFmpegError, export, to_video
 from pims_videoutils.export import temporaries_of
 from pims_videoutils.readers import TiffStackND
 
@@ -642,3 +642,25 @@ def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
     monkeypatch.setattr(export.fcntl, "flock", no_locks)
     remove_unheld_temporaries(tmp_path / "movie.mp4")
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [["-frames:v", "1"], ["-t", "1"], ["-vf", r"select=eq(n\,0)"], ["-f", "null"]],
+)
+def test_extra_args_that_drop_frames_or_the_file_fail_and_keep_the_target(tmp_path, extra_args):
+    """Every input frame is one movie frame: ffmpeg options in extra_args that cut or drop
+    frames, or write no file, are an FFmpegError and the existing target stays."""
+    target = tmp_path / "x.mp4"
+    target.write_bytes(b"the previous movie")
+    movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
+    with pytest.raises(FFmpegError, match="extra_args"):
+        to_video(movie, target, progress=False, extra_args=extra_args)
+    assert target.read_bytes() == b"the previous movie"
+    assert leftovers(tmp_path) == ["x.mp4"]
+
+
+def test_extra_args_that_keep_every_frame_are_written(tmp_path):
+    movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
+    result = to_video(movie, tmp_path / "x.mp4", progress=False, extra_args=["-tune", "film"])
+    assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
