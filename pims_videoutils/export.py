@@ -290,6 +290,11 @@ def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path
     refused. Otherwise both paths are the same.
     """
     given = Path(os.fspath(path)).expanduser().absolute()
+    if len(os.fsencode(given.name)) > NAME_MAX:
+        raise ExportArgumentError(
+            f"{given}: the file name is too long ({len(os.fsencode(given.name))} bytes, at "
+            f"most {NAME_MAX})"
+        )
     target = given
     if target.is_symlink():
         target = Path(os.path.realpath(target))
@@ -755,14 +760,14 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
-        missing or unwritable folder, an existing file with ``overwrite=False``, a
-        symbolic link to nothing, frames of an unsupported dtype (complex, object...) or
-        shape, frames larger than the codec or container stores (after scaling and
-        padding: libx264 16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``,
-        ``.mov`` and ``.avi`` 65535), inconsistent options. During the export: a frame
-        whose shape or dtype differs from the first one, or with masked values. At the
-        end, with ``overwrite=False``: a file created at ``path`` while encoding (it is
-        kept).
+        missing or unwritable folder, a file name over 255 bytes, an existing file with
+        ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
+        (complex, object...) or shape, frames larger than the codec or container stores
+        (after scaling and padding: libx264 16384 pixels a side, VP9 65536, ProRes,
+        ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent options. During the
+        export: a frame whose shape or dtype differs from the first one, or with masked
+        values. At the end, with ``overwrite=False``: a file created at ``path`` while
+        encoding (it is kept).
     FFmpegError
         ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
         input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
@@ -775,43 +780,46 @@ def to_video(
         channel_colors=channel_colors, projection=projection, scale=scale, extra_args=extra_args,
     )
     given, target = _prepare_target(target, overwrite)
-    source = FrameSource(frames)
-    layout = frame_layout(source, channel_axis, projection, projection_axis)
-    sample_cache: list[np.ndarray] = []
-
-    def samples() -> list[np.ndarray]:
-        if not sample_cache:
-            sample_cache.extend(source.sample(layout))
-        return sample_cache
-
-    first = layout(source.first)
-    channels = first.ndim == 3
-    n_channels = first.shape[2] if channels else 1
-    colors = _color_list(channel_colors)
-    one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
-    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
-    maps = [
-        _intensity_map(
-            first.dtype,
-            setting,
-            (lambda c=c: [f[..., c] for f in samples()]) if channels else samples,
-            percentiles,
-            gamma,
-            keep_16bit,
-        )
-        for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
-    ]
-    sample_cache.clear()  # the contrast is set: the sampled frames are not kept while encoding
-    render = _Renderer(maps, channels, colormap, colors)
-    out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
-    height, width = first.shape[:2]
-    scaled = (int(height * factor), int(width * factor))
-    if min(scaled) < 1:
-        raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
-    padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
-    _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
+    # reserved before any frame is read: an unwritable folder fails at once
     tmp_name, lock = _reserve_temporary(target)
     try:
+        source = FrameSource(frames)
+        layout = frame_layout(source, channel_axis, projection, projection_axis)
+        sample_cache: list[np.ndarray] = []
+
+        def samples() -> list[np.ndarray]:
+            if not sample_cache:
+                sample_cache.extend(source.sample(layout))
+            return sample_cache
+
+        first = layout(source.first)
+        channels = first.ndim == 3
+        n_channels = first.shape[2] if channels else 1
+        colors = _color_list(channel_colors)
+        one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
+        keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
+        maps = [
+            _intensity_map(
+                first.dtype,
+                setting,
+                (lambda c=c: [f[..., c] for f in samples()]) if channels else samples,
+                percentiles,
+                gamma,
+                keep_16bit,
+            )
+            for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
+        ]
+        sample_cache.clear()  # the contrast is set: the sampled frames are not kept encoding
+        render = _Renderer(maps, channels, colormap, colors)
+        out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
+        height, width = first.shape[:2]
+        scaled = (int(height * factor), int(width * factor))
+        if min(scaled) < 1:
+            raise ExportArgumentError(
+                f"scale={scale} leaves no pixel of {width}x{height} frames"
+            )
+        padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
+        _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
         command = _ffmpeg.build_command(
             ffmpeg=_ffmpeg.ffmpeg_exe(),
             output=tmp_name,

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -664,3 +665,29 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path):
     movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
     result = to_video(movie, tmp_path / "x.mp4", progress=False, extra_args=["-tune", "film"])
     assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("/proc", marks=pytest.mark.skipif(
+            not os.path.isdir("/proc/self"), reason="needs Linux /proc (refuses new files)")),
+        "long name",
+    ],
+)
+def test_a_target_that_cannot_be_written_fails_before_any_frame_is_read(tmp_path, where):
+    """A folder refusing new files (refused once 50 frames were read for the contrast), or
+    a name over 255 bytes (a plain OSError, ENAMETOOLONG), is an ExportArgumentError before
+    the input is read."""
+    target = (Path("/proc") / "pims-videoutils-test.mp4" if where == "/proc"
+              else tmp_path / ("L" * 252 + ".mp4"))
+    read = []
+
+    def frames():
+        for _ in range(60):
+            read.append("a frame")
+            yield np.zeros((6, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError, match=r"cannot write|too long"):
+        to_video(frames(), target, progress=False)
+    assert read == [] and leftovers(tmp_path) == []
