@@ -35,7 +35,7 @@ from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
+from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -774,6 +774,7 @@ def to_video(
         the command and the end of ffmpeg's messages.
     """
     target = Path(os.fspath(path))
+    percentiles = _percentile_pair(percentiles)  # once: they may be a generator
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,

@@ -691,3 +691,15 @@ def test_a_target_that_cannot_be_written_fails_before_any_frame_is_read(tmp_path
     with pytest.raises(ExportArgumentError, match=r"cannot write|too long"):
         to_video(frames(), target, progress=False)
     assert read == [] and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("contrast", ["auto", "frame"])
+def test_percentiles_given_as_a_generator_are_read_once(tmp_path, contrast):
+    movie = np.random.default_rng(1).normal(100, 20, (4, 16, 16)).astype(np.float32)
+    as_tuple = to_video(movie, tmp_path / "a.mkv", lossless=True, contrast=contrast,
+                        percentiles=(5, 95), progress=False)
+    as_generator = to_video(movie, tmp_path / "b.mkv", lossless=True, contrast=contrast,
+                            percentiles=(p for p in (5, 95)), progress=False)
+    assert as_generator.intensity_range == as_tuple.intensity_range
+    np.testing.assert_array_equal(read_back(tmp_path / "b.mkv")[0],
+                                  read_back(tmp_path / "a.mkv")[0])
