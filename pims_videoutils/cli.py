@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,18 @@ def _output_name(source: str) -> str:
     return path.stem
 
 
+def _one_file_anywhere(a: str, b: str) -> bool:
+    """Return True if the paths ``a`` and ``b`` name one file on some file system.
+
+    Names that differ only in case or in Unicode normalization (NFC, NFD) are one file on
+    macOS and Windows: batch refuses them everywhere.
+    """
+    def key(path: str) -> str:
+        return unicodedata.normalize("NFC", path).casefold()
+
+    return key(a) == key(b)
+
+
 def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Return ``value`` if it names a TIFF file (.tif/.tiff, any case); a usage error if not."""
     if not value.lower().endswith(TIFF_SUFFIXES):
@@ -404,7 +417,8 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     """Make one movie per input stack, several at once in parallel processes.
 
     Each INPUT is one stack, as in "convert": a file, a folder of TIFFs or a quoted glob; the
-    movie is OUT/<name>.<ext> with the file's stem, the folder's name or the glob's folder name.
+    movie is OUT/<name>.<ext> with the file's stem, the folder's name or the glob's folder name
+    (two inputs whose names differ only in case are refused: one file on macOS and Windows).
     An input that fails is reported and the others go on; a summary ends the run and the exit
     code is 1 if any input failed. Takes the options of "convert".
     """
@@ -420,7 +434,7 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")
-        clash = [s for s, o in outputs.items() if o == output]
+        clash = [s for s, o in outputs.items() if _one_file_anywhere(o, output)]
         if clash:
             raise ExportArgumentError(f"{clash[0]} and {source} would both write {output}")
         outputs[source] = output

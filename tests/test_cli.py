@@ -317,6 +317,15 @@ def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     assert not (tmp_path / "movies").exists()
 
 
+def test_batch_refuses_output_names_that_differ_only_in_case(tmp_path, stack):
+    # one file on macOS and Windows (case-insensitive file systems): one movie would be lost
+    shutil.copy(stack, tmp_path / "Cells.tif")
+    shutil.copy(stack, tmp_path / "cells.TIF")
+    result = run("batch", "Cells.tif", "cells.TIF", "--out", "movies", cwd=tmp_path)
+    _assert_one_line_error(result, "Cells.tif and cells.TIF would both write", "cells.mp4")
+    assert not (tmp_path / "movies").exists()
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 
