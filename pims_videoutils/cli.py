@@ -256,11 +256,32 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
         reader.close()
 
 
-def _batch_job(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
-    """One input of ``batch`` (runs in a worker process): returns (frames, width, height, s)."""
+#: In a batch worker: where its jobs say that they started, or were stopped (SIGTERM)
+_job_events: Any = None
+
+
+def _start_worker(job_events: Any) -> None:
+    """Initialize a batch worker process: fast pims import, the pipe for job events."""
+    global _job_events
+    _skip_display_imports()
+    _job_events = job_events
+
+
+def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
+               export: dict[str, Any]):
+    """Input ``number`` of ``batch`` (in a worker): returns (frames, width, height, s).
+
+    Sends ``("started", number)`` to the batch process, and ``("stopped", number)`` when
+    SIGTERM stopped it (its pool stopping it with a killed worker, or the batch process).
+    """
     start = time.perf_counter()
-    with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert does
-        result = _convert(source, output, selection, export)
+    _job_events.send(("started", number))
+    try:
+        with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert
+            result = _convert(source, output, selection, export)
+    except _Terminated:
+        _job_events.send(("stopped", number))
+        raise
     return result.n_frames, result.width, result.height, time.perf_counter() - start
 
 
@@ -442,34 +463,52 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
 
     failed: list[str] = []
     workers = min(jobs or os.cpu_count() or 1, len(sources))
+    context = get_context("spawn")
+    # small messages of the jobs on one pipe (atomic writes, no lock a killed worker holds)
+    events_from_jobs, job_events = context.Pipe(duplex=False)
+    started: set[int] = set()  # inputs whose job started in the current pool
+    stopped: set[int] = set()  # ... and was stopped by SIGTERM
+
+    def read_job_events() -> None:
+        while events_from_jobs.poll():
+            event, number = events_from_jobs.recv()
+            (started if event == "started" else stopped).add(number)
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"),
-            initializer=_skip_display_imports,
+            max_workers=workers, mp_context=context,
+            initializer=_start_worker, initargs=(job_events,),
         )
 
     executor = new_pool()
     # Submit one job per free worker, so that after Ctrl-C no queued input starts.
-    waiting = list(outputs.items())
-    running: dict[Any, str] = {}
+    waiting = list(enumerate(sources))
+    running: dict[Any, int] = {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                source, output = waiting.pop(0)
-                running[executor.submit(_batch_job, source, output, selection, export)] = source
+                number, source = waiting.pop(0)
+                job = (number, source, outputs[source], selection, export)
+                running[executor.submit(_batch_job, *job)] = number
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
             if broken:  # a worker was killed (out of memory?): the pool stops all the others
                 executor.shutdown(wait=True)  # and once they are gone, their jobs are over
                 finished = set(running)
+            read_job_events()
             for future in finished:
-                source = running.pop(future)
+                number = running.pop(future)
+                source = sources[number]
                 try:
                     n_frames, width, height, seconds = future.result()
                 except BrokenProcessPool:
-                    failed.append(source)
                     remove_unheld_temporaries(outputs[source])  # its worker's: no one's now
+                    # stopped with the killed worker, or not started yet: retried (unless no
+                    # job started at all: workers that die before, e.g. out of memory)
+                    if number in stopped or (number not in started and started):
+                        waiting.insert(0, (number, source))
+                        continue
+                    failed.append(source)
                     click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
                                "the system, out of memory?)", err=True)
                     continue
@@ -483,10 +522,14 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
-            if broken:  # the inputs still waiting get a new pool
+            if broken:  # the inputs it stopped, and those still waiting, get a new pool
+                started.clear()
+                stopped.clear()
                 executor = new_pool()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        events_from_jobs.close()
+        job_events.close()
     done = len(sources) - len(failed)
     summary = f"{done} of {len(sources)} converted into {out}"
     if failed:

@@ -598,9 +598,9 @@ def test_batch_goes_on_when_a_worker_is_killed(tmp_path, lock_holder):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one(tmp_path):
-    # one worker of two is killed: the pool stops the other one too (both inputs fail), and
-    # the temporary files of both are removed, once both processes are gone
+def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_path):
+    # one worker of two is killed: the pool stops the other one too. Only the killed
+    # worker's input fails; the stopped one is converted in a new pool; no temporary file
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
@@ -611,14 +611,18 @@ def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one
                 break
             time.sleep(0.05)
         os.kill(_workers(process.pid)[0], signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=240)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     assert process.returncode == 1, stderr
-    assert "1 of 3 converted" in stdout and "2 failed" in stdout
-    assert sorted(p.name for p in movies.iterdir()) == ["s2.mp4"]
+    [killed] = re.findall(r"FAILED (s[01]\.tif): a worker process died", stderr)
+    assert "2 of 3 converted" in stdout and f"1 failed: {killed}" in stdout
+    converted = sorted({"s0", "s1", "s2"} - {killed[:2]})
+    assert sorted(p.name for p in movies.iterdir()) == [f"{n}.mp4" for n in converted]
+    for name in converted:
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 300
 
 
 # ---- helpers of the commands -----------------------------------------------------------
