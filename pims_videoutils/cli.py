@@ -14,6 +14,7 @@ stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the tr
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import signal
@@ -51,6 +52,9 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (the process group's, then the batch parent's) must not cut
+    # the clean-up of the first short (ffmpeg left running, its file left behind)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Terminated
 
 
@@ -60,6 +64,7 @@ def _sigterm_raises() -> Iterator[None]:
 
     So SIGTERM stops an export as Ctrl-C does (ffmpeg stopped, its file removed); by
     default it ended the process on the spot, leaving ffmpeg encoding into a hidden file.
+    Further SIGTERMs are ignored until the block ends.
     Only in the main thread (the only one that can set signal handlers), when the handler
     can be put back afterwards.
     """
@@ -526,6 +531,10 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                 started.clear()
                 stopped.clear()
                 executor = new_pool()
+    except _Terminated:  # SIGTERM to this process alone: stop the workers' exports too
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         events_from_jobs.close()

@@ -625,6 +625,33 @@ def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_p
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 300
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
+    # kill <pid of pims-video>: the workers and their ffmpeg stop at once, as with convert,
+    # instead of finishing their movies; no partial file is left
+    process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
+            if len(started) == 2:  # both workers are encoding
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
+            os.kill(orphan, signal.SIGKILL)
+    assert process.returncode == 143, stderr
+    assert "pims-video: terminated" in stderr
+    assert list(movies.iterdir()) == []  # no movie finished, no partial file
+    assert _processes_naming(str(tmp_path)) == []
+
+
 # ---- helpers of the commands -----------------------------------------------------------
 
 
