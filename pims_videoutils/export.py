@@ -318,7 +318,9 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
     the finished video gets the usual permissions. Where the OS and the file system have
     ``flock`` (not Windows), the file is locked for as long as the returned descriptor is
     open (close it when the export ends), and the temporary files that killed exports to
-    ``target`` left are removed first (:func:`_remove_abandoned`).
+    ``target`` left are removed first (:func:`_remove_abandoned`). A file that a clean-up
+    (:func:`remove_unheld_temporaries`) probed between its creation and its lock is given
+    up for a new one: the export never runs without the lock where locks work.
 
     Returns
     -------
@@ -335,11 +337,26 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        if _take_lock(fd) is _LockCheck.NOT_HELD:
+        lock = _take_lock(fd)
+        if lock is _LockCheck.CANNOT_TELL:
+            os.close(fd)
+            return str(name), None
+        if lock is _LockCheck.NOT_HELD and _names_file_of(name, fd):
             return str(name), fd
+        # a clean-up (remove_unheld_temporaries) probed the file before it was locked: it
+        # holds the lock and removes the file, or has removed it; another name is taken
         os.close(fd)
-        return str(name), None
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+def _names_file_of(path: Path, fd: int) -> bool:
+    """Return True if ``path`` names the file open as ``fd`` (not one removed, or made anew)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 class _LockCheck(enum.Enum):
@@ -403,7 +420,8 @@ def _remove_temporaries(target: Path, untouched_for: float, if_cannot_tell: bool
     only if ``if_cannot_tell``.
 
     The age is checked before the lock is tried: trying it on a file just created would
-    make its export, locking it a moment later, run unlocked.
+    make its export, locking it a moment later, give it up for another one
+    (:func:`_reserve_temporary`).
     """
     for path in temporaries_of(target):
         try:

@@ -703,3 +703,55 @@ def test_percentiles_given_as_a_generator_are_read_once(tmp_path, contrast):
     assert as_generator.intensity_range == as_tuple.intensity_range
     np.testing.assert_array_equal(read_back(tmp_path / "b.mkv")[0],
                                   read_back(tmp_path / "a.mkv")[0])
+
+
+@needs_flock
+@pytest.mark.parametrize("probe", ["before the lock", "holding the lock"])
+def test_an_export_whose_new_temporary_file_is_probed_still_holds_it(
+    tmp_path, monkeypatch, probe
+):
+    """pims-video batch, after a worker died, removes the unlocked temporary files of its
+    movie at once (remove_unheld_temporaries). Probing a file that another export has just
+    created, before that export locks it, made the export run unlocked (the probe held the
+    lock), or lock a removed file: its file, written anew by ffmpeg, was unlocked."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    target = tmp_path / "movie.mp4"
+    real_take_lock = export._take_lock
+    probed = []
+
+    def take_lock_after_a_probe(fd):
+        if not probed:
+            probed.append(True)
+            [new] = temporaries_of(target)
+            if probe == "before the lock":
+                remove_unheld_temporaries(target)
+            else:  # the probe holds the lock as the export tries it, then removes the file
+                held = os.open(new, os.O_RDONLY)
+                fcntl.flock(held, fcntl.LOCK_EX)
+                try:
+                    return real_take_lock(fd)
+                finally:
+                    new.unlink()
+                    os.close(held)
+        return real_take_lock(fd)
+
+    monkeypatch.setattr(export, "_take_lock", take_lock_after_a_probe)
+    locked_while_encoding = []
+
+    def frames():
+        for k in range(40):
+            if k == 20:  # ffmpeg runs: its file is the export's, locked
+                deadline = time.monotonic() + 30
+                while not temporaries_of(target) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                locked_while_encoding.append(
+                    [_locked_by_another(path) for path in temporaries_of(target)]
+                )
+            yield np.full((16, 16), 6 * k, np.uint8)
+
+    result = to_video(frames(), target, contrast=(0, 255), progress=False)
+    assert probed and locked_while_encoding == [[True]]
+    assert result.n_frames == 40 and leftovers(tmp_path) == ["movie.mp4"]
+    np.testing.assert_allclose(read_back(target)[0].mean(axis=(1, 2)), 6 * np.arange(40),
+                               atol=3)
