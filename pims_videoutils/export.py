@@ -916,6 +916,10 @@ def _encode(
                 if bar is not None:
                     bar.update()
             proc.finish()
+            if proc.frames_encoded is None:
+                raise FFmpegError("ffmpeg did not report how many frames it encoded: "
+                                  "extra_args must not redirect -progress", command, 0,
+                                  proc.stderr_tail)
             if proc.frames_encoded != n_frames:
                 raise FFmpegError(
                     f"ffmpeg encoded {proc.frames_encoded} frames of the {n_frames} sent: "

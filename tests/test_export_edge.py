@@ -647,7 +647,8 @@ def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
 
 @pytest.mark.parametrize(
     "extra_args",
-    [["-frames:v", "1"], ["-t", "1"], ["-vf", r"select=eq(n\,0)"], ["-f", "null"]],
+    [["-frames:v", "1"], ["-t", "1"], ["-vf", r"select=eq(n\,0)"], ["-f", "null"],
+     ["-progress", "pipe:1"]],  # (ffmpeg's report of the frames it encoded goes elsewhere)
 )
 def test_extra_args_that_drop_frames_or_the_file_fail_and_keep_the_target(tmp_path, extra_args):
     """Every input frame is one movie frame: ffmpeg options in extra_args that cut or drop
