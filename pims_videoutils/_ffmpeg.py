@@ -91,7 +91,10 @@ _PRESETS = (
     "placebo",
 )
 #: A line of ffmpeg's ``-progress`` report (``frame=12``, ``speed=1.5x``...)
-_PROGRESS_LINE = re.compile(r"(?P<key>[a-z_0-9]+)=(?P<value>.*)")
+_PROGRESS_LINE = re.compile(r"[a-z_0-9]+=.*")
+#: The frame count of a report, also one written after the first parts of a log message
+#: (``[mp4 @ 0x5f] frame=12``: a report is one write, a message several)
+_FRAME_COUNT = re.compile(r"(?:^|\] )frame=(\d+)$")
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
 _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
@@ -499,18 +502,19 @@ class FFmpegProcess:
         """Read ffmpeg's stderr until it closes, keeping the last lines.
 
         The ``key=value`` lines of ``-progress`` are not kept: their ``frame=`` sets
-        :attr:`frames_encoded` (log messages start with their level, ``[warning]``). Also
+        :attr:`frames_encoded` (log messages start with their level, ``[warning]``, or
+        context; a report written after a message's context still counts). Also
         ends quietly when the pipe was closed before this thread first read it: a Ctrl-C
         while ``start()`` waited for the thread killed ffmpeg and closed its pipes.
         """
         with contextlib.suppress(ValueError):  # "readline of closed file"
             for line in iter(self._proc.stderr.readline, b""):
                 text = line.decode("utf-8", "replace").rstrip()
-                progress = _PROGRESS_LINE.fullmatch(text)
-                if progress is None:
+                frame_count = _FRAME_COUNT.search(text)
+                if frame_count is not None:
+                    self.frames_encoded = int(frame_count[1])
+                if not _PROGRESS_LINE.fullmatch(text):
                     self._tail.append(text)
-                elif progress["key"] == "frame" and progress["value"].isdigit():
-                    self.frames_encoded = int(progress["value"])
 
     @property
     def stderr_tail(self) -> str:
