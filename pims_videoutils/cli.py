@@ -280,9 +280,9 @@ def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
     SIGTERM stopped it (its pool stopping it with a killed worker, or the batch process).
     """
     start = time.perf_counter()
-    _job_events.send(("started", number))
     try:
         with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert
+            _job_events.send(("started", number))  # (once SIGTERM is sure to say "stopped")
             result = _convert(source, output, selection, export)
     except _Terminated:
         _job_events.send(("stopped", number))
