@@ -522,6 +522,18 @@ def _locked_by_another(path):
     return False
 
 
+def _wait_until_unchanged(path, quiet_seconds=0.5, timeout=30):
+    """Wait until ``path`` is left unchanged (size, modification time) for a while."""
+    deadline = time.monotonic() + timeout
+    before = None
+    while time.monotonic() < deadline:
+        now = path.stat()
+        if before is not None and (now.st_size, now.st_mtime_ns) == before:
+            return
+        before = (now.st_size, now.st_mtime_ns)
+        time.sleep(quiet_seconds)
+
+
 @needs_flock
 def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):
     """A running export's file is locked, so never removed; once its process is killed
@@ -554,6 +566,7 @@ def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path)
     finally:
         process.kill()
         process.wait()
+    _wait_until_unchanged(left)  # its ffmpeg, orphaned, ends its file on the end of its input
     assert left.exists() and not _locked_by_another(left)
     _age(left)
     levels = np.array([10, 80, 150, 220], np.uint8)
