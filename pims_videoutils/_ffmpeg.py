@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -89,6 +90,11 @@ _PRESETS = (
     "veryslow",
     "placebo",
 )
+#: A line of ffmpeg's ``-progress`` report (``frame=12``, ``speed=1.5x``...)
+_PROGRESS_LINE = re.compile(r"[a-z_0-9]+=.*")
+#: The frame count of a report, also one written after the first parts of a log message
+#: (``[mp4 @ 0x5f] frame=12``: a report is one write, a message several)
+_FRAME_COUNT = re.compile(r"(?:^|\] )frame=(\d+)$")
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
 _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
@@ -378,7 +384,8 @@ def build_command(
     """Build the ffmpeg command reading raw frames on stdin and writing ``output``.
 
     Every input frame becomes exactly one output frame: constant input rate ``-r fps``
-    and ``-fps_mode passthrough`` (no frame dropped or duplicated).
+    and ``-fps_mode passthrough`` (no frame dropped or duplicated). ffmpeg reports its
+    progress on stderr (``-progress pipe:2``), for :attr:`FFmpegProcess.frames_encoded`.
 
     Parameters
     ----------
@@ -418,8 +425,10 @@ def build_command(
     yuv = input_pixel_format == "rgb24" and output_pixel_format.startswith("yuv")
     vf = _filters(width, height, scale, encoded, codec, yuv)
     rate = f"{fps.numerator}/{fps.denominator}"
-    # level+: every message says its level ("[error] ..."), so the cause can be picked out
+    # level+: every message says its level ("[error] ..."), so the cause can be picked out;
+    # -progress: "key=value" lines, the last "frame=" the number of frames encoded
     command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+warning"]
+    command += ["-progress", "pipe:2"]
     command += ["-f", "rawvideo", "-pix_fmt", input_pixel_format, "-s", f"{width}x{height}"]
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
@@ -438,7 +447,8 @@ class FFmpegProcess:
     """A running ffmpeg reading frames from its stdin; a context manager.
 
     Its stderr is drained continuously by a thread (a full pipe would stall ffmpeg), keeping
-    the last lines for error messages. Leaving the ``with`` block on an exception (including
+    the last lines for error messages, and the frame count of its progress reports
+    (:attr:`frames_encoded`). Leaving the ``with`` block on an exception (including
     KeyboardInterrupt) kills ffmpeg and waits for it; :meth:`finish` ends a normal run and
     checks the exit code.
 
@@ -463,6 +473,8 @@ class FFmpegProcess:
     ) -> None:
         self.command = list(command)
         self._tail: deque[str] = deque(maxlen=tail_lines)
+        #: Frames ffmpeg encoded so far, from its ``-progress`` reports (None before any)
+        self.frames_encoded: int | None = None
         try:
             # Ctrl-C inside Popen, after the fork, would leave ffmpeg running unseen
             with _ctrl_c_held_back():
@@ -489,12 +501,20 @@ class FFmpegProcess:
     def _drain(self) -> None:
         """Read ffmpeg's stderr until it closes, keeping the last lines.
 
-        Also ends quietly when the pipe was closed before this thread first read it: a
-        Ctrl-C while ``start()`` waited for the thread killed ffmpeg and closed its pipes.
+        The ``key=value`` lines of ``-progress`` are not kept: their ``frame=`` sets
+        :attr:`frames_encoded` (log messages start with their level, ``[warning]``, or
+        context; a report written after a message's context still counts). Also
+        ends quietly when the pipe was closed before this thread first read it: a Ctrl-C
+        while ``start()`` waited for the thread killed ffmpeg and closed its pipes.
         """
         with contextlib.suppress(ValueError):  # "readline of closed file"
             for line in iter(self._proc.stderr.readline, b""):
-                self._tail.append(line.decode("utf-8", "replace").rstrip())
+                text = line.decode("utf-8", "replace").rstrip()
+                frame_count = _FRAME_COUNT.search(text)
+                if frame_count is not None:
+                    self.frames_encoded = int(frame_count[1])
+                if not _PROGRESS_LINE.fullmatch(text):
+                    self._tail.append(text)
 
     @property
     def stderr_tail(self) -> str:

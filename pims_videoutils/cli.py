@@ -14,6 +14,7 @@ stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the tr
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,9 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (the process group's, then the batch parent's) must not cut
+    # the clean-up of the first short (ffmpeg left running, its file left behind)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Terminated
 
 
@@ -59,6 +64,7 @@ def _sigterm_raises() -> Iterator[None]:
 
     So SIGTERM stops an export as Ctrl-C does (ffmpeg stopped, its file removed); by
     default it ended the process on the spot, leaving ffmpeg encoding into a hidden file.
+    Further SIGTERMs are ignored until the block ends.
     Only in the main thread (the only one that can set signal handlers), when the handler
     can be put back afterwards.
     """
@@ -255,11 +261,32 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
         reader.close()
 
 
-def _batch_job(source: str, output: str, selection: dict[str, Any], export: dict[str, Any]):
-    """One input of ``batch`` (runs in a worker process): returns (frames, width, height, s)."""
+#: In a batch worker: where its jobs say that they started, or were stopped (SIGTERM)
+_job_events: Any = None
+
+
+def _start_worker(job_events: Any) -> None:
+    """Initialize a batch worker process: fast pims import, the pipe for job events."""
+    global _job_events
+    _skip_display_imports()
+    _job_events = job_events
+
+
+def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
+               export: dict[str, Any]):
+    """Input ``number`` of ``batch`` (in a worker): returns (frames, width, height, s).
+
+    Sends ``("started", number)`` to the batch process, and ``("stopped", number)`` when
+    SIGTERM stopped it (its pool stopping it with a killed worker, or the batch process).
+    """
     start = time.perf_counter()
-    with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert does
-        result = _convert(source, output, selection, export)
+    try:
+        with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert
+            _job_events.send(("started", number))  # (once SIGTERM is sure to say "stopped")
+            result = _convert(source, output, selection, export)
+    except _Terminated:
+        _job_events.send(("stopped", number))
+        raise
     return result.n_frames, result.width, result.height, time.perf_counter() - start
 
 
@@ -280,6 +307,18 @@ def _output_name(source: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _one_file_anywhere(a: str, b: str) -> bool:
+    """Return True if the paths ``a`` and ``b`` name one file on some file system.
+
+    Names that differ only in case or in Unicode normalization (NFC, NFD) are one file on
+    macOS and Windows: batch refuses them everywhere.
+    """
+    def key(path: str) -> str:
+        return unicodedata.normalize("NFC", path).casefold()
+
+    return key(a) == key(b)
 
 
 def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -404,7 +443,8 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     """Make one movie per input stack, several at once in parallel processes.
 
     Each INPUT is one stack, as in "convert": a file, a folder of TIFFs or a quoted glob; the
-    movie is OUT/<name>.<ext> with the file's stem, the folder's name or the glob's folder name.
+    movie is OUT/<name>.<ext> with the file's stem, the folder's name or the glob's folder name
+    (two inputs whose names differ only in case are refused: one file on macOS and Windows).
     An input that fails is reported and the others go on; a summary ends the run and the exit
     code is 1 if any input failed. Takes the options of "convert".
     """
@@ -420,7 +460,7 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")
-        clash = [s for s, o in outputs.items() if o == output]
+        clash = [s for s, o in outputs.items() if _one_file_anywhere(o, output)]
         if clash:
             raise ExportArgumentError(f"{clash[0]} and {source} would both write {output}")
         outputs[source] = output
@@ -428,34 +468,52 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
 
     failed: list[str] = []
     workers = min(jobs or os.cpu_count() or 1, len(sources))
+    context = get_context("spawn")
+    # small messages of the jobs on one pipe (atomic writes, no lock a killed worker holds)
+    events_from_jobs, job_events = context.Pipe(duplex=False)
+    started: set[int] = set()  # inputs whose job started in the current pool
+    stopped: set[int] = set()  # ... and was stopped by SIGTERM
+
+    def read_job_events() -> None:
+        while events_from_jobs.poll():
+            event, number = events_from_jobs.recv()
+            (started if event == "started" else stopped).add(number)
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"),
-            initializer=_skip_display_imports,
+            max_workers=workers, mp_context=context,
+            initializer=_start_worker, initargs=(job_events,),
         )
 
     executor = new_pool()
     # Submit one job per free worker, so that after Ctrl-C no queued input starts.
-    waiting = list(outputs.items())
-    running: dict[Any, str] = {}
+    waiting = list(enumerate(sources))
+    running: dict[Any, int] = {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                source, output = waiting.pop(0)
-                running[executor.submit(_batch_job, source, output, selection, export)] = source
+                number, source = waiting.pop(0)
+                job = (number, source, outputs[source], selection, export)
+                running[executor.submit(_batch_job, *job)] = number
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
             if broken:  # a worker was killed (out of memory?): the pool stops all the others
                 executor.shutdown(wait=True)  # and once they are gone, their jobs are over
                 finished = set(running)
+            read_job_events()
             for future in finished:
-                source = running.pop(future)
+                number = running.pop(future)
+                source = sources[number]
                 try:
                     n_frames, width, height, seconds = future.result()
                 except BrokenProcessPool:
-                    failed.append(source)
                     remove_unheld_temporaries(outputs[source])  # its worker's: no one's now
+                    # stopped with the killed worker, or not started yet: retried (unless no
+                    # job started at all: workers that die before, e.g. out of memory)
+                    if number in stopped or (number not in started and started):
+                        waiting.insert(0, (number, source))
+                        continue
+                    failed.append(source)
                     click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
                                "the system, out of memory?)", err=True)
                     continue
@@ -469,10 +527,18 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                     f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
-            if broken:  # the inputs still waiting get a new pool
+            if broken:  # the inputs it stopped, and those still waiting, get a new pool
+                started.clear()
+                stopped.clear()
                 executor = new_pool()
+    except _Terminated:  # SIGTERM to this process alone: stop the workers' exports too
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        events_from_jobs.close()
+        job_events.close()
     done = len(sources) - len(failed)
     summary = f"{done} of {len(sources)} converted into {out}"
     if failed:

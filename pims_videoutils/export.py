@@ -31,11 +31,11 @@ except ImportError:  # Windows: temporary files of killed exports are not found 
     fcntl = None
 
 from . import _ffmpeg
-from ._errors import ExportArgumentError
+from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, display_limits
+from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -290,6 +290,11 @@ def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path
     refused. Otherwise both paths are the same.
     """
     given = Path(os.fspath(path)).expanduser().absolute()
+    if len(os.fsencode(given.name)) > NAME_MAX:
+        raise ExportArgumentError(
+            f"{given}: the file name is too long ({len(os.fsencode(given.name))} bytes, at "
+            f"most {NAME_MAX})"
+        )
     target = given
     if target.is_symlink():
         target = Path(os.path.realpath(target))
@@ -313,7 +318,9 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
     the finished video gets the usual permissions. Where the OS and the file system have
     ``flock`` (not Windows), the file is locked for as long as the returned descriptor is
     open (close it when the export ends), and the temporary files that killed exports to
-    ``target`` left are removed first (:func:`_remove_abandoned`).
+    ``target`` left are removed first (:func:`_remove_abandoned`). A file that a clean-up
+    (:func:`remove_unheld_temporaries`) probed between its creation and its lock is given
+    up for a new one: the export never runs without the lock where locks work.
 
     Returns
     -------
@@ -330,11 +337,26 @@ def _reserve_temporary(target: Path) -> tuple[str, int | None]:
             continue
         except OSError as exc:
             raise ExportArgumentError(f"cannot write in folder {target.parent}: {exc}") from exc
-        if _take_lock(fd) is _LockCheck.NOT_HELD:
+        lock = _take_lock(fd)
+        if lock is _LockCheck.CANNOT_TELL:
+            os.close(fd)
+            return str(name), None
+        if lock is _LockCheck.NOT_HELD and _names_file_of(name, fd):
             return str(name), fd
+        # a clean-up (remove_unheld_temporaries) probed the file before it was locked: it
+        # holds the lock and removes the file, or has removed it; another name is taken
         os.close(fd)
-        return str(name), None
     raise ExportArgumentError(f"cannot create a temporary file in {target.parent}")
+
+
+def _names_file_of(path: Path, fd: int) -> bool:
+    """Return True if ``path`` names the file open as ``fd`` (not one removed, or made anew)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 class _LockCheck(enum.Enum):
@@ -398,7 +420,8 @@ def _remove_temporaries(target: Path, untouched_for: float, if_cannot_tell: bool
     only if ``if_cannot_tell``.
 
     The age is checked before the lock is tried: trying it on a file just created would
-    make its export, locking it a moment later, run unlocked.
+    make its export, locking it a moment later, give it up for another one
+    (:func:`_reserve_temporary`).
     """
     for path in temporaries_of(target):
         try:
@@ -731,7 +754,9 @@ def to_video(
         Integer ``n >= 1``: n x n nearest-neighbour up-scaling. ``1/n`` (0.5, 0.25...):
         n x n block means (the last ``size % n`` rows/columns are dropped).
     extra_args : sequence of str
-        More ffmpeg output options (they override ours).
+        More ffmpeg output options (they override ours). They must keep every frame and the
+        container: options that cut, drop or add frames, or write no file, fail after
+        encoding (FFmpegError; the target is untouched).
     overwrite : bool
         Replace an existing ``path`` (only once the new video is complete). A symbolic link
         is kept and the file it points to replaced; a link to nothing is refused.
@@ -753,61 +778,67 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
-        missing or unwritable folder, an existing file with ``overwrite=False``, a
-        symbolic link to nothing, frames of an unsupported dtype (complex, object...) or
-        shape, frames larger than the codec or container stores (after scaling and
-        padding: libx264 16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``,
-        ``.mov`` and ``.avi`` 65535), inconsistent options. During the export: a frame
-        whose shape or dtype differs from the first one, or with masked values. At the
-        end, with ``overwrite=False``: a file created at ``path`` while encoding (it is
-        kept).
+        missing or unwritable folder, a file name over 255 bytes, an existing file with
+        ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
+        (complex, object...) or shape, frames larger than the codec or container stores
+        (after scaling and padding: libx264 16384 pixels a side, VP9 65536, ProRes,
+        ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent options. During the
+        export: a frame whose shape or dtype differs from the first one, or with masked
+        values. At the end, with ``overwrite=False``: a file created at ``path`` while
+        encoding (it is kept).
     FFmpegError
-        ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
+        ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
+        input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
+        the command and the end of ffmpeg's messages.
     """
     target = Path(os.fspath(path))
+    percentiles = _percentile_pair(percentiles)  # once: they may be a generator
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
         channel_colors=channel_colors, projection=projection, scale=scale, extra_args=extra_args,
     )
     given, target = _prepare_target(target, overwrite)
-    source = FrameSource(frames)
-    layout = frame_layout(source, channel_axis, projection, projection_axis)
-    sample_cache: list[np.ndarray] = []
-
-    def samples() -> list[np.ndarray]:
-        if not sample_cache:
-            sample_cache.extend(source.sample(layout))
-        return sample_cache
-
-    first = layout(source.first)
-    channels = first.ndim == 3
-    n_channels = first.shape[2] if channels else 1
-    colors = _color_list(channel_colors)
-    one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
-    keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
-    maps = [
-        _intensity_map(
-            first.dtype,
-            setting,
-            (lambda c=c: [f[..., c] for f in samples()]) if channels else samples,
-            percentiles,
-            gamma,
-            keep_16bit,
-        )
-        for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
-    ]
-    sample_cache.clear()  # the contrast is set: the sampled frames are not kept while encoding
-    render = _Renderer(maps, channels, colormap, colors)
-    out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
-    height, width = first.shape[:2]
-    scaled = (int(height * factor), int(width * factor))
-    if min(scaled) < 1:
-        raise ExportArgumentError(f"scale={scale} leaves no pixel of {width}x{height} frames")
-    padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
-    _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
+    # reserved before any frame is read: an unwritable folder fails at once
     tmp_name, lock = _reserve_temporary(target)
     try:
+        source = FrameSource(frames)
+        layout = frame_layout(source, channel_axis, projection, projection_axis)
+        sample_cache: list[np.ndarray] = []
+
+        def samples() -> list[np.ndarray]:
+            if not sample_cache:
+                sample_cache.extend(source.sample(layout))
+            return sample_cache
+
+        first = layout(source.first)
+        channels = first.ndim == 3
+        n_channels = first.shape[2] if channels else 1
+        colors = _color_list(channel_colors)
+        one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
+        keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
+        maps = [
+            _intensity_map(
+                first.dtype,
+                setting,
+                (lambda c=c: [f[..., c] for f in samples()]) if channels else samples,
+                percentiles,
+                gamma,
+                keep_16bit,
+            )
+            for c, setting in enumerate(_channel_contrasts(contrast, n_channels))
+        ]
+        sample_cache.clear()  # the contrast is set: the sampled frames are not kept encoding
+        render = _Renderer(maps, channels, colormap, colors)
+        out_pixel_format = _ffmpeg.output_pixel_format(chosen, render.pixel_format)
+        height, width = first.shape[:2]
+        scaled = (int(height * factor), int(width * factor))
+        if min(scaled) < 1:
+            raise ExportArgumentError(
+                f"scale={scale} leaves no pixel of {width}x{height} frames"
+            )
+        padded = _ffmpeg.padded_size(chosen, out_pixel_format, *scaled)
+        _ffmpeg.check_frame_size(target.suffix, chosen, *padded)
         command = _ffmpeg.build_command(
             ffmpeg=_ffmpeg.ffmpeg_exe(),
             output=tmp_name,
@@ -855,7 +886,14 @@ def _encode(
     progress: bool,
     frame_bytes: int,
 ) -> int:
-    """Run ffmpeg on every frame of ``source``; return the number of frames written."""
+    """Run ffmpeg on every frame of ``source``; return the number of frames written.
+
+    Raises
+    ------
+    FFmpegError
+        If ffmpeg fails, or (through ``extra_args``) encodes another number of frames than
+        it was sent or writes nothing to its file.
+    """
     bar = None
     if progress and source.length is not None:
         from tqdm import TqdmWarning
@@ -878,7 +916,20 @@ def _encode(
                 if bar is not None:
                     bar.update()
             proc.finish()
+            if proc.frames_encoded is None:
+                raise FFmpegError("ffmpeg did not report how many frames it encoded: "
+                                  "extra_args must not redirect -progress", command, 0,
+                                  proc.stderr_tail)
+            if proc.frames_encoded != n_frames:
+                raise FFmpegError(
+                    f"ffmpeg encoded {proc.frames_encoded} frames of the {n_frames} sent: "
+                    f"extra_args must not cut, drop or add frames",
+                    command, 0, proc.stderr_tail,
+                )
     finally:
         if bar is not None:
             bar.close()
+    if os.path.getsize(command[-1]) == 0:
+        raise FFmpegError("ffmpeg wrote nothing to the file: extra_args must not change the "
+                          "output format ('-f')", command, 0)
     return n_frames

@@ -207,8 +207,12 @@ def display_limits(
 
 
 def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
-    """Return ``(low, high)``; ExportArgumentError unless two increasing numbers in [0, 100]."""
+    """Return ``(low, high)``; ExportArgumentError unless two increasing numbers in [0, 100].
+
+    ``percentiles`` may be any iterable (a generator is read once).
+    """
     try:
+        percentiles = tuple(percentiles)
         low, high = (float(p) for p in percentiles)
     except (TypeError, ValueError):
         low = high = float("nan")
@@ -217,7 +221,7 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
             f"percentiles must be two increasing values (low, high), got {percentiles!r}"
         )
     if low < 0 or high > 100:
-        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {tuple(percentiles)}")
+        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {percentiles}")
     return low, high
 
 

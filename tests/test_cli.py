@@ -317,6 +317,15 @@ def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     assert not (tmp_path / "movies").exists()
 
 
+def test_batch_refuses_output_names_that_differ_only_in_case(tmp_path, stack):
+    # one file on macOS and Windows (case-insensitive file systems): one movie would be lost
+    shutil.copy(stack, tmp_path / "Cells.tif")
+    shutil.copy(stack, tmp_path / "cells.TIF")
+    result = run("batch", "Cells.tif", "cells.TIF", "--out", "movies", cwd=tmp_path)
+    _assert_one_line_error(result, "Cells.tif and cells.TIF would both write", "cells.mp4")
+    assert not (tmp_path / "movies").exists()
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 
@@ -589,9 +598,9 @@ def test_batch_goes_on_when_a_worker_is_killed(tmp_path, lock_holder):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one(tmp_path):
-    # one worker of two is killed: the pool stops the other one too (both inputs fail), and
-    # the temporary files of both are removed, once both processes are gone
+def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_path):
+    # one worker of two is killed: the pool stops the other one too. Only the killed
+    # worker's input fails; the stopped one is converted in a new pool; no temporary file
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
@@ -602,14 +611,45 @@ def test_batch_leaves_no_temporary_file_of_the_workers_stopped_with_a_killed_one
                 break
             time.sleep(0.05)
         os.kill(_workers(process.pid)[0], signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=240)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     assert process.returncode == 1, stderr
-    assert "1 of 3 converted" in stdout and "2 failed" in stdout
-    assert sorted(p.name for p in movies.iterdir()) == ["s2.mp4"]
+    [killed] = re.findall(r"FAILED (s[01]\.tif): a worker process died", stderr)
+    assert "2 of 3 converted" in stdout and f"1 failed: {killed}" in stdout
+    converted = sorted({"s0", "s1", "s2"} - {killed[:2]})
+    assert sorted(p.name for p in movies.iterdir()) == [f"{n}.mp4" for n in converted]
+    for name in converted:
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 300
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
+    # kill <pid of pims-video>: the workers and their ffmpeg stop at once, as with convert,
+    # instead of finishing their movies; no partial file is left
+    process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
+    try:
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
+            if len(started) == 2:  # both workers are encoding
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
+            os.kill(orphan, signal.SIGKILL)
+    assert process.returncode == 143, stderr
+    assert "pims-video: terminated" in stderr
+    assert list(movies.iterdir()) == []  # no movie finished, no partial file
+    assert _processes_naming(str(tmp_path)) == []
 
 
 # ---- helpers of the commands -----------------------------------------------------------

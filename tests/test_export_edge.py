@@ -12,13 +12,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from test_export import leftovers, no_ffmpeg, read_back  # noqa: F401 (no_ffmpeg: a fixture)
 
-from pims_videoutils import ExportArgumentError, export, to_video
+from pims_videoutils import ExportArgumentError, FFmpegError, export, to_video
 from pims_videoutils.export import temporaries_of
 from pims_videoutils.readers import TiffStackND
 
@@ -521,6 +522,18 @@ def _locked_by_another(path):
     return False
 
 
+def _wait_until_unchanged(path, quiet_seconds=0.5, timeout=30):
+    """Wait until ``path`` is left unchanged (size, modification time) for a while."""
+    deadline = time.monotonic() + timeout
+    before = None
+    while time.monotonic() < deadline:
+        now = path.stat()
+        if before is not None and (now.st_size, now.st_mtime_ns) == before:
+            return
+        before = (now.st_size, now.st_mtime_ns)
+        time.sleep(quiet_seconds)
+
+
 @needs_flock
 def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):
     """A running export's file is locked, so never removed; once its process is killed
@@ -553,6 +566,7 @@ def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path)
     finally:
         process.kill()
         process.wait()
+    _wait_until_unchanged(left)  # its ffmpeg, orphaned, ends its file on the end of its input
     assert left.exists() and not _locked_by_another(left)
     _age(left)
     levels = np.array([10, 80, 150, 220], np.uint8)
@@ -642,3 +656,116 @@ def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
     monkeypatch.setattr(export.fcntl, "flock", no_locks)
     remove_unheld_temporaries(tmp_path / "movie.mp4")
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [["-frames:v", "1"], ["-t", "1"], ["-vf", r"select=eq(n\,0)"], ["-f", "null"],
+     ["-progress", "pipe:1"]],  # (ffmpeg's report of the frames it encoded goes elsewhere)
+)
+def test_extra_args_that_drop_frames_or_the_file_fail_and_keep_the_target(tmp_path, extra_args):
+    """Every input frame is one movie frame: ffmpeg options in extra_args that cut or drop
+    frames, or write no file, are an FFmpegError and the existing target stays."""
+    target = tmp_path / "x.mp4"
+    target.write_bytes(b"the previous movie")
+    movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
+    with pytest.raises(FFmpegError, match="extra_args"):
+        to_video(movie, target, progress=False, extra_args=extra_args)
+    assert target.read_bytes() == b"the previous movie"
+    assert leftovers(tmp_path) == ["x.mp4"]
+
+
+def test_extra_args_that_keep_every_frame_are_written(tmp_path):
+    movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
+    result = to_video(movie, tmp_path / "x.mp4", progress=False, extra_args=["-tune", "film"])
+    assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("/proc", marks=pytest.mark.skipif(
+            not os.path.isdir("/proc/self"), reason="needs Linux /proc (refuses new files)")),
+        "long name",
+    ],
+)
+def test_a_target_that_cannot_be_written_fails_before_any_frame_is_read(tmp_path, where):
+    """A folder refusing new files (refused once 50 frames were read for the contrast), or
+    a name over 255 bytes (a plain OSError, ENAMETOOLONG), is an ExportArgumentError before
+    the input is read."""
+    target = (Path("/proc") / "pims-videoutils-test.mp4" if where == "/proc"
+              else tmp_path / ("L" * 252 + ".mp4"))
+    read = []
+
+    def frames():
+        for _ in range(60):
+            read.append("a frame")
+            yield np.zeros((6, 8), np.uint16)
+
+    with pytest.raises(ExportArgumentError, match=r"cannot write|too long"):
+        to_video(frames(), target, progress=False)
+    assert read == [] and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("contrast", ["auto", "frame"])
+def test_percentiles_given_as_a_generator_are_read_once(tmp_path, contrast):
+    movie = np.random.default_rng(1).normal(100, 20, (4, 16, 16)).astype(np.float32)
+    as_tuple = to_video(movie, tmp_path / "a.mkv", lossless=True, contrast=contrast,
+                        percentiles=(5, 95), progress=False)
+    as_generator = to_video(movie, tmp_path / "b.mkv", lossless=True, contrast=contrast,
+                            percentiles=(p for p in (5, 95)), progress=False)
+    assert as_generator.intensity_range == as_tuple.intensity_range
+    np.testing.assert_array_equal(read_back(tmp_path / "b.mkv")[0],
+                                  read_back(tmp_path / "a.mkv")[0])
+
+
+@needs_flock
+@pytest.mark.parametrize("probe", ["before the lock", "holding the lock"])
+def test_an_export_whose_new_temporary_file_is_probed_still_holds_it(
+    tmp_path, monkeypatch, probe
+):
+    """pims-video batch, after a worker died, removes the unlocked temporary files of its
+    movie at once (remove_unheld_temporaries). Probing a file that another export has just
+    created, before that export locks it, made the export run unlocked (the probe held the
+    lock), or lock a removed file: its file, written anew by ffmpeg, was unlocked."""
+    from pims_videoutils.export import remove_unheld_temporaries
+
+    target = tmp_path / "movie.mp4"
+    real_take_lock = export._take_lock
+    probed = []
+
+    def take_lock_after_a_probe(fd):
+        if not probed:
+            probed.append(True)
+            [new] = temporaries_of(target)
+            if probe == "before the lock":
+                remove_unheld_temporaries(target)
+            else:  # the probe holds the lock as the export tries it, then removes the file
+                held = os.open(new, os.O_RDONLY)
+                fcntl.flock(held, fcntl.LOCK_EX)
+                try:
+                    return real_take_lock(fd)
+                finally:
+                    new.unlink()
+                    os.close(held)
+        return real_take_lock(fd)
+
+    monkeypatch.setattr(export, "_take_lock", take_lock_after_a_probe)
+    locked_while_encoding = []
+
+    def frames():
+        for k in range(40):
+            if k == 20:  # ffmpeg runs: its file is the export's, locked
+                deadline = time.monotonic() + 30
+                while not temporaries_of(target) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                locked_while_encoding.append(
+                    [_locked_by_another(path) for path in temporaries_of(target)]
+                )
+            yield np.full((16, 16), 6 * k, np.uint8)
+
+    result = to_video(frames(), target, contrast=(0, 255), progress=False)
+    assert probed and locked_while_encoding == [[True]]
+    assert result.n_frames == 40 and leftovers(tmp_path) == ["movie.mp4"]
+    np.testing.assert_allclose(read_back(target)[0].mean(axis=(1, 2)), 6 * np.arange(40),
+                               atol=3)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from fractions import Fraction
 
@@ -346,3 +347,15 @@ def test_ffv1_slices():
     assert ffv1_slices(1, 100, "gray") == 1
     assert ffv1_slices(1, 300, "gray") is None  # only level 1 (no slices) takes it
     assert ffv1_slices(8000, 8000, "gray16le") > 4
+
+
+def test_frame_count_of_a_progress_report_written_into_a_log_line():
+    """ffmpeg writes a progress block in one piece, but a log message in parts (context,
+    level, text): a block can land after the context of a message, on its line."""
+    report = ("[mp4 @ 0x5f] frame=30\nfps=0.00\nprogress=end\n"
+              "[warning] a message\n")
+    command = [sys.executable, "-c", f"import sys; sys.stderr.write({report!r})"]
+    with FFmpegProcess(command) as proc:
+        proc.finish()
+    assert proc.frames_encoded == 30
+    assert proc.stderr_tail.splitlines() == ["[mp4 @ 0x5f] frame=30", "[warning] a message"]
