@@ -421,10 +421,11 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     """Return the temporary files of exports to ``target`` still beside it.
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
-    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes that
-    of a worker that died (:func:`remove_unheld_temporaries`), and the next export to
-    ``target`` removes those left untouched for a minute by exports that no longer run (not
-    on Windows).
+    out-of-memory killer, a restarted Jupyter kernel, ``SIGTERM`` that the program does not
+    handle): ``pims-video batch`` removes that of a worker that died
+    (:func:`remove_unheld_temporaries`), and the next export to ``target`` removes those
+    left untouched for a minute by exports that no longer run (not on Windows, nor on file
+    systems without ``flock``).
 
     Parameters
     ----------
@@ -647,8 +648,9 @@ def to_video(
     file beside ``path`` and renamed only when ffmpeg succeeded: on any error (a bad frame,
     ffmpeg failing, Ctrl-C) ffmpeg is stopped, the temporary file removed and an existing
     file at ``path`` left untouched. A process killed outright (``SIGKILL``, a restarted
-    Jupyter kernel) leaves its hidden temporary file; the next export to ``path`` removes
-    it once it is a minute old (see :func:`temporaries_of`).
+    Jupyter kernel, or ``SIGTERM`` where the program does not handle it, as ``pims-video``
+    does) leaves its hidden temporary file; the next export to ``path`` removes it once it
+    is a minute old (see :func:`temporaries_of`).
 
     Parameters
     ----------
