@@ -312,6 +312,35 @@ def test_opt_out_until_our_readers_are_used(fake_site: FakeSite, stack_tif: Path
     assert out.stdout.split() == ["TiffStack_tifffile", "TiffStackND", "False"]
 
 
+@pytest.mark.parametrize(
+    ("modules", "expected"),
+    [("pims_videoutils.readers", "TiffStack_tifffile"),
+     ("pims_videoutils.readers, pims_videoutils.sequence", "TiffSequenceND")],
+)
+def test_opt_out_file_of_a_multifile_dataset_needs_the_sequence_module(
+    fake_site: FakeSite, tmp_path: Path, modules: str, expected: str
+) -> None:
+    """As the README says: opted out (or where .pth files do not run), importing
+    pims_videoutils.readers alone gives a file of a multi-file dataset to pims's TiffStack,
+    which shows that file alone; with pims_videoutils.sequence imported too it is the
+    dataset."""
+    from mmwriter import write_mmstack
+
+    (tmp_path / "acq").mkdir()
+    data = np.arange(2 * 2 * 1 * 1 * 6 * 5, dtype=np.uint16).reshape(2, 2, 1, 1, 6, 5)
+    first = write_mmstack(tmp_path / "acq", data)[0]
+    out = fake_site.run(
+        f"""
+        import pims
+        import {modules}
+        print(type(pims.open({str(first)!r})).__name__)
+        """,
+        "-W", "ignore::ResourceWarning",
+        **{SWITCH: "1"},
+    )
+    assert out.stdout.split() == [expected]
+
+
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     out = fake_site.run(
