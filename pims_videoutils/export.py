@@ -765,7 +765,8 @@ def to_video(
         with masked values. At the end, with ``overwrite=False``: a file created at
         ``path`` while encoding (it is kept).
     FFmpegError
-        ffmpeg failed; the error carries the command and the end of ffmpeg's messages.
+        ffmpeg failed; the error carries the command and the end of ffmpeg's messages. Also
+        when no ffmpeg binary is found (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
     target = Path(os.fspath(path))
     factor, chosen, rate = check_arguments(
