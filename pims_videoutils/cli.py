@@ -313,6 +313,11 @@ def cli(state: dict[str, bool], debug: bool) -> None:
     """Read microscopy stacks with PIMS and turn them into movies with ffmpeg.
 
     Run "pims-video COMMAND --help" for the options of a command.
+
+    Exit codes: 0 success; 1 an error (a stack that cannot be read, a bad option for it,
+    ffmpeg failing, any failed input of a batch); 2 a usage error; 130 interrupted (Ctrl-C)
+    and 143 terminated (SIGTERM: kill, timeout, a batch system's time limit), which stop
+    ffmpeg and leave no partial movie.
     """
     state["debug"] = debug
 

@@ -75,6 +75,16 @@ def test_help_has_examples(tmp_path, command):
     assert "pims-video " + (command[0] if command else "") in result.stdout
 
 
+def test_help_gives_the_exit_codes(tmp_path):
+    """The exit codes (SIGTERM's 143 among them) were in the README and the module
+    docstring only; a batch system's user reads --help."""
+    result = run("--help", cwd=tmp_path)
+    text = " ".join(result.stdout.split())
+    for code in ("0 success", "1 ", "2 a usage error", "130 interrupted (Ctrl-C)",
+                 "143 terminated (SIGTERM"):
+        assert code in text
+
+
 def test_console_script_is_registered():
     from importlib.metadata import entry_points
 
