@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -521,6 +522,25 @@ def _locked_by_another(path):
     return False
 
 
+def _wait_until_no_process_has_open(path, timeout=60):
+    """Wait until no process holds ``path`` open (Linux's /proc; elsewhere, return at once).
+
+    ffmpeg outlives an export killed outright: it reads the end of its input and finishes
+    the file, touching it after the test aged it.
+    """
+    path, deadline = Path(path).resolve(), time.monotonic() + timeout
+    while os.path.isdir("/proc/self/fd") and time.monotonic() < deadline:
+        holders = []
+        for fd_folder in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                holders += [fd for fd in fd_folder.iterdir() if fd.resolve() == path]
+            except OSError:  # a process that ended, or not ours to look at
+                continue
+        if not holders:
+            return
+        time.sleep(0.05)
+
+
 @needs_flock
 def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):
     """A running export's file is locked, so never removed; once its process is killed
@@ -553,6 +573,7 @@ def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path)
     finally:
         process.kill()
         process.wait()
+    _wait_until_no_process_has_open(left)
     assert left.exists() and not _locked_by_another(left)
     _age(left)
     levels = np.array([10, 80, 150, 220], np.uint8)
