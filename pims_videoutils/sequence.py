@@ -654,8 +654,8 @@ class TiffSequenceND(PlanesND):
         more. A file that cannot be opened because the process has as many files open as
         it may (``ulimit -n``), even after every reader's idle files were closed.
     ValueError
-        An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
-        type cannot hold.
+        An invalid ``pattern``, ``max_open_files < 1``, a ``fill_missing`` value the pixel
+        type cannot hold, or ``copy=False`` with files whose byte order is not native.
     TypeError
         ``series`` is not an integer, or ``source`` is not a path or a sequence of paths.
 
