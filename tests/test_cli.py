@@ -159,10 +159,20 @@ def test_info_json_for_a_file_and_a_folder(stack, plane_files, tmp_path):
 
 
 def test_info_several_paths_one_bad(stack, tmp_path):
-    result = run("info", str(stack), str(tmp_path / "missing.tif"), cwd=tmp_path)
+    """Each PATH is shown: a bad one is reported and the later ones still shown (info
+    stopped at the first bad path, and --json then printed nothing for the good ones)."""
+    missing = str(tmp_path / "missing.tif")
+    result = run("info", str(stack), missing, str(stack), cwd=tmp_path)
     assert result.returncode == 1
-    assert str(stack) in result.stdout
+    assert result.stdout.count(str(stack)) == 2
     assert result.stderr.startswith("pims-video: error: ")
+    assert "missing.tif" in result.stderr
+
+    result = run("info", "--json", missing, str(stack), cwd=tmp_path)
+    assert result.returncode == 1
+    bad, good = json.loads(result.stdout)
+    assert bad["path"] == missing and "no such file" in bad["error"]
+    assert good["path"] == str(stack) and good["dtype"] == "uint16"
     assert "missing.tif" in result.stderr
 
 
