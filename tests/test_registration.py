@@ -726,14 +726,15 @@ def test_open_glob_naming_one_folder(numbered_tiffs: tuple[Path, list[Path]]) ->
         np.testing.assert_array_equal(np.stack([np.asarray(f) for f in reader]), expected)
 
 
-@pytest.mark.parametrize("form", ["folder", "glob"])
+@pytest.mark.parametrize("form", ["folder", "glob", "list"])
 def test_open_folder_or_tiff_glob_is_tiff_sequence(
     numbered_tiffs: tuple[Path, list[Path]], form: str
 ) -> None:
+    """As pims.open: a list of TIFF files too (it raised os.fspath's TypeError)."""
     from pims_videoutils import TiffSequenceND
 
     folder, files = numbered_tiffs
-    source = folder if form == "folder" else folder / "img*.tif"
+    source = {"folder": folder, "glob": folder / "img*.tif", "list": files[::-1]}[form]
     with pims_videoutils.open(source) as reader:
         assert isinstance(reader, TiffSequenceND)
         expected = np.stack([tifffile.imread(name) for name in files])
@@ -769,6 +770,12 @@ def test_opens_as_sequence(tmp_path: Path, names: list[str], pattern: str, expec
     for name in names:
         (tmp_path / name).touch()
     assert opens_as_sequence(os.path.join(tmp_path, pattern)) is expected
+
+
+@pytest.mark.parametrize("source", [[1, 2], ["a.png", "b.png"], b"x.tif", None])
+def test_open_of_what_is_no_path_nor_list_of_tiffs_is_a_type_error(source) -> None:
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
+        pims_videoutils.open(source)
 
 
 def test_open_missing_file(tmp_path: Path) -> None:
