@@ -89,16 +89,20 @@ class ExportArgumentError(PimsVideoutilsError, ValueError):
 
 
 class FFmpegError(PimsVideoutilsError, RuntimeError):
-    """ffmpeg failed while encoding a video.
+    """ffmpeg failed while encoding a video, or could not be started.
+
+    Also raised when no ffmpeg binary is found (imageio-ffmpeg ships none for this platform
+    and none is on the system: install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``) or the binary
+    cannot be run; ``command`` is then empty or not run, and ``returncode`` None.
 
     Parameters
     ----------
     message : str
         What went wrong.
     command : list of str
-        The ffmpeg command line that was run.
+        The ffmpeg command line that was run (empty when no ffmpeg was found).
     returncode : int or None
-        ffmpeg's exit code, or None when it was stopped by us.
+        ffmpeg's exit code, or None when it was stopped by us or never started.
     stderr_tail : str
         The last lines ffmpeg wrote to its standard error.
 

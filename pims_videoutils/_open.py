@@ -24,6 +24,7 @@ import glob
 import os
 import stat
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -281,7 +282,7 @@ def _candidates(extension: str) -> list[type]:
     )
 
 
-def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+def open(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwargs: Any) -> Any:
     """Open an image file with the best pims reader, like :func:`pims.open`.
 
     Differences from :func:`pims.open`: ``path`` may be a :class:`pathlib.Path` (or any
@@ -291,16 +292,16 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     :class:`~pims_videoutils.StackNotFoundError`; and when every candidate fails, the error
     lists each reader with the exception it raised (pims only says that all of them failed).
     A folder holding TIFF files (or position sub-folders that do), an NDTiff dataset's
-    ``NDTiff.index``, or a glob pattern matching several
-    files that are all TIFF files, opens as one :class:`~pims_videoutils.TiffSequenceND` (see
-    :func:`opens_as_sequence`). Any other path that does not exist is read as a glob pattern:
-    one match is opened (a folder of TIFF files as a ``TiffSequenceND``), several are handed
-    to :func:`pims.open` (which returns a ``pims.ImageSequence``).
+    ``NDTiff.index``, or a glob pattern matching several files that are all TIFF files,
+    opens as one :class:`~pims_videoutils.TiffSequenceND` (see :func:`opens_as_sequence`),
+    and so does a list of TIFF files. Any other path that does not exist is read as a glob
+    pattern: one match is opened (a folder of TIFF files as a ``TiffSequenceND``), several
+    are handed to :func:`pims.open` (which returns a ``pims.ImageSequence``).
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The file to open, a folder of TIFF files, or a glob pattern.
+    path : str, os.PathLike or list of them
+        The file to open, a folder of TIFF files, a glob pattern, or a list of TIFF files.
     **kwargs
         Passed to the reader's constructor (to each candidate in turn).
 
@@ -313,7 +314,7 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     Raises
     ------
     TypeError
-        If ``path`` is neither a string nor ``os.PathLike[str]``.
+        If ``path`` is neither a string, ``os.PathLike[str]`` nor a list of TIFF files.
     StackNotFoundError
         If nothing exists at ``path`` and the pattern matches no file.
     StackReadError
@@ -327,9 +328,12 @@ def open(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     from . import readers, sequence  # noqa: F401  (ours are candidates, installed or not)
 
     ensure_readers_loaded()
-    target = os.fspath(path)
+    if _is_list_of_tiffs(path):
+        return _open_sequence([os.path.expanduser(os.fspath(name)) for name in path], kwargs)
+    target = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(target, str):
-        raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike[str] (or a list of TIFF files), "
+                        f"not {type(path).__name__}")
     target = os.path.expanduser(str(target))  # str: numpy.str_'s folder would list as bytes
     if opens_as_sequence(target):
         return _open_sequence(target, kwargs)

@@ -5,10 +5,10 @@ Argument parsing and exit codes only. Every command is a few calls of the Python
 movie), :func:`pims_videoutils.to_video` and :func:`pims_videoutils.write_sample`.
 
 Exit codes: 0 success; 1 an error of the package (a stack that cannot be read, a bad export
-argument, ffmpeg failing, a file that cannot be written) or any failed input of a batch; 2 a
-usage error (unknown option, bad value); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM,
-which stops an export as Ctrl-C does). Errors are one line on
-stderr, ``pims-video: error: <message>``; ``pims-video --debug ...`` adds the traceback.
+argument, ffmpeg failing, a file that cannot be written) or any failed input of a batch or
+PATH of ``info``; 2 a usage error (unknown option, bad value); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM, which stops an export as Ctrl-C does). Errors are one line on stderr,
+``pims-video: error: <message>``; ``pims-video --debug ...`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -352,6 +352,11 @@ def cli(state: dict[str, bool], debug: bool) -> None:
     """Read microscopy stacks with PIMS and turn them into movies with ffmpeg.
 
     Run "pims-video COMMAND --help" for the options of a command.
+
+    Exit codes: 0 success; 1 an error (a stack that cannot be read, a bad option for it,
+    ffmpeg failing, any failed input of a batch or PATH of info); 2 a usage error; 130
+    interrupted (Ctrl-C) and 143 terminated (SIGTERM: kill, timeout, a batch system's time
+    limit), which stop ffmpeg and leave no partial movie.
     """
     state["debug"] = debug
 
@@ -364,30 +369,44 @@ def cli(state: dict[str, bool], debug: bool) -> None:
 ))
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list with one object per PATH instead of text.")
-def info(paths: tuple[str, ...], as_json: bool) -> int:
+              help="Print a JSON list with one object per PATH instead of text (for a PATH "
+                   "that cannot be read: its path and error).")
+@click.pass_obj
+def info(state: dict[str, bool], paths: tuple[str, ...], as_json: bool) -> int:
     """Show what a reader sees in each PATH (file, folder or glob).
 
     Axes and sizes, dtype, storage (mapped: planes read straight from their place in the file;
     decoded: pages decoded), pixel size, z step, frame interval, channels, writer software and
-    the series in the file.
+    the series in the file. A PATH that cannot be read is reported and the others are shown;
+    the exit code is then 1.
     """
     import json
 
     records = []
+    failed = shown = False
     for source in paths:
-        reader = open_stack(source)
         try:
-            records.append(summarize(source, reader))
-        finally:
-            reader.close()
-        if not as_json:  # print as we go: a later bad path still shows the earlier ones
-            if len(records) > 1:
+            reader = open_stack(source)
+            try:
+                record = summarize(source, reader)
+            finally:
+                reader.close()
+        except (PimsVideoutilsError, OSError) as error:  # one bad path must not hide the rest
+            failed = True
+            if state["debug"]:
+                traceback.print_exception(error)
+            click.echo(f"{_PROG}: error: {_one_line(error)}", err=True)
+            records.append({"path": source, "error": _one_line(error)})
+            continue
+        records.append(record)
+        if not as_json:  # print as we go
+            if shown:
                 click.echo()
-            click.echo("\n".join(describe(records[-1])))
+            click.echo("\n".join(describe(record)))
+            shown = True
     if as_json:
         click.echo(json.dumps(records, indent=2, default=str))
-    return 0
+    return 1 if failed else 0
 
 
 @cli.command(context_settings=_CONTEXT, epilog=_examples(
@@ -652,8 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 for an error of the package or a failed batch input, 2 for a usage
-        error, 130 when interrupted (SIGINT), 143 when terminated (SIGTERM).
+        0 on success, 1 for an error of the package, a failed batch input or info PATH, 2
+        for a usage error, 130 when interrupted (SIGINT), 143 when terminated (SIGTERM).
     """
     _skip_display_imports()
     state = {"debug": False}

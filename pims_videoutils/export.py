@@ -444,10 +444,11 @@ def temporaries_of(target: str | os.PathLike[str]) -> list[Path]:
     """Return the temporary files of exports to ``target`` still beside it.
 
     :func:`to_video` removes its own, except when its process is killed (``SIGKILL``, the
-    out-of-memory killer, a restarted Jupyter kernel): ``pims-video batch`` removes that
-    of a worker that died (:func:`remove_unheld_temporaries`), and the next export to
-    ``target`` removes those left untouched for a minute by exports that no longer run (not
-    on Windows).
+    out-of-memory killer, a restarted Jupyter kernel, ``SIGTERM`` that the program does not
+    handle): ``pims-video batch`` removes that of a worker that died
+    (:func:`remove_unheld_temporaries`), and the next export to ``target`` removes those
+    left untouched for a minute by exports that no longer run (not on Windows, nor on file
+    systems without ``flock``).
 
     Parameters
     ----------
@@ -670,8 +671,9 @@ def to_video(
     file beside ``path`` and renamed only when ffmpeg succeeded: on any error (a bad frame,
     ffmpeg failing, Ctrl-C) ffmpeg is stopped, the temporary file removed and an existing
     file at ``path`` left untouched. A process killed outright (``SIGKILL``, a restarted
-    Jupyter kernel) leaves its hidden temporary file; the next export to ``path`` removes
-    it once it is a minute old (see :func:`temporaries_of`).
+    Jupyter kernel, or ``SIGTERM`` where the program does not handle it, as ``pims-video``
+    does) leaves its hidden temporary file; the next export to ``path`` removes it once it
+    is a minute old (see :func:`temporaries_of`).
 
     Parameters
     ----------
@@ -709,8 +711,9 @@ def to_video(
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
         to a millisecond (``.mkv``, ``.webm``, ``.avi``: at most 1000 fps) or a hundredth
-        of a second (``.gif``: 100 fps, and at least 0.0015 fps); ``.mp4`` and ``.mov``
-        take up to 10^6 fps; the slowest rate is 1/10000 fps.
+        of a second (``.gif``: 100 fps, and one frame per 655.35 s, 0.0015259 fps, at
+        the slowest); ``.mp4`` and ``.mov`` take up to 10^6 fps; the slowest rate is
+        1/10000 fps.
     codec : str, optional
         ffmpeg encoder the container takes: ``.mp4`` libx264/libx265; ``.mkv``
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
@@ -777,19 +780,20 @@ def to_video(
     ExportArgumentError
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
-        ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps), a
-        missing or unwritable folder, a file name over 255 bytes, an existing file with
-        ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
-        (complex, object...) or shape, frames larger than the codec or container stores
-        (after scaling and padding: libx264 16384 pixels a side, VP9 65536, ProRes,
-        ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent options. During the
-        export: a frame whose shape or dtype differs from the first one, or with masked
-        values. At the end, with ``overwrite=False``: a file created at ``path`` while
-        encoding (it is kept).
+        ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
+        under 1/655.35 fps for ``.gif``), a missing or unwritable folder, a file name over
+        255 bytes, an existing file with ``overwrite=False``, a symbolic link to nothing,
+        frames of an unsupported dtype (complex, object...) or shape, frames larger than the
+        codec or container stores (after scaling and padding: libx264 16384 pixels a side,
+        VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
+        options. During the export: a frame whose shape or dtype differs from the first one,
+        or with masked values. At the end, with ``overwrite=False``: a file created at
+        ``path`` while encoding (it is kept).
     FFmpegError
         ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
         input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
-        the command and the end of ffmpeg's messages.
+        the command and the end of ffmpeg's messages. Also when no ffmpeg binary is found
+        (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
     target = Path(os.fspath(path))
     percentiles = _percentile_pair(percentiles)  # once: they may be a generator

@@ -22,6 +22,14 @@ from ._pread import PlaneReads
 __all__ = ["TiffStackND"]
 
 
+def integer_option(name: str, value: Any) -> int:
+    """Return ``value`` as an int (numpy integers too); TypeError naming ``name`` otherwise."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__} "
+                        f"({value!r})") from None
+
 
 class TiffStackND(PlanesND):
     """Lazy, memory-frugal N-D reader of a single-file TIFF stack.
@@ -133,7 +141,8 @@ class TiffStackND(PlanesND):
             raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
         # what a pickled reader re-opens: this file, also after os.chdir or in a worker process
         self._abspath = os.path.abspath(self._path)
-        self._options = {"series": operator.index(series), "level": operator.index(level),
+        self._options = {"series": integer_option("series", series),
+                         "level": integer_option("level", level),
                          "copy": bool(copy)}
         self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
         self._file, self._tif, self._mmap = None, None, None

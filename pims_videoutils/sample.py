@@ -81,6 +81,12 @@ def _check_sizes(**sizes: int) -> None:
         raise ValueError(f"height and width must be at least {4 * _MARGIN:.0f} pixels")
 
 
+def _check_seed(seed: int) -> None:
+    """Raise ValueError unless ``seed`` is an integer >= 0 (not a float, a bool or None)."""
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def spot_positions(
     *,
     seed: int = 0,
@@ -115,8 +121,10 @@ def spot_positions(
     Raises
     ------
     ValueError
-        If a size is not a positive integer, or the image is too small for spots.
+        If ``seed`` is not an integer >= 0, a size is not a positive integer, or the image is
+        too small for spots.
     """
+    _check_seed(seed)
     _check_sizes(
         n_frames=n_frames, n_z=n_z, n_channels=n_channels,
         height=height, width=width, n_spots=n_spots,
@@ -242,15 +250,16 @@ def write_sample(
     Raises
     ------
     ValueError
-        If a size is not a positive integer, the image is too small, a physical size is
-        not a finite number > 0, ``offset`` is not 0 to 65535 or ``read_noise`` not finite
-        and >= 0.
+        If ``seed`` is not an integer >= 0, a size is not a positive integer, the image is
+        too small, a physical size is not a finite number > 0, ``offset`` is not 0 to 65535
+        or ``read_noise`` not finite and >= 0.
     OSError
         If the file cannot be written (the folder does not exist, a symbolic link to nothing,
         no permission, disk full).
     """
     import tifffile
 
+    _check_seed(seed)
     _check_sizes(
         n_frames=n_frames, n_z=n_z, n_channels=n_channels,
         height=height, width=width, n_spots=n_spots,

@@ -56,7 +56,7 @@ from ._multifile import (
     stack_positions,
 )
 from ._planes import Allocate, PlanesND, c_order_strides
-from .readers import TiffStackND
+from .readers import TiffStackND, integer_option
 
 __all__ = ["TiffSequenceND"]
 
@@ -654,10 +654,11 @@ class TiffSequenceND(PlanesND):
         more. A file that cannot be opened because the process has as many files open as
         it may (``ulimit -n``), even after every reader's idle files were closed.
     ValueError
-        An invalid ``pattern``, ``max_open_files < 1``, or a ``fill_missing`` value the pixel
-        type cannot hold.
+        An invalid ``pattern``, ``max_open_files < 1``, a ``fill_missing`` value the pixel
+        type cannot hold, or ``copy=False`` with files whose byte order is not native.
     TypeError
-        ``series`` is not an integer, or ``source`` is not a path or a sequence of paths.
+        ``series`` or ``max_open_files`` is not an integer, or ``source`` is not a path or a
+        sequence of paths.
 
     Notes
     -----
@@ -691,6 +692,8 @@ class TiffSequenceND(PlanesND):
         series: int = 0,
         copy: bool = True,
     ) -> None:
+        series = integer_option("series", series)
+        max_open_files = integer_option("max_open_files", max_open_files)
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
         self._source = _checked_source(source)

@@ -75,6 +75,16 @@ def test_help_has_examples(tmp_path, command):
     assert "pims-video " + (command[0] if command else "") in result.stdout
 
 
+def test_help_gives_the_exit_codes(tmp_path):
+    """The exit codes (SIGTERM's 143 among them) were in the README and the module
+    docstring only; a batch system's user reads --help."""
+    result = run("--help", cwd=tmp_path)
+    text = " ".join(result.stdout.split())
+    for code in ("0 success", "1 ", "2 a usage error", "130 interrupted (Ctrl-C)",
+                 "143 terminated (SIGTERM"):
+        assert code in text
+
+
 def test_console_script_is_registered():
     from importlib.metadata import entry_points
 
@@ -149,10 +159,20 @@ def test_info_json_for_a_file_and_a_folder(stack, plane_files, tmp_path):
 
 
 def test_info_several_paths_one_bad(stack, tmp_path):
-    result = run("info", str(stack), str(tmp_path / "missing.tif"), cwd=tmp_path)
+    """Each PATH is shown: a bad one is reported and the later ones still shown (info
+    stopped at the first bad path, and --json then printed nothing for the good ones)."""
+    missing = str(tmp_path / "missing.tif")
+    result = run("info", str(stack), missing, str(stack), cwd=tmp_path)
     assert result.returncode == 1
-    assert str(stack) in result.stdout
+    assert result.stdout.count(str(stack)) == 2
     assert result.stderr.startswith("pims-video: error: ")
+    assert "missing.tif" in result.stderr
+
+    result = run("info", "--json", missing, str(stack), cwd=tmp_path)
+    assert result.returncode == 1
+    bad, good = json.loads(result.stdout)
+    assert bad["path"] == missing and "no such file" in bad["error"]
+    assert good["path"] == str(stack) and good["dtype"] == "uint16"
     assert "missing.tif" in result.stderr
 
 

@@ -25,6 +25,7 @@ import tifffile
 import pims_videoutils
 from pims_videoutils import StackReadError
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 RNG = np.random.default_rng(11)
 
@@ -295,8 +296,18 @@ def test_nul_in_path_is_a_read_error(tmp_path):
 def test_series_and_level_must_be_integers(tmp_path, option):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, _data((5, 6, 7)))
-    with pytest.raises(TypeError):
+    [(name, value)] = option.items()  # the message named neither the option nor its value
+    with pytest.raises(TypeError, match=f"{name} must be an integer, not {type(value).__name__}"):
         TiffStackND(path, **option)
+    if name == "series":  # TiffSequenceND passes it on (for OME files: a StackReadError)
+        for number in (1, 2):
+            tifffile.imwrite(tmp_path / f"run{number}.ome.tif", _data((3, 6, 7)), ome=True,
+                             metadata={"axes": "TYX"})
+        for files in ([path], [tmp_path / "run1.ome.tif", tmp_path / "run2.ome.tif"]):
+            with pytest.raises(TypeError, match="series must be an integer, not "):
+                TiffSequenceND(files, **option)
+            with pytest.raises(TypeError, match="max_open_files must be an integer, not str"):
+                TiffSequenceND(files, max_open_files="3")
     with TiffStackND(path, series=np.int64(0), level=np.uint8(0)) as reader:
         assert len(reader) == 5
 

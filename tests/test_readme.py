@@ -165,3 +165,20 @@ for reader in (TiffStackND, TiffSequenceND):
     result = subprocess.run([sys.executable, "-c", code], env=env_with_checkout(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_gif_frame_rates_the_readme_gives_are_those_to_video_takes(tmp_path):
+    """The README said 'outside 0.0015-100 fps for .gif', but 0.0015 fps is refused: the
+    slowest rate is one frame per 655.35 s (GIF's longest delay), 0.0015259 fps."""
+    from pims_videoutils import ExportArgumentError, to_video
+
+    claim = re.search(r"slower than one frame per ([\d.]+) s or faster than (\d+) fps for "
+                      r"`\.gif`", README.replace("\n  ", " "))
+    assert claim, "README no longer gives the frame rates a .gif can take"
+    slowest, fastest = 1 / float(claim.group(1)), float(claim.group(2))
+    movie = np.zeros((2, 8, 8), np.uint8)
+    for fps in (slowest * 1.0001, fastest):  # (1 / 655.35 rounds below the exact limit)
+        to_video(movie, tmp_path / "ok.gif", fps=fps, progress=False)
+    for fps in (slowest * 0.999, fastest * 1.001):
+        with pytest.raises(ExportArgumentError, match=r"than \.gif files can time"):
+            to_video(movie, tmp_path / "refused.gif", fps=fps, progress=False)

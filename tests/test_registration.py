@@ -312,6 +312,35 @@ def test_opt_out_until_our_readers_are_used(fake_site: FakeSite, stack_tif: Path
     assert out.stdout.split() == ["TiffStack_tifffile", "TiffStackND", "False"]
 
 
+@pytest.mark.parametrize(
+    ("modules", "expected"),
+    [("pims_videoutils.readers", "TiffStack_tifffile"),
+     ("pims_videoutils.readers, pims_videoutils.sequence", "TiffSequenceND")],
+)
+def test_opt_out_file_of_a_multifile_dataset_needs_the_sequence_module(
+    fake_site: FakeSite, tmp_path: Path, modules: str, expected: str
+) -> None:
+    """As the README says: opted out (or where .pth files do not run), importing
+    pims_videoutils.readers alone gives a file of a multi-file dataset to pims's TiffStack,
+    which shows that file alone; with pims_videoutils.sequence imported too it is the
+    dataset."""
+    from mmwriter import write_mmstack
+
+    (tmp_path / "acq").mkdir()
+    data = np.arange(2 * 2 * 1 * 1 * 6 * 5, dtype=np.uint16).reshape(2, 2, 1, 1, 6, 5)
+    first = write_mmstack(tmp_path / "acq", data)[0]
+    out = fake_site.run(
+        f"""
+        import pims
+        import {modules}
+        print(type(pims.open({str(first)!r})).__name__)
+        """,
+        "-W", "ignore::ResourceWarning",
+        **{SWITCH: "1"},
+    )
+    assert out.stdout.split() == [expected]
+
+
 def test_switch_set_after_startup_still_disables(fake_site: FakeSite) -> None:
     fake_site.add_plugin("Fake = fakeplug:FakeReader")
     out = fake_site.run(
@@ -697,14 +726,15 @@ def test_open_glob_naming_one_folder(numbered_tiffs: tuple[Path, list[Path]]) ->
         np.testing.assert_array_equal(np.stack([np.asarray(f) for f in reader]), expected)
 
 
-@pytest.mark.parametrize("form", ["folder", "glob"])
+@pytest.mark.parametrize("form", ["folder", "glob", "list"])
 def test_open_folder_or_tiff_glob_is_tiff_sequence(
     numbered_tiffs: tuple[Path, list[Path]], form: str
 ) -> None:
+    """As pims.open: a list of TIFF files too (it raised os.fspath's TypeError)."""
     from pims_videoutils import TiffSequenceND
 
     folder, files = numbered_tiffs
-    source = folder if form == "folder" else folder / "img*.tif"
+    source = {"folder": folder, "glob": folder / "img*.tif", "list": files[::-1]}[form]
     with pims_videoutils.open(source) as reader:
         assert isinstance(reader, TiffSequenceND)
         expected = np.stack([tifffile.imread(name) for name in files])
@@ -740,6 +770,12 @@ def test_opens_as_sequence(tmp_path: Path, names: list[str], pattern: str, expec
     for name in names:
         (tmp_path / name).touch()
     assert opens_as_sequence(os.path.join(tmp_path, pattern)) is expected
+
+
+@pytest.mark.parametrize("source", [[1, 2], ["a.png", "b.png"], b"x.tif", None])
+def test_open_of_what_is_no_path_nor_list_of_tiffs_is_a_type_error(source) -> None:
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
+        pims_videoutils.open(source)
 
 
 def test_open_missing_file(tmp_path: Path) -> None:

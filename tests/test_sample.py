@@ -128,6 +128,22 @@ def test_sizes_that_are_not_integers_raise_value_error(tmp_path, size):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3", None])
+def test_seeds_that_are_not_non_negative_integers_raise_value_error(tmp_path, seed):
+    """numpy's own errors (ValueError 'expected non-negative integer', TypeError about
+    SeedSequence) did not say which argument was wrong; None drew unseeded pixels."""
+    match = "seed must be a non-negative integer"
+    with pytest.raises(ValueError, match=match):
+        write_sample(tmp_path / "s.tif", seed=seed, **SMALL)
+    with pytest.raises(ValueError, match=match):
+        spot_positions(seed=seed)
+    assert not any(tmp_path.iterdir())
+
+
+def test_numpy_integer_seed_is_the_same_seed(tmp_path):
+    assert np.array_equal(spot_positions(seed=np.int64(3)).yx, spot_positions(seed=3).yx)
+
+
 def test_missing_folder_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="folder does not exist"):
         write_sample(tmp_path / "missing" / "s.tif", n_frames=1)
