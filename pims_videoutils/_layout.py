@@ -503,7 +503,9 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     # and may make a page object of the first IFD alone: planes are mapped only where every
     # page's IFD was seen to agree, or where one IFD describes all planes by the file's
     # convention (ImageJ hyperstacks, truncated files)
-    made = [page for page in ser._pages if page is not None]  # (tifffile has no public list)
+    # (tifffile has no public list of them; without ``_pages`` in a later tifffile, every page
+    # is made and checked below, or an ImageJ file mapped by its convention)
+    made = [page for page in getattr(ser, "_pages", ()) if page is not None]
     by_convention = ser.is_truncated or ser.kind == "imagej"
     if mappable and ser.dataoffset is not None and (by_convention or len(made) == nplanes):
         # (before the offsets are made: a corrupt size may claim more planes than memory holds)
