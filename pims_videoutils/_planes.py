@@ -73,7 +73,7 @@ class PlanesND(FramesSequenceND):
         ----------
         **coords : int
             Coordinates of the non-plane axes; missing ones take ``default_coords``; plane axes
-            and unknown axes are ignored.
+            are ignored.
 
         Returns
         -------
@@ -89,12 +89,18 @@ class PlanesND(FramesSequenceND):
             A coordinate out of range.
         TypeError
             A coordinate is not an integer (``t=1.5``).
+        ValueError
+            An axis the reader does not have (a typo such as ``T=1`` would otherwise read
+            ``t=0``).
         StackReadError
             A file was truncated or changed since it was opened, a page cannot be decoded, or a
             file of a sequence differs from the first one.
         """
         full = dict(self._default_coords)
         for name, value in coords.items():
+            if name not in self._sizes:
+                raise ValueError(f"get_plane: no axis {name!r} (the axes are "
+                                 f"{', '.join(self._sizes)})")
             try:
                 full[name] = operator.index(value)
             except TypeError:

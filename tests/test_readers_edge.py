@@ -706,6 +706,20 @@ def test_get_plane_refuses_coordinates_that_are_not_integers(tmp_path, value):
             reader.get_plane(t=value)
 
 
+@pytest.mark.parametrize("opener", [TiffStackND, TiffSequenceND])
+def test_get_plane_refuses_an_axis_the_reader_lacks(tmp_path, opener):
+    """get_plane(T=1) (a typo of t) gave the plane at t=0, silently."""
+    data = _data((3, 2, 4, 5))
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZYX"})
+    with opener(path) as reader:
+        np.testing.assert_array_equal(reader.get_plane(t=2, z=1, y=3), data[2, 1])
+        for typo in ({"T": 1}, {"q": 0}, {"t": 1, "zz": 1}):
+            message = r"no axis '(T|q|zz)' \(the axes are t, z, y, x\)"
+            with pytest.raises(ValueError, match=message):
+                reader.get_plane(**typo)
+
+
 def test_imagej_unit_without_resolution_tags_has_no_pixel_size(tmp_path):
     """Without XResolution/YResolution tifffile says (1, 1) pixels per inch: no pixel size."""
     path = tmp_path / "nores.tif"
