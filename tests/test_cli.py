@@ -548,6 +548,15 @@ def _start_batch_of_three(folder: Path, n_frames: int, *options: str,
     )
 
 
+def _wait_until_both_workers_encode(process: subprocess.Popen, movies: Path) -> None:
+    """Wait (up to a minute) until two temporary movies in ``movies`` hold data."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if len([p for p in movies.glob(".*") if p.stat().st_size > 0]) == 2:
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_stops_a_batch_and_starts_no_queued_input(tmp_path, signum, code):
     # Like Ctrl-C in a terminal, or a batch system cancelling a job: the signal goes to the
@@ -556,12 +565,7 @@ def test_ctrl_c_or_sigterm_stops_a_batch_and_starts_no_queued_input(tmp_path, si
                                     start_new_session=True)
     try:
         movies = tmp_path / "movies"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
-            if len(started) == 2:  # both workers are encoding
-                break
-            time.sleep(0.05)
+        _wait_until_both_workers_encode(process, movies)
         os.killpg(process.pid, signum)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -624,12 +628,7 @@ def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_p
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
-            if len(started) == 2:  # both workers are encoding
-                break
-            time.sleep(0.05)
+        _wait_until_both_workers_encode(process, movies)
         os.kill(_workers(process.pid)[0], signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=240)
     finally:
@@ -652,12 +651,7 @@ def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            started = [p for p in movies.glob(".*") if p.stat().st_size > 0]
-            if len(started) == 2:  # both workers are encoding
-                break
-            time.sleep(0.05)
+        _wait_until_both_workers_encode(process, movies)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
