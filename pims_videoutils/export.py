@@ -295,6 +295,25 @@ def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path
             f"{given}: the file name is too long ({len(os.fsencode(given.name))} bytes, at "
             f"most {NAME_MAX})"
         )
+    try:
+        target = _followed_target(given)
+    except OSError as exc:  # a folder's name over 255 bytes, a path too long, no access...
+        raise ExportArgumentError(f"cannot write {given}: {exc.strerror}") from exc
+    if target.exists() and not overwrite:
+        raise ExportArgumentError(f"{given} exists (pass overwrite=True to replace it)")
+    return given, target
+
+
+def _followed_target(given: Path) -> Path:
+    """Return the file to write for ``given`` (a symbolic link's target), checking its folder.
+
+    Raises
+    ------
+    ExportArgumentError
+        A link to nothing, a folder, or a missing folder.
+    OSError
+        The path cannot be looked at (a name too long, a folder without access).
+    """
     target = given
     if target.is_symlink():
         target = Path(os.path.realpath(target))
@@ -306,9 +325,7 @@ def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path
         raise ExportArgumentError(f"{given} is a folder, not a video file name")
     if not target.parent.is_dir():
         raise ExportArgumentError(f"folder {target.parent} does not exist")
-    if target.exists() and not overwrite:
-        raise ExportArgumentError(f"{given} exists (pass overwrite=True to replace it)")
-    return given, target
+    return target
 
 
 def _reserve_temporary(target: Path) -> tuple[str, int | None]:

@@ -694,14 +694,16 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path):
         pytest.param("/proc", marks=pytest.mark.skipif(
             not os.path.isdir("/proc/self"), reason="needs Linux /proc (refuses new files)")),
         "long name",
+        "long folder name",
     ],
 )
 def test_a_target_that_cannot_be_written_fails_before_any_frame_is_read(tmp_path, where):
     """A folder refusing new files (refused once 50 frames were read for the contrast), or
-    a name over 255 bytes (a plain OSError, ENAMETOOLONG), is an ExportArgumentError before
-    the input is read."""
-    target = (Path("/proc") / "pims-videoutils-test.mp4" if where == "/proc"
-              else tmp_path / ("L" * 252 + ".mp4"))
+    a file or folder name over 255 bytes (a plain OSError, ENAMETOOLONG), is an
+    ExportArgumentError before the input is read."""
+    target = {"/proc": Path("/proc") / "pims-videoutils-test.mp4",
+              "long name": tmp_path / ("L" * 252 + ".mp4"),
+              "long folder name": tmp_path / ("L" * 256) / "movie.mp4"}[where]
     read = []
 
     def frames():
