@@ -854,7 +854,8 @@ class TiffSequenceND(PlanesND):
         """Set axes, dtype and metadata from a multi-file dataset's plane table."""
         missing = int(np.count_nonzero(table.file_index < 0))
         if missing and fill_missing is None:
-            why = "files missing, or an acquisition stopped early?"
+            why = ("files missing, an acquisition stopped early, or metadata that puts planes "
+                   "in IFDs a file lacks?")
             if table.unreadable:
                 why = "; ".join(
                     f"{os.path.basename(name)} cannot be read: {reason}"
