@@ -51,7 +51,7 @@ from ._layout import (
     positions_of_series,
 )
 from ._planetimes import elapsed_times
-from ._pread import PlaneReads
+from ._pread import PlaneReads, PositionalFile
 
 __all__ = [
     "NDTIFF_INDEX",
@@ -901,7 +901,7 @@ class DatasetFile:
         self._reads = PlaneReads(self._file.fileno(), path)
         if storage == DECODED:
             try:
-                self._tif = open_tiff(self._file)
+                self._tif = open_tiff(PositionalFile(self._file))
             except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
                 self._file.close()
                 raise StackReadError(path, f"not a readable TIFF file ({exc})") from None

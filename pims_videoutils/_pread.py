@@ -27,6 +27,7 @@ Systems without ``os.preadv`` (Windows) read with a seek and a read under one lo
 from __future__ import annotations
 
 import errno
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -35,7 +36,7 @@ import numpy as np
 
 from ._errors import StackReadError
 
-__all__ = ["READ_AHEAD_BYTES", "PlaneReads", "read_at"]
+__all__ = ["READ_AHEAD_BYTES", "PlaneReads", "PositionalFile", "read_at"]
 
 READ_AHEAD_BYTES = 8 << 20
 #: Planes up to this size, read in a forward pass, are copied from a window of the file read
@@ -68,6 +69,59 @@ def read_at(fd: int, buffers: list[np.ndarray | bytearray], offset: int) -> int:
         memoryview(buffer).cast("B")[: len(piece)] = piece
         start += len(piece)
     return len(data)
+
+
+class PositionalFile(io.RawIOBase):
+    """An open file, read-only, whose seek position lives in this object (what tifffile gets).
+
+    tifffile seeks and then reads. The position of an open file is shared by every process
+    that inherited its descriptor (``fork``, as ``multiprocessing`` and
+    ``ProcessPoolExecutor`` start workers on Linux), so a reader used in a process and its
+    forked children would read at each other's positions (pages that fail to decode). This
+    object reads with :func:`read_at` from its own position instead, which ``fork`` copies.
+    Not thread-safe (a seek and its read belong together: callers hold their lock); closing
+    it leaves ``file`` open.
+
+    Parameters
+    ----------
+    file : io.FileIO
+        The open file (its ``name`` names this one).
+    """
+
+    def __init__(self, file: io.FileIO) -> None:
+        super().__init__()
+        self._file = file
+        self.name = file.name
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_CUR:
+            offset += self._position
+        elif whence == os.SEEK_END:
+            offset += os.fstat(self.fileno()).st_size
+        elif whence != os.SEEK_SET:
+            raise ValueError(f"invalid whence ({whence})")
+        if offset < 0:
+            raise OSError(errno.EINVAL, f"negative seek position {offset}")
+        self._position = offset
+        return offset
+
+    def readinto(self, buffer) -> int:
+        done = read_at(self.fileno(), [buffer], self._position)
+        self._position += done
+        return done
 
 
 class PlaneReads:

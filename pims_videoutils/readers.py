@@ -17,7 +17,7 @@ from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
 from ._layout import MAPPED, Layout, discover, open_tiff
 from ._planes import Allocate, PlanesND, c_order_strides
-from ._pread import PlaneReads
+from ._pread import PlaneReads, PositionalFile
 
 __all__ = ["TiffStackND"]
 
@@ -194,7 +194,7 @@ class TiffStackND(PlanesND):
             if os.fstat(self._file.fileno()).st_size == 0:
                 raise StackReadError(self._path, "empty file")
             try:
-                self._tif = open_tiff(self._file)
+                self._tif = open_tiff(PositionalFile(self._file))
             except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"not a readable TIFF file ({exc})") from None
             try:

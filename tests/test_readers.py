@@ -693,6 +693,40 @@ def test_pickle_across_spawned_processes(hyperstack):
         np.testing.assert_array_equal(frame, data[i, 0, 0])
 
 
+def _move_the_file_position_until_killed(fd: int, size: int) -> None:
+    """What a forked process reading through an inherited descriptor does to its position."""
+    rng = random.Random(0)
+    while True:
+        os.lseek(fd, rng.randrange(size), os.SEEK_SET)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.parametrize("kind", ["deflate", "packbits"])
+def test_forked_process_moving_the_shared_file_position_changes_no_read(tmp_path, kind):
+    """A reader inherited by forked processes (multiprocessing's default on Linux) shares its
+    open file, and so the file's position, with them: tifffile's seek-then-read decoding read
+    at the children's positions (deflate and PackBits pages failed to decode).
+    Reads must not depend on that shared position."""
+    path = tmp_path / f"{kind}.tif"
+    data = _data((60, 24, 20))
+    tifffile.imwrite(path, data, compression=kind, photometric="minisblack")
+    with TiffStackND(path) as reader:
+        assert reader.storage == "decoded"
+        reader[0]
+        fd = reader._file.fileno()
+        child = multiprocessing.get_context("fork").Process(
+            target=_move_the_file_position_until_killed, args=(fd, os.path.getsize(path)),
+            daemon=True)
+        child.start()
+        try:
+            for _ in range(3):
+                for t in range(len(reader)):
+                    np.testing.assert_array_equal(reader[t], data[t])
+        finally:
+            child.kill()
+            child.join(10)
+
+
 @pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])
 def test_threads_read_what_one_thread_reads(tmp_path, kind):
     path = tmp_path / f"{kind}.tif"
