@@ -42,13 +42,14 @@ class PageDecoder:
     reads : PlaneReads
         Reads of the same file (for the IFDs' layout tags); its path names the file in errors.
     lock : threading.RLock
-        Guards ``tif``'s file handle; shared with the file's other users.
+        Guards ``tif``'s file handle; shared with the file's other users (who set the
+        ``lock`` attribute to their new lock in a forked child).
     """
 
     def __init__(self, tif: tifffile.TiffFile, reads: PlaneReads, lock: threading.RLock) -> None:
         self._tif = tif
         self._reads = reads
-        self._lock = lock
+        self.lock = lock
         self._keyframe: tifffile.TiffPage | None = None
         self._key_signature: dict | None = None
 
@@ -65,7 +66,7 @@ class PageDecoder:
         tif = self._tif
         try:
             tags = page_tags(self._reads.read_bytes, tif.byteorder, tif.is_bigtiff, ifd_offset)
-            with self._lock:
+            with self.lock:
                 if self._is_frame_of_key(tags):
                     page = tifffile.TiffFrame(tif, index or 0, offset=ifd_offset,
                                               keyframe=self._keyframe,
@@ -80,7 +81,7 @@ class PageDecoder:
                         self._keyframe, self._key_signature = page, tags.signature
             _check_segments(page)
             self._announce_data_read(page)
-            return page.asarray(lock=self._lock)
+            return page.asarray(lock=self.lock)
         except _DECODE_ERRORS as exc:
             what = f"the page at byte {ifd_offset}" if index is None else f"page {index}"
             if isinstance(exc, ImportError) or "imagecodecs" in str(exc):

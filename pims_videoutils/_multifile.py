@@ -40,6 +40,7 @@ import tifffile
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
+from ._fork import renew_locks_after_fork
 from ._layout import (
     check_layout_tags_once,
     check_ome_ifd_indices,
@@ -881,7 +882,9 @@ class DatasetFile:
     def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
         self.path = path
         self._lock = threading.RLock()
+        renew_locks_after_fork(self)
         self._tif = None
+        self._decoder: PageDecoder | None = None  # decoded storage
         try:  # (not waiting for a writer should a FIFO have taken the name: no effect on files)
             self._file = open(path, "rb", buffering=0, opener=_open_nonblocking)  # see close()
         except FileNotFoundError:
@@ -927,6 +930,12 @@ class DatasetFile:
                 f"not the dataset's {table.plane_shape} {native} (its own tags contradict "
                 "its series, or the file changed since it was opened)")
         return np.ascontiguousarray(data.reshape(table.plane_shape), dtype=native)
+
+    def _renew_locks_after_fork(self) -> None:
+        """In a forked child: a new lock (another thread may have held the parent's)."""
+        self._lock = threading.RLock()
+        if self._decoder is not None:
+            self._decoder.lock = self._lock
 
     def close(self) -> None:
         """Close the file (idempotent)."""

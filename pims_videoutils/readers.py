@@ -15,6 +15,7 @@ from pims import Frame
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
+from ._fork import renew_locks_after_fork
 from ._layout import MAPPED, Layout, discover, open_tiff
 from ._planes import Allocate, PlanesND, c_order_strides
 from ._pread import PlaneReads, PositionalFile
@@ -146,8 +147,10 @@ class TiffStackND(PlanesND):
                          "copy": bool(copy)}
         self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
         self._file, self._tif, self._mmap = None, None, None
+        self._decoder: PageDecoder | None = None  # decoded storage
         self._closed = False
         self._reads_in_flight: list[int] = []  # one entry per read under way (see _read_plane)
+        renew_locks_after_fork(self)
         self._layout = self._open()
         try:
             self._init_reader(copy)
@@ -309,6 +312,13 @@ class TiffStackND(PlanesND):
         return np.ascontiguousarray(data, dtype=self._native)
 
     # --- lifetime -----------------------------------------------------------------------------
+
+    def _renew_locks_after_fork(self) -> None:
+        """In a forked child: a new lock, no reads in flight (their threads are not there)."""
+        self._lock = threading.RLock()
+        self._reads_in_flight.clear()
+        if self._decoder is not None:
+            self._decoder.lock = self._lock
 
     def close(self) -> None:
         """Close the reader (idempotent): later reads raise :class:`ReaderClosedError`.

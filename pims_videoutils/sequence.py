@@ -45,6 +45,7 @@ from ._filenames import (
     is_micromanager_image_name,
     natural_sorted,
 )
+from ._fork import renew_locks_after_fork
 from ._layout import micromanager_summary_metadata, pims_axes
 from ._multifile import (
     NDTIFF_INDEX,
@@ -504,6 +505,12 @@ class _OpenFiles:
         self._closed = False
         with _OpenFiles._everywhere_lock:
             _OpenFiles._everywhere.add(self)
+        renew_locks_after_fork(self)
+
+    def _renew_locks_after_fork(self) -> None:
+        """In a forked child: a new lock; no reader in use (their threads are not there)."""
+        self._lock = threading.Lock()
+        self._users.clear()
 
     def add(self, number: int, reader: _Closeable) -> None:
         """Put an already open reader in the cache (the first file)."""

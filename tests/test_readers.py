@@ -18,6 +18,7 @@ import tifffile
 
 from pims_videoutils import ReaderClosedError, StackReadError, _pread
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 RNG = np.random.default_rng(7)
 
@@ -725,6 +726,54 @@ def test_forked_process_moving_the_shared_file_position_changes_no_read(tmp_path
         finally:
             child.kill()
             child.join(10)
+
+
+def _exit_with_plane_check(reader, t: int, expected: np.ndarray) -> None:
+    os._exit(0 if np.array_equal(reader.get_plane(t=t), expected) else 1)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("held", ["stack", "sequence cache", "sequence file"])
+def test_process_forked_while_another_thread_holds_a_lock_reads(tmp_path, held):
+    """fork copies only its own thread: a reader's lock that another thread held then (while
+    it decoded a page) stayed held in the child, whose reads waited forever."""
+    data = _data((4, 24, 20))
+    paths = [tmp_path / f"img_t{t}.tif" for t in range(len(data))]
+    for path, plane in zip(paths, data, strict=True):
+        tifffile.imwrite(path, plane, compression="zlib")
+    if held == "stack":
+        tifffile.imwrite(paths[0], data, compression="zlib", photometric="minisblack")
+        reader = TiffStackND(paths[0])
+    else:
+        reader = TiffSequenceND([str(p) for p in paths])
+    with reader:
+        reader.get_plane(t=2)
+        lock = {"stack": lambda: reader._lock,
+                "sequence cache": lambda: reader._files._lock,
+                "sequence file": lambda: reader._files._readers[2]._lock}[held]()
+        taken, release = threading.Event(), threading.Event()
+
+        def hold():
+            with lock:
+                taken.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait(10)
+        try:
+            child = multiprocessing.get_context("fork").Process(
+                target=_exit_with_plane_check, args=(reader, 2, data[2]))
+            child.start()
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+                child.join(10)
+        finally:
+            release.set()
+            holder.join(10)
+        assert child.exitcode == 0
 
 
 @pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])
