@@ -11,6 +11,7 @@ from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 # file: (sizes as documented in PROVENANCE.md, in pims names, and the expected storage)
 REAL_FILES = {
@@ -118,3 +119,23 @@ def test_ndtiff_plane_times_are_micromanagers(real_data):
             np.testing.assert_array_equal(plane, pixels)  # the right page
             assert plane.metadata["timestamp"] == pytest.approx(seconds)
         assert reader[3].metadata["timestamp"] == pytest.approx(expected[3, 0, 0][0])
+
+
+def test_ndtiff_channel_names_are_the_index_channels(real_data):
+    """NDTiff names its channels in each image's ``Axes``: the ``c`` axis's names, in its order."""
+    folder = real_data / "ndtiff/ndtiff3.2_multichannel"
+    path = folder / "NDTiff3.2_multichannel_NDTiffStack.tif"
+    names, first_planes = [], {}
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:  # c follows the order in which channels first appear
+            axes = page.tags[51123].value["Axes"]
+            if axes["channel"] not in names:
+                names.append(axes["channel"])
+            if axes["time"] == axes["z"] == 0:
+                first_planes[axes["channel"]] = page.asarray()
+    assert len(names) == 2
+    with TiffStackND(path) as reader, TiffSequenceND(folder) as dataset:
+        for opened in reader, dataset:
+            assert opened.metadata["channel_names"] == names
+            for c, name in enumerate(names):
+                np.testing.assert_array_equal(opened.get_plane(t=0, c=c, z=0), first_planes[name])
