@@ -35,6 +35,7 @@ import math
 import mmap
 import os
 import re
+import struct
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -827,7 +828,29 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
             meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
+    if tif.is_ndtiff and meta["channel_names"] is None:
+        meta["channel_names"] = _ndtiff_channel_names(
+            os.path.join(tif.filehandle.dirname, "NDTiff.index"))
     return meta, timestamps
+
+
+def _ndtiff_channel_names(index: str) -> list[str] | None:
+    """Return the channel names of an NDTiff dataset from its ``NDTiff.index``, or None.
+
+    Each image's entry names its channel; tifffile numbers the names of the ``c`` axis in the
+    order they first appear there. None when the channels are numbers, or the index is unreadable.
+    """
+    names: list[str] = []
+    try:
+        for axes, *_ in tifffile.read_ndtiff_index(index):
+            name = axes.get("channel")
+            if not isinstance(name, str):
+                return None
+            if name not in names:
+                names.append(name)
+    except (OSError, ValueError, struct.error):
+        return None
+    return names or None
 
 
 def _print_default(xres: float, yres: float, unit: int) -> bool:

@@ -1,16 +1,23 @@
-"""TiffStackND on the real third-party files of ../shared/data/real (skipped when absent)."""
+"""The real third-party files of ../shared/data/real through every entry point.
+
+Skipped when that folder is absent.
+"""
 
 from __future__ import annotations
 
+import json
 import unittest
 
+import av
 import numpy as np
 import pytest
 import tifffile
 from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
+import pims_videoutils
 from pims_videoutils.readers import TiffStackND
+from pims_videoutils.sequence import TiffSequenceND
 
 # file: (sizes as documented in PROVENANCE.md, in pims names, and the expected storage)
 REAL_FILES = {
@@ -118,3 +125,85 @@ def test_ndtiff_plane_times_are_micromanagers(real_data):
             np.testing.assert_array_equal(plane, pixels)  # the right page
             assert plane.metadata["timestamp"] == pytest.approx(seconds)
         assert reader[3].metadata["timestamp"] == pytest.approx(expected[3, 0, 0][0])
+
+
+def test_ndtiff_channel_names_are_the_index_channels(real_data):
+    """NDTiff names its channels in each image's ``Axes``: the ``c`` axis's names, in its order."""
+    folder = real_data / "ndtiff/ndtiff3.2_multichannel"
+    path = folder / "NDTiff3.2_multichannel_NDTiffStack.tif"
+    names, first_planes = [], {}
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:  # c follows the order in which channels first appear
+            axes = page.tags[51123].value["Axes"]
+            if axes["channel"] not in names:
+                names.append(axes["channel"])
+            if axes["time"] == axes["z"] == 0:
+                first_planes[axes["channel"]] = page.asarray()
+    assert len(names) == 2
+    with TiffStackND(path) as reader, TiffSequenceND(folder) as dataset:
+        for opened in reader, dataset:
+            assert opened.metadata["channel_names"] == names
+            for c, name in enumerate(names):
+                np.testing.assert_array_equal(opened.get_plane(t=0, c=c, z=0), first_planes[name])
+
+
+REAL_DATASETS = {  # folder: the files, in their order along t
+    "sequences/banana": "banana*.tif",
+    "sequences/stack_list": "Stack-*.tif",
+}
+
+
+def _tifffile_planes(path):
+    """Every plane of ``path``'s first series as tifffile reads it, samples last."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        ref = series.asarray()
+    return np.moveaxis(ref, -3, -1) if series.axes.endswith("SYX") else ref
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILES))
+def test_real_file_to_dask_and_dask_image(real_data, name):
+    """``to_dask`` holds every plane as tifffile reads it; ``dask_image`` the default frames."""
+    dask_image_imread = pytest.importorskip("dask_image.imread")
+    path = real_data / name
+    with TiffStackND(path) as reader:
+        np.testing.assert_array_equal(reader.to_dask().compute(), _tifffile_planes(path))
+        frames = np.stack([np.asarray(frame) for frame in reader])
+    np.testing.assert_array_equal(dask_image_imread.imread(str(path)).compute(), frames)
+
+
+@pytest.mark.parametrize("folder", sorted(REAL_DATASETS))
+def test_real_sequence_equals_tifffile_per_file(real_data, folder):
+    files = sorted((real_data / folder).glob(REAL_DATASETS[folder]))
+    expected = np.stack([tifffile.imread(f) for f in files])
+    for source in real_data / folder, real_data / folder / REAL_DATASETS[folder]:
+        with TiffSequenceND(source) as reader:
+            assert reader.sizes["t"] == len(files)
+            np.testing.assert_array_equal(reader.to_dask().compute(), expected)
+
+
+def test_real_info_json_every_file_and_dataset(real_data, capsys):
+    from pims_videoutils.cli import main
+
+    paths = [str(real_data / name) for name in sorted(REAL_FILES)]
+    paths += [str(real_data / folder) for folder in sorted(REAL_DATASETS)]
+    paths.append(str(real_data / "ndtiff/ndtiff3.2_multichannel"))
+    assert main(["info", "--json", *paths]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in records] == paths
+    for record, name in zip(records, sorted(REAL_FILES), strict=False):
+        assert record["sizes"] == REAL_FILES[name][0]
+    assert records[-1]["sizes"] == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
+
+
+@pytest.mark.parametrize("name", ["compressed/nuclei_deflate.tif", "sequences/banana"])
+def test_real_lossless_movie_is_bit_exact(real_data, tmp_path, name):
+    """``pims-video convert --lossless`` of uint16 gray time points gives back their values."""
+    from pims_videoutils.cli import main
+
+    out = tmp_path / "movie.mkv"
+    assert main(["convert", str(real_data / name), str(out), "--lossless", "--no-progress"]) == 0
+    with av.open(str(out)) as container:
+        movie = np.stack([f.to_ndarray(format="gray16le") for f in container.decode(video=0)])
+    with pims_videoutils.open(real_data / name) as reader:
+        np.testing.assert_array_equal(movie, reader.to_dask().compute())
