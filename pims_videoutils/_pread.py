@@ -123,6 +123,20 @@ class PositionalFile(io.RawIOBase):
         self._position += done
         return done
 
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all to the end when negative) in one ``pread``.
+
+        ``RawIOBase.read`` would read into a bytearray and copy it: a second copy of every
+        compressed page tifffile reads.
+        """
+        if not hasattr(os, "pread"):  # (Windows: through readinto)
+            return super().read(size)
+        if size is None or size < 0:
+            size = max(0, os.fstat(self.fileno()).st_size - self._position)
+        data = os.pread(self.fileno(), size, self._position)
+        self._position += len(data)
+        return data
+
 
 class PlaneReads:
     """Reads byte ranges of one open file (its descriptor ``fd``, owned by the caller).
