@@ -12,6 +12,9 @@ fresh subprocesses, readers interleaved within each repeat:
   of the reader's time over the faster limit's in the same round (paired, like warm);
 - memory: the reader alone in a process, growth of anonymous memory over a cold full pass.
 
+The cold open's limit: reading, cold, the file pages that hold the IFDs (which any open that
+checks every page must read), their places known and all announced to the kernel at once.
+
 The limit: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a
 raw np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
 pages all parsed at open, so that the limit is the decode alone).
@@ -44,13 +47,45 @@ N_RANDOM = 200
 
 
 def _plane_offsets(path):
-    """Data offset of every page (computed once in the parent, not timed)."""
+    """Data offset of every page, and the runs of file pages that hold the IFDs (computed once
+    in the parent, not timed)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         offsets = [p.dataoffsets[0] for p in tif.pages]
-        return offsets, list(page.shape), str(page.dtype)
+        tiff = tif.tiff
+        ifds = [(p.offset, tiff.tagnosize + len(p.tags) * tiff.tagsize + tiff.offsetsize)
+                for p in tif.pages]
+        return offsets, list(page.shape), str(page.dtype), _ifd_runs(ifds)
+
+
+def _ifd_runs(ifds, gap=1):
+    """The 4 KiB file pages holding the IFDs ``(offset, size)``, as ``[start, end]`` runs
+    (pages less than ``gap`` apart merged): what any open that checks every IFD reads."""
+    runs = []
+    for offset, size in sorted(ifds):
+        start, end = offset // 4096 * 4096, -(-(offset + size) // 4096) * 4096
+        if runs and start - runs[-1][1] < gap:
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([start, end])
+    return runs
+
+
+def _read_ifd_pages(path, runs):
+    """The open's limit: read the pages that hold the IFDs, with their places known, all
+    announced to the kernel first (``WILLNEED``), then read in order, 8 MiB at most a call."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start, end in runs:
+            os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
+        buffer = bytearray(8 << 20)
+        for start, end in runs:
+            for offset in range(start, end, len(buffer)):
+                os.preadv(fd, [memoryview(buffer)[: min(len(buffer), end - offset)]], offset)
+    finally:
+        os.close(fd)
 
 
 def _open_reader(name, path, spec):
@@ -273,7 +308,12 @@ def cold_rounds(job):
     rounds = []
     for number in range(job["rounds"]):
         times = {runner: {} for runner in runners}
-        still_cached = 0.0
+        _drop_cache(path)
+        time.sleep(0.1)
+        still_cached = _drop_cache(path)
+        t0 = time.perf_counter()
+        _read_ifd_pages(path, job["ifd_runs"])
+        times["ifd pages"] = time.perf_counter() - t0
         for kind in kinds:
             for runner in runners if number % 2 == 0 else runners[::-1]:
                 _drop_cache(path)
@@ -423,9 +463,10 @@ def report(kind, path, repeats, rounds):
 
     ``rounds``: the number of rounds per mode.
     """
-    offsets, shape, dtype = _plane_offsets(path)
+    offsets, shape, dtype, ifd_runs = _plane_offsets(path)
     spec_file = path.with_suffix(".json")  # plane offsets: too long for a command line
-    spec_file.write_text(json.dumps({"offsets": offsets, "shape": shape, "dtype": dtype}))
+    spec_file.write_text(json.dumps({"offsets": offsets, "shape": shape, "dtype": dtype,
+                                     "ifd_runs": ifd_runs}))
     spec = {"spec": str(spec_file)}
     limit_names = ["tifffile-page-decode"] if kind == "deflate" else ["limit-pread",
                                                                       "limit-memmap"]
@@ -449,16 +490,19 @@ def report(kind, path, repeats, rounds):
           f"{_median([r[limit_names[0]] for r in limit_rounds['cold']], 'full'):.3f} s vs warm "
           f"{_median([r[limit_names[0]] for r in limit_rounds['warm']], 'full'):.3f} s; "
           f"largest fraction of the file still cached after a drop: {still_cached:.1%}")
+    ifd_mib = sum(end - start for start, end in ifd_runs) / 2**20
     print(f"ratio: median (quartiles) over {repeats} processes x {rounds['warm']} warm / "
           f"{rounds['cold']} cold rounds of the reader's "
           "time / the faster limit's in the same round; 'vs pread': / limit-pread's. Cold: "
           "every run opens afresh after a cache drop; '/ pread': over limit-pread's; 'with "
           "open': the open (a limit's: its plane offsets are given) added to both times. "
           "disk: bytes read from the disk during a cold pass (open excluded), over the "
-          f"{limit_names[0]}'s in the same round. n/a: skipped (see _skip_full)")
+          f"{limit_names[0]}'s in the same round. '/ IFD pages': the cold open over reading "
+          f"the {ifd_mib:.1f} MiB of file pages that hold the IFDs (places known, all "
+          "announced to the kernel first) in the same round. n/a: skipped (see _skip_full)")
     print("| reader | open ms warm | first frame ms | random warm | full warm | vs pread: "
           "random / full | random cold | full cold | disk cold: random / full | open ms cold "
-          "| anon MB |")
+          "(/ IFD pages) | anon MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         error = next((r["error"] for v in runs.values() for r in v if "error" in r), None)
@@ -476,10 +520,13 @@ def report(kind, path, repeats, rounds):
         disk = [_paired(cold_rounds_, name, limit_names[:1], f"disk {pass_}", False)
                 for pass_ in ("random", "full")]
         open_cold = _median([r[name] for r in cold_rounds_], "open random")
+        open_limit = statistics.median([r[name]["open random"] / r["ifd pages"]
+                                        for r in cold_rounds_ if "open random" in r[name]]
+                                       or [float("nan")])
         print(f"| {name} | {_median(runs['warm'], 'open') * 1e3:.1f} | "
               f"{_median(runs['warm'], 'first') * 1e3:.2f} | {warm[0]} | {warm[1]} | "
               f"{pread[0]} / {pread[1]} | {cold[0]} | {cold[1]} | {disk[0]} / {disk[1]} | "
-              f"{open_cold * 1e3:.1f} | "
+              f"{open_cold * 1e3:.1f} ({open_limit:.2f}) | "
               f"{_median(runs['memory'], 'anon_mb'):.1f} |")
     sys.stdout.flush()
     return results
