@@ -46,6 +46,8 @@ _SEGMENT_TAGS = {_STRIP_OFFSETS: "offsets", _STRIP_BYTECOUNTS: "counts", 324: "o
                  325: "counts"}
 _MAX_SEGMENTS = 1 << 20  # strips or tiles of a page read by page_tags (else tifffile parses it)
 _MAX_RUNS = 256  # more irregular runs than this (compressed pages): tifffile builds the series
+#: IFD pages less than this apart are advised to the kernel as one range (see _will_need)
+ADVICE_GAP = 1 << 16
 
 
 def _libc_mincore():
@@ -124,8 +126,7 @@ class _Format:
                          ("value", f"V{ptr}")])
 
 
-def walk(buf, byteorder: str, bigtiff: bool, first: int, page0,
-         prefetch: bool = False) -> Pages | str | None:
+def walk(buf, byteorder: str, bigtiff: bool, first: int, page0) -> Pages | str | None:
     """Walk and verify the IFD chain of a file.
 
     Parameters
@@ -140,10 +141,6 @@ def walk(buf, byteorder: str, bigtiff: bool, first: int, page0,
         Offset of IFD 0.
     page0 : tifffile.TiffPage
         Page 0 as parsed by tifffile (for the plane size and compression).
-    prefetch : bool
-        Ask the kernel for the pages of each chunk of guessed IFDs before reading them
-        (``MADV_WILLNEED``): for IFDs far apart in a mapping advised ``MADV_RANDOM``, whose
-        page faults would each wait for one small read, on a cold cache.
 
     Returns
     -------
@@ -152,7 +149,7 @@ def walk(buf, byteorder: str, bigtiff: bool, first: int, page0,
         be proven (use tifffile).
     """
     try:
-        return _walk(buf, _Format.of(byteorder, bigtiff), first, page0, prefetch)
+        return _walk(buf, _Format.of(byteorder, bigtiff), first, page0)
     except _Corrupt as exc:
         return str(exc)
     except (_Unproven, ValueError, TypeError, IndexError):
@@ -161,9 +158,9 @@ def walk(buf, byteorder: str, bigtiff: bool, first: int, page0,
         return None
 
 
-def _walk(buf, fmt: _Format, first: int, page0, prefetch: bool) -> Pages:
+def _walk(buf, fmt: _Format, first: int, page0) -> Pages:
     size = len(buf)
-    runs = _chain(buf, fmt, first, size, prefetch)
+    runs = _chain(buf, fmt, first, size)
     entries = [_entries(buf, fmt, run) for run in runs]
     reference = _layout_values(buf, fmt, entries[0], size)
     for run_entries in entries[1:]:
@@ -194,8 +191,7 @@ def _head(buf, fmt: _Format, offset: int, size: int) -> tuple[int, int]:
     return ntags, nxt
 
 
-def _chain(buf, fmt: _Format, first: int, size: int,
-           prefetch: bool) -> list[tuple[int, int, int, int]]:
+def _chain(buf, fmt: _Format, first: int, size: int) -> list[tuple[int, int, int, int]]:
     """Return runs (start, step, count, ntags) of IFDs covering the whole chain, in order."""
     runs: list[tuple[int, int, int, int]] = []
     progressions: list[tuple[int, int, int, int]] = []  # the runs of several IFDs
@@ -211,7 +207,7 @@ def _chain(buf, fmt: _Format, first: int, size: int,
         count, step = 1, 0
         if nxt > offset:
             step = nxt - offset
-            count = _progression(buf, fmt, offset, step, ntags, size, prefetch)
+            count = _progression(buf, fmt, offset, step, ntags, size)
         if count > 1:
             nxt = offset + step * count
         else:
@@ -225,13 +221,12 @@ def _chain(buf, fmt: _Format, first: int, size: int,
     return runs
 
 
-def _progression(buf, fmt: _Format, start: int, step: int, ntags: int, size: int,
-                 prefetch: bool) -> int:
+def _progression(buf, fmt: _Format, start: int, step: int, ntags: int, size: int) -> int:
     """Count the IFDs from ``start`` that provably follow each other at ``step`` bytes (>= 1).
 
     Guesses are checked in chunks growing 4x, so a guess that breaks early (IFDs packed before
-    the data, then pixels) costs little and does not touch the rest of the file. With
-    ``prefetch``, the pages of a chunk's IFDs are all asked for before any is read.
+    the data, then pixels) costs little and does not touch the rest of the file. The pages of
+    a chunk's IFDs are all asked for before any is read (:func:`_will_need`).
     """
     head_len = fmt.count_size + ntags * fmt.entry_size + fmt.pointer_size
     guesses = (size - start - head_len) // step + 1
@@ -245,8 +240,7 @@ def _progression(buf, fmt: _Format, start: int, step: int, ntags: int, size: int
     while done < guesses:
         end = min(guesses, done + chunk)
         guessed = start + step * np.arange(done, end + 1, dtype=np.int64)  # IFDs done..end
-        if prefetch:
-            _will_need(buf, guessed[:-1], head_len)
+        _will_need(buf, guessed[:-1], head_len)
         expected = guessed[1:]  # each guessed IFD's successor
         linked = (counts[done:end] == ntags) & (nexts[done:end].astype(np.int64) == expected)
         if not linked.all():
@@ -258,16 +252,24 @@ def _progression(buf, fmt: _Format, start: int, step: int, ntags: int, size: int
 def _will_need(buf, offsets: np.ndarray, length: int) -> None:
     """Ask the kernel to read the ``length`` bytes at each (ascending) offset, all at once.
 
-    Their reads are queued together (``MADV_WILLNEED``) instead of one page fault waiting for
-    each. When the first and last of these pages are already cached (``mincore``), the file
-    is taken as warm and nothing is advised (an advice costs about 1.5 us).
+    Their reads are queued together (``MADV_WILLNEED``) instead of each page fault waiting
+    for its own read (IFDs far apart, in a mapping advised ``MADV_RANDOM``) or for the
+    kernel's read-ahead (IFDs close together: the disk then works at a fraction of its
+    speed). Pages less than :data:`ADVICE_GAP` bytes apart are advised as one range, the pages
+    between included (a page fault there would read them anyway): one advice for a chunk of
+    IFDs that lie between small planes, not one per IFD. When the first and last of these
+    pages are already cached (``mincore``), the file is taken as warm and nothing is advised
+    (an advice costs about 1.5 us).
     """
     size = mmap.PAGESIZE
-    firsts = (offsets // size).tolist()
-    lasts = ((offsets + length - 1) // size).tolist()
-    if _cached(buf, firsts[0]) and _cached(buf, lasts[-1]):
+    firsts = offsets // size
+    lasts = (offsets + length - 1) // size
+    if _cached(buf, int(firsts[0])) and _cached(buf, int(lasts[-1])):
         return
-    for first, last in zip(firsts, lasts, strict=True):
+    breaks = np.flatnonzero(firsts[1:] - lasts[:-1] > ADVICE_GAP // size) + 1
+    starts = firsts[np.concatenate(([0], breaks))].tolist()
+    ends = lasts[np.concatenate((breaks - 1, [len(lasts) - 1]))].tolist()
+    for first, last in zip(starts, ends, strict=True):
         buf.madvise(mmap.MADV_WILLNEED, first * size, (last - first + 1) * size)
 
 

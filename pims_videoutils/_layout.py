@@ -57,7 +57,6 @@ PHYSICAL_METADATA_KEYS = ("pixel_size_x", "pixel_size_y", "z_step", "unit", "fra
 _DIRECT = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
 _PREFERRED = {"Q": "t", "I": "t", "R": "p", "V": "p", "P": "p", "M": "p", "S": "c"}
 _SPARE = "abdefghijklmnopqruvw"
-_SPARSE_IFDS = 1 << 16  # bytes of data per page above which the walker's reads are random
 _FLAGS_WITH_SERIES = ("imagej", "ome", "micromanager", "ndtiff", "lsm", "stk", "fluoview",
                       "nih", "mdgel", "sis", "scn", "svs", "ndpi", "philips", "qpi", "bif",
                       "scanimage", "eer", "mmstack", "indica", "avs")
@@ -355,14 +354,12 @@ def _walked_layout(tif: tifffile.TiffFile, path: str, series: int, size: int) ->
     if page0.dtype is None or page0.imagedepth != 1 or page0.is_subifd or page0.subifds:
         return None
     with mmap.mmap(tif.filehandle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        sparse = sum(page0.databytecounts) >= _SPARSE_IFDS
-        if sparse:
+        if sum(page0.databytecounts) >= _ifd.ADVICE_GAP:
             # IFDs far apart: without this, each page fault on a cold cache reads ahead (up to
             # the device's read_ahead_kb) of pixels around the IFD, and keeps the disk busy
             # after open returns; the walker asks for the IFDs' own pages instead
             buf.madvise(mmap.MADV_RANDOM)
-        pages = _ifd.walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0,
-                          prefetch=sparse)
+        pages = _ifd.walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0)
     if isinstance(pages, str):
         raise StackReadError(path, pages)
     if pages is None:

@@ -25,11 +25,11 @@ def test_pims_axes(codes, names):
     assert pims_axes(codes) == names
 
 
-def _walk(path, prefetch=False):
+def _walk(path):
     with tifffile.TiffFile(path) as tif, open(path, "rb") as f, \
             mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         page0 = tif.pages.first
-        result = walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0, prefetch)
+        result = walk(buf, tif.byteorder, tif.is_bigtiff, page0.offset, page0)
         truth = [(p.offset, p.dataoffsets[0]) for p in tif.pages]
     return result, truth
 
@@ -44,12 +44,11 @@ def _write_pages(path, shapes, dtype="u2", **kwargs):
 @pytest.mark.parametrize("bigtiff", [False, True], ids=["classic", "bigtiff"])
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 @pytest.mark.parametrize("rowsperstrip", [None, 3])
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_walker_matches_tifffile(tmp_path, bigtiff, byteorder, rowsperstrip, prefetch):
+def test_walker_matches_tifffile(tmp_path, bigtiff, byteorder, rowsperstrip):
     path = tmp_path / "w.tif"
     _write_pages(path, [(20, 24)] * 40, bigtiff=bigtiff, byteorder=byteorder,
                  rowsperstrip=rowsperstrip)
-    result, truth = _walk(path, prefetch)
+    result, truth = _walk(path)
     assert result.ifd_offsets.tolist() == [t[0] for t in truth]
     assert result.data_offsets.tolist() == [t[1] for t in truth]
 
@@ -65,7 +64,7 @@ class _AdviceLog:
 
 
 @pytest.mark.parametrize("cached", [False, True])
-def test_prefetch_advises_every_ifd_page_of_a_cold_chunk(monkeypatch, cached):
+def test_cold_chunk_advises_every_ifd_page(monkeypatch, cached):
     monkeypatch.setattr(_ifd, "_cached", lambda buf, page: cached)
     page = mmap.PAGESIZE
     log = _AdviceLog()
@@ -73,6 +72,16 @@ def test_prefetch_advises_every_ifd_page_of_a_cold_chunk(monkeypatch, cached):
     expected = [(mmap.MADV_WILLNEED, 0, page), (mmap.MADV_WILLNEED, 20 * page, page),
                 (mmap.MADV_WILLNEED, 40 * page, 2 * page)]  # the last IFD spans two pages
     assert log.advice == ([] if cached else expected)
+
+
+def test_ifd_pages_close_together_are_advised_as_one_range(monkeypatch):
+    """IFDs between small planes: one advice for the run of pages, not one per IFD."""
+    monkeypatch.setattr(_ifd, "_cached", lambda buf, page: False)
+    page = mmap.PAGESIZE
+    far = (4 + _ifd.ADVICE_GAP // page + 2) * page  # more than ADVICE_GAP after page 4
+    log = _AdviceLog()
+    _ifd._will_need(log, np.array([100, 2 * page + 5, 4 * page, far]), 200)
+    assert log.advice == [(mmap.MADV_WILLNEED, 0, 5 * page), (mmap.MADV_WILLNEED, far, page)]
 
 
 def test_page_cache_query_sees_a_page_just_read(tmp_path):
