@@ -121,8 +121,9 @@ class TiffStackND(PlanesND):
     ``TiffSequenceND(path, fill_missing=0)`` reads it, filling them.
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
-    unpickled. Frames carry ``metadata['timestamp']`` (seconds) where the file stores per-plane
-    time stamps (OME ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
+    unpickled; pickling a closed reader raises :class:`ReaderClosedError`. Frames carry
+    ``metadata['timestamp']`` (seconds) where the file stores per-plane time stamps (OME
+    ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
     several threads is safe, and so is closing while other threads read: the file is released
     when their reads end.
     """
@@ -352,6 +353,8 @@ class TiffStackND(PlanesND):
             self._file = None
 
     def __reduce__(self):
+        if self._closed:  # (re-opened in another process, it would read again)
+            raise ReaderClosedError(f"{self._path}: a closed reader cannot be pickled")
         state = (self.iter_axes, self.bundle_axes, dict(self.default_coords))
         return (_reopen, (type(self), self._abspath, dict(self._options), state))
 

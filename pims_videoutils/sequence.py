@@ -675,7 +675,8 @@ class TiffSequenceND(PlanesND):
     names already number becomes the first of ``z``, ``t``, ``c`` still free. Default
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
-    re-lists the files when loaded.
+    re-lists the files when loaded; pickling a closed reader raises
+    :class:`~pims_videoutils.ReaderClosedError`.
     """
 
     #: Just below :class:`~pims_videoutils.readers.TiffStackND` (20): ``pims.open`` on a file
@@ -1079,6 +1080,9 @@ class TiffSequenceND(PlanesND):
             files.close()
 
     def __reduce__(self):
+        if self.closed:  # (re-opened in another process, it would read again)
+            raise ReaderClosedError(
+                f"{_source_label(self._source)}: a closed reader cannot be pickled")
         state = {
             "iter_axes": self.iter_axes,
             "bundle_axes": self.bundle_axes,

@@ -684,6 +684,18 @@ def test_pickle_round_trip(tmp_path, kind):
                 np.testing.assert_array_equal(clone[i], reader[i])
 
 
+@pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
+def test_closed_reader_does_not_pickle(tmp_path, kind):
+    """Unpickling re-opens the file: a closed reader came back open (in another process, say)."""
+    path = tmp_path / f"{kind}.tif"
+    _write(kind, path)
+    reader = TiffStackND(path)
+    reader.close()
+    with pytest.raises(ReaderClosedError, match="closed reader cannot be pickled") as caught:
+        pickle.dumps(reader)
+    assert isinstance(caught.value, ValueError)  # like pickling a closed file
+
+
 def test_pickle_across_spawned_processes(hyperstack):
     path, data = hyperstack
     with TiffStackND(path) as reader:

@@ -489,6 +489,18 @@ def test_pickle_round_trip_keeps_source_options_and_axes(tmp_path):
                 )
 
 
+def test_closed_reader_does_not_pickle(tmp_path, numbered):
+    """Unpickling re-lists and re-opens the files: a closed reader came back open."""
+    ome = tmp_path / "positions" / "two.ome.tif"  # (a dataset: positions in one file)
+    ome.parent.mkdir()
+    _write_ome_images(ome, _planes(0, 2))
+    for source in (numbered, ome):
+        reader = TiffSequenceND(source)
+        reader.close()
+        with pytest.raises(ReaderClosedError, match="closed reader cannot be pickled"):
+            pickle.dumps(reader)
+
+
 def test_closed_reader(numbered):
     reader = TiffSequenceND(numbered)
     reader.get_frame(3)
