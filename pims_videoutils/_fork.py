@@ -1,15 +1,18 @@
 """Fresh locks in forked children: a lock that another thread held at the fork stays held.
 
-``fork`` copies only the thread that calls it, so in the child a reader's lock that another
-thread held at that moment (while decoding a page, say) is never released: the child's first
-read of that reader waited forever. Objects registered here renew their locks in every child
-forked after (``os.register_at_fork``; systems without ``fork`` need nothing).
+``fork`` copies only the thread that calls it, so in the child a lock that another thread held
+at that moment (a reader's, while decoding a page; a module's, while opening a file) is never
+released: the child's first use of it waited forever. Objects registered here renew their
+locks in every child forked after (``os.register_at_fork``; systems without ``fork`` need
+nothing). A module registers itself (``renew_locks_after_fork(sys.modules[__name__])``) to have
+its function ``_renew_locks_after_fork`` replace its module-level locks.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from types import ModuleType
 from typing import Protocol
 
 __all__ = ["renew_locks_after_fork"]
@@ -19,11 +22,15 @@ class _RenewsLocks(Protocol):
     def _renew_locks_after_fork(self) -> None: ...
 
 
-_OWNERS: weakref.WeakSet[_RenewsLocks] = weakref.WeakSet()
+_OWNERS: weakref.WeakSet[_RenewsLocks | ModuleType] = weakref.WeakSet()
 
 
-def renew_locks_after_fork(owner: _RenewsLocks) -> None:
-    """Have ``owner._renew_locks_after_fork()`` called in each child forked while it lives."""
+def renew_locks_after_fork(owner: _RenewsLocks | ModuleType) -> None:
+    """Have ``owner._renew_locks_after_fork()`` called in each child forked while it lives.
+
+    ``owner`` is an object whose locks are attributes (a reader), or a module whose locks are
+    globals, renewed by its module-level function ``_renew_locks_after_fork``.
+    """
     _OWNERS.add(owner)
 
 

@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -572,6 +573,17 @@ class _OpenFiles:
         with self._lock:
             self._closed = True
             self._evict()
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: a new lock for the list of every open-files cache (see ``_fork``).
+
+    (Each cache renews its own lock.)
+    """
+    _OpenFiles._everywhere_lock = threading.Lock()
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 class TiffSequenceND(PlanesND):

@@ -16,7 +16,14 @@ import pims
 import pytest
 import tifffile
 
-from pims_videoutils import ReaderClosedError, StackReadError, _pread
+from pims_videoutils import (
+    ReaderClosedError,
+    StackReadError,
+    _dask,
+    _pread,
+    _registration,
+    sequence,
+)
 from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND
 
@@ -786,6 +793,79 @@ def test_process_forked_while_another_thread_holds_a_lock_reads(tmp_path, held):
             release.set()
             holder.join(10)
         assert child.exitcode == 0
+
+
+def _lock_users(tmp_path, data):
+    """What a child does that takes each module-level lock, and the lock (as the parent has it).
+
+    Each use returns whether the child read the right plane.
+    """
+    paths = [tmp_path / f"img_t{t}.tif" for t in range(len(data))]
+    for path, plane in zip(paths, data, strict=True):
+        tifffile.imwrite(path, plane)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, data, photometric="minisblack")
+
+    def open_a_sequence():  # a new open-files cache joins the list of every cache
+        with TiffSequenceND([str(path) for path in paths]) as reader:
+            return np.array_equal(reader.get_plane(t=2), data[2])
+
+    def run_a_dask_task():  # a task unpickled in a worker finds the worker's reader
+        with TiffStackND(stack) as reader:
+            task = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))
+            return np.array_equal(task.reader.get_plane(t=2), data[2])
+
+    def load_the_readers():  # what pims.open does first
+        _registration.ensure_readers_loaded()
+        return True
+
+    def read_without_preadv():  # a seek and a read, as where os.preadv is missing
+        _pread._PREADV = None  # (in the child only)
+        with open(paths[2], "rb") as file:
+            head = bytearray(8)
+            return _pread.read_at(file.fileno(), [head], 0) == 8 and head[:2] in (b"II", b"MM")
+
+    return {
+        "open-files caches": (lambda: sequence._OpenFiles._everywhere_lock, open_a_sequence),
+        "dask re-opened readers": (lambda: _dask._REOPENED_LOCK, run_a_dask_task),
+        "reader registration": (lambda: _registration._lock, load_the_readers),
+        "seek lock": (lambda: _pread._SEEK_LOCK, read_without_preadv),
+    }
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("held", ["open-files caches", "dask re-opened readers",
+                                  "reader registration", "seek lock"])
+def test_process_forked_while_another_thread_holds_a_module_lock_goes_on(tmp_path, held):
+    """Module-level locks, like readers' locks, stayed held in a child forked while another
+    thread held them: the child's first sequence opened, first dask task, first ``pims.open``
+    or first read without ``preadv`` waited forever."""
+    data = _data((3, 24, 20))
+    lock_of, use = _lock_users(tmp_path, data)[held]
+    lock = lock_of()
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            taken.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(
+            target=lambda: os._exit(0 if use() else 1))
+        child.start()
+        child.join(30)
+        if child.is_alive():  # hung on the lock
+            child.kill()
+            child.join(10)
+    finally:
+        release.set()
+        holder.join(10)
+    assert child.exitcode == 0
 
 
 @pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])
