@@ -121,7 +121,9 @@ class TiffStackND(PlanesND):
     ``TiffSequenceND(path, fill_missing=0)`` reads it, filling them.
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
-    unpickled; pickling a closed reader raises :class:`ReaderClosedError`. Frames carry
+    unpickled (:class:`StackReadError` if the file lost an axis its ``iter_axes``,
+    ``bundle_axes`` or ``default_coords`` name); pickling a closed reader raises
+    :class:`ReaderClosedError`. Frames carry
     ``metadata['timestamp']`` (seconds) where the file stores per-plane time stamps (OME
     ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
     several threads is safe, and so is closing while other threads read: the file is released
@@ -365,9 +367,7 @@ class TiffStackND(PlanesND):
 
 
 def _reopen(cls, path, options, state):
+    """Re-open a pickled reader and restore its axis settings."""
     reader = cls(path, **options)
-    iter_axes, bundle_axes, default_coords = state
-    reader.bundle_axes = bundle_axes
-    reader.iter_axes = iter_axes
-    reader.default_coords.update(default_coords)
+    reader._restore_axis_settings(path, *state)
     return reader

@@ -687,7 +687,8 @@ class TiffSequenceND(PlanesND):
     names already number becomes the first of ``z``, ``t``, ``c`` still free. Default
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
-    re-lists the files when loaded; pickling a closed reader raises
+    re-lists the files when loaded (:class:`StackReadError` if they lost an axis its axis
+    settings name); pickling a closed reader raises
     :class:`~pims_videoutils.ReaderClosedError`.
     """
 
@@ -1112,7 +1113,6 @@ class TiffSequenceND(PlanesND):
 def _restore(cls: type, source: Any, options: dict[str, Any], state: dict[str, Any]):
     """Re-open a pickled reader and restore its axis settings."""
     reader = cls(source, **options)
-    reader.bundle_axes = state["bundle_axes"]
-    reader.iter_axes = state["iter_axes"]
-    reader.default_coords = state["default_coords"]
+    reader._restore_axis_settings(_source_label(source), state["iter_axes"],
+                                  state["bundle_axes"], state["default_coords"])
     return reader

@@ -703,6 +703,20 @@ def test_closed_reader_does_not_pickle(tmp_path, kind):
     assert isinstance(caught.value, ValueError)  # like pickling a closed file
 
 
+def test_unpickled_reader_of_a_file_that_lost_an_axis(tmp_path):
+    """A reader re-opened by unpickling restores its axis settings: an axis gone from the file
+    since (replaced by a stack without channels) raised pims's "axes ['c'] do not exist"
+    naming no file, and left the re-opened file open."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((3, 2, 8, 9)), imagej=True, metadata={"axes": "TCYX"})
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "c"
+        blob = pickle.dumps(reader)
+    tifffile.imwrite(path, _data((3, 8, 9)), imagej=True, metadata={"axes": "TYX"})
+    with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
+        pickle.loads(blob)
+
+
 def test_pickle_across_spawned_processes(hyperstack):
     path, data = hyperstack
     with TiffStackND(path) as reader:

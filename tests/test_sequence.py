@@ -501,6 +501,22 @@ def test_closed_reader_does_not_pickle(tmp_path, numbered):
             pickle.dumps(reader)
 
 
+def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
+    """An axis gone from a folder since its reader was pickled (the files of the second
+    channel deleted): pims's "axes ['c'] do not exist", naming no folder, before."""
+    for t in range(2):
+        for c in range(2):
+            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(tmp_path) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 1
+        blob = pickle.dumps(reader)
+    for t in range(2):
+        (tmp_path / f"img_t{t}_c1.tif").unlink()
+    with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
+        pickle.loads(blob)
+
+
 def test_closed_reader(numbered):
     reader = TiffSequenceND(numbered)
     reader.get_frame(3)
