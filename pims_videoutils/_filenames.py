@@ -33,11 +33,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain, count, pairwise, product
 from operator import itemgetter
+
+from ._fork import renew_cached_property_locks, renew_locks_after_fork
 
 __all__ = [
     "FileGrid",
@@ -118,6 +121,14 @@ def natural_sorted(texts: Iterable[str]) -> list[str]:
         A new sorted list.
     """
     return sorted(texts, key=natural_key)
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: new locks for :class:`FileGrid`'s cached properties (see ``_fork``)."""
+    renew_cached_property_locks(sys.modules[__name__])
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 @dataclass(frozen=True)
