@@ -15,6 +15,7 @@ from pims import Frame
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
+from ._filenames import absolute_path
 from ._fork import renew_locks_after_fork
 from ._layout import MAPPED, Layout, discover, open_tiff
 from ._planes import Allocate, PlanesND, c_order_strides
@@ -144,7 +145,7 @@ class TiffStackND(PlanesND):
         if not isinstance(self._path, str):
             raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
         # what a pickled reader re-opens: this file, also after os.chdir or in a worker process
-        self._abspath = os.path.abspath(self._path)
+        self._abspath = absolute_path(self._path)
         self._options = {"series": integer_option("series", series),
                          "level": integer_option("level", level),
                          "copy": bool(copy)}

@@ -42,6 +42,7 @@ from ._filenames import (
     AXIS_ORDER,
     TIFF_SUFFIXES,
     FileNameError,
+    absolute_path,
     arrange_files,
     is_micromanager_image_name,
     natural_sorted,
@@ -147,7 +148,7 @@ def micromanager_acquisition(path: str) -> str | None:
         return None
     positions = summary.get("Positions")
     if isinstance(positions, int) and positions > 1:
-        return os.path.dirname(os.path.abspath(folder))
+        return os.path.dirname(absolute_path(folder))
     return folder
 
 
@@ -165,7 +166,7 @@ def _acquisition_image(folder: str, subfolders: list[str]) -> str | None:
         return None
     image = next(
         (name for name in _tiff_files(position) if is_micromanager_image_name(name)), None)
-    if image is None or micromanager_acquisition(image) != os.path.abspath(folder):
+    if image is None or micromanager_acquisition(image) != absolute_path(folder):
         return None
     return image
 
@@ -249,7 +250,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             names, subfolders = _tiffs_and_folders(text)
             image = _acquisition_image(text, subfolders)
             if image is not None:  # a Micro-Manager acquisition: its images, as from one
-                return _acquisition_images(image, os.path.abspath(text))
+                return _acquisition_images(image, absolute_path(text))
             names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
             ]
@@ -720,8 +721,8 @@ class TiffSequenceND(PlanesND):
         self._source = _checked_source(source)
         # what a pickled reader re-opens: these files, also after os.chdir or in a worker process
         self._abs_source = (
-            os.path.abspath(self._source) if isinstance(self._source, (str, os.PathLike))
-            else tuple(os.path.abspath(name) for name in self._source)
+            absolute_path(self._source) if isinstance(self._source, (str, os.PathLike))
+            else tuple(absolute_path(name) for name in self._source)
         )
         self._options = {
             "pattern": pattern,

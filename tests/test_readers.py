@@ -718,6 +718,22 @@ def test_unpickled_reader_of_a_file_that_lost_an_axis(tmp_path):
         pickle.loads(blob)
 
 
+def test_pickled_reader_reopens_the_file_a_path_through_a_link_names(tmp_path, monkeypatch):
+    """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder, ``link/..``
+    became the folder holding the link, not the parent of its target, so the unpickled reader
+    re-opened another file."""
+    for folder in ("real/sub", "real/data", "data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    for folder, frames in (("real/data", 2), ("data", 3)):
+        tifffile.imwrite(tmp_path / folder / "a.tif", _data((frames, 4, 5)),
+                         photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join("link", os.pardir, "data", "a.tif")
+    with TiffStackND(path) as reader, pickle.loads(pickle.dumps(reader)) as clone:
+        np.testing.assert_array_equal(np.stack(list(clone)), tifffile.imread(path))
+
+
 def test_pickle_across_spawned_processes(hyperstack):
     path, data = hyperstack
     with TiffStackND(path) as reader:

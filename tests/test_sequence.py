@@ -517,6 +517,27 @@ def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
         pickle.loads(blob)
 
 
+def test_source_through_a_link_then_up_is_the_folder_the_system_opens(tmp_path, monkeypatch):
+    """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder,
+    ``link/../data`` was read as the ``data`` beside the link, not beside its target (other
+    files), also when pickled."""
+    for folder in ("real/sub", "real/data", "data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    for t, plane in enumerate(_planes(1, 2)):
+        _write(tmp_path / "real" / "data" / f"img_t{t}.tif", plane)
+    _write(tmp_path / "data" / "img_t0.tif", _planes(2, 1)[0])
+    monkeypatch.chdir(tmp_path)
+    folder = os.path.join("link", os.pardir, "data")
+    names = [os.path.join(folder, f"img_t{t}.tif") for t in range(2)]
+    for source in (folder, os.path.join(folder, "img_t*.tif"), names):
+        with TiffSequenceND(source) as reader, pickle.loads(pickle.dumps(reader)) as clone:
+            for opened in (reader, clone):
+                assert len(opened) == 2
+                for t, name in enumerate(names):
+                    np.testing.assert_array_equal(opened[t], tifffile.imread(name))
+
+
 def test_closed_reader(numbered):
     reader = TiffSequenceND(numbered)
     reader.get_frame(3)
