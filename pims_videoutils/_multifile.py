@@ -883,9 +883,9 @@ class DatasetFile:
     def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
         self.path = path
         self._lock = threading.RLock()
-        renew_locks_after_fork(self)
         self._tif = None
         self._decoder: PageDecoder | None = None  # decoded storage
+        renew_locks_after_fork(self)  # (once what the renewal uses is set)
         try:  # (not waiting for a writer should a FIFO have taken the name: no effect on files)
             self._file = open(path, "rb", buffering=0, opener=_open_nonblocking)  # see close()
         except FileNotFoundError:

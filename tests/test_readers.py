@@ -24,6 +24,7 @@ from pims_videoutils import (
     _registration,
     sequence,
 )
+from pims_videoutils import readers as readers_module
 from pims_videoutils._filenames import FileGrid
 from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND
@@ -824,6 +825,39 @@ def test_process_forked_while_another_thread_holds_a_lock_reads(tmp_path, held):
             release.set()
             holder.join(10)
         assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("owner", ["stack", "sequence", "dataset file"])
+def test_fork_at_the_registration_of_a_lock_owner_renews_its_locks(tmp_path, monkeypatch, owner):
+    """A process may fork the moment another thread registers a new reader, dataset file or
+    open-files cache for renewal: its renewal then ran on a half-built object (a dataset
+    file without its decoder: AttributeError in the child's at-fork hook, which then
+    renewed no lock of the owners after it)."""
+    from pims_videoutils import _multifile
+
+    data = _data((2, 3, 24, 20))
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as writer:  # (a dataset: positions in one file)
+        for position in data:
+            writer.write(position, compression="zlib", metadata={"axes": "TYX"})
+    renewed = []
+
+    def fork_now(module_of_owner):
+        def register(owner):  # then renew in the child forked at once
+            owner._renew_locks_after_fork()
+            renewed.append(type(owner).__name__)
+        monkeypatch.setattr(module_of_owner, "renew_locks_after_fork", register)
+
+    if owner == "stack":
+        fork_now(readers_module)
+        opened, position = TiffStackND(path), {}
+    else:
+        fork_now(_multifile if owner == "dataset file" else sequence)
+        opened, position = TiffSequenceND(path), {"p": 1}
+    with opened:
+        np.testing.assert_array_equal(opened.get_plane(t=1, **position),
+                                      data[position.get("p", 0), 1])
+    assert renewed
 
 
 def _lock_users(tmp_path, data):
