@@ -151,7 +151,7 @@ class PlanesND(FramesSequenceND):
         from ._dask import planes_to_dask
 
         if self.closed:
-            raise ReaderClosedError("to_dask on a closed reader")
+            raise ReaderClosedError(f"{self!r}: to_dask after close()")
         return planes_to_dask(self, chunks)
 
     def __len__(self) -> int:

@@ -524,7 +524,7 @@ class _OpenFiles:
         """Return the open reader of file ``number``, opening it if needed; pair with release."""
         with self._lock:
             if self._closed:
-                raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+                raise ReaderClosedError(f"{self._paths[number]}: reader is closed")
             reader = self._readers.get(number)
             if reader is None:
                 reader = self._readers[number] = _opened_closing_idle_files(
@@ -971,7 +971,7 @@ class TiffSequenceND(PlanesND):
         """Read one plane of a multi-file dataset from its file and offset."""
         files = self._files
         if files is None:
-            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+            raise ReaderClosedError(f"{_source_label(self._source)}: reader is closed")
         table = self._table
         index = tuple([coords[a] for a in table.axes])
         number = int(table.file_index[index])
@@ -1047,7 +1047,7 @@ class TiffSequenceND(PlanesND):
         """Read the plane at ``inner`` coordinates of file ``number`` (None: a gap, filled)."""
         files = self._files
         if files is None:
-            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+            raise ReaderClosedError(f"{_source_label(self._source)}: reader is closed")
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ def test_closed_reader(hyperstack, scheduler: str) -> None:
     reader = TiffStackND(hyperstack[0])
     array = reader.to_dask()
     reader.close()
-    with pytest.raises(ReaderClosedError):
+    with pytest.raises(ReaderClosedError, match=re.escape(f"{hyperstack[0]}")):  # which reader
         reader.to_dask()
     with pytest.raises(ReaderClosedError):
         array.compute(scheduler=scheduler)

@@ -545,10 +545,20 @@ def test_closed_reader(numbered):
     reader.close()
     assert reader.closed
     assert reader.open_file_count() == 0
-    with pytest.raises(ReaderClosedError):
+    with pytest.raises(ReaderClosedError, match=re.escape(f"{numbered}: reader is closed")):
         reader.get_frame(0)
     with pytest.raises(ValueError):
         reader.get_frame(5)
+
+
+def test_closed_dataset_names_itself(tmp_path):
+    """Reading a closed sequence said "I/O operation on a closed TiffSequenceND": which one?"""
+    path = tmp_path / "two.ome.tif"  # (a dataset: positions in one file)
+    _write_ome_images(path, _planes(0, 2))
+    reader = TiffSequenceND(path)
+    reader.close()
+    with pytest.raises(ReaderClosedError, match=re.escape(f"{path}: reader is closed")):
+        reader.get_plane(p=1)
 
 
 def test_many_files_open_lazily(tmp_path):
