@@ -318,11 +318,17 @@ class TiffStackND(PlanesND):
     # --- lifetime -----------------------------------------------------------------------------
 
     def _renew_locks_after_fork(self) -> None:
-        """In a forked child: a new lock, no reads in flight (their threads are not there)."""
+        """In a forked child: a new lock, no reads in flight (their threads are not there).
+
+        The file of a reader closed while they were under way is released (their ends would
+        have released it). Idempotent.
+        """
         self._lock = threading.RLock()
         self._reads_in_flight.clear()
         if self._decoder is not None:
             self._decoder.lock = self._lock
+        if self._closed:
+            self._release()
 
     def close(self) -> None:
         """Close the reader (idempotent): later reads raise :class:`ReaderClosedError`.

@@ -420,6 +420,8 @@ def _source_label(source: Any) -> str:
 class _Closeable(Protocol):
     def close(self) -> None: ...
 
+    def _renew_locks_after_fork(self) -> None: ...
+
 
 _Opened = TypeVar("_Opened")
 
@@ -510,9 +512,17 @@ class _OpenFiles:
         renew_locks_after_fork(self)
 
     def _renew_locks_after_fork(self) -> None:
-        """In a forked child: a new lock; no reader in use (their threads are not there)."""
+        """In a forked child: a new lock; no reader in use (their threads are not there).
+
+        A closed cache closes the readers they were using (their releases would have): with
+        their own locks renewed first, since this may run before their turn.
+        """
         self._lock = threading.Lock()
         self._users.clear()
+        if self._closed:
+            for reader in self._readers.values():
+                reader._renew_locks_after_fork()
+            self._evict()
 
     def add(self, number: int, reader: _Closeable) -> None:
         """Put an already open reader in the cache (the first file)."""

@@ -15,6 +15,7 @@ import numpy as np
 import pims
 import pytest
 import tifffile
+from conftest import _open_image_files
 
 from pims_videoutils import (
     ReaderClosedError,
@@ -858,6 +859,47 @@ def test_fork_at_the_registration_of_a_lock_owner_renews_its_locks(tmp_path, mon
         np.testing.assert_array_equal(opened.get_plane(t=1, **position),
                                       data[position.get("p", 0), 1])
     assert renewed
+
+
+def _exit_holding_no_file_under(folder) -> None:
+    held = [name for name in _open_image_files() if name.startswith(str(folder))]
+    os._exit(1 if held else 0)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open files not listed")
+@pytest.mark.parametrize("kind", ["stack", "sequence"])
+def test_reader_closed_during_a_read_holds_no_file_in_a_forked_child(tmp_path, kind):
+    """A reader closed while another thread reads leaves its file (a sequence, the file being
+    read) to be released by that read; a child forked meanwhile has no such thread, and kept
+    the file open for good."""
+    data = _data((2, 3, 24, 20))
+    paths = [tmp_path / f"img_t{t}.tif" for t in range(len(data))]
+    for path, stack in zip(paths, data, strict=True):
+        tifffile.imwrite(path, stack, photometric="minisblack")
+    if kind == "stack":
+        reader = TiffStackND(paths[0])
+        reader._reads_in_flight.append(0)  # another thread's read under way
+
+        def end_the_read():
+            reader._reads_in_flight.pop()
+            reader._release_when_idle()
+    else:
+        reader = TiffSequenceND([str(path) for path in paths])
+        cache = reader._files
+        cache.acquire(1)  # another thread reads file 1
+
+        def end_the_read():
+            cache.release(1)
+    reader.close()
+    try:
+        child = multiprocessing.get_context("fork").Process(
+            target=_exit_holding_no_file_under, args=(tmp_path,))
+        child.start()
+        child.join(30)
+    finally:
+        end_the_read()
+    assert child.exitcode == 0
 
 
 def _lock_users(tmp_path, data):
