@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 import threading
 import uuid
 import weakref
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import ReaderClosedError, StackReadError
+from ._fork import renew_locks_after_fork
 
 if TYPE_CHECKING:
     import dask.array
@@ -37,6 +39,15 @@ _HOLDERS: dict[int, int] = {}
 _REOPENED_LOCK = threading.RLock()
 #: A name for each reader of this process that a graph holds: what workers cache by.
 _GRAPH_KEYS: weakref.WeakKeyDictionary[PlanesND, str] = weakref.WeakKeyDictionary()
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: a new :data:`_REOPENED_LOCK` (see ``_fork``)."""
+    global _REOPENED_LOCK
+    _REOPENED_LOCK = threading.RLock()
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 def planes_to_dask(reader: PlanesND, chunks: Mapping[str, int] | None = None) -> dask.array.Array:

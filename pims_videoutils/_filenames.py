@@ -33,15 +33,19 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain, count, pairwise, product
 from operator import itemgetter
 
+from ._fork import renew_cached_property_locks, renew_locks_after_fork
+
 __all__ = [
     "FileGrid",
     "FileNameError",
+    "absolute_path",
     "arrange_files",
     "is_micromanager_image_name",
     "natural_key",
@@ -118,6 +122,27 @@ def natural_sorted(texts: Iterable[str]) -> list[str]:
         A new sorted list.
     """
     return sorted(texts, key=natural_key)
+
+
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """Return ``path`` as an absolute path naming what the system opens for it.
+
+    Like ``os.path.abspath``, but a path with a ``..`` component is not normalised: after a
+    symbolic link to a folder, ``link/..`` is the parent of the link's target, not the folder
+    holding the link (which ``abspath`` would name).
+    """
+    path = os.path.join(os.getcwd(), os.fspath(path))  # (an absolute path stays as it is)
+    if os.pardir in path.split(os.sep):
+        return path
+    return os.path.normpath(path)
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: new locks for :class:`FileGrid`'s cached properties (see ``_fork``)."""
+    renew_cached_property_locks(sys.modules[__name__])
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import mmap
 import os
 import re
 import struct
+import sys
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ import tifffile
 
 from . import _ifd
 from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
+from ._fork import renew_cached_property_locks, renew_locks_after_fork
 from ._planetimes import elapsed_times
 
 MAPPED = "mapped"
@@ -151,6 +153,15 @@ def _position_label(summary: dict[str, Any], position: int) -> str:
         if isinstance(label, str) and label:
             return label
     return f"position {position}"
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: new locks for tifffile's cached properties (see ``_fork``)."""
+    renew_cached_property_locks(*[module for name, module in list(sys.modules.items())
+                                  if name.partition(".")[0] == "tifffile" and module is not None])
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 def open_tiff(source, **options: Any) -> tifffile.TiffFile:

@@ -40,6 +40,7 @@ import tifffile
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, StackNotFoundError, StackReadError
+from ._filenames import absolute_path
 from ._fork import renew_locks_after_fork
 from ._layout import (
     check_layout_tags_once,
@@ -352,7 +353,7 @@ def companion_file(description: str, path: str) -> str | None:
         return None
     for element in root:
         if element.tag.endswith("BinaryOnly") and element.attrib.get("MetadataFile"):
-            folder = os.path.dirname(os.path.abspath(path))
+            folder = os.path.dirname(absolute_path(path))
             return os.path.join(folder, element.attrib["MetadataFile"])
     return None
 
@@ -408,7 +409,7 @@ def files_indexed_by(index: str) -> list[str]:
         raise StackReadError(index, f"cannot read the NDTiff index ({exc.strerror})") from None
     if not names:
         return []
-    folder = os.path.dirname(os.path.abspath(index))
+    folder = os.path.dirname(absolute_path(index))
     named = sorted(os.path.join(folder, name.decode("utf-8", "replace")) for name in names)
     existing = [name for name in named if os.path.isfile(name)]
     if not existing:
@@ -882,9 +883,9 @@ class DatasetFile:
     def __init__(self, path: str, storage: str, identity: FileIdentity | None = None) -> None:
         self.path = path
         self._lock = threading.RLock()
-        renew_locks_after_fork(self)
         self._tif = None
         self._decoder: PageDecoder | None = None  # decoded storage
+        renew_locks_after_fork(self)  # (once what the renewal uses is set)
         try:  # (not waiting for a writer should a FIFO have taken the name: no effect on files)
             self._file = open(path, "rb", buffering=0, opener=_open_nonblocking)  # see close()
         except FileNotFoundError:

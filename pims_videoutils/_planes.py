@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pims import Frame, FramesSequenceND
 
-from ._errors import ReaderClosedError
+from ._errors import ReaderClosedError, StackReadError
 
 if TYPE_CHECKING:
     import dask.array
@@ -151,7 +151,7 @@ class PlanesND(FramesSequenceND):
         from ._dask import planes_to_dask
 
         if self.closed:
-            raise ReaderClosedError("to_dask on a closed reader")
+            raise ReaderClosedError(f"{self!r}: to_dask after close()")
         return planes_to_dask(self, chunks)
 
     def __len__(self) -> int:
@@ -275,6 +275,27 @@ class PlanesND(FramesSequenceND):
         :meth:`_plane_at` must be new objects: :meth:`get_frame` completes them in place.
         """
         raise NotImplementedError
+
+    def _restore_axis_settings(self, label: str, iter_axes: list[str], bundle_axes: list[str],
+                               default_coords: dict[str, int]) -> None:
+        """Give a reader re-opened by unpickling the axis settings it was pickled with.
+
+        Raises
+        ------
+        StackReadError
+            An axis of the settings is gone (the file or files ``label`` names changed since
+            the reader was pickled); the reader is closed.
+        """
+        gone = [axis for axis in dict.fromkeys([*iter_axes, *bundle_axes, *default_coords])
+                if axis not in self._sizes]
+        if gone:
+            self.close()
+            raise StackReadError(
+                label, f"changed since the reader was pickled: no axis {', '.join(gone)} any "
+                f"more (axes now: {''.join(self._sizes)})")
+        self.bundle_axes = bundle_axes
+        self.iter_axes = iter_axes
+        self.default_coords.update(default_coords)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ from __future__ import annotations
 import errno
 import io
 import os
+import sys
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
 from ._errors import StackReadError
+from ._fork import renew_locks_after_fork
 
 __all__ = ["READ_AHEAD_BYTES", "PlaneReads", "PositionalFile", "read_at"]
 
@@ -50,6 +52,15 @@ _PREADV = getattr(os, "preadv", None)
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _SEEK_LOCK = threading.Lock()  # a seek and a read on a shared descriptor stay together
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: a new ``_SEEK_LOCK`` (see ``_fork``)."""
+    global _SEEK_LOCK
+    _SEEK_LOCK = threading.Lock()
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 def read_at(fd: int, buffers: list[np.ndarray | bytearray], offset: int) -> int:

@@ -20,11 +20,13 @@ This module is the only place that knows the group name. It is cheap to import: 
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from typing import TYPE_CHECKING
 
 from ._errors import PluginLoadWarning
+from ._fork import renew_locks_after_fork
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -33,6 +35,15 @@ ENTRY_POINT_GROUP = "pims.readers"
 
 _lock = threading.RLock()
 _loaded = False
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: a new ``_lock`` (see ``_fork``)."""
+    global _lock
+    _lock = threading.RLock()
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 def reader_entry_points() -> list[EntryPoint]:

@@ -15,6 +15,7 @@ from pims import Frame
 
 from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
+from ._filenames import absolute_path
 from ._fork import renew_locks_after_fork
 from ._layout import MAPPED, Layout, discover, open_tiff
 from ._planes import Allocate, PlanesND, c_order_strides
@@ -121,8 +122,11 @@ class TiffStackND(PlanesND):
     ``TiffSequenceND(path, fill_missing=0)`` reads it, filling them.
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
-    unpickled. Frames carry ``metadata['timestamp']`` (seconds) where the file stores per-plane
-    time stamps (OME ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
+    unpickled (:class:`StackReadError` if the file lost an axis its ``iter_axes``,
+    ``bundle_axes`` or ``default_coords`` name); pickling a closed reader raises
+    :class:`ReaderClosedError`. Frames carry
+    ``metadata['timestamp']`` (seconds) where the file stores per-plane time stamps (OME
+    ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from
     several threads is safe, and so is closing while other threads read: the file is released
     when their reads end.
     """
@@ -141,7 +145,7 @@ class TiffStackND(PlanesND):
         if not isinstance(self._path, str):
             raise TypeError(f"path must be a str or os.PathLike[str], not {type(path).__name__}")
         # what a pickled reader re-opens: this file, also after os.chdir or in a worker process
-        self._abspath = os.path.abspath(self._path)
+        self._abspath = absolute_path(self._path)
         self._options = {"series": integer_option("series", series),
                          "level": integer_option("level", level),
                          "copy": bool(copy)}
@@ -314,11 +318,17 @@ class TiffStackND(PlanesND):
     # --- lifetime -----------------------------------------------------------------------------
 
     def _renew_locks_after_fork(self) -> None:
-        """In a forked child: a new lock, no reads in flight (their threads are not there)."""
+        """In a forked child: a new lock, no reads in flight (their threads are not there).
+
+        The file of a reader closed while they were under way is released (their ends would
+        have released it). Idempotent.
+        """
         self._lock = threading.RLock()
         self._reads_in_flight.clear()
         if self._decoder is not None:
             self._decoder.lock = self._lock
+        if self._closed:
+            self._release()
 
     def close(self) -> None:
         """Close the reader (idempotent): later reads raise :class:`ReaderClosedError`.
@@ -352,6 +362,8 @@ class TiffStackND(PlanesND):
             self._file = None
 
     def __reduce__(self):
+        if self._closed:  # (re-opened in another process, it would read again)
+            raise ReaderClosedError(f"{self._path}: a closed reader cannot be pickled")
         state = (self.iter_axes, self.bundle_axes, dict(self.default_coords))
         return (_reopen, (type(self), self._abspath, dict(self._options), state))
 
@@ -362,9 +374,7 @@ class TiffStackND(PlanesND):
 
 
 def _reopen(cls, path, options, state):
+    """Re-open a pickled reader and restore its axis settings."""
     reader = cls(path, **options)
-    iter_axes, bundle_axes, default_coords = state
-    reader.bundle_axes = bundle_axes
-    reader.iter_axes = iter_axes
-    reader.default_coords.update(default_coords)
+    reader._restore_axis_settings(path, *state)
     return reader

@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -41,6 +42,7 @@ from ._filenames import (
     AXIS_ORDER,
     TIFF_SUFFIXES,
     FileNameError,
+    absolute_path,
     arrange_files,
     is_micromanager_image_name,
     natural_sorted,
@@ -146,7 +148,7 @@ def micromanager_acquisition(path: str) -> str | None:
         return None
     positions = summary.get("Positions")
     if isinstance(positions, int) and positions > 1:
-        return os.path.dirname(os.path.abspath(folder))
+        return os.path.dirname(absolute_path(folder))
     return folder
 
 
@@ -164,7 +166,7 @@ def _acquisition_image(folder: str, subfolders: list[str]) -> str | None:
         return None
     image = next(
         (name for name in _tiff_files(position) if is_micromanager_image_name(name)), None)
-    if image is None or micromanager_acquisition(image) != os.path.abspath(folder):
+    if image is None or micromanager_acquisition(image) != absolute_path(folder):
         return None
     return image
 
@@ -248,7 +250,7 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             names, subfolders = _tiffs_and_folders(text)
             image = _acquisition_image(text, subfolders)
             if image is not None:  # a Micro-Manager acquisition: its images, as from one
-                return _acquisition_images(image, os.path.abspath(text))
+                return _acquisition_images(image, absolute_path(text))
             names = names or [
                 name for folder in position_folders(text) for name in _tiff_files(folder)
             ]
@@ -418,6 +420,8 @@ def _source_label(source: Any) -> str:
 class _Closeable(Protocol):
     def close(self) -> None: ...
 
+    def _renew_locks_after_fork(self) -> None: ...
+
 
 _Opened = TypeVar("_Opened")
 
@@ -508,9 +512,17 @@ class _OpenFiles:
         renew_locks_after_fork(self)
 
     def _renew_locks_after_fork(self) -> None:
-        """In a forked child: a new lock; no reader in use (their threads are not there)."""
+        """In a forked child: a new lock; no reader in use (their threads are not there).
+
+        A closed cache closes the readers they were using (their releases would have): with
+        their own locks renewed first, since this may run before their turn.
+        """
         self._lock = threading.Lock()
         self._users.clear()
+        if self._closed:
+            for reader in self._readers.values():
+                reader._renew_locks_after_fork()
+            self._evict()
 
     def add(self, number: int, reader: _Closeable) -> None:
         """Put an already open reader in the cache (the first file)."""
@@ -522,7 +534,7 @@ class _OpenFiles:
         """Return the open reader of file ``number``, opening it if needed; pair with release."""
         with self._lock:
             if self._closed:
-                raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+                raise ReaderClosedError(f"{self._paths[number]}: reader is closed")
             reader = self._readers.get(number)
             if reader is None:
                 reader = self._readers[number] = _opened_closing_idle_files(
@@ -572,6 +584,17 @@ class _OpenFiles:
         with self._lock:
             self._closed = True
             self._evict()
+
+
+def _renew_locks_after_fork() -> None:
+    """In a forked child: a new lock for the list of every open-files cache (see ``_fork``).
+
+    (Each cache renews its own lock.)
+    """
+    _OpenFiles._everywhere_lock = threading.Lock()
+
+
+renew_locks_after_fork(sys.modules[__name__])
 
 
 class TiffSequenceND(PlanesND):
@@ -675,7 +698,9 @@ class TiffSequenceND(PlanesND):
     names already number becomes the first of ``z``, ``t``, ``c`` still free. Default
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
-    re-lists the files when loaded.
+    re-lists the files when loaded (:class:`StackReadError` if they lost an axis its axis
+    settings name); pickling a closed reader raises
+    :class:`~pims_videoutils.ReaderClosedError`.
     """
 
     #: Just below :class:`~pims_videoutils.readers.TiffStackND` (20): ``pims.open`` on a file
@@ -706,8 +731,8 @@ class TiffSequenceND(PlanesND):
         self._source = _checked_source(source)
         # what a pickled reader re-opens: these files, also after os.chdir or in a worker process
         self._abs_source = (
-            os.path.abspath(self._source) if isinstance(self._source, (str, os.PathLike))
-            else tuple(os.path.abspath(name) for name in self._source)
+            absolute_path(self._source) if isinstance(self._source, (str, os.PathLike))
+            else tuple(absolute_path(name) for name in self._source)
         )
         self._options = {
             "pattern": pattern,
@@ -956,7 +981,7 @@ class TiffSequenceND(PlanesND):
         """Read one plane of a multi-file dataset from its file and offset."""
         files = self._files
         if files is None:
-            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+            raise ReaderClosedError(f"{_source_label(self._source)}: reader is closed")
         table = self._table
         index = tuple([coords[a] for a in table.axes])
         number = int(table.file_index[index])
@@ -1032,7 +1057,7 @@ class TiffSequenceND(PlanesND):
         """Read the plane at ``inner`` coordinates of file ``number`` (None: a gap, filled)."""
         files = self._files
         if files is None:
-            raise ReaderClosedError("I/O operation on a closed TiffSequenceND")
+            raise ReaderClosedError(f"{_source_label(self._source)}: reader is closed")
         if number is None:
             return np.full(self._plane_shape, self._fill, dtype=self._dtype)
         if self._template is not None:
@@ -1079,6 +1104,9 @@ class TiffSequenceND(PlanesND):
             files.close()
 
     def __reduce__(self):
+        if self.closed:  # (re-opened in another process, it would read again)
+            raise ReaderClosedError(
+                f"{_source_label(self._source)}: a closed reader cannot be pickled")
         state = {
             "iter_axes": self.iter_axes,
             "bundle_axes": self.bundle_axes,
@@ -1096,7 +1124,6 @@ class TiffSequenceND(PlanesND):
 def _restore(cls: type, source: Any, options: dict[str, Any], state: dict[str, Any]):
     """Re-open a pickled reader and restore its axis settings."""
     reader = cls(source, **options)
-    reader.bundle_axes = state["bundle_axes"]
-    reader.iter_axes = state["iter_axes"]
-    reader.default_coords = state["default_coords"]
+    reader._restore_axis_settings(_source_label(source), state["iter_axes"],
+                                  state["bundle_axes"], state["default_coords"])
     return reader

@@ -15,8 +15,18 @@ import numpy as np
 import pims
 import pytest
 import tifffile
+from conftest import _open_image_files
 
-from pims_videoutils import ReaderClosedError, StackReadError, _pread
+from pims_videoutils import (
+    ReaderClosedError,
+    StackReadError,
+    _dask,
+    _pread,
+    _registration,
+    sequence,
+)
+from pims_videoutils import readers as readers_module
+from pims_videoutils._filenames import FileGrid
 from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND
 
@@ -684,6 +694,48 @@ def test_pickle_round_trip(tmp_path, kind):
                 np.testing.assert_array_equal(clone[i], reader[i])
 
 
+@pytest.mark.parametrize("kind", ["imagej-tzcyx", "deflate"])
+def test_closed_reader_does_not_pickle(tmp_path, kind):
+    """Unpickling re-opens the file: a closed reader came back open (in another process, say)."""
+    path = tmp_path / f"{kind}.tif"
+    _write(kind, path)
+    reader = TiffStackND(path)
+    reader.close()
+    with pytest.raises(ReaderClosedError, match="closed reader cannot be pickled") as caught:
+        pickle.dumps(reader)
+    assert isinstance(caught.value, ValueError)  # like pickling a closed file
+
+
+def test_unpickled_reader_of_a_file_that_lost_an_axis(tmp_path):
+    """A reader re-opened by unpickling restores its axis settings: an axis gone from the file
+    since (replaced by a stack without channels) raised pims's "axes ['c'] do not exist"
+    naming no file, and left the re-opened file open."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((3, 2, 8, 9)), imagej=True, metadata={"axes": "TCYX"})
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "c"
+        blob = pickle.dumps(reader)
+    tifffile.imwrite(path, _data((3, 8, 9)), imagej=True, metadata={"axes": "TYX"})
+    with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
+        pickle.loads(blob)
+
+
+def test_pickled_reader_reopens_the_file_a_path_through_a_link_names(tmp_path, monkeypatch):
+    """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder, ``link/..``
+    became the folder holding the link, not the parent of its target, so the unpickled reader
+    re-opened another file."""
+    for folder in ("real/sub", "real/data", "data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    for folder, frames in (("real/data", 2), ("data", 3)):
+        tifffile.imwrite(tmp_path / folder / "a.tif", _data((frames, 4, 5)),
+                         photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join("link", os.pardir, "data", "a.tif")
+    with TiffStackND(path) as reader, pickle.loads(pickle.dumps(reader)) as clone:
+        np.testing.assert_array_equal(np.stack(list(clone)), tifffile.imread(path))
+
+
 def test_pickle_across_spawned_processes(hyperstack):
     path, data = hyperstack
     with TiffStackND(path) as reader:
@@ -774,6 +826,168 @@ def test_process_forked_while_another_thread_holds_a_lock_reads(tmp_path, held):
             release.set()
             holder.join(10)
         assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("owner", ["stack", "sequence", "dataset file"])
+def test_fork_at_the_registration_of_a_lock_owner_renews_its_locks(tmp_path, monkeypatch, owner):
+    """A process may fork the moment another thread registers a new reader, dataset file or
+    open-files cache for renewal: its renewal then ran on a half-built object (a dataset
+    file without its decoder: AttributeError in the child's at-fork hook, which then
+    renewed no lock of the owners after it)."""
+    from pims_videoutils import _multifile
+
+    data = _data((2, 3, 24, 20))
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as writer:  # (a dataset: positions in one file)
+        for position in data:
+            writer.write(position, compression="zlib", metadata={"axes": "TYX"})
+    renewed = []
+
+    def fork_now(module_of_owner):
+        def register(owner):  # then renew in the child forked at once
+            owner._renew_locks_after_fork()
+            renewed.append(type(owner).__name__)
+        monkeypatch.setattr(module_of_owner, "renew_locks_after_fork", register)
+
+    if owner == "stack":
+        fork_now(readers_module)
+        opened, position = TiffStackND(path), {}
+    else:
+        fork_now(_multifile if owner == "dataset file" else sequence)
+        opened, position = TiffSequenceND(path), {"p": 1}
+    with opened:
+        np.testing.assert_array_equal(opened.get_plane(t=1, **position),
+                                      data[position.get("p", 0), 1])
+    assert renewed
+
+
+def _exit_holding_no_file_under(folder) -> None:
+    held = [name for name in _open_image_files() if name.startswith(str(folder))]
+    os._exit(1 if held else 0)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open files not listed")
+@pytest.mark.parametrize("kind", ["stack", "sequence"])
+def test_reader_closed_during_a_read_holds_no_file_in_a_forked_child(tmp_path, kind):
+    """A reader closed while another thread reads leaves its file (a sequence, the file being
+    read) to be released by that read; a child forked meanwhile has no such thread, and kept
+    the file open for good."""
+    data = _data((2, 3, 24, 20))
+    paths = [tmp_path / f"img_t{t}.tif" for t in range(len(data))]
+    for path, stack in zip(paths, data, strict=True):
+        tifffile.imwrite(path, stack, photometric="minisblack")
+    if kind == "stack":
+        reader = TiffStackND(paths[0])
+        reader._reads_in_flight.append(0)  # another thread's read under way
+
+        def end_the_read():
+            reader._reads_in_flight.pop()
+            reader._release_when_idle()
+    else:
+        reader = TiffSequenceND([str(path) for path in paths])
+        cache = reader._files
+        cache.acquire(1)  # another thread reads file 1
+
+        def end_the_read():
+            cache.release(1)
+    reader.close()
+    try:
+        child = multiprocessing.get_context("fork").Process(
+            target=_exit_holding_no_file_under, args=(tmp_path,))
+        child.start()
+        child.join(30)
+    finally:
+        end_the_read()
+    assert child.exitcode == 0
+
+
+def _lock_users(tmp_path, data):
+    """What a child does that takes each module-level lock, and the lock (as the parent has it).
+
+    Each use returns whether the child read the right plane.
+    """
+    paths = [tmp_path / f"img_t{t}.tif" for t in range(len(data))]
+    for path, plane in zip(paths, data, strict=True):
+        tifffile.imwrite(path, plane)
+    stack, compressed = tmp_path / "stack.tif", tmp_path / "deflate.tif"
+    tifffile.imwrite(stack, data, photometric="minisblack")
+    tifffile.imwrite(compressed, data, photometric="minisblack", compression="zlib")
+
+    def open_a_sequence():  # a new open-files cache joins the list of every cache
+        with TiffSequenceND([str(path) for path in paths]) as reader:
+            return np.array_equal(reader.get_plane(t=2), data[2])
+
+    def run_a_dask_task():  # a task unpickled in a worker finds the worker's reader
+        with TiffStackND(stack) as reader:
+            task = pickle.loads(pickle.dumps(_dask.GraphReader(reader)))
+            return np.array_equal(task.reader.get_plane(t=2), data[2])
+
+    def load_the_readers():  # what pims.open does first
+        _registration.ensure_readers_loaded()
+        return True
+
+    def read_without_preadv():  # a seek and a read, as where os.preadv is missing
+        _pread._PREADV = None  # (in the child only)
+        with open(paths[2], "rb") as file:
+            head = bytearray(8)
+            return _pread.read_at(file.fileno(), [head], 0) == 8 and head[:2] in (b"II", b"MM")
+
+    def open_a_stack():  # tifffile parses the (compressed) file's series
+        with TiffStackND(compressed) as reader:
+            return np.array_equal(reader.get_plane(t=2), data[2])
+
+    # (Python < 3.12 computes each functools.cached_property under a lock of the class)
+    def property_lock(cls, name):
+        return lambda: getattr(vars(cls)[name], "lock", None)
+
+    return {
+        "open-files caches": (lambda: sequence._OpenFiles._everywhere_lock, open_a_sequence),
+        "tifffile cached property": (property_lock(tifffile.TiffFile, "series"), open_a_stack),
+        "file grid cached property": (property_lock(FileGrid, "shape"), open_a_sequence),
+        "dask re-opened readers": (lambda: _dask._REOPENED_LOCK, run_a_dask_task),
+        "reader registration": (lambda: _registration._lock, load_the_readers),
+        "seek lock": (lambda: _pread._SEEK_LOCK, read_without_preadv),
+    }
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("held", ["open-files caches", "dask re-opened readers",
+                                  "reader registration", "seek lock", "tifffile cached property",
+                                  "file grid cached property"])
+def test_process_forked_while_another_thread_holds_a_module_lock_goes_on(tmp_path, held):
+    """Module-level locks, like readers' locks, stayed held in a child forked while another
+    thread held them: the child's first sequence opened, first dask task, first ``pims.open``
+    or first read without ``preadv`` waited forever; so did its first file opened when
+    another thread was parsing one (a class-wide lock of Python 3.11's cached properties)."""
+    data = _data((3, 24, 20))
+    lock_of, use = _lock_users(tmp_path, data)[held]
+    lock = lock_of()
+    if lock is None:
+        pytest.skip("this Python's functools.cached_property takes no lock")
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            taken.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(
+            target=lambda: os._exit(0 if use() else 1))
+        child.start()
+        child.join(30)
+        if child.is_alive():  # hung on the lock
+            child.kill()
+            child.join(10)
+    finally:
+        release.set()
+        holder.join(10)
+    assert child.exitcode == 0
 
 
 @pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])

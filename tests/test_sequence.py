@@ -489,6 +489,55 @@ def test_pickle_round_trip_keeps_source_options_and_axes(tmp_path):
                 )
 
 
+def test_closed_reader_does_not_pickle(tmp_path, numbered):
+    """Unpickling re-lists and re-opens the files: a closed reader came back open."""
+    ome = tmp_path / "positions" / "two.ome.tif"  # (a dataset: positions in one file)
+    ome.parent.mkdir()
+    _write_ome_images(ome, _planes(0, 2))
+    for source in (numbered, ome):
+        reader = TiffSequenceND(source)
+        reader.close()
+        with pytest.raises(ReaderClosedError, match="closed reader cannot be pickled"):
+            pickle.dumps(reader)
+
+
+def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
+    """An axis gone from a folder since its reader was pickled (the files of the second
+    channel deleted): pims's "axes ['c'] do not exist", naming no folder, before."""
+    for t in range(2):
+        for c in range(2):
+            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(tmp_path) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 1
+        blob = pickle.dumps(reader)
+    for t in range(2):
+        (tmp_path / f"img_t{t}_c1.tif").unlink()
+    with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
+        pickle.loads(blob)
+
+
+def test_source_through_a_link_then_up_is_the_folder_the_system_opens(tmp_path, monkeypatch):
+    """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder,
+    ``link/../data`` was read as the ``data`` beside the link, not beside its target (other
+    files), also when pickled."""
+    for folder in ("real/sub", "real/data", "data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    for t, plane in enumerate(_planes(1, 2)):
+        _write(tmp_path / "real" / "data" / f"img_t{t}.tif", plane)
+    _write(tmp_path / "data" / "img_t0.tif", _planes(2, 1)[0])
+    monkeypatch.chdir(tmp_path)
+    folder = os.path.join("link", os.pardir, "data")
+    names = [os.path.join(folder, f"img_t{t}.tif") for t in range(2)]
+    for source in (folder, os.path.join(folder, "img_t*.tif"), names):
+        with TiffSequenceND(source) as reader, pickle.loads(pickle.dumps(reader)) as clone:
+            for opened in (reader, clone):
+                assert len(opened) == 2
+                for t, name in enumerate(names):
+                    np.testing.assert_array_equal(opened[t], tifffile.imread(name))
+
+
 def test_closed_reader(numbered):
     reader = TiffSequenceND(numbered)
     reader.get_frame(3)
@@ -496,10 +545,20 @@ def test_closed_reader(numbered):
     reader.close()
     assert reader.closed
     assert reader.open_file_count() == 0
-    with pytest.raises(ReaderClosedError):
+    with pytest.raises(ReaderClosedError, match=re.escape(f"{numbered}: reader is closed")):
         reader.get_frame(0)
     with pytest.raises(ValueError):
         reader.get_frame(5)
+
+
+def test_closed_dataset_names_itself(tmp_path):
+    """Reading a closed sequence said "I/O operation on a closed TiffSequenceND": which one?"""
+    path = tmp_path / "two.ome.tif"  # (a dataset: positions in one file)
+    _write_ome_images(path, _planes(0, 2))
+    reader = TiffSequenceND(path)
+    reader.close()
+    with pytest.raises(ReaderClosedError, match=re.escape(f"{path}: reader is closed")):
+        reader.get_plane(p=1)
 
 
 def test_many_files_open_lazily(tmp_path):
