@@ -807,15 +807,16 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
-    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi stored
-    in centimetres (28.35 and 37.8 pixels/cm).
+    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi in any
+    other unit (28.35 and 37.8 pixels/cm; 0.002835 pixels/µm in an ImageJ file calibrated in
+    microns), and 1 pixel per centimetre, millimetre or micrometre.
     """
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
     xres, yres = _resolution(page0)
     per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
-    if per_unit and xres and yres and not _print_default(xres, yres, page0.resolutionunit):
+    if per_unit and xres and yres and not _print_default(xres, yres, per_unit * 1e-6):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:
         meta["colormap"] = key.colormap
@@ -853,13 +854,26 @@ def _ndtiff_channel_names(index: str) -> list[str] | None:
     return names or None
 
 
-def _print_default(xres: float, yres: float, unit: int) -> bool:
+def _print_default(xres: float, yres: float, metres_per_unit: float) -> bool:
     """Tell whether resolution tags hold a writer's default rather than a pixel size.
 
-    Such are 1 pixel per unit, and 72 or 96 dpi stored per centimetre.
+    Such are 1 pixel per unit, and 72 or 96 dpi in whatever unit (``metres_per_unit`` long)
+    the tags count pixels per.
     """
-    return (xres, yres) == (1, 1) or (unit == 3 and all(
-        any(abs(res * 2.54 - dpi) < 0.05 for dpi in _PRINT_DPI) for res in (xres, yres)))
+    return (xres, yres) == (1, 1) or (_at_print_resolution(xres, metres_per_unit)
+                                      and _at_print_resolution(yres, metres_per_unit))
+
+
+def _at_print_resolution(pixels_per_unit: float, metres_per_unit: float | None) -> bool:
+    """Tell whether a resolution in pixels per a unit ``metres_per_unit`` long is 72 or 96 dpi.
+
+    To 0.05 dpi, the rounding of the writers that convert such defaults to centimetres or
+    micrometres (28.34 pixels/cm, 2834/1000000 pixels/µm). False for an unknown unit (None).
+    """
+    if metres_per_unit is None:
+        return False
+    dpi = pixels_per_unit * _METRES_PER_INCH / metres_per_unit
+    return any(abs(dpi - print_dpi) < 0.05 for print_dpi in _PRINT_DPI)
 
 
 def _length_unit(unit: str) -> str:
@@ -869,6 +883,14 @@ def _length_unit(unit: str) -> str:
 
 # powers of ten of a metre
 _METRE_EXPONENTS = {"km": 3, "m": 0, "cm": -2, "mm": -3, "µm": -6, "nm": -9, "Å": -10, "pm": -12}
+
+
+def _metres_per(unit: str) -> float | None:
+    """Length of the length ``unit`` (as :func:`_length_unit` spells it) in metres, or None."""
+    if unit in ("inch", "in"):
+        return _METRES_PER_INCH
+    exponent = _METRE_EXPONENTS.get(unit)
+    return None if exponent is None else 10.0**exponent
 
 
 def _in_unit(value: float | None, unit: str, target: str) -> float | None:
@@ -885,7 +907,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     """Update ``meta`` from ImageJ's description ``ij``.
 
     ImageJ writes the resolution tags in pixels per ``unit`` (their ResolutionUnit is inch for
-    ``unit=inch``, centimetre for ``cm``, else none), the y and z calibrations in ``yunit`` and
+    ``unit=inch``, centimetre for ``cm``, else none; 72 or 96 dpi expressed in that unit are a
+    print default, no pixel size), the y and z calibrations in ``yunit`` and
     ``zunit`` when they differ from ``unit`` (converted to it here), and the frame interval in
     ``tunit`` unless seconds.
     """
@@ -900,9 +923,10 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     if unit:
         meta["unit"] = unit
         xres, yres = _resolution(page0)
-        if xres and yres:
-            meta.update(pixel_size_x=1 / xres,
-                        pixel_size_y=_in_unit(1 / yres, unit_of("yunit") or unit, unit))
+        y_unit = unit_of("yunit") or unit
+        if xres and yres and not (_at_print_resolution(xres, _metres_per(unit))
+                                  and _at_print_resolution(yres, _metres_per(y_unit))):
+            meta.update(pixel_size_x=1 / xres, pixel_size_y=_in_unit(1 / yres, y_unit, unit))
     z_unit = unit_of("zunit") or meta["unit"]
     z_step = _positive(ij.get("spacing"))
     if z_step and meta["unit"] is None:
@@ -917,8 +941,9 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 
 # TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
 _MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
-# screen and print defaults of image editors (dots per inch), also stored per centimetre
+# screen and print defaults of image editors (dots per inch), also stored in other units
 _PRINT_DPI = (72, 96)
+_METRES_PER_INCH = 0.0254
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
               "min": 60.0, "h": 3600.0, "d": 86400.0}
 # ImageJ's time units (its default "sec", and what users type in its Properties dialog)

@@ -560,6 +560,65 @@ def test_print_resolution_in_centimetres_is_not_a_pixel_size(tmp_path, per_cm):
         assert reader.metadata["unit"] is None
 
 
+@pytest.mark.parametrize("dpi", [72, 96])
+@pytest.mark.parametrize(("unit", "metres"), [("MILLIMETER", 1e-3), ("MICROMETER", 1e-6)])
+def test_print_resolution_in_mm_or_um_is_not_a_pixel_size(tmp_path, dpi, unit, metres):
+    """72 or 96 dpi stored per mm or per µm (ResolutionUnit 4, 5) is a print default as it is
+    per centimetre."""
+    path = tmp_path / "res.tif"
+    per_unit = dpi / 0.0254 * metres
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(per_unit, per_unit),
+                     resolutionunit=unit)
+    with tifffile.TiffFile(path) as tif:  # the file says dpi pixels per inch
+        assert tif.pages[0].resolution[0] * 0.0254 / metres == pytest.approx(dpi, abs=0.05)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize("dpi", [72, 71.98, 72.01, 96])
+@pytest.mark.parametrize(("unit", "metres"), [("micron", 1e-6), ("\\u00B5m", 1e-6),
+                                              ("mm", 1e-3), ("cm", 1e-2), ("inch", 0.0254),
+                                              ("nm", 1e-9)])
+def test_imagej_print_resolution_in_its_unit_is_not_a_pixel_size(tmp_path, dpi, unit, metres):
+    """ImageJ counts pixels per its own ``unit``: 72 or 96 dpi converted to it (as Bio-Formats
+    and ImageJ do: 0.002834 pixels per micron) is a print default, not 353 or 265 µm pixels.
+    The file's unit and z spacing are still read."""
+    path = tmp_path / "res.tif"
+    per_unit = dpi / 0.0254 * metres
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_unit, per_unit),
+                     metadata={"unit": unit, "spacing": 2.5, "axes": "ZYX"})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["z_step"] == 2.5
+        assert reader.metadata["unit"] == ("µm" if metres == 1e-6 else unit)
+
+
+@pytest.mark.parametrize(("unit", "size"), [("micron", 0.1), ("micron", 352.0), ("mm", 0.25),
+                                            ("inch", 1 / 300)])
+def test_imagej_calibration_near_but_not_at_print_resolution_is_read(tmp_path, unit, size):
+    """A pixel size that is not 72 or 96 dpi in the file's unit is the file's calibration."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(1 / size, 1 / size),
+                     metadata={"unit": unit})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] == pytest.approx(size, rel=1e-6)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(size, rel=1e-6)
+
+
+def test_imagej_print_resolution_only_along_x_keeps_both_sizes(tmp_path):
+    """Only both axes at a print resolution make it a default (one alone is a calibration)."""
+    path = tmp_path / "res.tif"
+    per_micron = 72 / 25400
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_micron, 2.0),
+                     metadata={"unit": "micron"})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] == pytest.approx(1 / per_micron, rel=1e-6)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(0.5, rel=1e-6)
+
+
 @pytest.mark.parametrize(("axes", "names"), [("STYX", "ctyx"), ("TSYX", "tcyx"),
                                              ("SCYX", "acyx")])
 @pytest.mark.parametrize("compression", [None, "zlib"])

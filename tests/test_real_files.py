@@ -84,6 +84,23 @@ def test_real_print_resolution_in_centimetres(real_data):
         assert reader.metadata["unit"] is None
 
 
+def test_real_imagej_print_resolution_in_microns(real_data):
+    """ImageJ 1.44f stores Bio-Formats' 72 dpi as 2834/1000000 pixels per micron (its unit):
+    a print default, not pixels of 352.9 µm; the unit stays the file's."""
+    path = real_data / "imagej/gray8-3x2-stack.tif"
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert tif.imagej_metadata["unit"] == "micron"
+        assert page.resolutionunit == 1  # none: pixels per ImageJ's unit
+        numerator, denominator = page.tags["XResolution"].value
+        assert numerator / denominator * 25400 == pytest.approx(72, abs=0.05)
+        assert page.tags["YResolution"].value == (numerator, denominator)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] == "µm"
+
+
 def _stuck_case(name):
     class Case(_image_series, unittest.TestCase):
         def setUp(self):
