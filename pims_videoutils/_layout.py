@@ -35,7 +35,6 @@ import math
 import mmap
 import os
 import re
-import struct
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ import tifffile
 
 from . import _ifd
 from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
-from ._planetimes import elapsed_times
+from ._planetimes import elapsed_times, read_ndtiff_index
 
 MAPPED = "mapped"
 DECODED = "decoded"
@@ -499,6 +498,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
     storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
+    # (read once, for the channel names and the planes' times)
+    ndtiff_index = read_ndtiff_index(tif.filehandle.dirname) if tif.is_ndtiff else None
     mappable = _mappable(key) and key.parent is tif
     # tifffile gives the pages of a series the key page's layout, whatever their own tags say,
     # and may make a page object of the first IFD alone: planes are mapped only where every
@@ -545,13 +546,13 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         else:
             ifd_offsets = np.array([page.offset for page in pages], np.int64)
         if tif.is_micromanager:
-            page_times = elapsed_times(pages, tif.is_ndtiff)
+            page_times = elapsed_times(pages, ndtiff_index)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
         _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
-                          info, series, page_times)
+                          info, series, page_times, ndtiff_index)
     _check_extent(layout, size)
     if ser.kind == "mmstack":
         note_missing_positions(tif, positions_of_series(tif, ser), path, layout.metadata)
@@ -743,7 +744,7 @@ def _check_data_end(path: str, end: int, size: int) -> None:
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
-                 ifd_offsets, info, series=0, page_times=None) -> Layout:
+                 ifd_offsets, info, series=0, page_times=None, ndtiff_index=None) -> Layout:
     plane_shape = tuple(key.shape)
     if not math.prod(plane_shape):
         raise StackReadError(path, f"the image has no pixels (shape {plane_shape})")
@@ -751,7 +752,7 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
-    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape)
+    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index)
     if timestamps is None:
         timestamps = page_times
     metadata["kind"] = kind
@@ -802,8 +803,12 @@ def _resolution(page) -> tuple[float | None, float | None]:
 
 
 def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
-                  shape: tuple[int, ...]) -> tuple[dict[str, Any], np.ndarray | None]:
+                  shape: tuple[int, ...], ndtiff_index: list[tuple] | None = None,
+                  ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
+
+    ``ndtiff_index``: the entries of an NDTiff dataset's index
+    (:func:`._planetimes.read_ndtiff_index`), which name its channels.
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
@@ -829,28 +834,25 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
             meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
-    if tif.is_ndtiff and meta["channel_names"] is None:
-        meta["channel_names"] = _ndtiff_channel_names(
-            os.path.join(tif.filehandle.dirname, "NDTiff.index"))
+    if ndtiff_index is not None and meta["channel_names"] is None:
+        meta["channel_names"] = _ndtiff_channel_names(ndtiff_index)
     return meta, timestamps
 
 
-def _ndtiff_channel_names(index: str) -> list[str] | None:
-    """Return the channel names of an NDTiff dataset from its ``NDTiff.index``, or None.
+def _ndtiff_channel_names(entries: list[tuple]) -> list[str] | None:
+    """Return the channel names of an NDTiff dataset from its index ``entries``, or None.
 
     Each image's entry names its channel; tifffile numbers the names of the ``c`` axis in the
-    order they first appear there. None when the channels are numbers, or the index is unreadable.
+    order they first appear there. None when the channels are numbers, or there are no
+    entries (the index is unreadable).
     """
     names: list[str] = []
-    try:
-        for axes, *_ in tifffile.read_ndtiff_index(index):
-            name = axes.get("channel")
-            if not isinstance(name, str):
-                return None
-            if name not in names:
-                names.append(name)
-    except (OSError, ValueError, struct.error):
-        return None
+    for axes, *_ in entries:
+        name = axes.get("channel")
+        if not isinstance(name, str):
+            return None
+        if name not in names:
+            names.append(name)
     return names or None
 
 

@@ -51,7 +51,7 @@ from ._layout import (
     pims_axes,
     positions_of_series,
 )
-from ._planetimes import elapsed_times
+from ._planetimes import NDTIFF_INDEX, elapsed_times, read_ndtiff_index
 from ._pread import PlaneReads, PositionalFile
 
 __all__ = [
@@ -67,8 +67,6 @@ __all__ = [
 ]
 
 MAPPED, DECODED = "mapped", "decoded"
-#: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
-NDTIFF_INDEX = "NDTiff.index"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 #: a Micro-Manager continuation file: ``{base}_{part}.ome.tif`` continues ``{base}.ome.tif``
 #: (positions with Micro-Manager's default labels ``Pos0``...: other labels may end in digits)
@@ -571,12 +569,14 @@ def _plane_table(
     mapped = mapped and _mapped_as_ifds_say(pages, data_offsets, nbytes)
     if not mapped and (ifd_offsets[file_index >= 0] < 0).any():
         raise StackReadError(path, "compressed planes indexed without their IFD")
-    metadata = _metadata(tif, chosen, everything)
+    # (read once, for the channel names and the planes' times)
+    ndtiff_index = read_ndtiff_index(tif.filehandle.dirname) if tif.is_ndtiff else None
+    metadata = _metadata(tif, chosen, everything, ndtiff_index)
     metadata["storage"] = MAPPED if mapped else DECODED
     if chosen.kind == "mmstack":
         read = [alone[0]] if alone is not None else positions_of_series(tif, chosen)
         note_missing_positions(tif, read, path, metadata)
-    times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
+    times = elapsed_times(pages, ndtiff_index) if tif.is_micromanager else None
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)
     identities = tuple(FileIdentity.of(os.stat(name)) for name in files)
@@ -832,10 +832,15 @@ def _check_no_image_lost(xml: str, path: str, found: int) -> None:
             )
 
 
-def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
-    """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM."""
+def _metadata(tif: tifffile.TiffFile, chosen, everything,
+              ndtiff_index: list[tuple] | None) -> dict[str, Any]:
+    """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM.
+
+    ``ndtiff_index``: the entries of an NDTiff dataset's index (None for other datasets).
+    """
     # planes of a multi-file dataset carry no time stamps here: only the image's keys
-    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", ())
+    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", (),
+                            ndtiff_index)
     meta.update(
         kind=chosen.kind,
         series=[

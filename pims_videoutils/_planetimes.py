@@ -4,6 +4,7 @@ Micro-Manager (MMStack files and NDTiff datasets) writes a JSON summary of each 
 ``"ElapsedTime-ms"`` since the acquisition started, next to its pixels: in the image's IFD as
 tag 51123 (MMStack), and at an offset that ``NDTiff.index`` gives (NDTiff). :func:`elapsed_times`
 reads those, one ``pread`` per image (two for an MMStack IFD), without parsing the JSON.
+:func:`read_ndtiff_index` reads an NDTiff dataset's index once for every use of it.
 """
 
 from __future__ import annotations
@@ -16,15 +17,33 @@ from collections.abc import Sequence
 import numpy as np
 import tifffile
 
-__all__ = ["elapsed_times"]
+__all__ = ["NDTIFF_INDEX", "elapsed_times", "read_ndtiff_index"]
+
+#: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
+NDTIFF_INDEX = "NDTiff.index"
 
 _MM_METADATA_TAG = 51123
 _ELAPSED = re.compile(rb'"ElapsedTime-ms"\s*:\s*"?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)')
 _IFD_BYTES = 1024  # read at once: the entries of a Micro-Manager IFD (13-17 of them) fit
 
 
+def read_ndtiff_index(folder: str) -> list[tuple]:
+    """Return the entries of the ``NDTiff.index`` in ``folder``, as tifffile reads them.
+
+    Each entry is ``(axes, file name, pixel offset, width, height, pixel type, pixel
+    compression, metadata offset, metadata length, metadata compression)``
+    (:func:`tifffile.read_ndtiff_index`). Empty when the index cannot be read (it is corrupt or
+    gone since tifffile read it): the images' names and times are then unknown.
+    """
+    try:
+        return list(tifffile.read_ndtiff_index(os.path.join(folder, NDTIFF_INDEX)))
+    except (OSError, ValueError, struct.error):
+        return []
+
+
 def elapsed_times(
-    pages: Sequence[tifffile.TiffPage | tifffile.TiffFrame | None], ndtiff: bool
+    pages: Sequence[tifffile.TiffPage | tifffile.TiffFrame | None],
+    ndtiff_index: list[tuple] | None,
 ) -> np.ndarray | None:
     """Seconds since the acquisition start of each page, from Micro-Manager's image metadata.
 
@@ -33,8 +52,9 @@ def elapsed_times(
     pages : sequence of tifffile.TiffPage, tifffile.TiffFrame or None
         The planes of a series, in order (None: a plane no file holds), from files that
         tifffile flags as Micro-Manager (MMStack or NDTiff).
-    ndtiff : bool
-        The files are an NDTiff dataset (times found through its ``NDTiff.index``).
+    ndtiff_index : list of tuple or None
+        The entries of the dataset's ``NDTiff.index`` (:func:`read_ndtiff_index`) where the
+        files are an NDTiff dataset (times found through it); None for MMStack files.
 
     Returns
     -------
@@ -48,7 +68,7 @@ def elapsed_times(
             by_file.setdefault(page.parent.filehandle.path, []).append(i)
     for path, numbers in by_file.items():
         parent = pages[numbers[0]].parent
-        spans = _ndtiff_spans(path) if ndtiff else None
+        spans = None if ndtiff_index is None else _ndtiff_spans(ndtiff_index, path)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # gone since tifffile read it: its pages have no time
@@ -70,14 +90,9 @@ def elapsed_times(
     return None if np.isnan(times).all() else times
 
 
-def _ndtiff_spans(path: str) -> dict[int, tuple[int, int]]:
-    """Pixel offset -> (metadata offset, length) of the images of ``path`` in its NDTiff.index."""
-    index = os.path.join(os.path.dirname(path), "NDTiff.index")
+def _ndtiff_spans(entries: list[tuple], path: str) -> dict[int, tuple[int, int]]:
+    """Pixel offset -> (metadata offset, length) of the images of ``path`` in index ``entries``."""
     name = os.path.basename(path)
-    try:
-        entries = list(tifffile.read_ndtiff_index(index))
-    except (OSError, ValueError, struct.error):
-        return {}
     return {
         dataoffset: (metaoffset, metabytecount)
         for _, filename, dataoffset, *_, metaoffset, metabytecount, metacompression in entries

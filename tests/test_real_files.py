@@ -164,6 +164,24 @@ def test_ndtiff_channel_names_are_the_index_channels(real_data):
                 np.testing.assert_array_equal(opened.get_plane(t=0, c=c, z=0), first_planes[name])
 
 
+def test_ndtiff_index_is_read_once_per_open(real_data, monkeypatch):
+    """tifffile reads NDTiff.index for its series; the channel names and the planes' times
+    come from one more reading of it, not one per use."""
+    path = real_data / "ndtiff/ndtiff3.2_multichannel/NDTiff3.2_multichannel_NDTiffStack.tif"
+    reads = []
+    read_index = tifffile.read_ndtiff_index
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
+    with TiffStackND(path) as reader:
+        assert len(reads) == 1
+        assert reader.metadata["channel_names"] == ["DAPI", "FITC"]
+        assert reader.get_plane(t=7, c=1, z=15).metadata["timestamp"] > 0
+
+
 REAL_DATASETS = {  # folder: the files, in their order along t
     "sequences/banana": "banana*.tif",
     "sequences/stack_list": "Stack-*.tif",

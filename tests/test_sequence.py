@@ -1018,7 +1018,9 @@ def _write_ndtiff_index(path: Path, entries) -> None:
             index.write(struct.pack("<IiiiiIii", *numbers))
 
 
-def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
+def _split_ndtiff_dataset(real_data, tmp_path):
+    """Write the real NDTiff dataset as two files in ``tmp_path``, time points 4-7 (inverted)
+    in the second; return its planes as tifffile reads them and the index entries."""
     source = real_data / "ndtiff" / "ndtiff3.2_multichannel"
     original = tifffile.imread(source / "NDTiff3.2_multichannel_NDTiffStack.tif")
     first, second = tmp_path / "ds_NDTiffStack.tif", tmp_path / "ds_NDTiffStack_1.tif"
@@ -1048,6 +1050,12 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
     expected = tifffile.imread(first)  # tifffile's own reading of the two-file dataset
     np.testing.assert_array_equal(expected[:4], original[:4])
     np.testing.assert_array_equal(expected[4:], 65535 - original[4:])
+    return expected, entries
+
+
+def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
+    expected, _ = _split_ndtiff_dataset(real_data, tmp_path)
+    first, second = tmp_path / "ds_NDTiffStack.tif", tmp_path / "ds_NDTiffStack_1.tif"
     for entry in (tmp_path, first, second):
         with TiffSequenceND(entry) as reader:
             assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
@@ -1055,6 +1063,36 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
             reader.bundle_axes = "czyx"
             for t in range(8):
                 np.testing.assert_array_equal(reader[t], expected[t])
+
+
+def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
+    """Besides tifffile's reading of NDTiff.index (for its series), the channel names and the
+    planes' times come from one reading of it, not one per use and per file of the dataset;
+    they are still the channels and ElapsedTime-ms of each plane's own JSON."""
+    _, entries = _split_ndtiff_dataset(real_data, tmp_path)
+    expected_times, channels = {}, []
+    for axes, name, *_, metaoffset, metalength, _ in entries:
+        with open(tmp_path / name, "rb") as file:
+            file.seek(metaoffset)
+            image = json.loads(file.read(metalength))
+        if axes["channel"] not in channels:
+            channels.append(axes["channel"])
+        key = axes["time"], channels.index(axes["channel"]), axes["z"]
+        expected_times[key] = image["ElapsedTime-ms"] / 1000
+    reads = []
+    read_index = tifffile.read_ndtiff_index
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
+    with TiffSequenceND(tmp_path) as reader:
+        assert len(reads) == 1
+        assert len(reader.files) == 2
+        assert reader.metadata["channel_names"] == channels == ["DAPI", "FITC"]
+        for (t, c, z), seconds in expected_times.items():
+            assert reader.get_plane(t=t, c=c, z=z).metadata["timestamp"] == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("other", ["zz_other.tif", "MAX_projection.tif"])
