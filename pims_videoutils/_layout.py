@@ -45,7 +45,7 @@ import tifffile
 
 from . import _ifd
 from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
-from ._planetimes import elapsed_times, read_ndtiff_index
+from ._planetimes import read_ndtiff_index, times_and_intended_z
 
 MAPPED = "mapped"
 DECODED = "decoded"
@@ -497,7 +497,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     names = pims_axes(outer_codes + plane_codes)
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
-    storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
+    storage, plane_offsets, ifd_offsets = DECODED, None, None
+    page_times = page_z = None
     # (read once, for the channel names and the planes' times)
     ndtiff_index = read_ndtiff_index(tif.filehandle.dirname) if tif.is_ndtiff else None
     mappable = _mappable(key) and key.parent is tif
@@ -546,13 +547,13 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         else:
             ifd_offsets = np.array([page.offset for page in pages], np.int64)
         if tif.is_micromanager:
-            page_times = elapsed_times(pages, ndtiff_index)
+            page_times, page_z = times_and_intended_z(pages, ndtiff_index)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
         _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
-                          info, series, page_times, ndtiff_index)
+                          info, series, page_times, page_z, ndtiff_index)
     _check_extent(layout, size)
     if ser.kind == "mmstack":
         note_missing_positions(tif, positions_of_series(tif, ser), path, layout.metadata)
@@ -744,7 +745,8 @@ def _check_data_end(path: str, end: int, size: int) -> None:
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
-                 ifd_offsets, info, series=0, page_times=None, ndtiff_index=None) -> Layout:
+                 ifd_offsets, info, series=0, page_times=None, page_z=None,
+                 ndtiff_index=None) -> Layout:
     plane_shape = tuple(key.shape)
     if not math.prod(plane_shape):
         raise StackReadError(path, f"the image has no pixels (shape {plane_shape})")
@@ -755,6 +757,7 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index)
     if timestamps is None:
         timestamps = page_times
+    z_step_from_positions(metadata, page_z, axes.lower(), shape)
     metadata["kind"] = kind
     metadata["storage"] = storage
     metadata["series"] = info
@@ -837,6 +840,40 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
     if ndtiff_index is not None and meta["channel_names"] is None:
         meta["channel_names"] = _ndtiff_channel_names(ndtiff_index)
     return meta, timestamps
+
+
+def z_step_from_positions(meta: dict[str, Any], z_positions: np.ndarray | None, axes: str,
+                          shape: tuple[int, ...]) -> None:
+    """Set ``meta['z_step']`` from the planes' intended z positions, if the file gave none.
+
+    Micro-Manager's acquisition engine (NDTiff datasets) records each image's intended focus
+    (``ZPosition_um_Intended``, µm) and may leave the z step out of its summary. The step is
+    the spacing of the positions along ``z``, if it is the same (to one part in a million)
+    throughout every stack whose positions are all known; else it stays unknown.
+
+    Parameters
+    ----------
+    meta : dict
+        Normalised metadata (its ``unit`` becomes ``µm`` if it had none).
+    z_positions : numpy.ndarray or None
+        Intended z position of each plane (NaN: unknown) in C order of ``axes``, or None.
+    axes, shape : str, tuple of int
+        pims names and sizes of the non-plane axes.
+    """
+    if meta["z_step"] is not None or z_positions is None or "z" not in axes:
+        return
+    z = axes.index("z")
+    if shape[z] < 2:
+        return
+    stacks = np.moveaxis(z_positions.reshape(shape), z, -1).reshape(-1, shape[z])
+    stacks = stacks[np.isfinite(stacks).all(axis=1)]
+    steps = np.diff(stacks, axis=1)
+    if not steps.size or steps[0, 0] == 0 or not np.allclose(steps, steps[0, 0], rtol=1e-6,
+                                                              atol=0):
+        return
+    meta["unit"] = meta["unit"] or "µm"
+    meta["z_step"] = _in_unit(abs(float(stacks[0, -1] - stacks[0, 0])) / (shape[z] - 1), "µm",
+                              meta["unit"])
 
 
 def _ndtiff_channel_names(entries: list[tuple]) -> list[str] | None:

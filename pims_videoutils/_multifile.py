@@ -50,8 +50,9 @@ from ._layout import (
     open_tiff,
     pims_axes,
     positions_of_series,
+    z_step_from_positions,
 )
-from ._planetimes import NDTIFF_INDEX, elapsed_times, read_ndtiff_index
+from ._planetimes import NDTIFF_INDEX, read_ndtiff_index, times_and_intended_z
 from ._pread import PlaneReads, PositionalFile
 
 __all__ = [
@@ -576,7 +577,10 @@ def _plane_table(
     if chosen.kind == "mmstack":
         read = [alone[0]] if alone is not None else positions_of_series(tif, chosen)
         note_missing_positions(tif, read, path, metadata)
-    times = elapsed_times(pages, ndtiff_index) if tif.is_micromanager else None
+    times = z_positions = None
+    if tif.is_micromanager:
+        times, z_positions = times_and_intended_z(pages, ndtiff_index)
+    z_step_from_positions(metadata, z_positions, axes, shape)
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)
     identities = tuple(FileIdentity.of(os.stat(name)) for name in files)

@@ -164,6 +164,29 @@ def test_ndtiff_channel_names_are_the_index_channels(real_data):
                 np.testing.assert_array_equal(opened.get_plane(t=0, c=c, z=0), first_planes[name])
 
 
+def test_ndtiff_z_step_is_the_spacing_of_the_intended_z_positions(real_data):
+    """This NDTiff summary states no z step nor interval; each image's JSON states its
+    intended z position (0, 0.4... 6 µm): the z step is their spacing, the interval unknown."""
+    folder = real_data / "ndtiff/ndtiff3.2_multichannel"
+    path = folder / "NDTiff3.2_multichannel_NDTiffStack.tif"
+    intended = {}
+    with tifffile.TiffFile(path) as tif:
+        summary = tif.micromanager_metadata["Summary"]
+        for page in tif.pages:
+            image = page.tags[51123].value
+            axes = image["Axes"]
+            intended[axes["channel"], axes["time"], axes["z"]] = image["ZPosition_um_Intended"]
+    assert not {"z-step_um", "Interval_ms"} & set(summary)
+    steps = [intended[c, t, z + 1] - intended[c, t, z] for c, t, z in intended if z < 15]
+    assert len(steps) == 2 * 8 * 15
+    assert steps == pytest.approx([0.4] * len(steps))
+    for opened in TiffStackND(path), TiffSequenceND(folder):
+        with opened as reader:
+            assert reader.metadata["z_step"] == pytest.approx(steps[0])
+            assert reader.metadata["unit"] == "µm"
+            assert reader.metadata["frame_interval"] is None
+
+
 def test_ndtiff_index_is_read_once_per_open(real_data, monkeypatch):
     """tifffile reads NDTiff.index for its series; the channel names and the planes' times
     come from one more reading of it, not one per use."""

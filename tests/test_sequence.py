@@ -1070,7 +1070,7 @@ def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
     planes' times come from one reading of it, not one per use and per file of the dataset;
     they are still the channels and ElapsedTime-ms of each plane's own JSON."""
     _, entries = _split_ndtiff_dataset(real_data, tmp_path)
-    expected_times, channels = {}, []
+    expected_times, channels, intended = {}, [], set()
     for axes, name, *_, metaoffset, metalength, _ in entries:
         with open(tmp_path / name, "rb") as file:
             file.seek(metaoffset)
@@ -1079,6 +1079,7 @@ def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
             channels.append(axes["channel"])
         key = axes["time"], channels.index(axes["channel"]), axes["z"]
         expected_times[key] = image["ElapsedTime-ms"] / 1000
+        intended.add(image["ZPosition_um_Intended"])
     reads = []
     read_index = tifffile.read_ndtiff_index
 
@@ -1091,6 +1092,7 @@ def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
         assert len(reads) == 1
         assert len(reader.files) == 2
         assert reader.metadata["channel_names"] == channels == ["DAPI", "FITC"]
+        assert reader.metadata["z_step"] == pytest.approx((max(intended) - min(intended)) / 15)
         for (t, c, z), seconds in expected_times.items():
             assert reader.get_plane(t=t, c=c, z=z).metadata["timestamp"] == pytest.approx(seconds)
 

@@ -153,6 +153,63 @@ def test_ndtiff_file_truncated_by_a_crash_is_an_error_or_filled(real_data, tmp_p
                 np.testing.assert_array_equal(reader[i], expected[i])
 
 
+def _replace_ndtiff_summary(path: Path, change) -> dict:
+    """Rewrite in place the summary JSON of the NDTiff file ``path`` (its header) as
+    ``change(summary)`` returns it, padded with spaces to its length; return the new summary."""
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"{")
+    (length,) = struct.unpack_from("<I", raw, start - 4)
+    summary = change(json.loads(raw[start : start + length]))
+    text = json.dumps(summary, separators=(",", ":")).encode()
+    assert len(text) <= length
+    raw[start : start + length] = text.ljust(length)
+    path.write_bytes(bytes(raw))
+    with tifffile.TiffFile(path) as tif:  # as tifffile reads it
+        assert tif.micromanager_metadata["Summary"] == summary
+    return summary
+
+
+def test_ndtiff_summary_z_step_and_interval(real_data, tmp_path):
+    """Where an NDTiff summary gives ``z-step_um`` and ``Interval_ms`` (as Micro-Manager's
+    summary metadata does), they are the z step and the frame interval (s); the images'
+    intended z positions do not override the summary."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+
+    def stated(summary):
+        kept = {k: v for k, v in summary.items() if not k.startswith("Core-")}
+        return {**kept, "z-step_um": 0.5, "Interval_ms": 1500}
+
+    summary = _replace_ndtiff_summary(path, stated)
+    for source in (tmp_path, path):
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["z_step"] == summary["z-step_um"]
+            assert reader.metadata["frame_interval"] == summary["Interval_ms"] / 1000
+            assert reader.frame_rate == pytest.approx(1000 / summary["Interval_ms"])
+
+
+def test_ndtiff_uneven_intended_z_positions_give_no_z_step(real_data, tmp_path):
+    """One image focused elsewhere than its stack's even spacing: no z step is made up."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+    raw = path.read_bytes()
+    moved = raw.replace(b'"ZPosition_um_Intended":0.4,', b'"ZPosition_um_Intended":0.5,', 1)
+    assert moved != raw
+    path.write_bytes(moved)
+    for source in (tmp_path, path):
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["z_step"] is None
+
+
+def test_ndtiff_intended_z_step_with_images_missing(real_data, tmp_path):
+    """The last time point stopped at z=9: the complete stacks still give the z step."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: a["time"] < 7 or a["z"] < 10)
+    with tifffile.TiffFile(path) as tif:
+        intended = {page.tags[51123].value["ZPosition_um_Intended"] for page in tif.pages}
+    assert len(intended) == 16
+    step = (max(intended) - min(intended)) / 15
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        assert reader.metadata["z_step"] == pytest.approx(step)
+
+
 def test_ndtiff_index_naming_a_missing_file(real_data, tmp_path):
     _ndtiff_copy(real_data, tmp_path, lambda a: True, rename="renamed.tif")
     with pytest.raises(StackNotFoundError, match=re.escape(NDTIFF)):
