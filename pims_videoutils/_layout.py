@@ -550,7 +550,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             page_times, page_z = times_and_intended_z(pages, ndtiff_index)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
-        _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
+        _check_imagej_count(tif, key, nplanes, size, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
                           info, series, page_times, page_z, ndtiff_index)
@@ -622,14 +622,17 @@ def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path
                for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
 
 
-def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
+def _check_imagej_count(tif: tifffile.TiffFile, key, nplanes: int, size: int,
+                        path: str) -> None:
     """Raise StackReadError if an ImageJ header promises more planes than the series holds.
 
     Its count is ``images``, unless the planes are those of the channels x slices x frames it
     gives (which tifffile reads, deeming ``images`` unreliable; channels that are the samples
     of ``key`` not counted). A file holding more planes than ``images`` is read as tifffile
-    reads it.
+    reads it. The message says what the file lacks: IFDs, or (a file with one IFD, as ImageJ
+    writes files over 4 GB, all images after the first's start) bytes; ``size``: the file's.
     """
+    ij = tif.imagej_metadata or {}
     declared = ij.get("images")
     if not isinstance(declared, int) or declared <= nplanes:
         return
@@ -641,9 +644,17 @@ def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> Non
             counts.add(dims[0] * dims[1])
         if nplanes in counts:
             return
-    raise StackReadError(
-        path, f"ImageJ header declares {declared} images but the file holds only {nplanes} "
-        f"plane{'s' if nplanes != 1 else ''} (truncated or corrupt file)")
+    npages = len(tif.pages)
+    if npages == 1:
+        room = max(0, size - key.dataoffsets[0]) // (math.prod(key.shape) * key.dtype.itemsize)
+        lacks = (f"has a single IFD (page), and from its image's start room for {room} "
+                 f"image{'s' if room != 1 else ''}")
+    elif npages < declared:
+        lacks = f"has only {npages} IFDs (pages)"
+    else:
+        lacks = f"has {npages} IFDs (pages), of which tifffile's series holds {nplanes}"
+    raise StackReadError(path, f"ImageJ header declares {declared} images but the file "
+                         f"{lacks} (truncated or corrupt file)")
 
 
 def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:
