@@ -1023,16 +1023,10 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     when the planes have none or ``axes`` are not all of ``t``, ``z``, ``c``.
     """
     meta["ome_xml"] = xml
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
+    all_pixels, ns = _ome_pixels(xml)
+    if series >= len(all_pixels):
         return None
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    pixels_with_data = [pixels for pixels in root.findall(f"{ns}Image/{ns}Pixels")
-                        if pixels.find(f"{ns}TiffData") is not None]
-    if series >= len(pixels_with_data):
-        return None
-    pixels = pixels_with_data[series]
+    pixels = all_pixels[series]
     get = pixels.attrib.get
     unit = None
     size_x = _positive(get("PhysicalSizeX"))
@@ -1052,6 +1046,50 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     names = [c.attrib.get("Name") for c in pixels.findall(f"{ns}Channel")]
     if names and all(names):
         meta["channel_names"] = names
+    return _ome_plane_times(pixels, ns, axes, shape)
+
+
+def ome_plane_times(xml: str, series: list[int], axes: str,
+                    shape: tuple[int, ...]) -> np.ndarray | None:
+    """Return the per-plane times of OME images ``series``, one after another along ``axes[0]``.
+
+    The planes of a multi-file dataset whose positions are the document's images (series):
+    ``axes`` and ``shape`` are those of all of them, the first axis the positions when there
+    are several (see :func:`ome_metadata` for the times of one series). None when no plane
+    has a time.
+    """
+    all_pixels, ns = _ome_pixels(xml)
+    inner_axes, inner_shape = (axes[1:], shape[1:]) if len(series) > 1 else (axes, shape)
+    stamps = [_ome_plane_times(all_pixels[index], ns, inner_axes, inner_shape)
+              if index < len(all_pixels) else None for index in series]
+    if all(times is None for times in stamps):
+        return None
+    size = math.prod(inner_shape)
+    return np.concatenate([np.full(size, np.nan) if times is None else times
+                           for times in stamps])
+
+
+def _ome_pixels(xml: str) -> tuple[list[ET.Element], str]:
+    """Return the ``Pixels`` of an OME-XML document's images with ``TiffData``, and its namespace.
+
+    The images tifffile makes series of, in order; none when the document cannot be parsed.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return [], ""
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    return [pixels for pixels in root.findall(f"{ns}Image/{ns}Pixels")
+            if pixels.find(f"{ns}TiffData") is not None], ns
+
+
+def _ome_plane_times(pixels: ET.Element, ns: str, axes: str,
+                     shape: tuple[int, ...]) -> np.ndarray | None:
+    """Seconds of each plane of an OME ``Pixels`` element (its ``Plane`` ``DeltaT``).
+
+    In C order of ``axes`` and ``shape``, NaN where unknown; None when no plane has a time or
+    ``axes`` are not all of ``t``, ``z``, ``c``.
+    """
     planes = pixels.findall(f"{ns}Plane")
     if not planes or not set(axes) <= set("tzc"):
         return None

@@ -47,6 +47,7 @@ from ._layout import (
     data_as_ifds_say,
     file_metadata,
     note_missing_positions,
+    ome_plane_times,
     open_tiff,
     pims_axes,
     positions_of_series,
@@ -123,7 +124,8 @@ class PlaneTable:
         int64 array of ``shape``: byte offset of each plane's pixels or IFD in its file.
     timestamps : numpy.ndarray or None
         float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
-        where unknown; Micro-Manager's per-image times), or None.
+        where unknown; the OME ``Plane`` ``DeltaT``, or Micro-Manager's per-image times), or
+        None.
     unreadable : dict of str to str
         Files the OME-XML puts planes in that exist but cannot be read, or hold none of those
         planes (their planes are missing), each with the reason.
@@ -580,6 +582,9 @@ def _plane_table(
     times = z_positions = None
     if tif.is_micromanager:
         times, z_positions = times_and_intended_z(pages, ndtiff_index)
+    if chosen.kind == "ome":
+        times = ome_plane_times(tif.ome_metadata, [everything.index(s) for s in positions],
+                                axes, shape)
     z_step_from_positions(metadata, z_positions, axes, shape)
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)

@@ -13,6 +13,7 @@ import shutil
 import struct
 import threading
 import unittest
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -598,10 +599,12 @@ def test_file_deleted_after_opening(numbered):
 # --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
 
 
-def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs) -> None:
+def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, delta_t=None,
+                         **kwargs) -> None:
     """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME.
 
-    ``run`` numbers the acquisition: the files' UUIDs differ from run to run.
+    ``run`` numbers the acquisition: the files' UUIDs differ from run to run. ``delta_t``:
+    a function of (position, t) giving each plane's ``DeltaT`` in ms (a ``Plane`` element).
     """
     positions, times, height, width = data.shape
     names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
@@ -615,12 +618,15 @@ def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs)
                 f'<UUID FileName="{names[p, k]}">{uuids[p, k]}</UUID></TiffData>'
                 for k in range(2)
             )
+            planes = "" if delta_t is None else "".join(
+                f'<Plane TheZ="0" TheC="0" TheT="{t}" DeltaT="{delta_t(p, t)}" '
+                'DeltaTUnit="ms"/>' for t in range(times))
             images.append(
                 f'<Image ID="Image:{p}" Name="pos{p}"><Pixels ID="Pixels:{p}" '
                 f'DimensionOrder="XYZCT" Type="uint16" SizeX="{width}" SizeY="{height}" '
                 f'SizeZ="1" SizeC="1" SizeT="{times}" PhysicalSizeX="0.5" PhysicalSizeY="0.5">'
                 f'<Channel ID="Channel:{p}:0" Name="GFP" SamplesPerPixel="1"/>'
-                f"{tiffdata}</Pixels></Image>"
+                f"{tiffdata}{planes}</Pixels></Image>"
             )
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>'
@@ -659,6 +665,29 @@ def test_multifile_ome_opens_whole_dataset_from_any_file(multifile_ome, entry):
             np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
         with tifffile.TiffFile(folder / "pos0_part0.ome.tif") as tif:  # tifffile's own reading
             np.testing.assert_array_equal(tif.series[1].asarray()[3], reader[7])
+
+
+@pytest.mark.parametrize("entry", ["pos1_part1.ome.tif", "folder"])
+def test_multifile_ome_planes_carry_their_delta_t(tmp_path, entry):
+    """Each plane of a multi-file OME dataset has the ``timestamp`` of its OME ``Plane``
+    (``DeltaT``), as in one OME-TIFF file; they were dropped (no timestamp at all)."""
+    data = np.random.default_rng(21).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data, delta_t=lambda p, t: 1000 * p + 250 * t + 7)
+    with tifffile.TiffFile(tmp_path / "pos0_part0.ome.tif") as tif:  # the file's own XML
+        root = ET.fromstring(tif.ome_metadata)
+    expected = {}
+    for p, image in enumerate(e for e in root if e.tag.endswith("Image")):
+        for plane in image.iter():
+            if plane.tag.endswith("Plane"):
+                assert plane.attrib["DeltaTUnit"] == "ms"
+                expected[p, int(plane.attrib["TheT"])] = float(plane.attrib["DeltaT"]) / 1000
+    assert len(expected) == 8
+    with TiffSequenceND(tmp_path if entry == "folder" else tmp_path / entry) as reader:
+        assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
+        for (p, t), seconds in expected.items():
+            plane = reader.get_plane(p=p, t=t)
+            np.testing.assert_array_equal(plane, data[p, t])
+            assert plane.metadata["timestamp"] == pytest.approx(seconds)
 
 
 def test_multifile_ome_lru_pickle_and_threads(multifile_ome):
