@@ -463,9 +463,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         all_series = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
-    info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
-             "kind": s.kind, "levels": [tuple(lv.shape) for lv in s.levels]}
-            for i, s in enumerate(all_series)]
+    info = series_info(all_series)
     if not 0 <= series < len(all_series):
         raise StackReadError(
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
@@ -560,6 +558,17 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def series_info(all_series: list) -> list[dict[str, Any]]:
+    """Describe tifffile's series for ``metadata['series']``.
+
+    Each as a dict: ``index``, ``shape``, ``axes`` (tifffile's codes), ``dtype``, ``kind`` and
+    the shapes of its pyramid ``levels`` (the series itself first).
+    """
+    return [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
+             "kind": s.kind, "levels": [tuple(level.shape) for level in s.levels]}
+            for i, s in enumerate(all_series)]
 
 
 def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> list:

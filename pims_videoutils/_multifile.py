@@ -51,6 +51,7 @@ from ._layout import (
     open_tiff,
     pims_axes,
     positions_of_series,
+    series_info,
     z_step_from_positions,
 )
 from ._planetimes import NDTIFF_INDEX, read_ndtiff_index, times_and_intended_z
@@ -850,19 +851,7 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything,
     # planes of a multi-file dataset carry no time stamps here: only the image's keys
     meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", (),
                             ndtiff_index)
-    meta.update(
-        kind=chosen.kind,
-        series=[
-            {
-                "index": i,
-                "shape": tuple(s.shape),
-                "axes": s.axes,
-                "dtype": str(s.dtype),
-                "kind": s.kind,
-            }
-            for i, s in enumerate(everything)
-        ],
-    )
+    meta.update(kind=chosen.kind, series=series_info(everything))
     return meta
 
 

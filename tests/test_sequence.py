@@ -24,6 +24,7 @@ from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
+from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND, _list_files
 
 
@@ -688,6 +689,24 @@ def test_multifile_ome_planes_carry_their_delta_t(tmp_path, entry):
             plane = reader.get_plane(p=p, t=t)
             np.testing.assert_array_equal(plane, data[p, t])
             assert plane.metadata["timestamp"] == pytest.approx(seconds)
+
+
+def test_multifile_dataset_series_list_as_tifffile_reads_them(multifile_ome, real_data):
+    """``metadata['series']`` of a multi-file dataset lists tifffile's series with the keys
+    TiffStackND gives (``levels`` too: it was missing)."""
+    folder, _ = multifile_ome
+    ndtiff = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    for source, probe in ((folder, folder / "pos0_part0.ome.tif"),
+                          (ndtiff, ndtiff / "NDTiff3.2_multichannel_NDTiffStack.tif")):
+        with tifffile.TiffFile(probe) as tif:
+            expected = [{"index": i, "shape": tuple(s.shape), "axes": s.axes,
+                         "dtype": str(s.dtype), "kind": s.kind,
+                         "levels": [tuple(level.shape) for level in s.levels]}
+                        for i, s in enumerate(tif.series)]
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["series"] == expected
+    with TiffStackND(probe) as stack:  # the NDTiff dataset is one file: the same series
+        assert stack.metadata["series"] == expected
 
 
 def test_multifile_ome_lru_pickle_and_threads(multifile_ome):
