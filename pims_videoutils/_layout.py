@@ -831,7 +831,8 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
     """Normalised metadata dict and per-plane time stamps.
 
     ``ndtiff_index``: the entries of an NDTiff dataset's index
-    (:func:`._planetimes.read_ndtiff_index`), which name its channels.
+    (:func:`._planetimes.read_ndtiff_index`), which name its channels (rather than the
+    summary's ``ChNames``, when the entries name them).
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
@@ -857,8 +858,8 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
             meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
-    if ndtiff_index is not None and meta["channel_names"] is None:
-        meta["channel_names"] = _ndtiff_channel_names(ndtiff_index)
+    if ndtiff_index is not None:  # (in tifffile's c order, which a summary's ChNames may not be)
+        meta["channel_names"] = _ndtiff_channel_names(ndtiff_index) or meta["channel_names"]
     return meta, timestamps
 
 

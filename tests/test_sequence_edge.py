@@ -187,6 +187,28 @@ def test_ndtiff_summary_z_step_and_interval(real_data, tmp_path):
             assert reader.frame_rate == pytest.approx(1000 / summary["Interval_ms"])
 
 
+def test_ndtiff_channel_names_follow_the_index_not_the_summary_order(real_data, tmp_path):
+    """A summary listing ``ChNames`` (as Micro-Manager's does) in another order than the
+    index's first appearances, which number tifffile's ``c`` (DAPI skipped at t=0): the names
+    follow ``c``."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: a["channel"] == "FITC" or a["time"] > 0)
+    summary = _replace_ndtiff_summary(path, lambda summary: {
+        **{k: v for k, v in summary.items() if not k.startswith("Core-")},
+        "ChNames": ["DAPI", "FITC"]})
+    with tifffile.TiffFile(path) as tif:
+        seconds = {}  # of each channel's image at t=1, z=0 (their pixels are the same)
+        for page in tif.pages:
+            image = page.tags[51123].value
+            if image["Axes"]["time"] == 1 and image["Axes"]["z"] == 0:
+                seconds[image["Axes"]["channel"]] = image["ElapsedTime-ms"] / 1000
+    assert len(set(seconds.values())) == 2
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        names = reader.metadata["channel_names"]
+        assert sorted(names) == sorted(summary["ChNames"])
+        for c, name in enumerate(names):
+            assert reader.get_plane(t=1, c=c, z=0).metadata["timestamp"] == seconds[name]
+
+
 def test_ndtiff_uneven_intended_z_positions_give_no_z_step(real_data, tmp_path):
     """One image focused elsewhere than its stack's even spacing: no z step is made up."""
     path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
