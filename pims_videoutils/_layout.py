@@ -551,7 +551,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         _check_imagej_count(tif, key, nplanes, size, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
-                          info, series, page_times, page_z, ndtiff_index)
+                          info, series, page_times, page_z, ndtiff_index,
+                          all_series[series].keyframe)
     _check_extent(layout, size)
     if ser.kind == "mmstack":
         note_missing_positions(tif, positions_of_series(tif, ser), path, layout.metadata)
@@ -766,7 +767,7 @@ def _check_data_end(path: str, end: int, size: int) -> None:
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
                  ifd_offsets, info, series=0, page_times=None, page_z=None,
-                 ndtiff_index=None) -> Layout:
+                 ndtiff_index=None, resolution_page=None) -> Layout:
     plane_shape = tuple(key.shape)
     if not math.prod(plane_shape):
         raise StackReadError(path, f"the image has no pixels (shape {plane_shape})")
@@ -774,7 +775,8 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
-    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index)
+    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index,
+                                         resolution_page)
     if timestamps is None:
         timestamps = page_times
     z_step_from_positions(metadata, page_z, axes.lower(), shape)
@@ -827,8 +829,12 @@ def _resolution(page) -> tuple[float | None, float | None]:
 
 def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
                   shape: tuple[int, ...], ndtiff_index: list[tuple] | None = None,
-                  ) -> tuple[dict[str, Any], np.ndarray | None]:
+                  resolution_page=None) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
+
+    ``key`` is the page that describes the planes read; the resolution tags are those of
+    ``resolution_page`` (default ``key``): the full-resolution key page of the series, also
+    for a pyramid level (whose pixel sizes are scaled after).
 
     ``ndtiff_index``: the entries of an NDTiff dataset's index
     (:func:`._planetimes.read_ndtiff_index`), which name its channels (rather than the
@@ -843,8 +849,9 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
-    xres, yres = _resolution(page0)
-    per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
+    resolution_page = key if resolution_page is None else resolution_page
+    xres, yres = _resolution(resolution_page)
+    per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(resolution_page.resolutionunit)
     if per_unit and xres and yres and not _print_default(xres, yres, per_unit * 1e-6):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:

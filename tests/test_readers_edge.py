@@ -507,6 +507,27 @@ def test_pixel_size_from_metric_resolution_units(tmp_path, unit, per_unit):
         assert reader.metadata["pixel_size_y"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_pixel_size_of_each_series_from_its_own_pages(tmp_path, compression):
+    """Series 1 of a file has the pixel size its own pages' resolution tags give (it had
+    series 0's, read from the file's first page)."""
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for size, shape, axes in ((0.5, (3, 8, 9), "TYX"), (0.25, (2, 16, 18), "ZYX")):
+            tif.write(_data(shape), resolution=(1e4 / size, 1e4 / (2 * size)),
+                      resolutionunit="CENTIMETER", metadata={"axes": axes},
+                      photometric="minisblack", compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        expected = [tuple(1e4 / r for r in s.keyframe.resolution) for s in tif.series]
+        assert all(s.keyframe.resolutionunit == 3 for s in tif.series)
+    assert expected == [(0.5, 1.0), (0.25, 0.5)]
+    for series, (size_x, size_y) in enumerate(expected):
+        with TiffStackND(path, series=series) as reader:
+            assert reader.metadata["pixel_size_x"] == pytest.approx(size_x)
+            assert reader.metadata["pixel_size_y"] == pytest.approx(size_y)
+            assert reader.metadata["unit"] == "µm"
+
+
 def _with_resolution_rationals(path, numerator, denominator):
     """Set both resolution tags of every page of ``path`` to ``numerator / denominator``."""
     with tifffile.TiffFile(path) as tif:
