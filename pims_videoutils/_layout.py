@@ -975,7 +975,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 
     ImageJ writes the resolution tags in pixels per ``unit`` (their ResolutionUnit is inch for
     ``unit=inch``, centimetre for ``cm``, else none; 72 or 96 dpi expressed in that unit are a
-    print default, no pixel size), the y and z calibrations in ``yunit`` and
+    print default, no pixel size; tags per centimetre with ``unit=um``, as Micro-Manager
+    writes them, are converted to µm, as ImageJ does), the y and z calibrations in ``yunit`` and
     ``zunit`` when they differ from ``unit`` (converted to it here), and the frame interval in
     ``tunit`` unless seconds.
     """
@@ -990,6 +991,8 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     if unit:
         meta["unit"] = unit
         xres, yres = _resolution(page0)
+        if page0.resolutionunit == 3 and ij.get("unit") == "um" and xres and yres:
+            xres, yres = xres / 1e4, yres / 1e4  # per cm, as ImageJ reads them: per µm
         y_unit = unit_of("yunit") or unit
         if xres and yres and not (_at_print_resolution(xres, _metres_per(unit))
                                   and _at_print_resolution(yres, _metres_per(y_unit))):

@@ -617,6 +617,24 @@ def test_imagej_print_resolution_in_its_unit_is_not_a_pixel_size(tmp_path, dpi, 
         assert reader.metadata["unit"] == ("µm" if metres == 1e-6 else unit)
 
 
+def test_imagej_unit_um_over_centimetre_tags_as_imagej_reads_it(tmp_path):
+    """Micro-Manager writes resolution tags in pixels per cm (ResolutionUnit 3) and ImageJ's
+    ``unit=um``: ImageJ converts them to µm (its FileOpener: cm tags and ``um``: x 10000), and
+    so must the reader: 0.5 µm pixels, not 5e-05 µm."""
+    path = tmp_path / "mm.tif"
+    per_cm = 1e4 / 0.5
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_cm, per_cm / 2),
+                     resolutionunit="CENTIMETER", metadata={"unit": "um"})
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.resolutionunit == 3 and tif.imagej_metadata["unit"] == "um"
+        size_x, size_y = (1e4 / r for r in page.resolution)  # µm: the tags count per cm
+    with TiffStackND(path) as reader:
+        assert reader.metadata["unit"] == "µm"
+        assert reader.metadata["pixel_size_x"] == pytest.approx(size_x) == 0.5
+        assert reader.metadata["pixel_size_y"] == pytest.approx(size_y) == 1.0
+
+
 @pytest.mark.parametrize(("unit", "size"), [("micron", 0.1), ("micron", 352.0), ("mm", 0.25),
                                             ("inch", 1 / 300)])
 def test_imagej_calibration_near_but_not_at_print_resolution_is_read(tmp_path, unit, size):
