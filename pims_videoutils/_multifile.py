@@ -583,9 +583,10 @@ def _plane_table(
     times = z_positions = None
     if tif.is_micromanager:
         times, z_positions = times_and_intended_z(pages, ndtiff_index)
-    if chosen.kind == "ome":
-        times = ome_plane_times(tif.ome_metadata, [everything.index(s) for s in positions],
-                                axes, shape)
+    if chosen.kind == "ome":  # (the OME-XML's times first, as for one file)
+        ome_times = ome_plane_times(tif.ome_metadata, [everything.index(s) for s in positions],
+                                    axes, shape)
+        times = times if ome_times is None else ome_times
     z_step_from_positions(metadata, z_positions, axes, shape)
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)
