@@ -517,6 +517,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             plane_offsets = None
     if plane_offsets is not None:
         storage = MAPPED
+        if tif.is_micromanager and len(made) == nplanes:  # (e.g. an image of an acquisition)
+            page_times, page_z = times_and_intended_z(made, ndtiff_index)
     else:
         if level and len(made) != len(ser):  # (tifffile cannot list such a level's pages)
             pages = _level_pages(tif, path, all_series[series], level, key)
