@@ -184,14 +184,16 @@ def _names_cannot_be_arranged(pattern: str, kwargs: dict[str, Any]) -> bool:
 def _folder_contents(folder: str) -> str:
     """Describe what ``folder`` holds: its files counted by extension, and its sub-folders.
 
-    Such as ``'3 .png files, 1 .txt file and 2 sub-folders'``, or ``'nothing'`` (hidden files
-    aside); the six most frequent extensions, then a count of the other files.
+    Such as ``'3 .png files, 1 .txt file and 2 sub-folders'``, or ``'nothing'``; the six most
+    frequent extensions, then a count of the other files, and of the hidden entries (which
+    are not read).
     """
     extensions: dict[str, int] = {}
-    folders = 0
+    folders = hidden = 0
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
+                hidden += 1
                 continue
             if entry.is_dir():
                 folders += 1
@@ -205,6 +207,8 @@ def _folder_contents(folder: str) -> str:
         parts.append(f"{others} other file{'s' if others != 1 else ''}")
     if folders:
         parts.append(f"{folders} sub-folder{'s' if folders != 1 else ''}")
+    if hidden:
+        parts.append(f"{hidden} hidden entr{'ies' if hidden != 1 else 'y'} (not read)")
     if not parts:
         return "nothing"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -820,8 +820,9 @@ def test_open_folder_without_tiff_files(tmp_path: Path) -> None:
     (tmp_path / ".hidden.tif").touch()
     (tmp_path / "empty").mkdir()
     with pytest.raises(StackReadError, match=r"is a folder holding no \.tif or \.tiff file "
-                       r"\(nor do its sub-folders\); it holds 3 \.png files, 1 \.txt file and "
-                       r"1 sub-folder; open one of its files, or a glob pattern"):
+                       r"\(nor do its sub-folders\); it holds 3 \.png files, 1 \.txt file, "
+                       r"1 sub-folder and 1 hidden entry \(not read\); open one of its files, "
+                       r"or a glob pattern"):
         pims_videoutils.open(tmp_path)
     (tmp_path / "notes.txt").unlink()
     (tmp_path / "empty").rmdir()
@@ -834,6 +835,9 @@ def test_open_folder_without_tiff_files(tmp_path: Path) -> None:
 
 def test_open_empty_folder_says_it_is_empty(tmp_path: Path) -> None:
     with pytest.raises(StackReadError, match=r"no \.tif or \.tiff file .*; it holds nothing;"):
+        pims_videoutils.open(tmp_path)
+    (tmp_path / ".stack.tif").touch()  # not "nothing": a TIFF file, hidden
+    with pytest.raises(StackReadError, match=r"; it holds 1 hidden entry \(not read\);"):
         pims_videoutils.open(tmp_path)
 
 
