@@ -35,7 +35,6 @@ import math
 import mmap
 import os
 import re
-import struct
 import sys
 import warnings
 import xml.etree.ElementTree as ET
@@ -48,7 +47,7 @@ import tifffile
 from . import _ifd
 from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
 from ._fork import renew_cached_property_locks, renew_locks_after_fork
-from ._planetimes import elapsed_times
+from ._planetimes import read_ndtiff_index, times_and_intended_z
 
 MAPPED = "mapped"
 DECODED = "decoded"
@@ -472,9 +471,7 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         all_series = list(tif.series)  # (tifffile >= 2026.11: a lazy sequence)
     except MALFORMED_TIFF_ERRORS as exc:
         raise StackReadError(path, f"cannot parse the TIFF structure ({exc})") from exc
-    info = [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
-             "kind": s.kind, "levels": [tuple(lv.shape) for lv in s.levels]}
-            for i, s in enumerate(all_series)]
+    info = series_info(all_series)
     if not 0 <= series < len(all_series):
         raise StackReadError(
             path, f"series {series} does not exist (the file holds {len(all_series)} series: "
@@ -506,7 +503,10 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
     names = pims_axes(outer_codes + plane_codes)
     nplanes = math.prod(shape)
     plane_nbytes = math.prod(key.shape) * key.dtype.itemsize
-    storage, plane_offsets, ifd_offsets, page_times = DECODED, None, None, None
+    storage, plane_offsets, ifd_offsets = DECODED, None, None
+    page_times = page_z = None
+    # (read once, for the channel names and the planes' times)
+    ndtiff_index = read_ndtiff_index(tif.filehandle.dirname) if tif.is_ndtiff else None
     mappable = _mappable(key) and key.parent is tif
     # tifffile gives the pages of a series the key page's layout, whatever their own tags say,
     # and may make a page object of the first IFD alone: planes are mapped only where every
@@ -525,6 +525,8 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
             plane_offsets = None
     if plane_offsets is not None:
         storage = MAPPED
+        if tif.is_micromanager and len(made) == nplanes:  # (e.g. an image of an acquisition)
+            page_times, page_z = times_and_intended_z(made, ndtiff_index)
     else:
         if level and len(made) != len(ser):  # (tifffile cannot list such a level's pages)
             pages = _level_pages(tif, path, all_series[series], level, key)
@@ -553,19 +555,31 @@ def _series_layout(tif: tifffile.TiffFile, path: str, series: int, size: int,
         else:
             ifd_offsets = np.array([page.offset for page in pages], np.int64)
         if tif.is_micromanager:
-            page_times = elapsed_times(pages, tif.is_ndtiff)
+            page_times, page_z = times_and_intended_z(pages, ndtiff_index)
     # (Micro-Manager's ImageJ header counts the images of one position of the whole dataset)
     if tif.pages.first.is_imagej and series == 0 and ser.kind != "mmstack":
-        _check_imagej_count(tif.imagej_metadata or {}, key, nplanes, path)
+        _check_imagej_count(tif, key, nplanes, size, path)
     layout = _make_layout(tif, path, ser.kind, names[: len(outer_codes)], shape,
                           names[len(outer_codes):], key, storage, plane_offsets, ifd_offsets,
-                          info, series, page_times)
+                          info, series, page_times, page_z, ndtiff_index,
+                          all_series[series].keyframe)
     _check_extent(layout, size)
     if ser.kind == "mmstack":
         note_missing_positions(tif, positions_of_series(tif, ser), path, layout.metadata)
     if level:
         _scale_pixel_sizes(layout.metadata, all_series[series].keyframe, key, level)
     return layout
+
+
+def series_info(all_series: list) -> list[dict[str, Any]]:
+    """Describe tifffile's series for ``metadata['series']``.
+
+    Each as a dict: ``index``, ``shape``, ``axes`` (tifffile's codes), ``dtype``, ``kind`` and
+    the shapes of its pyramid ``levels`` (the series itself first).
+    """
+    return [{"index": i, "shape": tuple(s.shape), "axes": s.axes, "dtype": str(s.dtype),
+             "kind": s.kind, "levels": [tuple(level.shape) for level in s.levels]}
+            for i, s in enumerate(all_series)]
 
 
 def _level_pages(tif: tifffile.TiffFile, path: str, full, level: int, key) -> list:
@@ -628,14 +642,17 @@ def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path
                for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
 
 
-def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> None:
+def _check_imagej_count(tif: tifffile.TiffFile, key, nplanes: int, size: int,
+                        path: str) -> None:
     """Raise StackReadError if an ImageJ header promises more planes than the series holds.
 
     Its count is ``images``, unless the planes are those of the channels x slices x frames it
     gives (which tifffile reads, deeming ``images`` unreliable; channels that are the samples
     of ``key`` not counted). A file holding more planes than ``images`` is read as tifffile
-    reads it.
+    reads it. The message says what the file lacks: IFDs, or (a file with one IFD, as ImageJ
+    writes files over 4 GB, all images after the first's start) bytes; ``size``: the file's.
     """
+    ij = tif.imagej_metadata or {}
     declared = ij.get("images")
     if not isinstance(declared, int) or declared <= nplanes:
         return
@@ -647,9 +664,17 @@ def _check_imagej_count(ij: dict[str, Any], key, nplanes: int, path: str) -> Non
             counts.add(dims[0] * dims[1])
         if nplanes in counts:
             return
-    raise StackReadError(
-        path, f"ImageJ header declares {declared} images but the file holds only {nplanes} "
-        f"plane{'s' if nplanes != 1 else ''} (truncated or corrupt file)")
+    npages = len(tif.pages)
+    if npages == 1:
+        room = max(0, size - key.dataoffsets[0]) // (math.prod(key.shape) * key.dtype.itemsize)
+        lacks = (f"has a single IFD (page), and from its image's start room for {room} "
+                 f"image{'s' if room != 1 else ''}")
+    elif npages < declared:
+        lacks = f"has only {npages} IFDs (pages)"
+    else:
+        lacks = f"has {npages} IFDs (pages), of which tifffile's series holds {nplanes}"
+    raise StackReadError(path, f"ImageJ header declares {declared} images but the file "
+                         f"{lacks} (truncated or corrupt file)")
 
 
 def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:
@@ -751,7 +776,8 @@ def _check_data_end(path: str, end: int, size: int) -> None:
 
 
 def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_offsets,
-                 ifd_offsets, info, series=0, page_times=None) -> Layout:
+                 ifd_offsets, info, series=0, page_times=None, page_z=None,
+                 ndtiff_index=None, resolution_page=None) -> Layout:
     plane_shape = tuple(key.shape)
     if not math.prod(plane_shape):
         raise StackReadError(path, f"the image has no pixels (shape {plane_shape})")
@@ -759,9 +785,11 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
-    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape)
+    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index,
+                                         resolution_page)
     if timestamps is None:
         timestamps = page_times
+    z_step_from_positions(metadata, page_z, axes.lower(), shape)
     metadata["kind"] = kind
     metadata["storage"] = storage
     metadata["series"] = info
@@ -810,20 +838,31 @@ def _resolution(page) -> tuple[float | None, float | None]:
 
 
 def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
-                  shape: tuple[int, ...]) -> tuple[dict[str, Any], np.ndarray | None]:
+                  shape: tuple[int, ...], ndtiff_index: list[tuple] | None = None,
+                  resolution_page=None) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.
+
+    ``key`` is the page that describes the planes read; the resolution tags are those of
+    ``resolution_page`` (default ``key``): the full-resolution key page of the series, also
+    for a pyramid level (whose pixel sizes are scaled after).
+
+    ``ndtiff_index``: the entries of an NDTiff dataset's index
+    (:func:`._planetimes.read_ndtiff_index`), which name its channels (rather than the
+    summary's ``ChNames``, when the entries name them).
 
     Pixel sizes come from the resolution tags only in centimetres, or in the millimetres and
     micrometres that tifffile also writes (or ImageJ's own unit): resolutions in inches are the
-    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi stored
-    in centimetres (28.35 and 37.8 pixels/cm).
+    print defaults of most writers (72 dpi), not pixel sizes, and so are 72 and 96 dpi in any
+    other unit (28.35 and 37.8 pixels/cm; 0.002835 pixels/µm in an ImageJ file calibrated in
+    microns), and 1 pixel per centimetre, millimetre or micrometre.
     """
     meta: dict[str, Any] = dict.fromkeys(PHYSICAL_METADATA_KEYS)
     page0 = tif.pages.first
     meta["software"] = page0.software or None
-    xres, yres = _resolution(page0)
-    per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(page0.resolutionunit)
-    if per_unit and xres and yres and not _print_default(xres, yres, page0.resolutionunit):
+    resolution_page = key if resolution_page is None else resolution_page
+    xres, yres = _resolution(resolution_page)
+    per_unit = _MICROMETRES_PER_RESOLUTION_UNIT.get(resolution_page.resolutionunit)
+    if per_unit and xres and yres and not _print_default(xres, yres, per_unit * 1e-6):
         meta.update(pixel_size_x=per_unit / xres, pixel_size_y=per_unit / yres, unit="µm")
     if key.colormap is not None:
         meta["colormap"] = key.colormap
@@ -836,38 +875,82 @@ def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str
             meta["ome_xml"] = page0.description
     if tif.is_micromanager:
         _micromanager_metadata(tif.micromanager_metadata, page0, meta)
-    if tif.is_ndtiff and meta["channel_names"] is None:
-        meta["channel_names"] = _ndtiff_channel_names(
-            os.path.join(tif.filehandle.dirname, "NDTiff.index"))
+    if ndtiff_index is not None:  # (in tifffile's c order, which a summary's ChNames may not be)
+        meta["channel_names"] = _ndtiff_channel_names(ndtiff_index) or meta["channel_names"]
     return meta, timestamps
 
 
-def _ndtiff_channel_names(index: str) -> list[str] | None:
-    """Return the channel names of an NDTiff dataset from its ``NDTiff.index``, or None.
+def z_step_from_positions(meta: dict[str, Any], z_positions: np.ndarray | None, axes: str,
+                          shape: tuple[int, ...]) -> None:
+    """Set ``meta['z_step']`` from the planes' intended z positions, if the file gave none.
+
+    Micro-Manager's acquisition engine (NDTiff datasets) records each image's intended focus
+    (``ZPosition_um_Intended``, µm) and may leave the z step out of its summary. The step is
+    the spacing of the positions along ``z``, if it is the same (to one part in a million)
+    throughout every stack whose positions are all known; else it stays unknown.
+
+    Parameters
+    ----------
+    meta : dict
+        Normalised metadata (its ``unit`` becomes ``µm`` if it had none).
+    z_positions : numpy.ndarray or None
+        Intended z position of each plane (NaN: unknown) in C order of ``axes``, or None.
+    axes, shape : str, tuple of int
+        pims names and sizes of the non-plane axes.
+    """
+    if meta["z_step"] is not None or z_positions is None or "z" not in axes:
+        return
+    z = axes.index("z")
+    if shape[z] < 2:
+        return
+    stacks = np.moveaxis(z_positions.reshape(shape), z, -1).reshape(-1, shape[z])
+    stacks = stacks[np.isfinite(stacks).all(axis=1)]
+    steps = np.diff(stacks, axis=1)
+    if not steps.size or steps[0, 0] == 0 or not np.allclose(steps, steps[0, 0], rtol=1e-6,
+                                                              atol=0):
+        return
+    meta["unit"] = meta["unit"] or "µm"
+    meta["z_step"] = _in_unit(abs(float(stacks[0, -1] - stacks[0, 0])) / (shape[z] - 1), "µm",
+                              meta["unit"])
+
+
+def _ndtiff_channel_names(entries: list[tuple]) -> list[str] | None:
+    """Return the channel names of an NDTiff dataset from its index ``entries``, or None.
 
     Each image's entry names its channel; tifffile numbers the names of the ``c`` axis in the
-    order they first appear there. None when the channels are numbers, or the index is unreadable.
+    order they first appear there. None when the channels are numbers, or there are no
+    entries (the index is unreadable).
     """
     names: list[str] = []
-    try:
-        for axes, *_ in tifffile.read_ndtiff_index(index):
-            name = axes.get("channel")
-            if not isinstance(name, str):
-                return None
-            if name not in names:
-                names.append(name)
-    except (OSError, ValueError, struct.error):
-        return None
+    for axes, *_ in entries:
+        name = axes.get("channel")
+        if not isinstance(name, str):
+            return None
+        if name not in names:
+            names.append(name)
     return names or None
 
 
-def _print_default(xres: float, yres: float, unit: int) -> bool:
+def _print_default(xres: float, yres: float, metres_per_unit: float) -> bool:
     """Tell whether resolution tags hold a writer's default rather than a pixel size.
 
-    Such are 1 pixel per unit, and 72 or 96 dpi stored per centimetre.
+    Such are 1 pixel per unit, and 72 or 96 dpi in whatever unit (``metres_per_unit`` long)
+    the tags count pixels per.
     """
-    return (xres, yres) == (1, 1) or (unit == 3 and all(
-        any(abs(res * 2.54 - dpi) < 0.05 for dpi in _PRINT_DPI) for res in (xres, yres)))
+    return (xres, yres) == (1, 1) or (_at_print_resolution(xres, metres_per_unit)
+                                      and _at_print_resolution(yres, metres_per_unit))
+
+
+def _at_print_resolution(pixels_per_unit: float, metres_per_unit: float | None) -> bool:
+    """Tell whether a resolution in pixels per a unit ``metres_per_unit`` long is 72 or 96 dpi.
+
+    To 0.05 dpi, the rounding of the writers that convert such defaults to centimetres or
+    micrometres (28.34 pixels/cm, 2834/1000000 pixels/µm). False for an unknown unit (None).
+    """
+    if metres_per_unit is None:
+        return False
+    dpi = pixels_per_unit * _METRES_PER_INCH / metres_per_unit
+    return any(abs(dpi - print_dpi) < 0.05 for print_dpi in _PRINT_DPI)
 
 
 def _length_unit(unit: str) -> str:
@@ -877,6 +960,14 @@ def _length_unit(unit: str) -> str:
 
 # powers of ten of a metre
 _METRE_EXPONENTS = {"km": 3, "m": 0, "cm": -2, "mm": -3, "µm": -6, "nm": -9, "Å": -10, "pm": -12}
+
+
+def _metres_per(unit: str) -> float | None:
+    """Length of the length ``unit`` (as :func:`_length_unit` spells it) in metres, or None."""
+    if unit in ("inch", "in"):
+        return _METRES_PER_INCH
+    exponent = _METRE_EXPONENTS.get(unit)
+    return None if exponent is None else 10.0**exponent
 
 
 def _in_unit(value: float | None, unit: str, target: str) -> float | None:
@@ -893,7 +984,9 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     """Update ``meta`` from ImageJ's description ``ij``.
 
     ImageJ writes the resolution tags in pixels per ``unit`` (their ResolutionUnit is inch for
-    ``unit=inch``, centimetre for ``cm``, else none), the y and z calibrations in ``yunit`` and
+    ``unit=inch``, centimetre for ``cm``, else none; 72 or 96 dpi expressed in that unit are a
+    print default, no pixel size; tags per centimetre with ``unit=um``, as Micro-Manager
+    writes them, are converted to µm, as ImageJ does), the y and z calibrations in ``yunit`` and
     ``zunit`` when they differ from ``unit`` (converted to it here), and the frame interval in
     ``tunit`` unless seconds.
     """
@@ -908,9 +1001,12 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
     if unit:
         meta["unit"] = unit
         xres, yres = _resolution(page0)
-        if xres and yres:
-            meta.update(pixel_size_x=1 / xres,
-                        pixel_size_y=_in_unit(1 / yres, unit_of("yunit") or unit, unit))
+        if page0.resolutionunit == 3 and ij.get("unit") == "um" and xres and yres:
+            xres, yres = xres / 1e4, yres / 1e4  # per cm, as ImageJ reads them: per µm
+        y_unit = unit_of("yunit") or unit
+        if xres and yres and not (_at_print_resolution(xres, _metres_per(unit))
+                                  and _at_print_resolution(yres, _metres_per(y_unit))):
+            meta.update(pixel_size_x=1 / xres, pixel_size_y=_in_unit(1 / yres, y_unit, unit))
     z_unit = unit_of("zunit") or meta["unit"]
     z_step = _positive(ij.get("spacing"))
     if z_step and meta["unit"] is None:
@@ -925,8 +1021,9 @@ def _imagej_metadata(ij: dict[str, Any], page0, meta: dict[str, Any]) -> None:
 
 # TIFF ResolutionUnit 3 (centimetre), and tifffile's 4 (millimetre) and 5 (micrometre)
 _MICROMETRES_PER_RESOLUTION_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}
-# screen and print defaults of image editors (dots per inch), also stored per centimetre
+# screen and print defaults of image editors (dots per inch), also stored in other units
 _PRINT_DPI = (72, 96)
+_METRES_PER_INCH = 0.0254
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "ps": 1e-12,
               "min": 60.0, "h": 3600.0, "d": 86400.0}
 # ImageJ's time units (its default "sec", and what users type in its Properties dialog)
@@ -956,16 +1053,10 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     when the planes have none or ``axes`` are not all of ``t``, ``z``, ``c``.
     """
     meta["ome_xml"] = xml
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
+    all_pixels, ns = _ome_pixels(xml)
+    if series >= len(all_pixels):
         return None
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    pixels_with_data = [pixels for pixels in root.findall(f"{ns}Image/{ns}Pixels")
-                        if pixels.find(f"{ns}TiffData") is not None]
-    if series >= len(pixels_with_data):
-        return None
-    pixels = pixels_with_data[series]
+    pixels = all_pixels[series]
     get = pixels.attrib.get
     unit = None
     size_x = _positive(get("PhysicalSizeX"))
@@ -985,6 +1076,50 @@ def ome_metadata(xml: str, series: int, axes: str, shape: tuple[int, ...],
     names = [c.attrib.get("Name") for c in pixels.findall(f"{ns}Channel")]
     if names and all(names):
         meta["channel_names"] = names
+    return _ome_plane_times(pixels, ns, axes, shape)
+
+
+def ome_plane_times(xml: str, series: list[int], axes: str,
+                    shape: tuple[int, ...]) -> np.ndarray | None:
+    """Return the per-plane times of OME images ``series``, one after another along ``axes[0]``.
+
+    The planes of a multi-file dataset whose positions are the document's images (series):
+    ``axes`` and ``shape`` are those of all of them, the first axis the positions when there
+    are several (see :func:`ome_metadata` for the times of one series). None when no plane
+    has a time.
+    """
+    all_pixels, ns = _ome_pixels(xml)
+    inner_axes, inner_shape = (axes[1:], shape[1:]) if len(series) > 1 else (axes, shape)
+    stamps = [_ome_plane_times(all_pixels[index], ns, inner_axes, inner_shape)
+              if index < len(all_pixels) else None for index in series]
+    if all(times is None for times in stamps):
+        return None
+    size = math.prod(inner_shape)
+    return np.concatenate([np.full(size, np.nan) if times is None else times
+                           for times in stamps])
+
+
+def _ome_pixels(xml: str) -> tuple[list[ET.Element], str]:
+    """Return the ``Pixels`` of an OME-XML document's images with ``TiffData``, and its namespace.
+
+    The images tifffile makes series of, in order; none when the document cannot be parsed.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return [], ""
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    return [pixels for pixels in root.findall(f"{ns}Image/{ns}Pixels")
+            if pixels.find(f"{ns}TiffData") is not None], ns
+
+
+def _ome_plane_times(pixels: ET.Element, ns: str, axes: str,
+                     shape: tuple[int, ...]) -> np.ndarray | None:
+    """Seconds of each plane of an OME ``Pixels`` element (its ``Plane`` ``DeltaT``).
+
+    In C order of ``axes`` and ``shape``, NaN where unknown; None when no plane has a time or
+    ``axes`` are not all of ``t``, ``z``, ``c``.
+    """
     planes = pixels.findall(f"{ns}Plane")
     if not planes or not set(axes) <= set("tzc"):
         return None

@@ -48,11 +48,14 @@ from ._layout import (
     data_as_ifds_say,
     file_metadata,
     note_missing_positions,
+    ome_plane_times,
     open_tiff,
     pims_axes,
     positions_of_series,
+    series_info,
+    z_step_from_positions,
 )
-from ._planetimes import elapsed_times
+from ._planetimes import NDTIFF_INDEX, read_ndtiff_index, times_and_intended_z
 from ._pread import PlaneReads, PositionalFile
 
 __all__ = [
@@ -68,8 +71,6 @@ __all__ = [
 ]
 
 MAPPED, DECODED = "mapped", "decoded"
-#: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
-NDTIFF_INDEX = "NDTiff.index"
 _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 #: a Micro-Manager continuation file: ``{base}_{part}.ome.tif`` continues ``{base}.ome.tif``
 #: (positions with Micro-Manager's default labels ``Pos0``...: other labels may end in digits)
@@ -125,7 +126,8 @@ class PlaneTable:
         int64 array of ``shape``: byte offset of each plane's pixels or IFD in its file.
     timestamps : numpy.ndarray or None
         float64 array of ``shape``: seconds since the acquisition start of each plane (NaN
-        where unknown; Micro-Manager's per-image times), or None.
+        where unknown; the OME ``Plane`` ``DeltaT``, or Micro-Manager's per-image times), or
+        None.
     unreadable : dict of str to str
         Files the OME-XML puts planes in that exist but cannot be read, or hold none of those
         planes (their planes are missing), each with the reason.
@@ -572,12 +574,21 @@ def _plane_table(
     mapped = mapped and _mapped_as_ifds_say(pages, data_offsets, nbytes)
     if not mapped and (ifd_offsets[file_index >= 0] < 0).any():
         raise StackReadError(path, "compressed planes indexed without their IFD")
-    metadata = _metadata(tif, chosen, everything)
+    # (read once, for the channel names and the planes' times)
+    ndtiff_index = read_ndtiff_index(tif.filehandle.dirname) if tif.is_ndtiff else None
+    metadata = _metadata(tif, chosen, everything, ndtiff_index)
     metadata["storage"] = MAPPED if mapped else DECODED
     if chosen.kind == "mmstack":
         read = [alone[0]] if alone is not None else positions_of_series(tif, chosen)
         note_missing_positions(tif, read, path, metadata)
-    times = elapsed_times(pages, tif.is_ndtiff) if tif.is_micromanager else None
+    times = z_positions = None
+    if tif.is_micromanager:
+        times, z_positions = times_and_intended_z(pages, ndtiff_index)
+    if chosen.kind == "ome":  # (the OME-XML's times first, as for one file)
+        ome_times = ome_plane_times(tif.ome_metadata, [everything.index(s) for s in positions],
+                                    axes, shape)
+        times = times if ome_times is None else ome_times
+    z_step_from_positions(metadata, z_positions, axes, shape)
     metadata["ome_companion"] = companion
     # (tifffile has read every file: one more stat each costs little)
     identities = tuple(FileIdentity.of(os.stat(name)) for name in files)
@@ -833,23 +844,16 @@ def _check_no_image_lost(xml: str, path: str, found: int) -> None:
             )
 
 
-def _metadata(tif: tifffile.TiffFile, chosen, everything) -> dict[str, Any]:
-    """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM."""
+def _metadata(tif: tifffile.TiffFile, chosen, everything,
+              ndtiff_index: list[tuple] | None) -> dict[str, Any]:
+    """Build the normalised metadata of a TiffStackND from the first page, OME-XML and MM.
+
+    ``ndtiff_index``: the entries of an NDTiff dataset's index (None for other datasets).
+    """
     # planes of a multi-file dataset carry no time stamps here: only the image's keys
-    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", ())
-    meta.update(
-        kind=chosen.kind,
-        series=[
-            {
-                "index": i,
-                "shape": tuple(s.shape),
-                "axes": s.axes,
-                "dtype": str(s.dtype),
-                "kind": s.kind,
-            }
-            for i, s in enumerate(everything)
-        ],
-    )
+    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", (),
+                            ndtiff_index)
+    meta.update(kind=chosen.kind, series=series_info(everything))
     return meta
 
 

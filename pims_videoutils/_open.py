@@ -181,6 +181,39 @@ def _names_cannot_be_arranged(pattern: str, kwargs: dict[str, Any]) -> bool:
     return False
 
 
+def _folder_contents(folder: str) -> str:
+    """Describe what ``folder`` holds: its files counted by extension, and its sub-folders.
+
+    Such as ``'3 .png files, 1 .txt file and 2 sub-folders'``, or ``'nothing'``; the six most
+    frequent extensions, then a count of the other files, and of the hidden entries (which
+    are not read).
+    """
+    extensions: dict[str, int] = {}
+    folders = hidden = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                hidden += 1
+                continue
+            if entry.is_dir():
+                folders += 1
+            else:
+                extension = os.path.splitext(entry.name)[1].lower() or "extensionless"
+                extensions[extension] = extensions.get(extension, 0) + 1
+    ranked = sorted(extensions.items(), key=lambda item: (-item[1], item[0]))
+    parts = [f"{n} {extension} file{'s' if n != 1 else ''}" for extension, n in ranked[:6]]
+    others = sum(n for _, n in ranked[6:])
+    if others:
+        parts.append(f"{others} other file{'s' if others != 1 else ''}")
+    if folders:
+        parts.append(f"{folders} sub-folder{'s' if folders != 1 else ''}")
+    if hidden:
+        parts.append(f"{hidden} hidden entr{'ies' if hidden != 1 else 'y'} (not read)")
+    if not parts:
+        return "nothing"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _refuse_special_file(path: str) -> None:
     """Raise StackReadError if ``path`` exists but is neither a regular file nor a folder.
 
@@ -349,7 +382,9 @@ def open(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwar
         if opens_as_sequence(target):  # the pattern named a folder of TIFF files
             return _open_sequence(target, kwargs)
     if os.path.isdir(target):
-        raise StackReadError(target, "is a folder without .tif or .tiff files; pass a file")
+        raise StackReadError(target, "is a folder holding no .tif or .tiff file (nor do its "
+                             f"sub-folders); it holds {_folder_contents(target)}; open one of "
+                             "its files, or a glob pattern matching them")
     _refuse_special_file(target)
     extension = os.path.splitext(target)[1].lower().lstrip(".")
     if not extension:

@@ -1,9 +1,12 @@
-"""Per-plane acquisition times that Micro-Manager stores with every image.
+"""Per-plane acquisition times and focus positions that Micro-Manager stores with every image.
 
 Micro-Manager (MMStack files and NDTiff datasets) writes a JSON summary of each image, with
-``"ElapsedTime-ms"`` since the acquisition started, next to its pixels: in the image's IFD as
-tag 51123 (MMStack), and at an offset that ``NDTiff.index`` gives (NDTiff). :func:`elapsed_times`
-reads those, one ``pread`` per image (two for an MMStack IFD), without parsing the JSON.
+``"ElapsedTime-ms"`` since the acquisition started and, from its acquisition engine (NDTiff),
+the ``"ZPosition_um_Intended"`` of the image's focus, next to its pixels: in the image's IFD
+as tag 51123 (MMStack), and at an offset that ``NDTiff.index`` gives (NDTiff).
+:func:`times_and_intended_z` reads those, one ``pread`` per image (two for an MMStack IFD),
+without parsing the JSON. :func:`read_ndtiff_index` reads an NDTiff dataset's index once for
+every use of it.
 """
 
 from __future__ import annotations
@@ -16,39 +19,65 @@ from collections.abc import Sequence
 import numpy as np
 import tifffile
 
-__all__ = ["elapsed_times"]
+__all__ = ["NDTIFF_INDEX", "read_ndtiff_index", "times_and_intended_z"]
+
+#: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
+NDTIFF_INDEX = "NDTiff.index"
 
 _MM_METADATA_TAG = 51123
-_ELAPSED = re.compile(rb'"ElapsedTime-ms"\s*:\s*"?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)')
+_NUMBER = rb'\s*:\s*"?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)'
+_ELAPSED = re.compile(rb'"ElapsedTime-ms"' + _NUMBER)
+_INTENDED_Z = re.compile(rb'"ZPosition_um_Intended"' + _NUMBER)
 _IFD_BYTES = 1024  # read at once: the entries of a Micro-Manager IFD (13-17 of them) fit
 
 
-def elapsed_times(
-    pages: Sequence[tifffile.TiffPage | tifffile.TiffFrame | None], ndtiff: bool
-) -> np.ndarray | None:
-    """Seconds since the acquisition start of each page, from Micro-Manager's image metadata.
+def read_ndtiff_index(folder: str) -> list[tuple]:
+    """Return the entries of the ``NDTiff.index`` in ``folder``, as tifffile reads them.
+
+    Each entry is ``(axes, file name, pixel offset, width, height, pixel type, pixel
+    compression, metadata offset, metadata length, metadata compression)``
+    (:func:`tifffile.read_ndtiff_index`). Empty when the index cannot be read (it is corrupt or
+    gone since tifffile read it): the images' names and times are then unknown.
+    """
+    try:
+        return list(tifffile.read_ndtiff_index(os.path.join(folder, NDTIFF_INDEX)))
+    except (OSError, ValueError, struct.error):
+        return []
+
+
+def times_and_intended_z(
+    pages: Sequence[tifffile.TiffPage | tifffile.TiffFrame | None],
+    ndtiff_index: list[tuple] | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Time and intended focus of each page, from Micro-Manager's image metadata.
 
     Parameters
     ----------
     pages : sequence of tifffile.TiffPage, tifffile.TiffFrame or None
         The planes of a series, in order (None: a plane no file holds), from files that
         tifffile flags as Micro-Manager (MMStack or NDTiff).
-    ndtiff : bool
-        The files are an NDTiff dataset (times found through its ``NDTiff.index``).
+    ndtiff_index : list of tuple or None
+        The entries of the dataset's ``NDTiff.index`` (:func:`read_ndtiff_index`) where the
+        files are an NDTiff dataset (times found through it); None for MMStack files.
 
     Returns
     -------
-    numpy.ndarray or None
-        float64 seconds, NaN for a page without a time; None when no page has one.
+    times : numpy.ndarray or None
+        float64 seconds since the acquisition start, NaN for a page without a time; None
+        when no page has one.
+    z_positions : numpy.ndarray or None
+        float64 intended z positions in µm, NaN for a page without one; None when no page
+        has one.
     """
     times = np.full(len(pages), np.nan)
+    z_positions = np.full(len(pages), np.nan)
     by_file: dict[str, list[int]] = {}
     for i, page in enumerate(pages):
         if page is not None:
             by_file.setdefault(page.parent.filehandle.path, []).append(i)
     for path, numbers in by_file.items():
         parent = pages[numbers[0]].parent
-        spans = _ndtiff_spans(path) if ndtiff else None
+        spans = None if ndtiff_index is None else _ndtiff_spans(ndtiff_index, path)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # gone since tifffile read it: its pages have no time
@@ -63,21 +92,18 @@ def elapsed_times(
                     span = _metadata_span(fd, page.offset, parent.byteorder, parent.is_bigtiff)
                 if span is not None:  # (a corrupt length is not allocated beyond the file)
                     offset, length = span
-                    times[i] = _elapsed_seconds(os.pread(fd, max(0, min(length, size - offset)),
-                                                         offset))
+                    blob = os.pread(fd, max(0, min(length, size - offset)), offset)
+                    times[i] = _number(_ELAPSED, blob) / 1000.0
+                    z_positions[i] = _number(_INTENDED_Z, blob)
         finally:
             os.close(fd)
-    return None if np.isnan(times).all() else times
+    return (None if np.isnan(times).all() else times,
+            None if np.isnan(z_positions).all() else z_positions)
 
 
-def _ndtiff_spans(path: str) -> dict[int, tuple[int, int]]:
-    """Pixel offset -> (metadata offset, length) of the images of ``path`` in its NDTiff.index."""
-    index = os.path.join(os.path.dirname(path), "NDTiff.index")
+def _ndtiff_spans(entries: list[tuple], path: str) -> dict[int, tuple[int, int]]:
+    """Pixel offset -> (metadata offset, length) of the images of ``path`` in index ``entries``."""
     name = os.path.basename(path)
-    try:
-        entries = list(tifffile.read_ndtiff_index(index))
-    except (OSError, ValueError, struct.error):
-        return {}
     return {
         dataoffset: (metaoffset, metabytecount)
         for _, filename, dataoffset, *_, metaoffset, metabytecount, metacompression in entries
@@ -105,6 +131,7 @@ def _metadata_span(
     return None
 
 
-def _elapsed_seconds(blob: bytes) -> float:
-    match = _ELAPSED.search(blob)
-    return float(match.group(1)) / 1000.0 if match else np.nan
+def _number(key: re.Pattern[bytes], blob: bytes) -> float:
+    """Return the number that ``key`` finds in the JSON ``blob`` (NaN: none)."""
+    match = key.search(blob)
+    return float(match.group(1)) if match else np.nan

@@ -268,7 +268,24 @@ def test_imagej_image_count_alone_more_than_the_file_holds(tmp_path):
     with tifffile.TiffWriter(path) as tif:
         tif.write(np.ones((20, 24), "u2"), description="ImageJ=1.53f\nimages=5\n",
                   metadata=None)
-    _assert_read_error(path, "declares 5 images but the file holds only 1 plane.*truncated")
+    _assert_read_error(path, r"declares 5 images but the file has a single IFD \(page\), "
+                       "and from its image's start room for 1 image .*truncated")
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_imagej_image_count_message_says_what_the_file_lacks(tmp_path, truncate):
+    """A file of one IFD (ImageJ's way over 4 GB) holding 3 images: it lacks room for the 9
+    declared, not planes in its IFDs (it was said to hold 1 plane); 3 pages: it lacks IFDs."""
+    path = tmp_path / "count.tif"
+    tifffile.imwrite(path, np.ones((3, 20, 24), "u2"), imagej=True, truncate=truncate)
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"images=3\nchannels=3", b"images=9\nchannels=9"))
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == (1 if truncate else 3)
+    lacks = (r"a single IFD \(page\), and from its image's start room for 3 images" if truncate
+             else r"only 3 IFDs \(pages\)")
+    _assert_read_error(path, rf"ImageJ header declares 9 images but the file has {lacks} "
+                       r"\(truncated or corrupt file\)")
 
 
 def test_file_truncated_after_open(tmp_path):

@@ -357,6 +357,45 @@ def test_micromanager_ome_master_and_binaryonly_parts(tmp_path):
         TiffStackND(files[3])
 
 
+def test_micromanager_images_read_as_ome_keep_their_elapsed_times(tmp_path):
+    """Micro-Manager files whose index map header is damaged: tifffile reads them as OME
+    series (the master's OME-XML, without Plane DeltaT); each plane still has the
+    ElapsedTime-ms of its own image metadata (tag 51123) as timestamp."""
+    data = _data(5)
+    ome = (
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        + "".join(
+            f'<Image ID="Image:{p}"><Pixels ID="Pixels:{p}" DimensionOrder="XYZCT" '
+            'Type="uint16" SizeX="7" SizeY="5" SizeZ="2" SizeC="2" SizeT="3">'
+            f'<TiffData IFD="0" PlaneCount="12"><UUID FileName="{mmstack_name("acq", p)}">'
+            f"urn:uuid:{p}</UUID></TiffData></Pixels></Image>"
+            for p in range(2)
+        )
+        + "</OME>"
+    )
+    files = write_mmstack(tmp_path, data, ome_xml=ome)
+    for file in files:  # no index map header
+        raw = bytearray(file.read_bytes())
+        raw[8:12] = bytes(4)
+        file.write_bytes(bytes(raw))
+    expected = {}
+    for p, file in enumerate(files):
+        with tifffile.TiffFile(file) as tif:
+            assert "mmstack" not in tif.flags and "micromanager" in tif.flags
+            assert p or tif.series[0].kind == "ome"  # (the master: the others point to it)
+            for page in tif.pages:
+                image = page.aspage().tags[51123].value
+                key = p, image["FrameIndex"], image["SliceIndex"], image["ChannelIndex"]
+                expected[key] = image["ElapsedTime-ms"] / 1000
+    assert len(expected) == 24 and len(set(expected.values())) == 3
+    with TiffSequenceND(tmp_path) as reader:
+        assert reader.metadata["kind"] == "ome"
+        for (p, t, z, c), seconds in expected.items():
+            plane = reader.get_plane(p=p, t=t, z=z, c=c)
+            np.testing.assert_array_equal(plane, data[p, t, z, c])
+            assert plane.metadata["timestamp"] == seconds
+
+
 # --- missing files ---------------------------------------------------------------------------
 
 

@@ -172,6 +172,22 @@ def test_the_image_alone_with_tiffstacknd(acquisition):
         np.testing.assert_array_equal(reader[0], tifffile.imread(image))
 
 
+@pytest.mark.parametrize("imagej", [False, True])
+def test_one_image_file_carries_its_elapsed_time(tmp_path, imagej):
+    """An image of a "separate image files" acquisition records when it was taken
+    (ElapsedTime-ms in its tag 51123): its frame carries that ``timestamp``, as the planes
+    of Micro-Manager's stacks do (single mapped pages had none)."""
+    image = tmp_path / "img_000000002_DAPI_000.tif"
+    tifffile.imwrite(image, np.arange(30, dtype=np.uint16).reshape(5, 6), imagej=imagej,
+                     extratags=[(51123, "s", 0, json.dumps({"ElapsedTime-ms": 1234.5}), True)])
+    with tifffile.TiffFile(image) as tif:
+        seconds = tif.pages[0].tags[51123].value["ElapsedTime-ms"] / 1000
+    with TiffStackND(image) as reader:
+        assert reader.storage == "mapped"
+        assert reader[0].metadata["timestamp"] == seconds
+        assert reader.get_plane().metadata["timestamp"] == seconds
+
+
 def test_positions_in_natural_order_and_other_folders_ignored(tmp_path):
     labels = ["Pos2", "Pos10", "Pos1"]
     root = write_acquisition(tmp_path / "acq", positions=3, labels=labels)

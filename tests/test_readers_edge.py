@@ -507,6 +507,27 @@ def test_pixel_size_from_metric_resolution_units(tmp_path, unit, per_unit):
         assert reader.metadata["pixel_size_y"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_pixel_size_of_each_series_from_its_own_pages(tmp_path, compression):
+    """Series 1 of a file has the pixel size its own pages' resolution tags give (it had
+    series 0's, read from the file's first page)."""
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for size, shape, axes in ((0.5, (3, 8, 9), "TYX"), (0.25, (2, 16, 18), "ZYX")):
+            tif.write(_data(shape), resolution=(1e4 / size, 1e4 / (2 * size)),
+                      resolutionunit="CENTIMETER", metadata={"axes": axes},
+                      photometric="minisblack", compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        expected = [tuple(1e4 / r for r in s.keyframe.resolution) for s in tif.series]
+        assert all(s.keyframe.resolutionunit == 3 for s in tif.series)
+    assert expected == [(0.5, 1.0), (0.25, 0.5)]
+    for series, (size_x, size_y) in enumerate(expected):
+        with TiffStackND(path, series=series) as reader:
+            assert reader.metadata["pixel_size_x"] == pytest.approx(size_x)
+            assert reader.metadata["pixel_size_y"] == pytest.approx(size_y)
+            assert reader.metadata["unit"] == "µm"
+
+
 def _with_resolution_rationals(path, numerator, denominator):
     """Set both resolution tags of every page of ``path`` to ``numerator / denominator``."""
     with tifffile.TiffFile(path) as tif:
@@ -558,6 +579,83 @@ def test_print_resolution_in_centimetres_is_not_a_pixel_size(tmp_path, per_cm):
         assert reader.metadata["pixel_size_x"] is None
         assert reader.metadata["pixel_size_y"] is None
         assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize("dpi", [72, 96])
+@pytest.mark.parametrize(("unit", "metres"), [("MILLIMETER", 1e-3), ("MICROMETER", 1e-6)])
+def test_print_resolution_in_mm_or_um_is_not_a_pixel_size(tmp_path, dpi, unit, metres):
+    """72 or 96 dpi stored per mm or per µm (ResolutionUnit 4, 5) is a print default as it is
+    per centimetre."""
+    path = tmp_path / "res.tif"
+    per_unit = dpi / 0.0254 * metres
+    tifffile.imwrite(path, _data((5, 6, 7)), resolution=(per_unit, per_unit),
+                     resolutionunit=unit)
+    with tifffile.TiffFile(path) as tif:  # the file says dpi pixels per inch
+        assert tif.pages[0].resolution[0] * 0.0254 / metres == pytest.approx(dpi, abs=0.05)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] is None
+
+
+@pytest.mark.parametrize("dpi", [72, 71.98, 72.01, 96])
+@pytest.mark.parametrize(("unit", "metres"), [("micron", 1e-6), ("\\u00B5m", 1e-6),
+                                              ("mm", 1e-3), ("cm", 1e-2), ("inch", 0.0254),
+                                              ("nm", 1e-9)])
+def test_imagej_print_resolution_in_its_unit_is_not_a_pixel_size(tmp_path, dpi, unit, metres):
+    """ImageJ counts pixels per its own ``unit``: 72 or 96 dpi converted to it (as Bio-Formats
+    and ImageJ do: 0.002834 pixels per micron) is a print default, not 353 or 265 µm pixels.
+    The file's unit and z spacing are still read."""
+    path = tmp_path / "res.tif"
+    per_unit = dpi / 0.0254 * metres
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_unit, per_unit),
+                     metadata={"unit": unit, "spacing": 2.5, "axes": "ZYX"})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["z_step"] == 2.5
+        assert reader.metadata["unit"] == ("µm" if metres == 1e-6 else unit)
+
+
+def test_imagej_unit_um_over_centimetre_tags_as_imagej_reads_it(tmp_path):
+    """Micro-Manager writes resolution tags in pixels per cm (ResolutionUnit 3) and ImageJ's
+    ``unit=um``: ImageJ converts them to µm (its FileOpener: cm tags and ``um``: x 10000), and
+    so must the reader: 0.5 µm pixels, not 5e-05 µm."""
+    path = tmp_path / "mm.tif"
+    per_cm = 1e4 / 0.5
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_cm, per_cm / 2),
+                     resolutionunit="CENTIMETER", metadata={"unit": "um"})
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.resolutionunit == 3 and tif.imagej_metadata["unit"] == "um"
+        size_x, size_y = (1e4 / r for r in page.resolution)  # µm: the tags count per cm
+    with TiffStackND(path) as reader:
+        assert reader.metadata["unit"] == "µm"
+        assert reader.metadata["pixel_size_x"] == pytest.approx(size_x) == 0.5
+        assert reader.metadata["pixel_size_y"] == pytest.approx(size_y) == 1.0
+
+
+@pytest.mark.parametrize(("unit", "size"), [("micron", 0.1), ("micron", 352.0), ("mm", 0.25),
+                                            ("inch", 1 / 300)])
+def test_imagej_calibration_near_but_not_at_print_resolution_is_read(tmp_path, unit, size):
+    """A pixel size that is not 72 or 96 dpi in the file's unit is the file's calibration."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(1 / size, 1 / size),
+                     metadata={"unit": unit})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] == pytest.approx(size, rel=1e-6)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(size, rel=1e-6)
+
+
+def test_imagej_print_resolution_only_along_x_keeps_both_sizes(tmp_path):
+    """Only both axes at a print resolution make it a default (one alone is a calibration)."""
+    path = tmp_path / "res.tif"
+    per_micron = 72 / 25400
+    tifffile.imwrite(path, _data((2, 6, 7)), imagej=True, resolution=(per_micron, 2.0),
+                     metadata={"unit": "micron"})
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] == pytest.approx(1 / per_micron, rel=1e-6)
+        assert reader.metadata["pixel_size_y"] == pytest.approx(0.5, rel=1e-6)
 
 
 @pytest.mark.parametrize(("axes", "names"), [("STYX", "ctyx"), ("TSYX", "tcyx"),

@@ -84,6 +84,23 @@ def test_real_print_resolution_in_centimetres(real_data):
         assert reader.metadata["unit"] is None
 
 
+def test_real_imagej_print_resolution_in_microns(real_data):
+    """ImageJ 1.44f stores Bio-Formats' 72 dpi as 2834/1000000 pixels per micron (its unit):
+    a print default, not pixels of 352.9 µm; the unit stays the file's."""
+    path = real_data / "imagej/gray8-3x2-stack.tif"
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert tif.imagej_metadata["unit"] == "micron"
+        assert page.resolutionunit == 1  # none: pixels per ImageJ's unit
+        numerator, denominator = page.tags["XResolution"].value
+        assert numerator / denominator * 25400 == pytest.approx(72, abs=0.05)
+        assert page.tags["YResolution"].value == (numerator, denominator)
+    with TiffStackND(path) as reader:
+        assert reader.metadata["pixel_size_x"] is None
+        assert reader.metadata["pixel_size_y"] is None
+        assert reader.metadata["unit"] == "µm"
+
+
 def _stuck_case(name):
     class Case(_image_series, unittest.TestCase):
         def setUp(self):
@@ -131,20 +148,63 @@ def test_ndtiff_channel_names_are_the_index_channels(real_data):
     """NDTiff names its channels in each image's ``Axes``: the ``c`` axis's names, in its order."""
     folder = real_data / "ndtiff/ndtiff3.2_multichannel"
     path = folder / "NDTiff3.2_multichannel_NDTiffStack.tif"
-    names, first_planes = [], {}
+    names, first_times = [], {}
     with tifffile.TiffFile(path) as tif:
         for page in tif.pages:  # c follows the order in which channels first appear
-            axes = page.tags[51123].value["Axes"]
+            image = page.tags[51123].value
+            axes = image["Axes"]
             if axes["channel"] not in names:
                 names.append(axes["channel"])
-            if axes["time"] == axes["z"] == 0:
-                first_planes[axes["channel"]] = page.asarray()
-    assert len(names) == 2
+            if axes["time"] == axes["z"] == 0:  # (the channels' pixels are the same)
+                first_times[axes["channel"]] = image["ElapsedTime-ms"] / 1000
+    assert len(names) == 2 and len(set(first_times.values())) == 2
     with TiffStackND(path) as reader, TiffSequenceND(folder) as dataset:
         for opened in reader, dataset:
             assert opened.metadata["channel_names"] == names
             for c, name in enumerate(names):
-                np.testing.assert_array_equal(opened.get_plane(t=0, c=c, z=0), first_planes[name])
+                plane = opened.get_plane(t=0, c=c, z=0)
+                assert plane.metadata["timestamp"] == pytest.approx(first_times[name])
+
+
+def test_ndtiff_z_step_is_the_spacing_of_the_intended_z_positions(real_data):
+    """This NDTiff summary states no z step nor interval; each image's JSON states its
+    intended z position (0, 0.4... 6 µm): the z step is their spacing, the interval unknown."""
+    folder = real_data / "ndtiff/ndtiff3.2_multichannel"
+    path = folder / "NDTiff3.2_multichannel_NDTiffStack.tif"
+    intended = {}
+    with tifffile.TiffFile(path) as tif:
+        summary = tif.micromanager_metadata["Summary"]
+        for page in tif.pages:
+            image = page.tags[51123].value
+            axes = image["Axes"]
+            intended[axes["channel"], axes["time"], axes["z"]] = image["ZPosition_um_Intended"]
+    assert not {"z-step_um", "Interval_ms"} & set(summary)
+    steps = [intended[c, t, z + 1] - intended[c, t, z] for c, t, z in intended if z < 15]
+    assert len(steps) == 2 * 8 * 15
+    assert steps == pytest.approx([0.4] * len(steps))
+    for opened in TiffStackND(path), TiffSequenceND(folder):
+        with opened as reader:
+            assert reader.metadata["z_step"] == pytest.approx(steps[0])
+            assert reader.metadata["unit"] == "µm"
+            assert reader.metadata["frame_interval"] is None
+
+
+def test_ndtiff_index_is_read_once_per_open(real_data, monkeypatch):
+    """tifffile reads NDTiff.index for its series; the channel names and the planes' times
+    come from one more reading of it, not one per use."""
+    path = real_data / "ndtiff/ndtiff3.2_multichannel/NDTiff3.2_multichannel_NDTiffStack.tif"
+    reads = []
+    read_index = tifffile.read_ndtiff_index
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
+    with TiffStackND(path) as reader:
+        assert len(reads) == 1
+        assert reader.metadata["channel_names"] == ["DAPI", "FITC"]
+        assert reader.get_plane(t=7, c=1, z=15).metadata["timestamp"] > 0
 
 
 REAL_DATASETS = {  # folder: the files, in their order along t

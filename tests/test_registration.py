@@ -809,8 +809,35 @@ def test_open_unusable_names(tmp_path: Path, name: str, reason: str) -> None:
 
 
 def test_open_folder_without_tiff_files(tmp_path: Path) -> None:
+    """The error says that the folder holds no TIFF file and what it holds instead (it said
+    "pass a file"); the glob pattern it suggests opens the images."""
+    import imageio.v3 as iio
+
+    frames = np.arange(3 * 6 * 7, dtype=np.uint8).reshape(3, 6, 7)
+    for k, frame in enumerate(frames):
+        iio.imwrite(tmp_path / f"frame{k}.png", frame)
     (tmp_path / "notes.txt").touch()
-    with pytest.raises(StackReadError, match="is a folder without"):
+    (tmp_path / ".hidden.tif").touch()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StackReadError, match=r"is a folder holding no \.tif or \.tiff file "
+                       r"\(nor do its sub-folders\); it holds 3 \.png files, 1 \.txt file, "
+                       r"1 sub-folder and 1 hidden entry \(not read\); open one of its files, "
+                       r"or a glob pattern"):
+        pims_videoutils.open(tmp_path)
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "empty").rmdir()
+    (tmp_path / ".hidden.tif").unlink()
+    with pytest.raises(StackReadError, match=r"; it holds 3 \.png files; "):
+        pims_videoutils.open(tmp_path)
+    with pims_videoutils.open(tmp_path / "*.png") as images:
+        np.testing.assert_array_equal(np.stack(list(images)), frames)
+
+
+def test_open_empty_folder_says_it_is_empty(tmp_path: Path) -> None:
+    with pytest.raises(StackReadError, match=r"no \.tif or \.tiff file .*; it holds nothing;"):
+        pims_videoutils.open(tmp_path)
+    (tmp_path / ".stack.tif").touch()  # not "nothing": a TIFF file, hidden
+    with pytest.raises(StackReadError, match=r"; it holds 1 hidden entry \(not read\);"):
         pims_videoutils.open(tmp_path)
 
 

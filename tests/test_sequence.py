@@ -13,6 +13,7 @@ import shutil
 import struct
 import threading
 import unittest
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from conftest import REAL_DATA
 from pims.tests.test_common import _image_series
 
 from pims_videoutils import ReaderClosedError, StackNotFoundError, StackReadError
+from pims_videoutils.readers import TiffStackND
 from pims_videoutils.sequence import TiffSequenceND, _list_files
 
 
@@ -657,10 +659,12 @@ def test_file_deleted_after_opening(numbered):
 # --- datasets spanning files: multi-file OME-TIFF, NDTiff ----------------------------------------
 
 
-def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs) -> None:
+def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, delta_t=None,
+                         **kwargs) -> None:
     """Write data (P, T, Y, X) as 2 files per position, each with 2 T planes, all in one OME.
 
-    ``run`` numbers the acquisition: the files' UUIDs differ from run to run.
+    ``run`` numbers the acquisition: the files' UUIDs differ from run to run. ``delta_t``:
+    a function of (position, t) giving each plane's ``DeltaT`` in ms (a ``Plane`` element).
     """
     positions, times, height, width = data.shape
     names = {(p, k): f"pos{p}_part{k}.ome.tif" for p in range(positions) for k in range(2)}
@@ -674,12 +678,15 @@ def _write_multifile_ome(folder: Path, data: np.ndarray, run: int = 0, **kwargs)
                 f'<UUID FileName="{names[p, k]}">{uuids[p, k]}</UUID></TiffData>'
                 for k in range(2)
             )
+            planes = "" if delta_t is None else "".join(
+                f'<Plane TheZ="0" TheC="0" TheT="{t}" DeltaT="{delta_t(p, t)}" '
+                'DeltaTUnit="ms"/>' for t in range(times))
             images.append(
                 f'<Image ID="Image:{p}" Name="pos{p}"><Pixels ID="Pixels:{p}" '
                 f'DimensionOrder="XYZCT" Type="uint16" SizeX="{width}" SizeY="{height}" '
                 f'SizeZ="1" SizeC="1" SizeT="{times}" PhysicalSizeX="0.5" PhysicalSizeY="0.5">'
                 f'<Channel ID="Channel:{p}:0" Name="GFP" SamplesPerPixel="1"/>'
-                f"{tiffdata}</Pixels></Image>"
+                f"{tiffdata}{planes}</Pixels></Image>"
             )
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>'
@@ -718,6 +725,47 @@ def test_multifile_ome_opens_whole_dataset_from_any_file(multifile_ome, entry):
             np.testing.assert_array_equal(reader[i], data.reshape(-1, 16, 24)[i])
         with tifffile.TiffFile(folder / "pos0_part0.ome.tif") as tif:  # tifffile's own reading
             np.testing.assert_array_equal(tif.series[1].asarray()[3], reader[7])
+
+
+@pytest.mark.parametrize("entry", ["pos1_part1.ome.tif", "folder"])
+def test_multifile_ome_planes_carry_their_delta_t(tmp_path, entry):
+    """Each plane of a multi-file OME dataset has the ``timestamp`` of its OME ``Plane``
+    (``DeltaT``), as in one OME-TIFF file; they were dropped (no timestamp at all)."""
+    data = np.random.default_rng(21).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    _write_multifile_ome(tmp_path, data, delta_t=lambda p, t: 1000 * p + 250 * t + 7)
+    with tifffile.TiffFile(tmp_path / "pos0_part0.ome.tif") as tif:  # the file's own XML
+        root = ET.fromstring(tif.ome_metadata)
+    expected = {}
+    for p, image in enumerate(e for e in root if e.tag.endswith("Image")):
+        for plane in image.iter():
+            if plane.tag.endswith("Plane"):
+                assert plane.attrib["DeltaTUnit"] == "ms"
+                expected[p, int(plane.attrib["TheT"])] = float(plane.attrib["DeltaT"]) / 1000
+    assert len(expected) == 8
+    with TiffSequenceND(tmp_path if entry == "folder" else tmp_path / entry) as reader:
+        assert reader.sizes == {"p": 2, "t": 4, "y": 16, "x": 24}
+        for (p, t), seconds in expected.items():
+            plane = reader.get_plane(p=p, t=t)
+            np.testing.assert_array_equal(plane, data[p, t])
+            assert plane.metadata["timestamp"] == pytest.approx(seconds)
+
+
+def test_multifile_dataset_series_list_as_tifffile_reads_them(multifile_ome, real_data):
+    """``metadata['series']`` of a multi-file dataset lists tifffile's series with the keys
+    TiffStackND gives (``levels`` too: it was missing)."""
+    folder, _ = multifile_ome
+    ndtiff = real_data / "ndtiff" / "ndtiff3.2_multichannel"
+    for source, probe in ((folder, folder / "pos0_part0.ome.tif"),
+                          (ndtiff, ndtiff / "NDTiff3.2_multichannel_NDTiffStack.tif")):
+        with tifffile.TiffFile(probe) as tif:
+            expected = [{"index": i, "shape": tuple(s.shape), "axes": s.axes,
+                         "dtype": str(s.dtype), "kind": s.kind,
+                         "levels": [tuple(level.shape) for level in s.levels]}
+                        for i, s in enumerate(tif.series)]
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["series"] == expected
+    with TiffStackND(probe) as stack:  # the NDTiff dataset is one file: the same series
+        assert stack.metadata["series"] == expected
 
 
 def test_multifile_ome_lru_pickle_and_threads(multifile_ome):
@@ -1077,7 +1125,9 @@ def _write_ndtiff_index(path: Path, entries) -> None:
             index.write(struct.pack("<IiiiiIii", *numbers))
 
 
-def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
+def _split_ndtiff_dataset(real_data, tmp_path):
+    """Write the real NDTiff dataset as two files in ``tmp_path``, time points 4-7 (inverted)
+    in the second; return its planes as tifffile reads them and the index entries."""
     source = real_data / "ndtiff" / "ndtiff3.2_multichannel"
     original = tifffile.imread(source / "NDTiff3.2_multichannel_NDTiffStack.tif")
     first, second = tmp_path / "ds_NDTiffStack.tif", tmp_path / "ds_NDTiffStack_1.tif"
@@ -1107,6 +1157,12 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
     expected = tifffile.imread(first)  # tifffile's own reading of the two-file dataset
     np.testing.assert_array_equal(expected[:4], original[:4])
     np.testing.assert_array_equal(expected[4:], 65535 - original[4:])
+    return expected, entries
+
+
+def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
+    expected, _ = _split_ndtiff_dataset(real_data, tmp_path)
+    first, second = tmp_path / "ds_NDTiffStack.tif", tmp_path / "ds_NDTiffStack_1.tif"
     for entry in (tmp_path, first, second):
         with TiffSequenceND(entry) as reader:
             assert reader.sizes == {"t": 8, "c": 2, "z": 16, "y": 64, "x": 64}
@@ -1114,6 +1170,38 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
             reader.bundle_axes = "czyx"
             for t in range(8):
                 np.testing.assert_array_equal(reader[t], expected[t])
+
+
+def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
+    """Besides tifffile's reading of NDTiff.index (for its series), the channel names and the
+    planes' times come from one reading of it, not one per use and per file of the dataset;
+    they are still the channels and ElapsedTime-ms of each plane's own JSON."""
+    _, entries = _split_ndtiff_dataset(real_data, tmp_path)
+    expected_times, channels, intended = {}, [], set()
+    for axes, name, *_, metaoffset, metalength, _ in entries:
+        with open(tmp_path / name, "rb") as file:
+            file.seek(metaoffset)
+            image = json.loads(file.read(metalength))
+        if axes["channel"] not in channels:
+            channels.append(axes["channel"])
+        key = axes["time"], channels.index(axes["channel"]), axes["z"]
+        expected_times[key] = image["ElapsedTime-ms"] / 1000
+        intended.add(image["ZPosition_um_Intended"])
+    reads = []
+    read_index = tifffile.read_ndtiff_index
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
+    with TiffSequenceND(tmp_path) as reader:
+        assert len(reads) == 1
+        assert len(reader.files) == 2
+        assert reader.metadata["channel_names"] == channels == ["DAPI", "FITC"]
+        assert reader.metadata["z_step"] == pytest.approx((max(intended) - min(intended)) / 15)
+        for (t, c, z), seconds in expected_times.items():
+            assert reader.get_plane(t=t, c=c, z=z).metadata["timestamp"] == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("other", ["zz_other.tif", "MAX_projection.tif"])

@@ -97,12 +97,13 @@ def test_ndtiff_folder_with_a_tiff_of_its_own_opens_the_dataset(real_data, tmp_p
 def test_ndtiff_channel_names_follow_the_c_axis_of_the_index(real_data, tmp_path):
     # DAPI skipped at t=0: FITC comes first in the index, so tifffile makes it c=0
     path = _ndtiff_copy(real_data, tmp_path, lambda a: a["channel"] == "FITC" or a["time"] > 0)
-    with tifffile.TiffFile(path) as tif:
-        fitc = next(page.asarray() for page in tif.pages
+    with tifffile.TiffFile(path) as tif:  # (the channels' pixels are the same: their times not)
+        fitc = next(page.tags[51123].value["ElapsedTime-ms"] / 1000 for page in tif.pages
                     if page.tags[51123].value["Axes"] == {"channel": "FITC", "z": 0, "time": 1})
     with TiffSequenceND(tmp_path, fill_missing=0) as reader:
         assert reader.metadata["channel_names"] == ["FITC", "DAPI"]
-        np.testing.assert_array_equal(reader.get_plane(t=1, c=0, z=0), fitc)
+        assert reader.get_plane(t=1, c=0, z=0).metadata["timestamp"] == fitc
+        assert reader.get_plane(t=1, c=1, z=0).metadata["timestamp"] != fitc
 
 
 def test_empty_ndtiff_index_is_named(real_data, tmp_path):
@@ -151,6 +152,85 @@ def test_ndtiff_file_truncated_by_a_crash_is_an_error_or_filled(real_data, tmp_p
             reader.iter_axes = "tcz"
             for i in range(len(reader)):
                 np.testing.assert_array_equal(reader[i], expected[i])
+
+
+def _replace_ndtiff_summary(path: Path, change) -> dict:
+    """Rewrite in place the summary JSON of the NDTiff file ``path`` (its header) as
+    ``change(summary)`` returns it, padded with spaces to its length; return the new summary."""
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"{")
+    (length,) = struct.unpack_from("<I", raw, start - 4)
+    summary = change(json.loads(raw[start : start + length]))
+    text = json.dumps(summary, separators=(",", ":")).encode()
+    assert len(text) <= length
+    raw[start : start + length] = text.ljust(length)
+    path.write_bytes(bytes(raw))
+    with tifffile.TiffFile(path) as tif:  # as tifffile reads it
+        assert tif.micromanager_metadata["Summary"] == summary
+    return summary
+
+
+def test_ndtiff_summary_z_step_and_interval(real_data, tmp_path):
+    """Where an NDTiff summary gives ``z-step_um`` and ``Interval_ms`` (as Micro-Manager's
+    summary metadata does), they are the z step and the frame interval (s); the images'
+    intended z positions do not override the summary."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+
+    def stated(summary):
+        kept = {k: v for k, v in summary.items() if not k.startswith("Core-")}
+        return {**kept, "z-step_um": 0.5, "Interval_ms": 1500}
+
+    summary = _replace_ndtiff_summary(path, stated)
+    for source in (tmp_path, path):
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["z_step"] == summary["z-step_um"]
+            assert reader.metadata["frame_interval"] == summary["Interval_ms"] / 1000
+            assert reader.frame_rate == pytest.approx(1000 / summary["Interval_ms"])
+
+
+def test_ndtiff_channel_names_follow_the_index_not_the_summary_order(real_data, tmp_path):
+    """A summary listing ``ChNames`` (as Micro-Manager's does) in another order than the
+    index's first appearances, which number tifffile's ``c`` (DAPI skipped at t=0): the names
+    follow ``c``."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: a["channel"] == "FITC" or a["time"] > 0)
+    summary = _replace_ndtiff_summary(path, lambda summary: {
+        **{k: v for k, v in summary.items() if not k.startswith("Core-")},
+        "ChNames": ["DAPI", "FITC"]})
+    with tifffile.TiffFile(path) as tif:
+        seconds = {}  # of each channel's image at t=1, z=0 (their pixels are the same)
+        for page in tif.pages:
+            image = page.tags[51123].value
+            if image["Axes"]["time"] == 1 and image["Axes"]["z"] == 0:
+                seconds[image["Axes"]["channel"]] = image["ElapsedTime-ms"] / 1000
+    assert len(set(seconds.values())) == 2
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        names = reader.metadata["channel_names"]
+        assert sorted(names) == sorted(summary["ChNames"])
+        for c, name in enumerate(names):
+            assert reader.get_plane(t=1, c=c, z=0).metadata["timestamp"] == seconds[name]
+
+
+def test_ndtiff_uneven_intended_z_positions_give_no_z_step(real_data, tmp_path):
+    """One image focused elsewhere than its stack's even spacing: no z step is made up."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: True)
+    raw = path.read_bytes()
+    moved = raw.replace(b'"ZPosition_um_Intended":0.4,', b'"ZPosition_um_Intended":0.5,', 1)
+    assert moved != raw
+    path.write_bytes(moved)
+    for source in (tmp_path, path):
+        with TiffSequenceND(source) as reader:
+            assert reader.metadata["z_step"] is None
+
+
+def test_ndtiff_intended_z_step_with_images_missing(real_data, tmp_path):
+    """The last time point stopped at z=9: the complete stacks still give the z step."""
+    path = _ndtiff_copy(real_data, tmp_path, lambda a: a["time"] < 7 or a["z"] < 10)
+    with tifffile.TiffFile(path) as tif:
+        intended = {page.tags[51123].value["ZPosition_um_Intended"] for page in tif.pages}
+    assert len(intended) == 16
+    step = (max(intended) - min(intended)) / 15
+    with TiffSequenceND(tmp_path, fill_missing=0) as reader:
+        assert reader.metadata["z_step"] == pytest.approx(step)
 
 
 def test_ndtiff_index_naming_a_missing_file(real_data, tmp_path):
