@@ -644,6 +644,71 @@ def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_p
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 300
 
 
+#: pims-video, with the batch job of s0.tif holding its worker once its movie is written
+#: (as a job whose result is on its way when another worker is killed)
+_S0_HOLDS_AFTER_WRITING = """
+import os
+import sys
+import time
+from pathlib import Path
+
+from pims_videoutils import cli
+
+job = cli._batch_job
+
+
+def _batch_job(number, source, *args):
+    result = job(number, source, *args)
+    if source == "s0.tif":
+        Path("s0.written").write_text(str(os.getpid()))
+        time.sleep(600)  # until the broken pool ends this worker
+    return result
+
+
+_batch_job.__module__, _batch_job.__qualname__ = cli.__name__, "_batch_job"
+cli._batch_job = _batch_job  # in the workers too: they run this file first (spawn)
+if __name__ == "__main__":
+    sys.exit(cli.main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_path):
+    # s0's movie is written and its result on its way when s1's worker is killed: the
+    # broken pool lost s0's result, and s0 was reported as a second dead worker
+    for name, n_frames in [("s0", 4), ("s1", 300), ("s2", 4)]:
+        write_sample(tmp_path / f"{name}.tif", seed=1, n_frames=n_frames, n_z=1, n_channels=1,
+                     height=128, width=128, n_spots=5)
+    (tmp_path / "batch.py").write_text(_S0_HOLDS_AFTER_WRITING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "batch.py", "batch", "s0.tif", "s1.tif", "s2.tif", "--out", "movies",
+         "--jobs", "2", "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        written = tmp_path / "s0.written"
+        deadline = time.monotonic() + 60
+        while not written.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        time.sleep(0.1)  # (the pid is written)
+        [s1_worker] = [w for w in _workers(process.pid) if w != int(written.read_text())]
+        os.kill(s1_worker, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert re.findall(r"FAILED (\S+):", stderr) == ["s1.tif"]
+    assert "ok s0.tif -> movies/s0.mp4 (4 frames, 128x128" in stdout
+    assert "2 of 3 converted" in stdout and "1 failed: s1.tif" in stdout
+    movies = tmp_path / "movies"
+    assert sorted(p.name for p in movies.iterdir()) == ["s0.mp4", "s2.mp4"]
+    for name in ("s0", "s2"):
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 4
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
     # kill <pid of pims-video>: the workers and their ffmpeg stop at once, as with convert,
