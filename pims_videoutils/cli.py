@@ -266,9 +266,15 @@ _job_events: Any = None
 
 
 def _start_worker(job_events: Any) -> None:
-    """Initialize a batch worker process: fast pims import, the pipe for job events."""
+    """Initialize a batch worker process: fast pims import, the pipe for job events.
+
+    The worker ignores SIGINT: Ctrl-C (to the process group, or to the batch process alone)
+    reaches the batch process, which stops its workers with SIGTERM, one signal each (a
+    second one could cut their clean-up short).
+    """
     global _job_events
     _skip_display_imports()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _job_events = job_events
 
 
@@ -563,7 +569,7 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                 started.clear()
                 stopped.clear()
                 executor = new_pool()
-    except _Terminated:  # SIGTERM to this process alone: stop the workers' exports too
+    except (_Terminated, KeyboardInterrupt):  # also to this process alone: stop the workers
         for worker in multiprocessing.active_children():
             worker.terminate()
         raise

@@ -710,14 +710,19 @@ def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_p
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
-    # kill <pid of pims-video>: the workers and their ffmpeg stop at once, as with convert,
-    # instead of finishing their movies; no partial file is left
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGTERM, 143, "terminated"),  # kill <pid of pims-video>
+     (signal.SIGINT, 130, "interrupted")],  # kill -INT <pid>: a job scheduler, timeout -s INT
+)
+def test_a_signal_to_the_batch_process_alone_stops_its_workers(tmp_path, signum, code, word):
+    # the workers and their ffmpeg stop at once, as with convert, instead of finishing their
+    # movies (SIGINT waited for them); no partial file is left
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
         _wait_until_both_workers_encode(process, movies)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -725,8 +730,8 @@ def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
             process.wait()
         for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
             os.kill(orphan, signal.SIGKILL)
-    assert process.returncode == 143, stderr
-    assert "pims-video: terminated" in stderr
+    assert process.returncode == code, stderr
+    assert f"pims-video: {word}" in stderr
     assert list(movies.iterdir()) == []  # no movie finished, no partial file
     assert _processes_naming(str(tmp_path)) == []
 
