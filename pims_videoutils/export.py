@@ -49,8 +49,10 @@ _GRAY = ("gray", "grey")
 #: hundredths of a second (faster frames would share a timestamp); ffmpeg takes at most 10^6.
 _MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 100}
 _MAX_FPS_FFMPEG = 1_000_000
+#: GIF frame delays are whole hundredths of a second, at most 65535 (655.35 s)
+_GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY = 100, 65535
 #: The slowest rates: one frame per 2.8 hours (ffmpeg), 655.35 s (GIF's longest delay).
-_MIN_FPS = {".gif": Fraction(100, 65535)}
+_MIN_FPS = {".gif": Fraction(_GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
 #: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
 _TEMPORARY = ".{}.tmp-{}{}"
@@ -229,12 +231,25 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
-    if exact < lowest:
+    if _too_slow(exact, extension.lower()):
         raise ExportArgumentError(
-            f"{what} is less than {extension} files can time ({float(lowest):.4g} fps): "
+            f"{what} is less than {extension} files can time ({float(lowest):.5g} fps): "
             f"pass a higher fps (the movie plays in fast motion)"
         )
     return min(max(exact.limit_denominator(10_000), lowest), highest)  # (rounded inside)
+
+
+def _too_slow(rate: Fraction, extension: str) -> bool:
+    """Return True if frames at ``rate`` last longer than files of ``extension`` can time.
+
+    A GIF frame's delay is a whole number of hundredths of a second: a rate is too slow when
+    its delay, rounded to one, is over 65535 (``1/655.35``, as a float a little under
+    ``100/65535``, and the documented 0.0015259 fps are taken; such a rate is written as
+    ``100/65535``). Other files: a rate under :data:`_MIN_FPS_FFMPEG`.
+    """
+    if extension == ".gif":
+        return round(_GIF_TICKS_PER_SECOND / rate) > _GIF_MAX_DELAY
+    return rate < _MIN_FPS_FFMPEG
 
 
 def _rate_sources(frames: Any) -> list[Any]:

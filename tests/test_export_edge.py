@@ -99,6 +99,9 @@ def test_rgba_array_drops_the_alpha_unless_channels_are_asked_for(tmp_path):
         (".avi", 1001),
         (".gif", 101),
         (".gif", 0.001),
+        (".gif", 1 / 655.36),  # a GIF delay of 65536 hundredths of a second
+        (".gif", 1 / 655.355),  # (rounds to 65536)
+        (".gif", 0.0015258),
         (".mp4", 2e6),
         (".mp4", 1e-5),
         (".mp4", 6e-5),  # was rounded up to 1e-4 before the check: played 1.7x too fast
@@ -127,7 +130,11 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
 
 
 @pytest.mark.parametrize(
-    ("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".gif", 0.00152591), (".mp4", 1e-4)]
+    ("ext", "fps"),
+    [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4),
+     # the documented slowest GIF: one frame per 655.35 s, 0.0015259 fps (1/655.35 as a float
+     # is a little under 100/65535, and was refused)
+     (".gif", 1 / 655.35), (".gif", 0.0015259), (".gif", 100 / 65535), (".gif", 0.00152591)]
 )
 def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
     movie = np.random.default_rng(6).integers(0, 256, (6, 8, 8), dtype=np.uint8)
