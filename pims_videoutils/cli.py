@@ -320,6 +320,11 @@ def _output_name(source: str) -> str:
     return path.stem
 
 
+def _frames(count: int) -> str:
+    """Return ``"1 frame"`` or ``"<count> frames"``."""
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
 def _one_file_anywhere(a: str, b: str) -> bool:
     """Return True if the paths ``a`` and ``b`` name one file on some file system.
 
@@ -448,7 +453,7 @@ def convert(source: str, output: str, **options: Any) -> int:
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)
     click.echo(
-        f"wrote {result.path}: {result.n_frames} frames, {result.width}x{result.height}, "
+        f"wrote {result.path}: {_frames(result.n_frames)}, {result.width}x{result.height}, "
         f"{result.fps:.6g} fps, {result.codec}"
     )
     return 0
@@ -562,7 +567,7 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                     continue
                 n_frames, width, height, seconds = written.pop(number)
                 click.echo(
-                    f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
+                    f"ok {source} -> {outputs[source]} ({_frames(n_frames)}, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
             if broken:  # the inputs it stopped, and those still waiting, get a new pool

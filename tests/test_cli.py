@@ -240,6 +240,11 @@ def test_convert_single_plane_file(tmp_path, pixels):
     assert result.returncode == 0, result.stderr
     _, video = read_video(tmp_path / "plane.mp4", pix_fmt="gray")
     assert len(video) == 1 and correlation(video[0], pixels[0, 0, 0]) > 0.9
+    assert "plane.mp4: 1 frame, 96x64, " in result.stdout  # not "1 frames"
+    result = run("batch", "plane.tif", "--out", "movies", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok plane.tif -> movies/plane.mp4 (1 frame, 96x64, " in result.stdout
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "movies/plane.mp4"))[0] == 1
 
 
 @pytest.fixture
