@@ -95,6 +95,12 @@ _PROGRESS_LINE = re.compile(r"[a-z_0-9]+=.*")
 #: The frame count of a report, also one written after the first parts of a log message
 #: (``[mp4 @ 0x5f] frame=12``: a report is one write, a message several)
 _FRAME_COUNT = re.compile(r"(?:^|\] )frame=(\d+)$")
+#: ffmpeg output options that cut the movie (by frames or time) or resample its frame rate
+_FRAME_COUNT_OPTIONS = frozenset({"-frames", "-vframes", "-t", "-to", "-ss", "-r"})
+#: ffmpeg video filters that drop frames or resample the frame rate
+_FRAME_COUNT_FILTERS = frozenset({"select", "fps", "framestep", "trim"})
+#: The options whose value is a video filter graph (``-filter:v`` too)
+_VIDEO_FILTER_OPTIONS = ("-vf", "-filter")
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
 _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
@@ -282,18 +288,64 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
         )
 
 
-def check_extra_args(extra_args: Sequence[str]) -> None:
-    """Check that ``extra_args`` is a sequence of ffmpeg arguments (not one string).
+def check_extra_args(extra_args: Sequence[str]) -> list[str]:
+    """Check ffmpeg output options; return them as a list of strings.
+
+    They must be a sequence of arguments (not one string), and must not change the number
+    of frames: every input frame is one video frame. Refused are the options of
+    :data:`_FRAME_COUNT_OPTIONS` (for video or all streams: ``-frames:v``, ``-r``...) and the
+    filters of :data:`_FRAME_COUNT_FILTERS` in a video filter graph (``-vf``, ``-filter:v``).
+    Other options that cut, drop or add frames are only found after encoding.
+
+    Returns
+    -------
+    list of str
+        The arguments (read once: a generator may be given).
 
     Raises
     ------
     ExportArgumentError
-        For a string, or anything that is not iterable.
+        For a string, anything that is not iterable, or an option or filter that changes the
+        number of frames.
     """
     if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
         raise ExportArgumentError(
             f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
         )
+    arguments = [str(argument) for argument in extra_args]
+    for option, value in zip(arguments, [*arguments[1:], ""], strict=False):  # (no arguments)
+        name, _, streams = option.partition(":")
+        if streams.startswith(("a", "s", "d", "t")):  # audio, subtitles, data, attachments
+            continue
+        filters = _filter_names(value) if name in _VIDEO_FILTER_OPTIONS else []
+        frame_filters = [f for f in filters if f in _FRAME_COUNT_FILTERS]
+        if name in _FRAME_COUNT_OPTIONS:
+            what = repr(option)
+        elif frame_filters:
+            what = f"the filter {frame_filters[0]!r} in {option!r}"
+        else:
+            continue
+        raise ExportArgumentError(
+            f"extra_args: {what} can change the number of frames (every input frame is one "
+            f"video frame): choose the frames in the input (e.g. frames[10:50:2]) and the "
+            f"frame rate with fps"
+        )
+    return arguments
+
+
+def _filter_names(graph: str) -> list[str]:
+    """Return the names of the filters in an ffmpeg filter graph (``"crop=8:8,fps=5"``).
+
+    Escaped characters and quoted text (filter arguments) are skipped; link labels
+    (``[in]``) and instance names (``fps@slow``) are not part of a name.
+    """
+    unquoted = re.sub(r"'[^']*'", "", re.sub(r"\\.", "", graph))
+    names = []
+    for chain_part in re.split(r"[,;]", unquoted):
+        match = re.match(r"\s*(?:\[[^\]]*\]\s*)*([A-Za-z0-9_]+)", chain_part)
+        if match:
+            names.append(match[1])
+    return names
 
 
 def _quality_args(
@@ -433,13 +485,13 @@ def build_command(
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
         command += ["-vf", vf]
-    check_extra_args(extra_args)
+    arguments = check_extra_args(extra_args)
     quality = _quality_args(codec, crf, preset, encoded[::-1], output_pixel_format)
     command += ["-c:v", codec, *quality]
     command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]
     if os.fspath(output).lower().endswith((".mp4", ".mov")):
         command += ["-movflags", "+faststart"]
-    command += [*map(str, extra_args), "-y", os.fspath(output)]
+    command += [*arguments, "-y", os.fspath(output)]
     return command
 
 

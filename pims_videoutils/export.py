@@ -790,8 +790,12 @@ def to_video(
         n x n block means (the last ``size % n`` rows/columns are dropped).
     extra_args : sequence of str
         More ffmpeg output options (they override ours). They must keep every frame and the
-        container: options that cut, drop or add frames, or write no file, fail after
-        encoding (FFmpegError; the target is untouched).
+        container. Refused before any frame is read (ExportArgumentError; choose the frames
+        in the input, ``frames[a:b:n]``, and the rate with ``fps``): ``-frames``,
+        ``-vframes``, ``-t``, ``-to``, ``-ss``, ``-r`` (for video or all streams:
+        ``-frames:v``, ``-r:v``...) and the filters ``select``, ``fps``, ``framestep`` and
+        ``trim`` in ``-vf`` or ``-filter:v``. Other options that cut, drop or add frames,
+        or write no file, fail after encoding (FFmpegError; the target is untouched).
     overwrite : bool
         Replace an existing ``path`` (only once the new video is complete). A symbolic link
         is kept and the file it points to replaced; a link to nothing is refused.
@@ -818,17 +822,19 @@ def to_video(
         frames of an unsupported dtype (complex, object...) or shape, frames larger than the
         codec or container stores (after scaling and padding: libx264 16384 pixels a side,
         VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
-        options. During the export: a frame whose shape or dtype differs from the first one,
-        or with masked values. At the end, with ``overwrite=False``: a file created at
-        ``path`` while encoding (it is kept).
+        options, ``extra_args`` that change the number of frames (listed above). During the
+        export: a frame whose shape or dtype differs from the first one, or with masked
+        values. At the end, with ``overwrite=False``: a file created at ``path`` while
+        encoding (it is kept).
     FFmpegError
         ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
-        input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
+        input's or write no file (``-vf tpad=...``, ``-f null``...); the error carries
         the command and the end of ffmpeg's messages. Also when no ffmpeg binary is found
         (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
     target = Path(os.fspath(path))
     percentiles = _percentile_pair(percentiles)  # once: they may be a generator
+    extra_args = _ffmpeg.check_extra_args(extra_args)  # (also these)
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,
