@@ -284,9 +284,9 @@ def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
 
     Sends ``("started", number)``; ``("finished", number, (frames, width, height, s))``
     once its movie is written; ``("stopped", number)`` when SIGTERM stopped it (its pool
-    stopping it with a killed worker, or the batch process). The result goes by the pipe,
-    not by the pool: a pool that breaks (another worker killed) as the job returns marks
-    the job failed and ends its worker before the result is passed on.
+    stopping it with a killed worker, or the batch process), and then ends its worker. The
+    result goes by the pipe, not by the pool: a pool that breaks (another worker killed) as
+    the job returns marks the job failed and ends its worker before the result is passed on.
     """
     start = time.perf_counter()
     try:
@@ -298,7 +298,10 @@ def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
             _job_events.send(("finished", number, summary))
     except _Terminated:
         _job_events.send(("stopped", number))
-        raise
+        # The worker ends, not only its job: back in the pool it would wait for the next
+        # job on a queue that an idle worker, ended by the same SIGTERM as it waited, may
+        # have left locked (the batch process then waited for it forever).
+        os._exit(128 + signal.SIGTERM)
 
 
 def _output_name(source: str) -> str:

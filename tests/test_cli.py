@@ -741,6 +741,43 @@ def test_a_signal_to_the_batch_process_alone_stops_its_workers(tmp_path, signum,
     assert _processes_naming(str(tmp_path)) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_batch_process_alone_with_an_idle_worker_ends_it(tmp_path, signum, code):
+    # s0's worker has no job left when the signal comes: ended while it waited for one, it
+    # left the pool's job queue locked, and s1's worker, back from its stopped job, waited
+    # for that lock forever (and the batch process for it)
+    for name, n_frames, size in [("s0", 2, 32), ("s1", 300, 256)]:
+        write_sample(tmp_path / f"{name}.tif", seed=1, n_frames=n_frames, n_z=1, n_channels=1,
+                     height=size, width=size, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "--out",
+         "movies", "--jobs", "2", "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = process.stdout.readline()  # s0 is done
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if [p for p in movies.glob(".s1.*") if p.stat().st_size > 0]:  # s1 is encoding
+                break
+            time.sleep(0.02)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            for child in map(int, children.split()):
+                os.kill(child, signal.SIGKILL)
+            process.kill()
+            process.wait()
+    assert first.startswith("ok s0.tif")
+    assert process.returncode == code, stderr
+    assert sorted(p.name for p in movies.iterdir()) == ["s0.mp4"]  # no partial s1
+
+
 # ---- helpers of the commands -----------------------------------------------------------
 
 
