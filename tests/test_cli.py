@@ -665,7 +665,8 @@ job = cli._batch_job
 def _batch_job(number, source, *args):
     result = job(number, source, *args)
     if source == "s0.tif":
-        Path("s0.written").write_text(str(os.getpid()))
+        Path("s0.pid").write_text(str(os.getpid()))
+        os.rename("s0.pid", "s0.written")  # (whole)
         time.sleep(600)  # until the broken pool ends this worker
     return result
 
@@ -696,7 +697,6 @@ def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_p
         deadline = time.monotonic() + 60
         while not written.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
-        time.sleep(0.1)  # (the pid is written)
         [s1_worker] = [w for w in _workers(process.pid) if w != int(written.read_text())]
         os.kill(s1_worker, signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=120)
