@@ -64,11 +64,11 @@ LOSSLESS_CODEC = "ffv1"
 #: ffv1 refuses a slice whose samples x (bits per sample + 1) x planes exceed this
 _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
-#: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
-_MIN_SIZE = {"libx265": 16}
-#: x265 takes frames with a side over 4096 pixels (HEVC level 5 and above, which need
-#: 32-pixel CTUs) only when both sides are at least 32 pixels ("Cannot open libx265 encoder")
-_X265_LEVEL5_SIDE, _X265_LEVEL5_MIN_SIZE = 4096, 32
+#: Smallest frame side an encoder takes. libx265: ffmpeg's wrapper refuses frames under 16;
+#: x265 refuses frames under 32 with a side over 4096 pixels (HEVC level 5+, 32-pixel CTUs)
+#: or with its placebo preset ("Cannot open libx265 encoder"), and the bundled x265 aborts
+#: (heap corruption) on frames under 32 high and 34 to 48 wide
+_MIN_SIZE = {"libx265": 32}
 #: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
 #: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
 #: does not support resolutions above 65535x65535", "too large for mov/mp4", "dimensions are
@@ -198,13 +198,10 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     """Return the (height, width) that ``codec`` encodes frames of this size at.
 
     Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
-    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it; 32 x 32
-    for frames with a side over 4096 pixels).
+    codec's smallest frame (libx265: 32 x 32, see :data:`_MIN_SIZE`).
     """
     my, mx = size_multiple(pixel_format)
     least = _MIN_SIZE.get(codec, 1)
-    if codec == "libx265" and max(height, width) > _X265_LEVEL5_SIDE:
-        least = _X265_LEVEL5_MIN_SIZE
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 

@@ -806,8 +806,7 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
-        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265 (under 32 on
-        the short side when the other is over 4096 pixels), are padded
+        Odd sizes for yuv420p/yuv422p, and frames under 32 x 32 for libx265, are padded
         with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
         (y, x).
 
