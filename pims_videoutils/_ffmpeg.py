@@ -64,11 +64,11 @@ LOSSLESS_CODEC = "ffv1"
 #: ffv1 refuses a slice whose samples x (bits per sample + 1) x planes exceed this
 _FFV1_SLICE_LIMIT = 8 << 24
 _FFV1_SAMPLES = {"gray": (8, 1), "gray16le": (16, 1), "gbrp": (8, 3)}  # (bits, planes)
-#: Smallest frame side an encoder takes (ffmpeg's libx265 wrapper refuses smaller frames)
-_MIN_SIZE = {"libx265": 16}
-#: x265 takes frames with a side over 4096 pixels (HEVC level 5 and above, which need
-#: 32-pixel CTUs) only when both sides are at least 32 pixels ("Cannot open libx265 encoder")
-_X265_LEVEL5_SIDE, _X265_LEVEL5_MIN_SIZE = 4096, 32
+#: Smallest frame side an encoder takes. libx265: ffmpeg's wrapper refuses frames under 16;
+#: x265 refuses frames under 32 with a side over 4096 pixels (HEVC level 5+, 32-pixel CTUs)
+#: or with its placebo preset ("Cannot open libx265 encoder"), and the bundled x265 aborts
+#: (heap corruption) on frames under 32 high and 34 to 48 wide
+_MIN_SIZE = {"libx265": 32}
 #: Largest frame side (pixels) an encoder, then a container, takes (the bundled ffmpeg refuses
 #: larger frames once started: "invalid width x height", "g_w out of range [1..65536]", "GIF
 #: does not support resolutions above 65535x65535", "too large for mov/mp4", "dimensions are
@@ -95,6 +95,12 @@ _PROGRESS_LINE = re.compile(r"[a-z_0-9]+=.*")
 #: The frame count of a report, also one written after the first parts of a log message
 #: (``[mp4 @ 0x5f] frame=12``: a report is one write, a message several)
 _FRAME_COUNT = re.compile(r"(?:^|\] )frame=(\d+)$")
+#: ffmpeg output options that cut the movie (by frames or time) or resample its frame rate
+_FRAME_COUNT_OPTIONS = frozenset({"-frames", "-vframes", "-t", "-to", "-ss", "-r"})
+#: ffmpeg video filters that drop frames or resample the frame rate
+_FRAME_COUNT_FILTERS = frozenset({"select", "fps", "framestep", "trim"})
+#: The options whose value is a video filter graph (``-filter:v`` too)
+_VIDEO_FILTER_OPTIONS = ("-vf", "-filter")
 _GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
 _BT709 = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
@@ -192,13 +198,10 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     """Return the (height, width) that ``codec`` encodes frames of this size at.
 
     Rounded up to the multiples of the pixel format (:func:`size_multiple`), and to the
-    codec's smallest frame (libx265: 16 x 16, below which ffmpeg refuses to open it; 32 x 32
-    for frames with a side over 4096 pixels).
+    codec's smallest frame (libx265: 32 x 32, see :data:`_MIN_SIZE`).
     """
     my, mx = size_multiple(pixel_format)
     least = _MIN_SIZE.get(codec, 1)
-    if codec == "libx265" and max(height, width) > _X265_LEVEL5_SIDE:
-        least = _X265_LEVEL5_MIN_SIZE
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 
@@ -282,18 +285,64 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
         )
 
 
-def check_extra_args(extra_args: Sequence[str]) -> None:
-    """Check that ``extra_args`` is a sequence of ffmpeg arguments (not one string).
+def check_extra_args(extra_args: Sequence[str]) -> list[str]:
+    """Check ffmpeg output options; return them as a list of strings.
+
+    They must be a sequence of arguments (not one string), and must not change the number
+    of frames: every input frame is one video frame. Refused are the options of
+    :data:`_FRAME_COUNT_OPTIONS` (for video or all streams: ``-frames:v``, ``-r``...) and the
+    filters of :data:`_FRAME_COUNT_FILTERS` in a video filter graph (``-vf``, ``-filter:v``).
+    Other options that cut, drop or add frames are only found after encoding.
+
+    Returns
+    -------
+    list of str
+        The arguments (read once: a generator may be given).
 
     Raises
     ------
     ExportArgumentError
-        For a string, or anything that is not iterable.
+        For a string, anything that is not iterable, or an option or filter that changes the
+        number of frames.
     """
     if isinstance(extra_args, str | bytes) or not isinstance(extra_args, Iterable):
         raise ExportArgumentError(
             f"extra_args must be a list of ffmpeg arguments, not {extra_args!r}"
         )
+    arguments = [str(argument) for argument in extra_args]
+    for option, value in zip(arguments, [*arguments[1:], ""], strict=False):  # (no arguments)
+        name, _, streams = option.partition(":")
+        if streams.startswith(("a", "s", "d", "t")):  # audio, subtitles, data, attachments
+            continue
+        filters = _filter_names(value) if name in _VIDEO_FILTER_OPTIONS else []
+        frame_filters = [f for f in filters if f in _FRAME_COUNT_FILTERS]
+        if name in _FRAME_COUNT_OPTIONS:
+            what = repr(option)
+        elif frame_filters:
+            what = f"the filter {frame_filters[0]!r} in {option!r}"
+        else:
+            continue
+        raise ExportArgumentError(
+            f"extra_args: {what} can change the number of frames (every input frame is one "
+            f"video frame): choose the frames in the input (e.g. frames[10:50:2]) and the "
+            f"frame rate with fps"
+        )
+    return arguments
+
+
+def _filter_names(graph: str) -> list[str]:
+    """Return the names of the filters in an ffmpeg filter graph (``"crop=8:8,fps=5"``).
+
+    Escaped characters and quoted text (filter arguments) are skipped; link labels
+    (``[in]``) and instance names (``fps@slow``) are not part of a name.
+    """
+    unquoted = re.sub(r"'[^']*'", "", re.sub(r"\\.", "", graph))
+    names = []
+    for chain_part in re.split(r"[,;]", unquoted):
+        match = re.match(r"\s*(?:\[[^\]]*\]\s*)*([A-Za-z0-9_]+)", chain_part)
+        if match:
+            names.append(match[1])
+    return names
 
 
 def _quality_args(
@@ -433,13 +482,13 @@ def build_command(
     command += ["-r", rate, "-i", "pipe:0", "-an"]
     if vf:
         command += ["-vf", vf]
-    check_extra_args(extra_args)
+    arguments = check_extra_args(extra_args)
     quality = _quality_args(codec, crf, preset, encoded[::-1], output_pixel_format)
     command += ["-c:v", codec, *quality]
     command += ["-pix_fmt", output_pixel_format, "-fps_mode", "passthrough"]
     if os.fspath(output).lower().endswith((".mp4", ".mov")):
         command += ["-movflags", "+faststart"]
-    command += [*map(str, extra_args), "-y", os.fspath(output)]
+    command += [*arguments, "-y", os.fspath(output)]
     return command
 
 

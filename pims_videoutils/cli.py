@@ -261,33 +261,47 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
         reader.close()
 
 
-#: In a batch worker: where its jobs say that they started, or were stopped (SIGTERM)
+#: In a batch worker: where its jobs say that they started, finished or were stopped (SIGTERM)
 _job_events: Any = None
 
 
 def _start_worker(job_events: Any) -> None:
-    """Initialize a batch worker process: fast pims import, the pipe for job events."""
+    """Initialize a batch worker process: fast pims import, the pipe for job events.
+
+    The worker ignores SIGINT: Ctrl-C (to the process group, or to the batch process alone)
+    reaches the batch process, which stops its workers with SIGTERM, one signal each (a
+    second one could cut their clean-up short).
+    """
     global _job_events
     _skip_display_imports()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _job_events = job_events
 
 
 def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
-               export: dict[str, Any]):
-    """Input ``number`` of ``batch`` (in a worker): returns (frames, width, height, s).
+               export: dict[str, Any]) -> None:
+    """Input ``number`` of ``batch`` (in a worker); it reports on the job-event pipe.
 
-    Sends ``("started", number)`` to the batch process, and ``("stopped", number)`` when
-    SIGTERM stopped it (its pool stopping it with a killed worker, or the batch process).
+    Sends ``("started", number)``; ``("finished", number, (frames, width, height, s))``
+    once its movie is written; ``("stopped", number)`` when SIGTERM stopped it (its pool
+    stopping it with a killed worker, or the batch process), and then ends its worker. The
+    result goes by the pipe, not by the pool: a pool that breaks (another worker killed) as
+    the job returns marks the job failed and ends its worker before the result is passed on.
     """
     start = time.perf_counter()
     try:
         with _sigterm_raises():  # stopped by its pool or a batch system: clean up as convert
             _job_events.send(("started", number))  # (once SIGTERM is sure to say "stopped")
             result = _convert(source, output, selection, export)
+            summary = (result.n_frames, result.width, result.height,
+                       time.perf_counter() - start)
+            _job_events.send(("finished", number, summary))
     except _Terminated:
         _job_events.send(("stopped", number))
-        raise
-    return result.n_frames, result.width, result.height, time.perf_counter() - start
+        # The worker ends, not only its job: back in the pool it would wait for the next
+        # job on a queue that an idle worker, ended by the same SIGTERM as it waited, may
+        # have left locked (the batch process then waited for it forever).
+        os._exit(128 + signal.SIGTERM)
 
 
 def _output_name(source: str) -> str:
@@ -307,6 +321,11 @@ def _output_name(source: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _frames(count: int) -> str:
+    """Return ``"1 frame"`` or ``"<count> frames"``."""
+    return f"{count} frame" if count == 1 else f"{count} frames"
 
 
 def _one_file_anywhere(a: str, b: str) -> bool:
@@ -437,7 +456,7 @@ def convert(source: str, output: str, **options: Any) -> int:
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)
     click.echo(
-        f"wrote {result.path}: {result.n_frames} frames, {result.width}x{result.height}, "
+        f"wrote {result.path}: {_frames(result.n_frames)}, {result.width}x{result.height}, "
         f"{result.fps:.6g} fps, {result.codec}"
     )
     return 0
@@ -492,11 +511,15 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     events_from_jobs, job_events = context.Pipe(duplex=False)
     started: set[int] = set()  # inputs whose job started in the current pool
     stopped: set[int] = set()  # ... and was stopped by SIGTERM
+    written: dict[int, tuple[int, int, int, float]] = {}  # ... and wrote its movie: summary
 
     def read_job_events() -> None:
         while events_from_jobs.poll():
-            event, number = events_from_jobs.recv()
-            (started if event == "started" else stopped).add(number)
+            event, number, *summary = events_from_jobs.recv()
+            if event == "finished":
+                written[number] = summary[0]
+            else:
+                (started if event == "started" else stopped).add(number)
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -524,33 +547,37 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                 number = running.pop(future)
                 source = sources[number]
                 try:
-                    n_frames, width, height, seconds = future.result()
+                    future.result()
                 except BrokenProcessPool:
-                    remove_unheld_temporaries(outputs[source])  # its worker's: no one's now
-                    # stopped with the killed worker, or not started yet: retried (unless no
-                    # job started at all: workers that die before, e.g. out of memory)
-                    if number in stopped or (number not in started and started):
-                        waiting.insert(0, (number, source))
+                    # a movie written just before the pool broke is done (its "finished"
+                    # event says so; the pool lost its result)
+                    if number not in written:
+                        remove_unheld_temporaries(outputs[source])  # its worker's: no one's
+                        # stopped with the killed worker, or not started yet: retried (unless
+                        # no job started at all: workers that die before, e.g. out of memory)
+                        if number in stopped or (number not in started and started):
+                            waiting.insert(0, (number, source))
+                            continue
+                        failed.append(source)
+                        click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed "
+                                   "by the system, out of memory?)", err=True)
                         continue
-                    failed.append(source)
-                    click.echo(f"{_PROG}: FAILED {source}: a worker process died (killed by "
-                               "the system, out of memory?)", err=True)
-                    continue
                 except Exception as error:  # one failed input must not stop the others
                     failed.append(source)
                     if state["debug"]:  # (the worker's traceback is the error's cause)
                         traceback.print_exception(error)
                     click.echo(f"{_PROG}: FAILED {source}: {_one_line(error)}", err=True)
                     continue
+                n_frames, width, height, seconds = written.pop(number)
                 click.echo(
-                    f"ok {source} -> {outputs[source]} ({n_frames} frames, {width}x{height}, "
+                    f"ok {source} -> {outputs[source]} ({_frames(n_frames)}, {width}x{height}, "
                     f"{seconds:.1f} s)"
                 )
             if broken:  # the inputs it stopped, and those still waiting, get a new pool
                 started.clear()
                 stopped.clear()
                 executor = new_pool()
-    except _Terminated:  # SIGTERM to this process alone: stop the workers' exports too
+    except (_Terminated, KeyboardInterrupt):  # also to this process alone: stop the workers
         for worker in multiprocessing.active_children():
             worker.terminate()
         raise

@@ -49,8 +49,10 @@ _GRAY = ("gray", "grey")
 #: hundredths of a second (faster frames would share a timestamp); ffmpeg takes at most 10^6.
 _MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 100}
 _MAX_FPS_FFMPEG = 1_000_000
+#: GIF frame delays are whole hundredths of a second, at most 65535 (655.35 s)
+_GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY = 100, 65535
 #: The slowest rates: one frame per 2.8 hours (ffmpeg), 655.35 s (GIF's longest delay).
-_MIN_FPS = {".gif": Fraction(100, 65535)}
+_MIN_FPS = {".gif": Fraction(_GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY)}
 _MIN_FPS_FFMPEG = Fraction(1, 10_000)
 #: The hidden temporary file of an export, beside its target: stem, 8 hex digits, extension
 _TEMPORARY = ".{}.tmp-{}{}"
@@ -229,12 +231,25 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
-    if exact < lowest:
+    if _too_slow(exact, extension.lower()):
         raise ExportArgumentError(
-            f"{what} is less than {extension} files can time ({float(lowest):.4g} fps): "
+            f"{what} is less than {extension} files can time ({float(lowest):.5g} fps): "
             f"pass a higher fps (the movie plays in fast motion)"
         )
     return min(max(exact.limit_denominator(10_000), lowest), highest)  # (rounded inside)
+
+
+def _too_slow(rate: Fraction, extension: str) -> bool:
+    """Return True if frames at ``rate`` last longer than files of ``extension`` can time.
+
+    A GIF frame's delay is a whole number of hundredths of a second: a rate is too slow when
+    its delay, rounded to one, is over 65535 (``1/655.35``, as a float a little under
+    ``100/65535``, and the documented 0.0015259 fps are taken; such a rate is written as
+    ``100/65535``). Other files: a rate under :data:`_MIN_FPS_FFMPEG`.
+    """
+    if extension == ".gif":
+        return round(_GIF_TICKS_PER_SECOND / rate) > _GIF_MAX_DELAY
+    return rate < _MIN_FPS_FFMPEG
 
 
 def _rate_sources(frames: Any) -> list[Any]:
@@ -775,8 +790,12 @@ def to_video(
         n x n block means (the last ``size % n`` rows/columns are dropped).
     extra_args : sequence of str
         More ffmpeg output options (they override ours). They must keep every frame and the
-        container: options that cut, drop or add frames, or write no file, fail after
-        encoding (FFmpegError; the target is untouched).
+        container. Refused before any frame is read (ExportArgumentError; choose the frames
+        in the input, ``frames[a:b:n]``, and the rate with ``fps``): ``-frames``,
+        ``-vframes``, ``-t``, ``-to``, ``-ss``, ``-r`` (for video or all streams:
+        ``-frames:v``, ``-r:v``...) and the filters ``select``, ``fps``, ``framestep`` and
+        ``trim`` in ``-vf`` or ``-filter:v``. Other options that cut, drop or add frames,
+        or write no file, fail after encoding (FFmpegError; the target is untouched).
     overwrite : bool
         Replace an existing ``path`` (only once the new video is complete). A symbolic link
         is kept and the file it points to replaced; a link to nothing is refused.
@@ -787,8 +806,7 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
-        Odd sizes for yuv420p/yuv422p, and frames under 16 x 16 for libx265 (under 32 on
-        the short side when the other is over 4096 pixels), are padded
+        Odd sizes for yuv420p/yuv422p, and frames under 32 x 32 for libx265, are padded
         with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
         (y, x).
 
@@ -803,17 +821,19 @@ def to_video(
         frames of an unsupported dtype (complex, object...) or shape, frames larger than the
         codec or container stores (after scaling and padding: libx264 16384 pixels a side,
         VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
-        options. During the export: a frame whose shape or dtype differs from the first one,
-        or with masked values. At the end, with ``overwrite=False``: a file created at
-        ``path`` while encoding (it is kept).
+        options, ``extra_args`` that change the number of frames (listed above). During the
+        export: a frame whose shape or dtype differs from the first one, or with masked
+        values. At the end, with ``overwrite=False``: a file created at ``path`` while
+        encoding (it is kept).
     FFmpegError
         ffmpeg failed, or ``extra_args`` made it encode another number of frames than the
-        input's or write no file (``-frames:v``, ``-t``, ``-f null``...); the error carries
+        input's or write no file (``-vf tpad=...``, ``-f null``...); the error carries
         the command and the end of ffmpeg's messages. Also when no ffmpeg binary is found
         (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
     target = Path(os.fspath(path))
     percentiles = _percentile_pair(percentiles)  # once: they may be a generator
+    extra_args = _ffmpeg.check_extra_args(extra_args)  # (also these)
     factor, chosen, rate = check_arguments(
         target.suffix, frames, fps=fps, codec=codec, lossless=lossless, crf=crf, preset=preset,
         contrast=contrast, percentiles=percentiles, gamma=gamma, colormap=colormap,

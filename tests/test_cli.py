@@ -240,6 +240,11 @@ def test_convert_single_plane_file(tmp_path, pixels):
     assert result.returncode == 0, result.stderr
     _, video = read_video(tmp_path / "plane.mp4", pix_fmt="gray")
     assert len(video) == 1 and correlation(video[0], pixels[0, 0, 0]) > 0.9
+    assert "plane.mp4: 1 frame, 96x64, " in result.stdout  # not "1 frames"
+    result = run("batch", "plane.tif", "--out", "movies", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok plane.tif -> movies/plane.mp4 (1 frame, 96x64, " in result.stdout
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "movies/plane.mp4"))[0] == 1
 
 
 @pytest.fixture
@@ -644,15 +649,85 @@ def test_batch_retries_the_inputs_of_the_workers_stopped_with_a_killed_one(tmp_p
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 300
 
 
+#: pims-video, with the batch job of s0.tif holding its worker once its movie is written
+#: (as a job whose result is on its way when another worker is killed)
+_S0_HOLDS_AFTER_WRITING = """
+import os
+import sys
+import time
+from pathlib import Path
+
+from pims_videoutils import cli
+
+job = cli._batch_job
+
+
+def _batch_job(number, source, *args):
+    result = job(number, source, *args)
+    if source == "s0.tif":
+        Path("s0.pid").write_text(str(os.getpid()))
+        os.rename("s0.pid", "s0.written")  # (whole)
+        time.sleep(600)  # until the broken pool ends this worker
+    return result
+
+
+_batch_job.__module__, _batch_job.__qualname__ = cli.__name__, "_batch_job"
+cli._batch_job = _batch_job  # in the workers too: they run this file first (spawn)
+if __name__ == "__main__":
+    sys.exit(cli.main())
+"""
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
-    # kill <pid of pims-video>: the workers and their ffmpeg stop at once, as with convert,
-    # instead of finishing their movies; no partial file is left
+def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_path):
+    # s0's movie is written and its result on its way when s1's worker is killed: the
+    # broken pool lost s0's result, and s0 was reported as a second dead worker
+    for name, n_frames in [("s0", 4), ("s1", 300), ("s2", 4)]:
+        write_sample(tmp_path / f"{name}.tif", seed=1, n_frames=n_frames, n_z=1, n_channels=1,
+                     height=128, width=128, n_spots=5)
+    (tmp_path / "batch.py").write_text(_S0_HOLDS_AFTER_WRITING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "batch.py", "batch", "s0.tif", "s1.tif", "s2.tif", "--out", "movies",
+         "--jobs", "2", "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        written = tmp_path / "s0.written"
+        deadline = time.monotonic() + 60
+        while not written.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        [s1_worker] = [w for w in _workers(process.pid) if w != int(written.read_text())]
+        os.kill(s1_worker, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert re.findall(r"FAILED (\S+):", stderr) == ["s1.tif"]
+    assert "ok s0.tif -> movies/s0.mp4 (4 frames, 128x128" in stdout
+    assert "2 of 3 converted" in stdout and "1 failed: s1.tif" in stdout
+    movies = tmp_path / "movies"
+    assert sorted(p.name for p in movies.iterdir()) == ["s0.mp4", "s2.mp4"]
+    for name in ("s0", "s2"):
+        assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGTERM, 143, "terminated"),  # kill <pid of pims-video>
+     (signal.SIGINT, 130, "interrupted")],  # kill -INT <pid>: a job scheduler, timeout -s INT
+)
+def test_a_signal_to_the_batch_process_alone_stops_its_workers(tmp_path, signum, code, word):
+    # the workers and their ffmpeg stop at once, as with convert, instead of finishing their
+    # movies (SIGINT waited for them); no partial file is left
     process = _start_batch_of_three(tmp_path, 300, "--jobs", "2", "--preset", "veryslow")
     try:
         movies = tmp_path / "movies"
         _wait_until_both_workers_encode(process, movies)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -660,10 +735,47 @@ def test_sigterm_to_the_batch_process_alone_stops_its_workers(tmp_path):
             process.wait()
         for orphan in _processes_naming(str(tmp_path)):  # do not leave an ffmpeg running
             os.kill(orphan, signal.SIGKILL)
-    assert process.returncode == 143, stderr
-    assert "pims-video: terminated" in stderr
+    assert process.returncode == code, stderr
+    assert f"pims-video: {word}" in stderr
     assert list(movies.iterdir()) == []  # no movie finished, no partial file
     assert _processes_naming(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_batch_process_alone_with_an_idle_worker_ends_it(tmp_path, signum, code):
+    # s0's worker has no job left when the signal comes: ended while it waited for one, it
+    # left the pool's job queue locked, and s1's worker, back from its stopped job, waited
+    # for that lock forever (and the batch process for it)
+    for name, n_frames, size in [("s0", 2, 32), ("s1", 300, 256)]:
+        write_sample(tmp_path / f"{name}.tif", seed=1, n_frames=n_frames, n_z=1, n_channels=1,
+                     height=size, width=size, n_spots=5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pims_videoutils", "batch", "s0.tif", "s1.tif", "--out",
+         "movies", "--jobs", "2", "--preset", "veryslow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = process.stdout.readline()  # s0 is done
+        movies = tmp_path / "movies"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if [p for p in movies.glob(".s1.*") if p.stat().st_size > 0]:  # s1 is encoding
+                break
+            time.sleep(0.02)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            for child in map(int, children.split()):
+                os.kill(child, signal.SIGKILL)
+            process.kill()
+            process.wait()
+    assert first.startswith("ok s0.tif")
+    assert process.returncode == code, stderr
+    assert sorted(p.name for p in movies.iterdir()) == ["s0.mp4"]  # no partial s1
 
 
 # ---- helpers of the commands -----------------------------------------------------------

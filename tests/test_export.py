@@ -155,12 +155,19 @@ def test_odd_size_is_padded_not_scaled(tmp_path):
     assert frames[:, 31, :].max() <= 2 and frames[:, :, 41].max() <= 2
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (9, 200), (15, 3)])
-def test_frames_too_small_for_libx265_are_padded(tmp_path, shape):
-    # e.g. a kymograph 9 pixels high; ffmpeg's libx265 refuses frames under 16 x 16
+@pytest.mark.parametrize(
+    ("shape", "preset"),
+    [((1, 1), None), ((9, 200), None), ((15, 3), None),
+     # x265 aborted (heap corruption) on frames under 32 high and 34-48 wide, and its
+     # placebo preset refused frames under 32 on either side
+     ((17, 33), None), ((16, 48), "ultrafast"), ((30, 36), None), ((20, 20), "placebo")],
+)
+def test_frames_too_small_for_libx265_are_padded(tmp_path, shape, preset):
+    # e.g. a kymograph 9 pixels high: ffmpeg's libx265 refuses frames under 16 x 16
     movie = np.full((2, *shape), 200, np.uint8)
-    result = to_video(movie, tmp_path / "k.mp4", codec="libx265", crf=0, progress=False)
-    height, width = max(16, shape[0] + shape[0] % 2), max(16, shape[1] + shape[1] % 2)
+    result = to_video(movie, tmp_path / "k.mp4", codec="libx265", crf=0, preset=preset,
+                      progress=False)
+    height, width = max(32, shape[0] + shape[0] % 2), max(32, shape[1] + shape[1] % 2)
     assert (result.height, result.width) == (height, width)
     assert result.padding == (height - shape[0], width - shape[1])
     frames, meta = read_back(result.path)

@@ -99,6 +99,9 @@ def test_rgba_array_drops_the_alpha_unless_channels_are_asked_for(tmp_path):
         (".avi", 1001),
         (".gif", 101),
         (".gif", 0.001),
+        (".gif", 1 / 655.36),  # a GIF delay of 65536 hundredths of a second
+        (".gif", 1 / 655.355),  # (rounds to 65536)
+        (".gif", 0.0015258),
         (".mp4", 2e6),
         (".mp4", 1e-5),
         (".mp4", 6e-5),  # was rounded up to 1e-4 before the check: played 1.7x too fast
@@ -127,7 +130,11 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
 
 
 @pytest.mark.parametrize(
-    ("ext", "fps"), [(".mkv", 1000), (".gif", 100), (".gif", 0.00152591), (".mp4", 1e-4)]
+    ("ext", "fps"),
+    [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4),
+     # the documented slowest GIF: one frame per 655.35 s, 0.0015259 fps (1/655.35 as a float
+     # is a little under 100/65535, and was refused)
+     (".gif", 1 / 655.35), (".gif", 0.0015259), (".gif", 100 / 65535), (".gif", 0.00152591)]
 )
 def test_frame_rates_at_the_limits_keep_every_frame_apart(tmp_path, ext, fps):
     movie = np.random.default_rng(6).integers(0, 256, (6, 8, 8), dtype=np.uint8)
@@ -667,12 +674,39 @@ def test_without_locks_a_dead_exports_temporary_files_are_all_removed(
 
 @pytest.mark.parametrize(
     "extra_args",
-    [["-frames:v", "1"], ["-t", "1"], ["-vf", r"select=eq(n\,0)"], ["-f", "null"],
+    [["-frames:v", "1"], ["-frames", "1"], ["-vframes", "1"], ["-t", "1"], ["-to", "1"],
+     ["-ss", "1"], ["-r", "5"], ["-r:v", "5"], ["-vf", r"select=eq(n\,0)"],
+     ["-filter:v", "crop=8:8,fps=5"], ["-vf", "[in]framestep=2[out]"],
+     ["-crf", "20", "-vf", "trim=end_frame=2"]],
+)
+@no_ffmpeg_start
+def test_extra_args_known_to_change_the_frame_count_fail_before_any_frame(tmp_path, extra_args):
+    """They were found only after the whole encode (FFmpegError from the frame count)."""
+    target = tmp_path / "x.mp4"
+    target.write_bytes(b"the previous movie")
+    read = []
+
+    def frames():
+        for i in range(30):
+            read.append(i)
+            yield np.full((16, 16), i, np.uint8)
+
+    with pytest.raises(ExportArgumentError, match="can change the number of frames"):
+        to_video(frames(), target, progress=False, extra_args=extra_args)
+    assert read == []
+    assert target.read_bytes() == b"the previous movie"
+    assert leftovers(tmp_path) == ["x.mp4"]
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [["-vf", "tpad=stop=3"],  # adds frames: not in the list refused before encoding
+     ["-f", "null"],
      ["-progress", "pipe:1"]],  # (ffmpeg's report of the frames it encoded goes elsewhere)
 )
 def test_extra_args_that_drop_frames_or_the_file_fail_and_keep_the_target(tmp_path, extra_args):
-    """Every input frame is one movie frame: ffmpeg options in extra_args that cut or drop
-    frames, or write no file, are an FFmpegError and the existing target stays."""
+    """Every input frame is one movie frame: ffmpeg options in extra_args that add frames,
+    or write no file, are an FFmpegError and the existing target stays."""
     target = tmp_path / "x.mp4"
     target.write_bytes(b"the previous movie")
     movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
@@ -682,10 +716,25 @@ def test_extra_args_that_drop_frames_or_the_file_fail_and_keep_the_target(tmp_pa
     assert leftovers(tmp_path) == ["x.mp4"]
 
 
-def test_extra_args_that_keep_every_frame_are_written(tmp_path):
+@pytest.mark.parametrize(
+    "extra_args",
+    [["-tune", "film"], ["-vf", "scale=16:16,setsar=1"], ["-frames:a", "1"],
+     ["-metadata", "title=-t"]],
+)
+def test_extra_args_that_keep_every_frame_are_written(tmp_path, extra_args):
     movie = np.random.default_rng(0).integers(0, 255, (30, 16, 16), np.uint8)
-    result = to_video(movie, tmp_path / "x.mp4", progress=False, extra_args=["-tune", "film"])
+    result = to_video(movie, tmp_path / "x.mp4", progress=False, extra_args=extra_args)
     assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
+
+
+def test_extra_args_may_be_a_generator(tmp_path):
+    import av
+
+    movie = np.zeros((3, 16, 16), np.uint8)
+    arguments = (a for a in ["-metadata", "title=from a generator"])
+    to_video(movie, tmp_path / "x.mkv", progress=False, extra_args=arguments)
+    with av.open(str(tmp_path / "x.mkv")) as container:
+        assert container.metadata.get("title") == "from a generator"
 
 
 @pytest.mark.parametrize(

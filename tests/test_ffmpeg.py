@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from fractions import Fraction
@@ -14,6 +15,7 @@ from pims_videoutils import ExportArgumentError, FFmpegError
 from pims_videoutils._ffmpeg import (
     FFmpegProcess,
     build_command,
+    check_extra_args,
     choose_codec,
     ffmpeg_exe,
     ffv1_slices,
@@ -141,6 +143,29 @@ def real_command(tmp_path, *extra, fps=5, name="a.mkv"):
         output_pixel_format="gray",
         extra_args=extra,
     )
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [[], ["-tune", "film"], ["-vf", "scale=2:2,setsar=1"], ["-frames:a", "1"],
+     ["-vf", "drawtext=text='a,fps=3'"], ["-vf", r"drawtext=text=a\,fps=3"],
+     ["-filter:a", "atrim=end=1"], ["-filter_complex", "[0:v]null"],
+     ["-metadata", "comment=-t 5"]],
+)
+def test_extra_args_that_keep_the_frames_pass(extra_args):
+    assert check_extra_args(iter(extra_args)) == extra_args
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "named"),
+    [(["-r:0", "5"], "'-r:0'"), (["-frames:v:0", "1"], "'-frames:v:0'"),
+     (["-vf", "[in] scale=4:4 , fps@slow=2 [out]"], "the filter 'fps' in '-vf'"),
+     (["-filter", "select='gt(scene,0.1)'"], "the filter 'select' in '-filter'"),
+     (["-filter:v:0", "null;[a]trim=1"], "the filter 'trim' in '-filter:v:0'")],
+)
+def test_extra_args_that_change_the_frame_count_are_refused(extra_args, named):
+    with pytest.raises(ExportArgumentError, match=f"^extra_args: {re.escape(named)} can change"):
+        check_extra_args(extra_args)
 
 
 def test_process_writes_every_frame(tmp_path):
