@@ -330,6 +330,9 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int,
         raise _Corrupt(f"an IFD holds tag {duplicated} twice (a corrupt page)")
     if any(code in codes for code in refused):
         raise _Unproven
+    if len(entries) > 1 and _same_entries_in_every_page(
+            entries, [codes.index(code) for code in _LAYOUT_TAGS if code in codes]):
+        entries = entries[:1]  # page 0's entries, and the bytes they point to, are every page's
     values = {}
     for code in _LAYOUT_TAGS:
         if code in codes:
@@ -338,6 +341,19 @@ def _layout_values(buf, fmt: _Format, entries: np.ndarray, size: int,
                 raise _Unproven
             values[code] = ((typ, cnt), data[0].copy())
     return values
+
+
+def _same_entries_in_every_page(entries: np.ndarray, columns: list[int]) -> bool:
+    """Tell whether the tag entries of ``columns`` hold the same bytes in every page.
+
+    One comparison of the whole entries (a few ms for 100,000 pages), where checking each
+    tag's type, count and value apart costs about five times more. Entries that differ only
+    where no value is (the unused bytes of a short value) are not the same here: the caller
+    then compares the values tag by tag.
+    """
+    rows = entries.view(np.uint8).reshape(len(entries), -1)
+    same_bytes = (rows == rows[0]).all(axis=0).reshape(entries.shape[1], -1)
+    return bool(same_bytes[columns].all())
 
 
 def _equal_values(values: dict, reference: dict) -> bool:

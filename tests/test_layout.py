@@ -110,6 +110,37 @@ def test_walker_refuses_pages_of_another_shape(tmp_path):
     assert result is None  # not proven: tifffile's path
 
 
+def test_walker_proves_pages_whose_short_values_differ_in_unused_bytes(tmp_path):
+    """A value shorter than its entry's value field leaves bytes no reader looks at: pages
+    that differ there only (a writer that does not zero them) still share one layout."""
+    path = tmp_path / "padding.tif"
+    _write_pages(path, [(20, 24)] * 6)
+    with tifffile.TiffFile(path) as tif:
+        bits = tif.pages[3].tags["BitsPerSample"]  # SHORT, count 1: 2 of its 4 value bytes
+        assert bits.dtype == 3 and bits.count == 1
+        unused = bits.offset + 8 + 2  # entry: code, type, count (8 bytes), then the value
+    with open(path, "r+b") as f:
+        f.seek(unused)
+        f.write(b"\xab\xcd")
+    result, truth = _walk(path)
+    assert result.ifd_offsets.tolist() == [t[0] for t in truth]
+    assert result.data_offsets.tolist() == [t[1] for t in truth]
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[3].bitspersample == 16  # (the bytes changed are indeed unused)
+
+
+def test_walker_refuses_pages_whose_layout_value_differs(tmp_path):
+    path = tmp_path / "bits.tif"
+    _write_pages(path, [(20, 24)] * 6)
+    with tifffile.TiffFile(path) as tif:
+        value = tif.pages[4].tags["SamplesPerPixel"].valueoffset
+    with open(path, "r+b") as f:
+        f.seek(value)
+        f.write(np.uint16(2).tobytes())
+    result, _ = _walk(path)
+    assert result is None
+
+
 def test_walker_leaves_compressed_pages_to_the_decoder(tmp_path):
     path = tmp_path / "zip.tif"
     _write_pages(path, [(20, 24)] * 6, compression="zlib")
