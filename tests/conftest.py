@@ -48,6 +48,23 @@ def lock_holder():
         holder.communicate()
 
 
+@pytest.fixture
+def ndtiff_index_reads(monkeypatch) -> list[tuple]:
+    """The arguments of each call our code makes to ``tifffile.read_ndtiff_index`` (tifffile's
+    own reading of the index, through its module's name, is not counted)."""
+    import tifffile
+
+    reads: list[tuple] = []
+    read_index = tifffile.read_ndtiff_index
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)
+    return reads
+
+
 def _open_image_files() -> set[str]:
     """Paths of image and video files this process holds open."""
     found = set()

@@ -804,28 +804,34 @@ def test_process_forked_while_another_thread_holds_a_lock_reads(tmp_path, held):
         lock = {"stack": lambda: reader._lock,
                 "sequence cache": lambda: reader._files._lock,
                 "sequence file": lambda: reader._files._readers[2]._lock}[held]()
-        taken, release = threading.Event(), threading.Event()
+        assert _exit_code_of_child_forked_while_held(
+            lock, _exit_with_plane_check, (reader, 2, data[2])) == 0
 
-        def hold():
-            with lock:
-                taken.set()
-                release.wait(60)
 
-        holder = threading.Thread(target=hold)
-        holder.start()
-        taken.wait(10)
-        try:
-            child = multiprocessing.get_context("fork").Process(
-                target=_exit_with_plane_check, args=(reader, 2, data[2]))
-            child.start()
-            child.join(30)
-            if child.is_alive():
-                child.kill()
-                child.join(10)
-        finally:
-            release.set()
-            holder.join(10)
-        assert child.exitcode == 0
+def _exit_code_of_child_forked_while_held(lock, target, args=()) -> int | None:
+    """Fork a child running ``target(*args)`` while another thread holds ``lock``; return its
+    exit code (killed after 30 s: a child that hung on the lock fails)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            taken.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=target, args=args)
+        child.start()
+        child.join(30)
+        if child.is_alive():  # hung on the lock
+            child.kill()
+            child.join(10)
+    finally:
+        release.set()
+        holder.join(10)
+    return child.exitcode
 
 
 @pytest.mark.parametrize("owner", ["stack", "sequence", "dataset file"])
@@ -966,28 +972,8 @@ def test_process_forked_while_another_thread_holds_a_module_lock_goes_on(tmp_pat
     lock = lock_of()
     if lock is None:
         pytest.skip("this Python's functools.cached_property takes no lock")
-    taken, release = threading.Event(), threading.Event()
-
-    def hold():
-        with lock:
-            taken.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert taken.wait(10)
-    try:
-        child = multiprocessing.get_context("fork").Process(
-            target=lambda: os._exit(0 if use() else 1))
-        child.start()
-        child.join(30)
-        if child.is_alive():  # hung on the lock
-            child.kill()
-            child.join(10)
-    finally:
-        release.set()
-        holder.join(10)
-    assert child.exitcode == 0
+    assert _exit_code_of_child_forked_while_held(
+        lock, lambda: os._exit(0 if use() else 1)) == 0
 
 
 @pytest.mark.parametrize("kind", ["interleaved-bigendian", "deflate", "imagej-tzcyx"])

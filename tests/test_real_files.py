@@ -189,20 +189,12 @@ def test_ndtiff_z_step_is_the_spacing_of_the_intended_z_positions(real_data):
             assert reader.metadata["frame_interval"] is None
 
 
-def test_ndtiff_index_is_read_once_per_open(real_data, monkeypatch):
+def test_ndtiff_index_is_read_once_per_open(real_data, ndtiff_index_reads):
     """tifffile reads NDTiff.index for its series; the channel names and the planes' times
     come from one more reading of it, not one per use."""
     path = real_data / "ndtiff/ndtiff3.2_multichannel/NDTiff3.2_multichannel_NDTiffStack.tif"
-    reads = []
-    read_index = tifffile.read_ndtiff_index
-
-    def counted(*args, **kwargs):
-        reads.append(args)
-        return read_index(*args, **kwargs)
-
-    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
     with TiffStackND(path) as reader:
-        assert len(reads) == 1
+        assert len(ndtiff_index_reads) == 1
         assert reader.metadata["channel_names"] == ["DAPI", "FITC"]
         assert reader.get_plane(t=7, c=1, z=15).metadata["timestamp"] > 0
 

@@ -1172,7 +1172,7 @@ def test_ndtiff_dataset_split_over_two_files(real_data, tmp_path):
                 np.testing.assert_array_equal(reader[t], expected[t])
 
 
-def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
+def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, ndtiff_index_reads):
     """Besides tifffile's reading of NDTiff.index (for its series), the channel names and the
     planes' times come from one reading of it, not one per use and per file of the dataset;
     they are still the channels and ElapsedTime-ms of each plane's own JSON."""
@@ -1187,16 +1187,9 @@ def test_ndtiff_index_is_read_once_per_open(real_data, tmp_path, monkeypatch):
         key = axes["time"], channels.index(axes["channel"]), axes["z"]
         expected_times[key] = image["ElapsedTime-ms"] / 1000
         intended.add(image["ZPosition_um_Intended"])
-    reads = []
-    read_index = tifffile.read_ndtiff_index
-
-    def counted(*args, **kwargs):
-        reads.append(args)
-        return read_index(*args, **kwargs)
-
-    monkeypatch.setattr(tifffile, "read_ndtiff_index", counted)  # (not tifffile's own calls)
+    ndtiff_index_reads.clear()  # (the test's own reading above)
     with TiffSequenceND(tmp_path) as reader:
-        assert len(reads) == 1
+        assert len(ndtiff_index_reads) == 1
         assert len(reader.files) == 2
         assert reader.metadata["channel_names"] == channels == ["DAPI", "FITC"]
         assert reader.metadata["z_step"] == pytest.approx((max(intended) - min(intended)) / 15)
