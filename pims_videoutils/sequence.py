@@ -58,6 +58,7 @@ from ._multifile import (
     find_dataset,
     stack_positions,
 )
+from ._open import folder_contents
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND, integer_option
 
@@ -256,7 +257,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             ]
             if not names:
                 raise StackNotFoundError(
-                    text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
+                    text, "the folder holds no .tif or .tiff file (nor do its sub-folders); it "
+                    f"holds {folder_contents(text)}")
             return names
         if os.path.basename(text) == NDTIFF_INDEX and os.path.isfile(text):
             return files_indexed_by(text) or _list_files(os.path.dirname(text) or os.curdir)

@@ -202,6 +202,20 @@ def test_glob_lists_what_glob_lists(tmp_path, monkeypatch, pattern, relative):
             _list_files(source)
 
 
+def test_folder_without_tiff_files_says_what_it_holds(tmp_path):
+    """As pims_videoutils.open(folder) does: the error said only "holds no .tif or .tiff
+    file", not what the folder holds instead (a folder of PNG files, of an empty sub-folder)."""
+    for k in range(3):
+        (tmp_path / f"frame{k}.png").write_bytes(b"png")
+    (tmp_path / "notes.txt").touch()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StackNotFoundError, match=r"holds no \.tif or \.tiff file \(nor do its "
+                       r"sub-folders\); it holds 3 \.png files, 1 \.txt file and 1 sub-folder$"):
+        TiffSequenceND(tmp_path)
+    with pytest.raises(StackNotFoundError, match=r"; it holds nothing$"):
+        TiffSequenceND(tmp_path / "empty")
+
+
 def test_relative_source_reads_after_chdir(numbered, monkeypatch):
     # files are opened on first use: a relative source must still name them after os.chdir
     monkeypatch.chdir(numbered.parent)
