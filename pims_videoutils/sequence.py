@@ -1094,7 +1094,8 @@ class TiffSequenceND(PlanesND):
 
     def open_file_count(self) -> int:
         """Count the files currently open (at most ``max_open_files`` when idle)."""
-        return 0 if self._files is None else self._files.open_count()
+        files = self._files  # (read once: another thread may close the reader meanwhile)
+        return 0 if files is None else files.open_count()
 
     def close(self) -> None:
         """Close every open file (idempotent); reading afterwards raises ReaderClosedError.

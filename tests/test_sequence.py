@@ -567,6 +567,37 @@ def test_closed_reader(numbered):
         reader.get_frame(5)
 
 
+class _ClosedBetweenReads(TiffSequenceND):
+    """A reader that another thread closes right after the next read of its open files."""
+
+    close_after_next_read = False
+
+    @property
+    def _files(self):
+        files = self._held_files
+        if self.close_after_next_read:
+            self.close_after_next_read = False
+            self._held_files = None  # (as close() sets it; the files are closed by the test)
+        return files
+
+    @_files.setter
+    def _files(self, files):
+        self._held_files = files
+
+
+def test_open_file_count_while_another_thread_closes(numbered):
+    """open_file_count read the open files twice: a close() between the reads gave
+    "'NoneType' object has no attribute 'open_count'"."""
+    reader = _ClosedBetweenReads(numbered)
+    files = reader._held_files
+    try:
+        reader.close_after_next_read = True
+        assert reader.open_file_count() == 1  # (the first file, open when it was counted)
+        assert reader.closed
+    finally:
+        files.close()
+
+
 def test_closed_dataset_names_itself(tmp_path):
     """Reading a closed sequence said "I/O operation on a closed TiffSequenceND": which one?"""
     path = tmp_path / "two.ome.tif"  # (a dataset: positions in one file)
