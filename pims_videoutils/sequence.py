@@ -701,7 +701,8 @@ class TiffSequenceND(PlanesND):
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
     re-lists the files when loaded (:class:`StackReadError` if they lost an axis its axis
-    settings name); pickling a closed reader raises
+    settings name, or a default coordinate is beyond its axis now); pickling a closed
+    reader raises
     :class:`~pims_videoutils.ReaderClosedError`.
     """
 

@@ -533,6 +533,24 @@ def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
         pickle.loads(blob)
 
 
+def test_unpickled_reader_whose_default_coordinate_no_longer_fits(tmp_path):
+    """The folder shrank since the reader was pickled (time points deleted): its default
+    coordinate t=2 failed only when a frame was read, with an IndexError naming no folder."""
+    for t in range(3):
+        for c in range(2):
+            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(tmp_path) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 2
+        blob = pickle.dumps(reader)
+    for c in range(2):
+        (tmp_path / f"img_t2_c{c}.tif").unlink()
+    with pytest.raises(StackReadError, match=re.escape(
+            f"{tmp_path}: changed since the reader was pickled: its default coordinate t=2 is "
+            "beyond the 2 coordinates of t now")):
+        pickle.loads(blob)
+
+
 def test_source_through_a_link_then_up_is_the_folder_the_system_opens(tmp_path, monkeypatch):
     """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder,
     ``link/../data`` was read as the ``data`` beside the link, not beside its target (other
