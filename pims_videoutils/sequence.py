@@ -816,8 +816,10 @@ class TiffSequenceND(PlanesND):
         table = find_dataset(probe, series)
         if table is None:
             return None
-        in_dataset = {os.path.abspath(f) for f in table.dataset_files}
-        others = [f for f in files if os.path.abspath(f) not in in_dataset]
+        # (absolute_path: a file named through a link and ``..`` is where the system finds
+        # it, which ``os.path.abspath`` could make a file of the dataset by the letters)
+        in_dataset = {absolute_path(f) for f in table.dataset_files}
+        others = [f for f in files if absolute_path(f) not in in_dataset]
         if others:  # (tifffile names files by their real paths: the source may link to them)
             in_dataset.update(os.path.realpath(f) for f in table.dataset_files)
             others = [f for f in others if os.path.realpath(f) not in in_dataset]
@@ -827,12 +829,13 @@ class TiffSequenceND(PlanesND):
             return None
         other = min(others)
         common = os.path.commonpath([probe, other])  # (files of several folders: name those)
+        # (a path through ``..`` whole: relpath would drop the ``..`` by the letters)
+        shown = other if os.pardir in other.split(os.sep) else os.path.relpath(other, common)
         raise StackReadError(
             label,
             f"{os.path.relpath(probe, common)} belongs to a dataset of "
             f"{len(table.dataset_files)} files, but the source also holds {len(others)} other "
-            f"TIFF files (e.g. {os.path.relpath(other, common)}); open one file of the dataset "
-            "instead",
+            f"TIFF files (e.g. {shown}); open one file of the dataset instead",
         )
 
     def _dataset_per_folder(

@@ -1010,6 +1010,28 @@ def test_multifile_ome_through_symbolic_links(tmp_path, link, entry):
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_listed_file_through_a_link_then_up_is_not_taken_for_a_dataset_file(tmp_path):
+    """``link/../d/x.ome.tif`` names the ``d`` beside the link's target: ``os.path.abspath``
+    made it the dataset's ``d/x.ome.tif`` by the letters, so the dataset was read and the
+    listed file silently ignored."""
+    data = np.random.default_rng(27).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    (tmp_path / "d").mkdir()
+    _write_multifile_ome(tmp_path / "d", data)
+    (tmp_path / "elsewhere" / "inner").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "d").mkdir()
+    _write(tmp_path / "elsewhere" / "d" / "pos1_part1.ome.tif", data[0, :2])
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "inner", target_is_directory=True)
+    through = os.path.join(tmp_path, "link", os.pardir, "d", "pos1_part1.ome.tif")
+    listed = [tmp_path / "d" / name for name in
+              ("pos0_part0.ome.tif", "pos0_part1.ome.tif", "pos1_part0.ome.tif")] + [through]
+    np.testing.assert_array_equal(tifffile.imread(through), data[0, :2])  # not the dataset's
+    with pytest.raises(StackReadError, match=re.escape(
+            "belongs to a dataset of 4 files, but the source also holds 1 other TIFF files "
+            f"(e.g. {through})")):
+        TiffSequenceND(listed)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
 def test_multifile_ome_file_of_another_acquisition_is_refused_through_a_linked_folder(tmp_path):
     """The UUID check compared the names the OME-XML gives (under the link) with tifffile's
     real paths: through a linked folder, it was skipped."""
