@@ -3,7 +3,9 @@
 :class:`PlaneTemplate` learns, from the first file of a sequence, where its structure (header,
 IFD, layout-defining tags, image description) and its pixels lie. Reading another file then
 fetches its first bytes and its pixels together and checks those structural bytes against the
-first file's: a file that differs is never guessed at, the caller opens it in full.
+first file's: a file that differs is never guessed at, the caller opens it in full. Where the
+first file carries Micro-Manager's image metadata (tag 51123: an image of a "separate image
+files" acquisition), each file's own ``"ElapsedTime-ms"`` is read with its plane.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+from pims import Frame
 
 from ._layout import open_tiff
+from ._planetimes import MM_METADATA_TAG, elapsed_seconds
 from ._pread import read_at
 
 __all__ = ["PlaneTemplate"]
@@ -38,6 +42,11 @@ class PlaneTemplate:
     samples, bits, compression, strips...), no second IFD and the same image description
     (ImageJ ``min=``/``max=`` lines aside). A file that differs in any of these is not
     guessed: :meth:`read` returns None and the caller opens it in full.
+
+    When the first file has Micro-Manager's image metadata tag (51123), every file has it at
+    the same place in its IFD (the tag list is checked): each read also takes the file's own
+    ``"ElapsedTime-ms"`` from the tag's value (in the bytes read, or one more ``pread``
+    where the value lies after the pixels).
     """
 
     _CHECKED_TAGS = frozenset(
@@ -59,7 +68,10 @@ class PlaneTemplate:
         ranges = [(0, 16 if big else 8), (page.offset, page.offset + count_size)]
         self._description = None
         self._offset = None  # (position, struct) of a single strip's offset, read per file
+        self._image_metadata = None  # position of the entry of tag 51123, read per file
         for tag in page.tags:
+            if tag.code == MM_METADATA_TAG:
+                self._image_metadata = tag.offset
             ranges.append((tag.offset, tag.offset + 2))
             if tag.code == 270:
                 if tag.valueoffset + tag.valuebytecount > self.head:  # (it may set the shape)
@@ -144,7 +156,8 @@ class PlaneTemplate:
 
         The caller then opens such a file in full, which tells why.
         ``allocate(shape, dtype)`` makes the returned array (``numpy.empty`` or another
-        array type's).
+        array type's); a :class:`pims.Frame` with ``metadata['timestamp']`` (seconds) where
+        the file's Micro-Manager image metadata gives its ``"ElapsedTime-ms"``.
         """
         try:
             head = self._thread_heads.buffer
@@ -155,19 +168,38 @@ class PlaneTemplate:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             return None
+        seconds = math.nan
         try:
             got = read_at(fd, [head, plane], 0)  # the file's head, then its pixels
             if head != self._first_head:  # not a byte-identical head
                 got = self._check_structure(fd, np.frombuffer(head, np.uint8), plane, got)
+            if got != self.head + self._plane_nbytes:
+                return None
+            if self._image_metadata is not None:
+                seconds = self._elapsed_seconds(fd, head)
         except OSError:  # e.g. a FIFO (no preadv): the caller's full open tells what it is
             return None
         finally:
             os.close(fd)
-        if got != self.head + self._plane_nbytes:
-            return None
         if not self.dtype.isnative:
             plane.byteswap(inplace=True)
-        return plane
+        if math.isnan(seconds):
+            return plane
+        if isinstance(plane, Frame):  # (a new Frame of ``allocate``, without metadata)
+            plane.metadata = {"timestamp": seconds}
+            return plane
+        return Frame(plane, metadata={"timestamp": seconds})
+
+    def _elapsed_seconds(self, fd: int, head: bytearray) -> float:
+        """Return a verified file's ``"ElapsedTime-ms"`` (tag 51123) in seconds (NaN: none)."""
+        count, offset = self._entry.unpack_from(head, self._image_metadata)
+        if count <= self._pointer:  # (a value in the entry itself: too short to hold one)
+            return math.nan
+        if offset + count <= self.head:
+            return elapsed_seconds(bytes(head[offset : offset + count]))
+        # (a corrupt count is not allocated beyond the file)
+        count = max(0, min(count, os.fstat(fd).st_size - offset))
+        return elapsed_seconds(os.pread(fd, count, offset))
 
     def _check_structure(self, fd: int, head: np.ndarray, plane: np.ndarray, got: int) -> int:
         """Verify a head that differs from the first file's in bytes that may differ.

@@ -32,7 +32,7 @@ from ._errors import ReaderFallbackWarning, StackNotFoundError, StackReadError
 from ._filenames import TIFF_SUFFIXES
 from ._registration import ensure_readers_loaded
 
-__all__ = ["open", "opens_as_sequence", "wrap_pims_open"]
+__all__ = ["folder_contents", "open", "opens_as_sequence", "wrap_pims_open"]
 
 
 
@@ -181,7 +181,7 @@ def _names_cannot_be_arranged(pattern: str, kwargs: dict[str, Any]) -> bool:
     return False
 
 
-def _folder_contents(folder: str) -> str:
+def folder_contents(folder: str) -> str:
     """Describe what ``folder`` holds: its files counted by extension, and its sub-folders.
 
     Such as ``'3 .png files, 1 .txt file and 2 sub-folders'``, or ``'nothing'``; the six most
@@ -383,7 +383,7 @@ def open(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwar
             return _open_sequence(target, kwargs)
     if os.path.isdir(target):
         raise StackReadError(target, "is a folder holding no .tif or .tiff file (nor do its "
-                             f"sub-folders); it holds {_folder_contents(target)}; open one of "
+                             f"sub-folders); it holds {folder_contents(target)}; open one of "
                              "its files, or a glob pattern matching them")
     _refuse_special_file(target)
     extension = os.path.splitext(target)[1].lower().lstrip(".")

@@ -283,8 +283,9 @@ class PlanesND(FramesSequenceND):
         Raises
         ------
         StackReadError
-            An axis of the settings is gone (the file or files ``label`` names changed since
-            the reader was pickled); the reader is closed.
+            An axis of the settings is gone, or a default coordinate is beyond its axis now
+            (the file or files ``label`` names changed since the reader was pickled); the
+            reader is closed.
         """
         gone = [axis for axis in dict.fromkeys([*iter_axes, *bundle_axes, *default_coords])
                 if axis not in self._sizes]
@@ -293,6 +294,14 @@ class PlanesND(FramesSequenceND):
             raise StackReadError(
                 label, f"changed since the reader was pickled: no axis {', '.join(gone)} any "
                 f"more (axes now: {''.join(self._sizes)})")
+        beyond = [(axis, value) for axis, value in default_coords.items()
+                  if value >= self._sizes[axis]]
+        if beyond:
+            axis, value = beyond[0]
+            self.close()
+            raise StackReadError(
+                label, f"changed since the reader was pickled: its default coordinate "
+                f"{axis}={value} is beyond the {self._sizes[axis]} coordinates of {axis} now")
         self.bundle_axes = bundle_axes
         self.iter_axes = iter_axes
         self.default_coords.update(default_coords)

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 import tifffile
 
-__all__ = ["NDTIFF_INDEX", "read_ndtiff_index", "times_and_intended_z"]
+__all__ = ["MM_METADATA_TAG", "NDTIFF_INDEX", "elapsed_seconds", "read_ndtiff_index",
+           "times_and_intended_z"]
 
 #: The index file of an NDTiff dataset, beside its files: it names the dataset (its folder)
 NDTIFF_INDEX = "NDTiff.index"
 
-_MM_METADATA_TAG = 51123
+#: The TIFF tag holding Micro-Manager's JSON metadata of an image
+MM_METADATA_TAG = 51123
 _NUMBER = rb'\s*:\s*"?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)'
 _ELAPSED = re.compile(rb'"ElapsedTime-ms"' + _NUMBER)
 _INTENDED_Z = re.compile(rb'"ZPosition_um_Intended"' + _NUMBER)
@@ -93,7 +95,7 @@ def times_and_intended_z(
                 if span is not None:  # (a corrupt length is not allocated beyond the file)
                     offset, length = span
                     blob = os.pread(fd, max(0, min(length, size - offset)), offset)
-                    times[i] = _number(_ELAPSED, blob) / 1000.0
+                    times[i] = elapsed_seconds(blob)
                     z_positions[i] = _number(_INTENDED_Z, blob)
         finally:
             os.close(fd)
@@ -126,9 +128,17 @@ def _metadata_span(
     (count,) = struct.unpack_from(byteorder + count_format, head)
     for k in range(min(count, (len(head) - count_size) // entry.size)):
         code, _, length, value = entry.unpack_from(head, count_size + k * entry.size)
-        if code == _MM_METADATA_TAG:
+        if code == MM_METADATA_TAG:
             return (value, length) if length > (8 if bigtiff else 4) else None
     return None
+
+
+def elapsed_seconds(blob: bytes) -> float:
+    """Return the ``"ElapsedTime-ms"`` of an image's JSON metadata ``blob`` in seconds (NaN: none).
+
+    The number is found without parsing the JSON.
+    """
+    return _number(_ELAPSED, blob) / 1000.0
 
 
 def _number(key: re.Pattern[bytes], blob: bytes) -> float:

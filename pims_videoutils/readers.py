@@ -123,7 +123,8 @@ class TiffStackND(PlanesND):
 
     The reader pickles as its path and options (a few hundred bytes) and re-opens the file when
     unpickled (:class:`StackReadError` if the file lost an axis its ``iter_axes``,
-    ``bundle_axes`` or ``default_coords`` name); pickling a closed reader raises
+    ``bundle_axes`` or ``default_coords`` name, or a default coordinate is beyond its axis
+    now); pickling a closed reader raises
     :class:`ReaderClosedError`. Frames carry
     ``metadata['timestamp']`` (seconds) where the file stores per-plane time stamps (OME
     ``DeltaT``; Micro-Manager's and NDTiff's ``ElapsedTime-ms``). Reading from

@@ -58,6 +58,7 @@ from ._multifile import (
     find_dataset,
     stack_positions,
 )
+from ._open import folder_contents
 from ._planes import Allocate, PlanesND, c_order_strides
 from .readers import TiffStackND, integer_option
 
@@ -256,7 +257,8 @@ def _list_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             ]
             if not names:
                 raise StackNotFoundError(
-                    text, "the folder holds no .tif or .tiff file (nor do its sub-folders)")
+                    text, "the folder holds no .tif or .tiff file (nor do its sub-folders); it "
+                    f"holds {folder_contents(text)}")
             return names
         if os.path.basename(text) == NDTIFF_INDEX and os.path.isfile(text):
             return files_indexed_by(text) or _list_files(os.path.dirname(text) or os.curdir)
@@ -699,7 +701,8 @@ class TiffSequenceND(PlanesND):
     iteration over ``t``, else ``z``, else the outermost file-name axis; frames bundle the
     plane axes. Reading is thread-safe. A reader pickles as its source and options and
     re-lists the files when loaded (:class:`StackReadError` if they lost an axis its axis
-    settings name); pickling a closed reader raises
+    settings name, or a default coordinate is beyond its axis now); pickling a closed
+    reader raises
     :class:`~pims_videoutils.ReaderClosedError`.
     """
 
@@ -813,8 +816,10 @@ class TiffSequenceND(PlanesND):
         table = find_dataset(probe, series)
         if table is None:
             return None
-        in_dataset = {os.path.abspath(f) for f in table.dataset_files}
-        others = [f for f in files if os.path.abspath(f) not in in_dataset]
+        # (absolute_path: a file named through a link and ``..`` is where the system finds
+        # it, which ``os.path.abspath`` could make a file of the dataset by the letters)
+        in_dataset = {absolute_path(f) for f in table.dataset_files}
+        others = [f for f in files if absolute_path(f) not in in_dataset]
         if others:  # (tifffile names files by their real paths: the source may link to them)
             in_dataset.update(os.path.realpath(f) for f in table.dataset_files)
             others = [f for f in others if os.path.realpath(f) not in in_dataset]
@@ -824,12 +829,13 @@ class TiffSequenceND(PlanesND):
             return None
         other = min(others)
         common = os.path.commonpath([probe, other])  # (files of several folders: name those)
+        # (a path through ``..`` whole: relpath would drop the ``..`` by the letters)
+        shown = other if os.pardir in other.split(os.sep) else os.path.relpath(other, common)
         raise StackReadError(
             label,
             f"{os.path.relpath(probe, common)} belongs to a dataset of "
             f"{len(table.dataset_files)} files, but the source also holds {len(others)} other "
-            f"TIFF files (e.g. {os.path.relpath(other, common)}); open one file of the dataset "
-            "instead",
+            f"TIFF files (e.g. {shown}); open one file of the dataset instead",
         )
 
     def _dataset_per_folder(
@@ -1092,7 +1098,8 @@ class TiffSequenceND(PlanesND):
 
     def open_file_count(self) -> int:
         """Count the files currently open (at most ``max_open_files`` when idle)."""
-        return 0 if self._files is None else self._files.open_count()
+        files = self._files  # (read once: another thread may close the reader meanwhile)
+        return 0 if files is None else files.open_count()
 
     def close(self) -> None:
         """Close every open file (idempotent); reading afterwards raises ReaderClosedError.

@@ -49,7 +49,8 @@ def write_acquisition(root: Path, positions: int, frames: int = 3, slices: int =
             for z in range(slices):
                 for c in range(len(CHANNELS)):
                     image = {"Frame": t, "Slice": z, "ChannelIndex": c, "PositionIndex": p,
-                             "PositionName": label}
+                             "PositionName": label,
+                             "ElapsedTime-ms": 1000.0 * p + 250.0 * t + 7.5 * (2 * z + c)}
                     tifffile.imwrite(
                         folder / image_name(t, z, c, p, version),
                         rng.integers(0, 60000, (5, 6), dtype=np.uint16),
@@ -186,6 +187,49 @@ def test_one_image_file_carries_its_elapsed_time(tmp_path, imagej):
         assert reader.storage == "mapped"
         assert reader[0].metadata["timestamp"] == seconds
         assert reader.get_plane().metadata["timestamp"] == seconds
+
+
+def _move_image_metadata_after_pixels(image: Path, added_ms: float) -> None:
+    """Store the image's tag 51123 value at the end of the file, ``added_ms`` later (the
+    old value stays where it was, unreferenced), as a writer may place it after the pixels."""
+    with tifffile.TiffFile(image) as tif:
+        tag = tif.pages[0].tags[51123]
+        assert tif.byteorder == "<" and not tif.is_bigtiff
+        entry, metadata = tag.offset, dict(tag.value)
+    metadata["ElapsedTime-ms"] += added_ms
+    blob = json.dumps(metadata).encode() + b"\0"
+    data = bytearray(image.read_bytes())
+    end = len(data)
+    data[entry + 4 : entry + 12] = np.array([len(blob), end], "<u4").tobytes()
+    image.write_bytes(bytes(data) + blob)
+
+
+def _elapsed_seconds(image: Path) -> float:
+    with tifffile.TiffFile(image) as tif:
+        return tif.pages[0].tags[51123].value["ElapsedTime-ms"] / 1000
+
+
+def test_every_image_of_a_sequence_carries_its_own_elapsed_time(tmp_path):
+    """The sequence's planes carry each image's own ElapsedTime-ms (seconds) as
+    ``timestamp``, as TiffStackND of that image does: planes read with one preadv each (the
+    first file's structure checked) had none."""
+    root = write_acquisition(tmp_path / "acq", positions=2)
+    for image in sorted((root / "Pos1").glob("*.tif"))[::2]:
+        _move_image_metadata_after_pixels(image, added_ms=0.125)
+    with TiffSequenceND(root) as reader:
+        for p, label in enumerate(["Pos0", "Pos1"]):
+            for t, z, c in np.ndindex(3, 2, 2):
+                image = root / label / image_name(t, z, c, p, version=1)
+                expected = _elapsed_seconds(image)
+                with TiffStackND(image) as alone:
+                    assert alone.get_plane().metadata["timestamp"] == expected
+                plane = reader.get_plane(p=p, t=t, z=z, c=c)
+                np.testing.assert_array_equal(plane, tifffile.imread(image))
+                assert plane.metadata["timestamp"] == expected
+        reader.default_coords.update(p=1, z=1, c=0)
+        assert [frame.metadata["timestamp"] for frame in reader] == [
+            _elapsed_seconds(root / "Pos1" / image_name(t, 1, 0, 1, version=1))
+            for t in range(3)]
 
 
 def test_positions_in_natural_order_and_other_folders_ignored(tmp_path):

@@ -7,6 +7,7 @@ import operator
 import os
 import pickle
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -717,6 +718,22 @@ def test_unpickled_reader_of_a_file_that_lost_an_axis(tmp_path):
         blob = pickle.dumps(reader)
     tifffile.imwrite(path, _data((3, 8, 9)), imagej=True, metadata={"axes": "TYX"})
     with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
+        pickle.loads(blob)
+
+
+def test_unpickled_reader_whose_default_coordinate_no_longer_fits(tmp_path):
+    """A file with fewer time points since the reader was pickled: its default coordinate t=2
+    failed only when a frame was read, with an IndexError naming no file."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _data((3, 2, 8, 9)), imagej=True, metadata={"axes": "TCYX"})
+    with TiffStackND(path) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 2
+        blob = pickle.dumps(reader)
+    tifffile.imwrite(path, _data((2, 2, 8, 9)), imagej=True, metadata={"axes": "TCYX"})
+    with pytest.raises(StackReadError, match=re.escape(
+            f"{path}: changed since the reader was pickled: its default coordinate t=2 is "
+            "beyond the 2 coordinates of t now")):
         pickle.loads(blob)
 
 

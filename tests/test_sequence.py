@@ -202,6 +202,20 @@ def test_glob_lists_what_glob_lists(tmp_path, monkeypatch, pattern, relative):
             _list_files(source)
 
 
+def test_folder_without_tiff_files_says_what_it_holds(tmp_path):
+    """As pims_videoutils.open(folder) does: the error said only "holds no .tif or .tiff
+    file", not what the folder holds instead (a folder of PNG files, of an empty sub-folder)."""
+    for k in range(3):
+        (tmp_path / f"frame{k}.png").write_bytes(b"png")
+    (tmp_path / "notes.txt").touch()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StackNotFoundError, match=r"holds no \.tif or \.tiff file \(nor do its "
+                       r"sub-folders\); it holds 3 \.png files, 1 \.txt file and 1 sub-folder$"):
+        TiffSequenceND(tmp_path)
+    with pytest.raises(StackNotFoundError, match=r"; it holds nothing$"):
+        TiffSequenceND(tmp_path / "empty")
+
+
 def test_relative_source_reads_after_chdir(numbered, monkeypatch):
     # files are opened on first use: a relative source must still name them after os.chdir
     monkeypatch.chdir(numbered.parent)
@@ -519,6 +533,24 @@ def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
         pickle.loads(blob)
 
 
+def test_unpickled_reader_whose_default_coordinate_no_longer_fits(tmp_path):
+    """The folder shrank since the reader was pickled (time points deleted): its default
+    coordinate t=2 failed only when a frame was read, with an IndexError naming no folder."""
+    for t in range(3):
+        for c in range(2):
+            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(tmp_path) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = 2
+        blob = pickle.dumps(reader)
+    for c in range(2):
+        (tmp_path / f"img_t2_c{c}.tif").unlink()
+    with pytest.raises(StackReadError, match=re.escape(
+            f"{tmp_path}: changed since the reader was pickled: its default coordinate t=2 is "
+            "beyond the 2 coordinates of t now")):
+        pickle.loads(blob)
+
+
 def test_source_through_a_link_then_up_is_the_folder_the_system_opens(tmp_path, monkeypatch):
     """``os.path.abspath`` drops ``..`` by the letters: after a link to a folder,
     ``link/../data`` was read as the ``data`` beside the link, not beside its target (other
@@ -551,6 +583,37 @@ def test_closed_reader(numbered):
         reader.get_frame(0)
     with pytest.raises(ValueError):
         reader.get_frame(5)
+
+
+class _ClosedBetweenReads(TiffSequenceND):
+    """A reader that another thread closes right after the next read of its open files."""
+
+    close_after_next_read = False
+
+    @property
+    def _files(self):
+        files = self._held_files
+        if self.close_after_next_read:
+            self.close_after_next_read = False
+            self._held_files = None  # (as close() sets it; the files are closed by the test)
+        return files
+
+    @_files.setter
+    def _files(self, files):
+        self._held_files = files
+
+
+def test_open_file_count_while_another_thread_closes(numbered):
+    """open_file_count read the open files twice: a close() between the reads gave
+    "'NoneType' object has no attribute 'open_count'"."""
+    reader = _ClosedBetweenReads(numbered)
+    files = reader._held_files
+    try:
+        reader.close_after_next_read = True
+        assert reader.open_file_count() == 1  # (the first file, open when it was counted)
+        assert reader.closed
+    finally:
+        files.close()
 
 
 def test_closed_dataset_names_itself(tmp_path):
@@ -944,6 +1007,28 @@ def test_multifile_ome_through_symbolic_links(tmp_path, link, entry):
         for p in range(2):
             for t in range(4):
                 np.testing.assert_array_equal(reader.get_plane(p=p, t=t), expected[p, t])
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_listed_file_through_a_link_then_up_is_not_taken_for_a_dataset_file(tmp_path):
+    """``link/../d/x.ome.tif`` names the ``d`` beside the link's target: ``os.path.abspath``
+    made it the dataset's ``d/x.ome.tif`` by the letters, so the dataset was read and the
+    listed file silently ignored."""
+    data = np.random.default_rng(27).integers(0, 60000, (2, 4, 16, 24), np.uint16)
+    (tmp_path / "d").mkdir()
+    _write_multifile_ome(tmp_path / "d", data)
+    (tmp_path / "elsewhere" / "inner").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "d").mkdir()
+    _write(tmp_path / "elsewhere" / "d" / "pos1_part1.ome.tif", data[0, :2])
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "inner", target_is_directory=True)
+    through = os.path.join(tmp_path, "link", os.pardir, "d", "pos1_part1.ome.tif")
+    listed = [tmp_path / "d" / name for name in
+              ("pos0_part0.ome.tif", "pos0_part1.ome.tif", "pos1_part0.ome.tif")] + [through]
+    np.testing.assert_array_equal(tifffile.imread(through), data[0, :2])  # not the dataset's
+    with pytest.raises(StackReadError, match=re.escape(
+            "belongs to a dataset of 4 files, but the source also holds 1 other TIFF files "
+            f"(e.g. {through})")):
+        TiffSequenceND(listed)
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
