@@ -297,6 +297,25 @@ def _positive(value: Any) -> bool:
     return bool(math.isfinite(value) and value > 0)
 
 
+def _file_path(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` as a Path, refusing one that names a folder by its form.
+
+    ``Path`` drops a trailing separator and a last ``.`` (``out.mp4/`` is ``out.mp4``): the
+    path as given is checked.
+
+    Raises
+    ------
+    ExportArgumentError
+        If ``path`` ends in a separator or in ``.``.
+    """
+    given = os.fspath(path)
+    if given and os.path.basename(given) in ("", "."):
+        raise ExportArgumentError(
+            f"{given}: a path ending in {given[-1]!r} names a folder, not a video file"
+        )
+    return Path(given)
+
+
 def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path, Path]:
     """Check that the target can be written; return it and the file to write (absolute).
 
@@ -732,7 +751,8 @@ def to_video(
         RGB samples (``s``), and the 4th value of a uint8 last axis found this way (RGBA),
         are dropped; ``channel_axis=-1`` makes such 4 values a 4-channel composite instead.
     path : str or path-like
-        Output file; its extension picks the format: ``.mp4`` H.264 (default), ``.mkv``,
+        Output file (not ending in a separator: that names a folder); its extension picks
+        the format: ``.mp4`` H.264 (default), ``.mkv``,
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
     fps : float, optional
         Frame rate. Default: the reader's ``frame_rate``, else ``1 / metadata
@@ -816,9 +836,10 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
-        under 1/655.35 fps for ``.gif``), a missing or unwritable folder, a file name over
-        255 bytes, an existing file with ``overwrite=False``, a symbolic link to nothing,
-        frames of an unsupported dtype (complex, object...) or shape, frames larger than the
+        under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
+        unwritable folder, a file name over 255 bytes, an existing file with
+        ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
+        (complex, object...) or shape, frames larger than the
         codec or container stores (after scaling and padding: libx264 16384 pixels a side,
         VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
         options, ``extra_args`` that change the number of frames (listed above). During the
@@ -831,7 +852,7 @@ def to_video(
         the command and the end of ffmpeg's messages. Also when no ffmpeg binary is found
         (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
-    target = Path(os.fspath(path))
+    target = _file_path(path)
     percentiles = _percentile_pair(percentiles)  # once: they may be a generator
     extra_args = _ffmpeg.check_extra_args(extra_args)  # (also these)
     factor, chosen, rate = check_arguments(

@@ -384,6 +384,13 @@ def test_missing_input_is_one_line_error(tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_convert_to_a_path_ending_in_a_separator_is_refused(stack, tmp_path):
+    """convert x.tif out.mp4/ wrote out.mp4: a trailing separator names a folder."""
+    result = run("convert", str(stack), "out.mp4/", "--no-progress", cwd=tmp_path)
+    _assert_one_line_error(result, "out.mp4/", "names a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_not_a_tiff_is_one_line_error(tmp_path):
     (tmp_path / "bad.tif").write_text("hello")
     _assert_one_line_error(run("info", "bad.tif", cwd=tmp_path), "bad.tif")

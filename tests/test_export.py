@@ -639,6 +639,16 @@ def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
     assert leftovers(tmp_path) == ["exists.mp4", "file"]
 
 
+@pytest.mark.parametrize("suffix", ["/", "/.", os.sep])
+def test_target_ending_in_a_separator_names_a_folder_and_is_refused(tmp_path, no_ffmpeg, suffix):
+    """to_video(frames, "out.mp4/") wrote out.mp4: Path drops the trailing separator."""
+    target = f"{tmp_path / 'out.mp4'}{suffix}"
+    with pytest.raises(ExportArgumentError, match="names a folder") as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), target, progress=False)
+    assert target in str(error.value)
+    assert leftovers(tmp_path) == []
+
+
 def frames_creating(path, content, n=4):
     """Yield ``n`` small frames, writing ``content`` to ``path`` after the second."""
     for i in range(n):
