@@ -34,6 +34,7 @@ from . import _ffmpeg
 from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
+from ._wording import counted
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
 from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
 
@@ -108,7 +109,7 @@ class VideoResult:
         """
         ext = self.path.suffix.lower()
         summary = html.escape(
-            f"{self.path.name}: {self.n_frames} frames, {self.width}x{self.height}, "
+            f"{self.path.name}: {counted(self.n_frames, 'frame')}, {self.width}x{self.height}, "
             f"{self.fps:g} fps, {self.codec} {self.pixel_format}"
         )
         if ext != ".gif" and (ext not in _MIME or self.codec not in _BROWSER_CODECS):
@@ -667,7 +668,10 @@ class _Renderer:
                 raise ExportArgumentError("colormap is for one channel: use channel_colors")
             colors = default_channel_colors(len(maps)) if colors is None else colors
             if len(colors) != len(maps):
-                raise ExportArgumentError(f"{len(colors)} channel_colors for {len(maps)} channels")
+                raise ExportArgumentError(
+                    f"{counted(len(colors), 'colour')} given by channel_colors for "
+                    f"{counted(len(maps), 'channel')}"
+                )
             self.compositor = Compositor(colors)
         elif colors is not None and not gray_channel:
             raise ExportArgumentError(
@@ -984,7 +988,8 @@ def _encode(
                                   proc.stderr_tail)
             if proc.frames_encoded != n_frames:
                 raise FFmpegError(
-                    f"ffmpeg encoded {proc.frames_encoded} frames of the {n_frames} sent: "
+                    f"ffmpeg encoded {counted(proc.frames_encoded, 'frame')} of the "
+                    f"{n_frames} sent: "
                     f"extra_args must not cut, drop or add frames",
                     command, 0, proc.stderr_tail,
                 )

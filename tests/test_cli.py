@@ -423,6 +423,18 @@ def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "k.tif"]
 
 
+def test_ffmpeg_killed_by_a_signal_says_so(tmp_path):
+    """An ffmpeg killed (out of memory...) showed "(ffmpeg exit code -9)"."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 16), np.uint8))
+    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+                 IMAGEIO_FFMPEG_EXE=str(fake))
+    _assert_one_line_error(result, "(ffmpeg killed by signal 9 (SIGKILL))")
+    assert "exit code" not in result.stderr
+
+
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
@@ -440,7 +452,8 @@ def test_convert_rgba_tiff_shows_its_colours(tmp_path):
         (["--channels", "5"], "out of range"),
         (["--axis", "y"], "image axis"),
         (["--axis", "tt"], "given twice"),
-        (["--start", "50"], "selects no frame"),
+        (["--start", "50"], "frames 50: select no frame of 8"),
+        (["--start", "5", "--stop", "2"], "frames 5:2 select no frame of 8"),
         (["--scale", "0.3"], "scale"),
         (["--codec", "nonsense"], "nonsense"),
         (["--preset", "nope"], "invalid preset 'nope'"),  # refused before ffmpeg starts
@@ -458,7 +471,7 @@ def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment)
         (["--contrast", "none"], ["--contrast none", "--lossless", "--contrast auto or LO,HI"]),
         (["--lossless"], ["--lossless writes ffv1"]),
         (["--scale", "0.0078125"], ["--scale 0.0078125 leaves no pixel"]),
-        (["--channel-colors", "red"], ["1 --channel-colors for 2 channels"]),
+        (["--channel-colors", "red"], ["1 colour given by --channel-colors for 2 channels"]),
     ],
 )
 def test_errors_name_the_command_line_options(stack, tmp_path, options, fragments):

@@ -706,7 +706,9 @@ def test_repr_html(tmp_path):
     gif = to_video(movie, tmp_path / "a.gif", progress=False)._repr_html_()
     assert gif.startswith("<img") and "data:image/gif;base64," in gif
     mkv = to_video(movie, tmp_path / "a.mkv", lossless=True, progress=False)._repr_html_()
-    assert "<video" not in mkv and "a.mkv" in mkv
+    assert "<video" not in mkv and "a.mkv: 3 frames," in mkv
+    one = to_video(movie[:1], tmp_path / "b.mkv", lossless=True, progress=False)._repr_html_()
+    assert "b.mkv: 1 frame," in one
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")

@@ -727,6 +727,14 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path, extra_args):
     assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
 
 
+def test_frames_dropped_by_extra_args_are_counted_in_words(tmp_path):
+    movie = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(FFmpegError, match="ffmpeg encoded 1 frame of the 2 sent"):
+        to_video(movie, tmp_path / "x.mp4", progress=False,
+                 extra_args=["-vf", "shuffleframes=0 -1"])  # drops the second frame
+    assert leftovers(tmp_path) == []
+
+
 def test_extra_args_may_be_a_generator(tmp_path):
     import av
 
