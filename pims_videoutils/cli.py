@@ -344,6 +344,19 @@ def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _makeable_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Return ``value`` if it is a folder or can be made one; a usage error if a part is a file.
+
+    ``batch --out short.tif/m`` would fail to make the folder, after the checks of every
+    input, with a bare "Not a directory".
+    """
+    for part in (Path(value), *Path(value).parents):
+        if part.exists() and not part.is_dir():
+            raise click.BadParameter(f"cannot make the folder {value!r}: {str(part)!r} is a "
+                                     "file, not a folder", ctx, param)
+    return value
+
+
 def _examples(*lines: str) -> str:
     """Format command lines as an "Examples" epilog that click prints unwrapped."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
@@ -465,7 +478,7 @@ def convert(source: str, output: str, **options: Any) -> int:
 ))
 @click.argument("sources", nargs=-1, required=True, metavar="INPUTS...")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the movies (created if missing).")
+              callback=_makeable_folder, help="Folder for the movies (created if missing).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1),
               help="Number of stacks converted at once [default: the number of CPUs].")
 @click.option("--ext", default="mp4", show_default=True,

@@ -332,6 +332,17 @@ def test_batch_refuses_bad_options_once_before_any_work(tmp_path, stack, options
     assert not (tmp_path / "movies").exists()
 
 
+def test_batch_out_folder_under_a_file_is_a_usage_error(tmp_path, stack):
+    """batch --out short.tif/m failed with a bare "[Errno 20] Not a directory"."""
+    (tmp_path / "short.tif").write_bytes(b"")
+    result = run("batch", str(stack), "--out", "short.tif/m", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--out'" in result.stderr
+    assert "cannot make the folder 'short.tif/m': 'short.tif' is a file" in result.stderr
+    assert "Errno" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.tif"]
+
+
 def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     other = tmp_path / "x"
     other.mkdir()
