@@ -73,7 +73,7 @@ class VideoResult:
     n_frames : int
         Frames written (one per input frame).
     fps : float
-        Frame rate.
+        Frame rate; for ``.gif`` the average rate (see :func:`to_video`'s Returns).
     width, height : int
         Size of the encoded frames (after scaling and padding).
     codec : str
@@ -830,6 +830,10 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
+        A GIF plays at ``fps`` on average: its frame delays are whole hundredths of a
+        second, rounded from the frame times, so they alternate where the rate needs it
+        (30 fps: 0.03, 0.04, 0.03 s...) and the movie lasts ``n_frames / fps`` seconds to
+        a hundredth.
         Odd sizes for yuv420p/yuv422p, and frames under 32 x 32 for libx265, are padded
         with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
         (y, x).
