@@ -8,6 +8,7 @@ clauses keep working.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 
 _BUILTIN_MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError,
@@ -111,7 +112,7 @@ class FFmpegError(PimsVideoutilsError, RuntimeError):
     command : list of str
         The ffmpeg command line.
     returncode : int or None
-        ffmpeg's exit code.
+        ffmpeg's exit code (negative: minus the signal that killed it, as ``subprocess``).
     stderr_tail : str
         The last lines of ffmpeg's standard error.
     """
@@ -129,10 +130,26 @@ class FFmpegError(PimsVideoutilsError, RuntimeError):
         self.stderr_tail = stderr_tail
         text = message
         if returncode is not None:
-            text += f" (ffmpeg exit code {returncode})"
+            text += f" ({self.exit_status})"
         if stderr_tail:
             text += "\n--- ffmpeg stderr (last lines) ---\n" + stderr_tail
         super().__init__(text)
+
+    @property
+    def exit_status(self) -> str | None:
+        """How ffmpeg ended, in words; None when it was stopped by us or never started.
+
+        ``"ffmpeg exit code 1"``, or ``"ffmpeg killed by signal 9 (SIGKILL)"``.
+        """
+        if self.returncode is None:
+            return None
+        if self.returncode >= 0:
+            return f"ffmpeg exit code {self.returncode}"
+        number = -self.returncode
+        try:
+            return f"ffmpeg killed by signal {number} ({signal.Signals(number).name})"
+        except ValueError:  # a signal Python has no name for
+            return f"ffmpeg killed by signal {number}"
 
     def __reduce__(self):
         return (type(self), (self.message, self.command, self.returncode, self.stderr_tail))

@@ -32,6 +32,7 @@ import click
 from ._errors import ExportArgumentError, FFmpegError, PimsVideoutilsError
 from ._filenames import TIFF_SUFFIXES
 from ._version import __version__
+from ._wording import counted
 from .stacks import describe, open_stack, select_frames, summarize
 
 __all__ = ["cli", "main"]
@@ -323,11 +324,6 @@ def _output_name(source: str) -> str:
     return path.stem
 
 
-def _frames(count: int) -> str:
-    """Return ``"1 frame"`` or ``"<count> frames"``."""
-    return f"{count} frame" if count == 1 else f"{count} frames"
-
-
 def _one_file_anywhere(a: str, b: str) -> bool:
     """Return True if the paths ``a`` and ``b`` name one file on some file system.
 
@@ -345,6 +341,19 @@ def _tiff_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.lower().endswith(TIFF_SUFFIXES):
         raise click.BadParameter(f"{value!r} is not a .tif or .tiff file name (the sample is a "
                                  "TIFF file)", ctx, param)
+    return value
+
+
+def _makeable_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Return ``value`` if it is a folder or can be made one; a usage error if a part is a file.
+
+    ``batch --out short.tif/m`` would fail to make the folder, after the checks of every
+    input, with a bare "Not a directory".
+    """
+    for part in (Path(value), *Path(value).parents):
+        if part.exists() and not part.is_dir():
+            raise click.BadParameter(f"cannot make the folder {value!r}: {str(part)!r} is a "
+                                     "file, not a folder", ctx, param)
     return value
 
 
@@ -456,8 +465,8 @@ def convert(source: str, output: str, **options: Any) -> int:
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)
     click.echo(
-        f"wrote {result.path}: {_frames(result.n_frames)}, {result.width}x{result.height}, "
-        f"{result.fps:.6g} fps, {result.codec}"
+        f"wrote {result.path}: {counted(result.n_frames, 'frame')}, "
+        f"{result.width}x{result.height}, {result.fps:.6g} fps, {result.codec}"
     )
     return 0
 
@@ -469,7 +478,7 @@ def convert(source: str, output: str, **options: Any) -> int:
 ))
 @click.argument("sources", nargs=-1, required=True, metavar="INPUTS...")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the movies (created if missing).")
+              callback=_makeable_folder, help="Folder for the movies (created if missing).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1),
               help="Number of stacks converted at once [default: the number of CPUs].")
 @click.option("--ext", default="mp4", show_default=True,
@@ -570,8 +579,8 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
                     continue
                 n_frames, width, height, seconds = written.pop(number)
                 click.echo(
-                    f"ok {source} -> {outputs[source]} ({_frames(n_frames)}, {width}x{height}, "
-                    f"{seconds:.1f} s)"
+                    f"ok {source} -> {outputs[source]} ({counted(n_frames, 'frame')}, "
+                    f"{width}x{height}, {seconds:.1f} s)"
                 )
             if broken:  # the inputs it stopped, and those still waiting, get a new pool
                 started.clear()
@@ -662,7 +671,7 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, FFmpegError):
         text = error.message
         if error.returncode is not None:
-            text += f" (ffmpeg exit code {error.returncode})"
+            text += f" ({error.exit_status})"
         # ffmpeg's first error message names the cause (later ones say what failed because
         # of it); the rest of its stderr is for --debug.
         lines = [line.strip() for line in error.stderr_tail.splitlines() if line.strip()]

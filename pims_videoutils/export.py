@@ -34,6 +34,7 @@ from . import _ffmpeg
 from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
+from ._wording import counted
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
 from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
 
@@ -72,7 +73,7 @@ class VideoResult:
     n_frames : int
         Frames written (one per input frame).
     fps : float
-        Frame rate.
+        Frame rate; for ``.gif`` the average rate (see :func:`to_video`'s Returns).
     width, height : int
         Size of the encoded frames (after scaling and padding).
     codec : str
@@ -108,7 +109,7 @@ class VideoResult:
         """
         ext = self.path.suffix.lower()
         summary = html.escape(
-            f"{self.path.name}: {self.n_frames} frames, {self.width}x{self.height}, "
+            f"{self.path.name}: {counted(self.n_frames, 'frame')}, {self.width}x{self.height}, "
             f"{self.fps:g} fps, {self.codec} {self.pixel_format}"
         )
         if ext != ".gif" and (ext not in _MIME or self.codec not in _BROWSER_CODECS):
@@ -295,6 +296,25 @@ def _positive(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float | Fraction | np.number):
         return False
     return bool(math.isfinite(value) and value > 0)
+
+
+def _file_path(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` as a Path, refusing one that names a folder by its form.
+
+    ``Path`` drops a trailing separator and a last ``.`` (``out.mp4/`` is ``out.mp4``): the
+    path as given is checked.
+
+    Raises
+    ------
+    ExportArgumentError
+        If ``path`` ends in a separator or in ``.``.
+    """
+    given = os.fspath(path)
+    if given and os.path.basename(given) in ("", "."):
+        raise ExportArgumentError(
+            f"{given}: a path ending in {given[-1]!r} names a folder, not a video file"
+        )
+    return Path(given)
 
 
 def _prepare_target(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path, Path]:
@@ -648,7 +668,10 @@ class _Renderer:
                 raise ExportArgumentError("colormap is for one channel: use channel_colors")
             colors = default_channel_colors(len(maps)) if colors is None else colors
             if len(colors) != len(maps):
-                raise ExportArgumentError(f"{len(colors)} channel_colors for {len(maps)} channels")
+                raise ExportArgumentError(
+                    f"{counted(len(colors), 'colour')} given by channel_colors for "
+                    f"{counted(len(maps), 'channel')}"
+                )
             self.compositor = Compositor(colors)
         elif colors is not None and not gray_channel:
             raise ExportArgumentError(
@@ -732,7 +755,8 @@ def to_video(
         RGB samples (``s``), and the 4th value of a uint8 last axis found this way (RGBA),
         are dropped; ``channel_axis=-1`` makes such 4 values a 4-channel composite instead.
     path : str or path-like
-        Output file; its extension picks the format: ``.mp4`` H.264 (default), ``.mkv``,
+        Output file (not ending in a separator: that names a folder); its extension picks
+        the format: ``.mp4`` H.264 (default), ``.mkv``,
         ``.avi``, ``.webm`` VP9, ``.mov`` ProRes, ``.gif``.
     fps : float, optional
         Frame rate. Default: the reader's ``frame_rate``, else ``1 / metadata
@@ -806,6 +830,10 @@ def to_video(
     -------
     VideoResult
         Path, frame count, fps, size, codec, pixel format, intensity range, padding.
+        A GIF plays at ``fps`` on average: its frame delays are whole hundredths of a
+        second, rounded from the frame times, so they alternate where the rate needs it
+        (30 fps: 0.03, 0.04, 0.03 s...) and the movie lasts ``n_frames / fps`` seconds to
+        a hundredth.
         Odd sizes for yuv420p/yuv422p, and frames under 32 x 32 for libx265, are padded
         with black at the bottom/right, never stretched: pixel (y, x) of a frame stays at
         (y, x).
@@ -816,9 +844,10 @@ def to_video(
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
         ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
-        under 1/655.35 fps for ``.gif``), a missing or unwritable folder, a file name over
-        255 bytes, an existing file with ``overwrite=False``, a symbolic link to nothing,
-        frames of an unsupported dtype (complex, object...) or shape, frames larger than the
+        under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
+        unwritable folder, a file name over 255 bytes, an existing file with
+        ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
+        (complex, object...) or shape, frames larger than the
         codec or container stores (after scaling and padding: libx264 16384 pixels a side,
         VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
         options, ``extra_args`` that change the number of frames (listed above). During the
@@ -831,7 +860,7 @@ def to_video(
         the command and the end of ffmpeg's messages. Also when no ffmpeg binary is found
         (install ffmpeg, or set ``IMAGEIO_FFMPEG_EXE``).
     """
-    target = Path(os.fspath(path))
+    target = _file_path(path)
     percentiles = _percentile_pair(percentiles)  # once: they may be a generator
     extra_args = _ffmpeg.check_extra_args(extra_args)  # (also these)
     factor, chosen, rate = check_arguments(
@@ -963,7 +992,8 @@ def _encode(
                                   proc.stderr_tail)
             if proc.frames_encoded != n_frames:
                 raise FFmpegError(
-                    f"ffmpeg encoded {proc.frames_encoded} frames of the {n_frames} sent: "
+                    f"ffmpeg encoded {counted(proc.frames_encoded, 'frame')} of the "
+                    f"{n_frames} sent: "
                     f"extra_args must not cut, drop or add frames",
                     command, 0, proc.stderr_tail,
                 )

@@ -201,10 +201,10 @@ def _frame_range(frames: Any, frame_range: slice) -> Any:
         return frames
     selected = range(len(frames))[frame_range]
     if not selected:
-        raise ExportArgumentError(
-            f"frame range {frame_range.start}:{frame_range.stop}:{frame_range.step} selects no "
-            f"frame of {len(frames)}"
-        )
+        bounds = ["" if value is None else str(value)
+                  for value in (frame_range.start, frame_range.stop, frame_range.step)]
+        written = ":".join(bounds if frame_range.step is not None else bounds[:2])
+        raise ExportArgumentError(f"frames {written} select no frame of {len(frames)}")
     return frames[frame_range]
 
 

@@ -332,6 +332,17 @@ def test_batch_refuses_bad_options_once_before_any_work(tmp_path, stack, options
     assert not (tmp_path / "movies").exists()
 
 
+def test_batch_out_folder_under_a_file_is_a_usage_error(tmp_path, stack):
+    """batch --out short.tif/m failed with a bare "[Errno 20] Not a directory"."""
+    (tmp_path / "short.tif").write_bytes(b"")
+    result = run("batch", str(stack), "--out", "short.tif/m", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--out'" in result.stderr
+    assert "cannot make the folder 'short.tif/m': 'short.tif' is a file" in result.stderr
+    assert "Errno" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.tif"]
+
+
 def test_batch_refuses_two_inputs_with_one_output_name(tmp_path, stack):
     other = tmp_path / "x"
     other.mkdir()
@@ -384,6 +395,13 @@ def test_missing_input_is_one_line_error(tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_convert_to_a_path_ending_in_a_separator_is_refused(stack, tmp_path):
+    """convert x.tif out.mp4/ wrote out.mp4: a trailing separator names a folder."""
+    result = run("convert", str(stack), "out.mp4/", "--no-progress", cwd=tmp_path)
+    _assert_one_line_error(result, "out.mp4/", "names a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_not_a_tiff_is_one_line_error(tmp_path):
     (tmp_path / "bad.tif").write_text("hello")
     _assert_one_line_error(run("info", "bad.tif", cwd=tmp_path), "bad.tif")
@@ -416,6 +434,18 @@ def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "k.tif"]
 
 
+def test_ffmpeg_killed_by_a_signal_says_so(tmp_path):
+    """An ffmpeg killed (out of memory...) showed "(ffmpeg exit code -9)"."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 16), np.uint8))
+    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+                 IMAGEIO_FFMPEG_EXE=str(fake))
+    _assert_one_line_error(result, "(ffmpeg killed by signal 9 (SIGKILL))")
+    assert "exit code" not in result.stderr
+
+
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])
@@ -433,7 +463,8 @@ def test_convert_rgba_tiff_shows_its_colours(tmp_path):
         (["--channels", "5"], "out of range"),
         (["--axis", "y"], "image axis"),
         (["--axis", "tt"], "given twice"),
-        (["--start", "50"], "selects no frame"),
+        (["--start", "50"], "frames 50: select no frame of 8"),
+        (["--start", "5", "--stop", "2"], "frames 5:2 select no frame of 8"),
         (["--scale", "0.3"], "scale"),
         (["--codec", "nonsense"], "nonsense"),
         (["--preset", "nope"], "invalid preset 'nope'"),  # refused before ffmpeg starts
@@ -451,7 +482,7 @@ def test_bad_arguments_for_this_stack_exit_1(stack, tmp_path, options, fragment)
         (["--contrast", "none"], ["--contrast none", "--lossless", "--contrast auto or LO,HI"]),
         (["--lossless"], ["--lossless writes ffv1"]),
         (["--scale", "0.0078125"], ["--scale 0.0078125 leaves no pixel"]),
-        (["--channel-colors", "red"], ["1 --channel-colors for 2 channels"]),
+        (["--channel-colors", "red"], ["1 colour given by --channel-colors for 2 channels"]),
     ],
 )
 def test_errors_name_the_command_line_options(stack, tmp_path, options, fragments):

@@ -639,6 +639,16 @@ def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
     assert leftovers(tmp_path) == ["exists.mp4", "file"]
 
 
+@pytest.mark.parametrize("suffix", ["/", "/.", os.sep])
+def test_target_ending_in_a_separator_names_a_folder_and_is_refused(tmp_path, no_ffmpeg, suffix):
+    """to_video(frames, "out.mp4/") wrote out.mp4: Path drops the trailing separator."""
+    target = f"{tmp_path / 'out.mp4'}{suffix}"
+    with pytest.raises(ExportArgumentError, match="names a folder") as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), target, progress=False)
+    assert target in str(error.value)
+    assert leftovers(tmp_path) == []
+
+
 def frames_creating(path, content, n=4):
     """Yield ``n`` small frames, writing ``content`` to ``path`` after the second."""
     for i in range(n):
@@ -696,7 +706,9 @@ def test_repr_html(tmp_path):
     gif = to_video(movie, tmp_path / "a.gif", progress=False)._repr_html_()
     assert gif.startswith("<img") and "data:image/gif;base64," in gif
     mkv = to_video(movie, tmp_path / "a.mkv", lossless=True, progress=False)._repr_html_()
-    assert "<video" not in mkv and "a.mkv" in mkv
+    assert "<video" not in mkv and "a.mkv: 3 frames," in mkv
+    one = to_video(movie[:1], tmp_path / "b.mkv", lossless=True, progress=False)._repr_html_()
+    assert "b.mkv: 1 frame," in one
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")

@@ -727,6 +727,14 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path, extra_args):
     assert result.n_frames == 30 == len(read_back(tmp_path / "x.mp4")[0])
 
 
+def test_frames_dropped_by_extra_args_are_counted_in_words(tmp_path):
+    movie = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(FFmpegError, match="ffmpeg encoded 1 frame of the 2 sent"):
+        to_video(movie, tmp_path / "x.mp4", progress=False,
+                 extra_args=["-vf", "shuffleframes=0 -1"])  # drops the second frame
+    assert leftovers(tmp_path) == []
+
+
 def test_extra_args_may_be_a_generator(tmp_path):
     import av
 
@@ -827,3 +835,20 @@ def test_an_export_whose_new_temporary_file_is_probed_still_holds_it(
     assert result.n_frames == 40 and leftovers(tmp_path) == ["movie.mp4"]
     np.testing.assert_allclose(read_back(target)[0].mean(axis=(1, 2)), 6 * np.arange(40),
                                atol=3)
+
+
+@pytest.mark.parametrize("fps", [33.3, 30, 7])
+def test_gif_plays_at_the_reported_rate_on_average(tmp_path, fps):
+    """GIF delays are whole hundredths of a second: they alternate (30 fps: 0.03, 0.04,
+    0.03 s) so that the movie keeps the reported rate."""
+    av = pytest.importorskip("av")
+    movie = np.random.default_rng(0).integers(0, 255, (200, 8, 8), np.uint8)
+    result = to_video(movie, tmp_path / "x.gif", fps=fps, progress=False)
+    with av.open(str(tmp_path / "x.gif")) as container:
+        stream = container.streams.video[0]
+        times = [float(frame.time) for frame in container.decode(stream)]
+    assert len(times) == result.n_frames == 200
+    assert result.fps == pytest.approx(fps)
+    # every frame shows within half a hundredth of a second of its time at that rate
+    expected = np.arange(200) / result.fps
+    assert np.abs(np.array(times) - expected).max() <= 0.005 + 1e-9

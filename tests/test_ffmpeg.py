@@ -384,3 +384,13 @@ def test_frame_count_of_a_progress_report_written_into_a_log_line():
         proc.finish()
     assert proc.frames_encoded == 30
     assert proc.stderr_tail.splitlines() == ["[mp4 @ 0x5f] frame=30", "[warning] a message"]
+
+
+@pytest.mark.parametrize(
+    ("returncode", "words"),
+    [(1, "(ffmpeg exit code 1)"), (-9, "(ffmpeg killed by signal 9 (SIGKILL))"),
+     (-15, "(ffmpeg killed by signal 15 (SIGTERM))")],
+)
+def test_error_says_how_ffmpeg_ended(returncode, words):
+    error = FFmpegError("ffmpeg failed", ["ffmpeg"], returncode)
+    assert str(error) == f"ffmpeg failed {words}"
