@@ -48,6 +48,7 @@ from . import _ifd
 from ._errors import MALFORMED_TIFF_ERRORS, IncompleteDatasetWarning, StackReadError
 from ._fork import renew_cached_property_locks, renew_locks_after_fork
 from ._planetimes import read_ndtiff_index, times_and_intended_z
+from ._wording import counted
 
 MAPPED = "mapped"
 DECODED = "decoded"
@@ -667,8 +668,8 @@ def _check_imagej_count(tif: tifffile.TiffFile, key, nplanes: int, size: int,
     npages = len(tif.pages)
     if npages == 1:
         room = max(0, size - key.dataoffsets[0]) // (math.prod(key.shape) * key.dtype.itemsize)
-        lacks = (f"has a single IFD (page), and from its image's start room for {room} "
-                 f"image{'s' if room != 1 else ''}")
+        lacks = ("has a single IFD (page), and from its image's start room for "
+                 f"{counted(room, 'image')}")
     elif npages < declared:
         lacks = f"has only {npages} IFDs (pages)"
     else:

@@ -31,6 +31,7 @@ from typing import Any
 from ._errors import ReaderFallbackWarning, StackNotFoundError, StackReadError
 from ._filenames import TIFF_SUFFIXES
 from ._registration import ensure_readers_loaded
+from ._wording import counted
 
 __all__ = ["folder_contents", "open", "opens_as_sequence", "wrap_pims_open"]
 
@@ -201,14 +202,14 @@ def folder_contents(folder: str) -> str:
                 extension = os.path.splitext(entry.name)[1].lower() or "extensionless"
                 extensions[extension] = extensions.get(extension, 0) + 1
     ranked = sorted(extensions.items(), key=lambda item: (-item[1], item[0]))
-    parts = [f"{n} {extension} file{'s' if n != 1 else ''}" for extension, n in ranked[:6]]
+    parts = [counted(n, f"{extension} file") for extension, n in ranked[:6]]
     others = sum(n for _, n in ranked[6:])
     if others:
-        parts.append(f"{others} other file{'s' if others != 1 else ''}")
+        parts.append(counted(others, "other file"))
     if folders:
-        parts.append(f"{folders} sub-folder{'s' if folders != 1 else ''}")
+        parts.append(counted(folders, "sub-folder"))
     if hidden:
-        parts.append(f"{hidden} hidden entr{'ies' if hidden != 1 else 'y'} (not read)")
+        parts.append(f"{counted(hidden, 'hidden entry', 'hidden entries')} (not read)")
     if not parts:
         return "nothing"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
