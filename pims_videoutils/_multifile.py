@@ -46,15 +46,13 @@ from ._layout import (
     check_layout_tags_once,
     check_ome_ifd_indices,
     data_as_ifds_say,
-    file_metadata,
     note_missing_positions,
-    ome_plane_times,
     open_tiff,
     pims_axes,
     positions_of_series,
     series_info,
-    z_step_from_positions,
 )
+from ._metadata import file_metadata, ome_plane_times, z_step_from_positions
 from ._planetimes import NDTIFF_INDEX, read_ndtiff_index, times_and_intended_z
 from ._pread import PlaneReads, PositionalFile
 

@@ -48,7 +48,8 @@ from ._filenames import (
     natural_sorted,
 )
 from ._fork import renew_locks_after_fork
-from ._layout import micromanager_summary_metadata, pims_axes
+from ._layout import pims_axes
+from ._metadata import micromanager_summary_metadata
 from ._multifile import (
     NDTIFF_INDEX,
     DatasetFile,
