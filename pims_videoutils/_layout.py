@@ -784,7 +784,7 @@ def _make_layout(tif, path, kind, axes, shape, plane_axes, key, storage, plane_o
     if planar:
         plane_shape = (*plane_shape[1:], plane_shape[0])
     dtype = key.dtype.newbyteorder(tif.byteorder)
-    metadata, timestamps = file_metadata(tif, key, kind, series, axes, shape, ndtiff_index,
+    metadata, timestamps = file_metadata(tif, key, series, axes, shape, ndtiff_index,
                                          resolution_page)
     if timestamps is None:
         timestamps = page_times

@@ -63,7 +63,7 @@ def _resolution(page) -> tuple[float | None, float | None]:
     return values[0], values[1]
 
 
-def file_metadata(tif: tifffile.TiffFile, key, kind: str, series: int, axes: str,
+def file_metadata(tif: tifffile.TiffFile, key, series: int, axes: str,
                   shape: tuple[int, ...], ndtiff_index: list[tuple] | None = None,
                   resolution_page=None) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalised metadata dict and per-plane time stamps.

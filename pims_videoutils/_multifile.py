@@ -849,8 +849,7 @@ def _metadata(tif: tifffile.TiffFile, chosen, everything,
     ``ndtiff_index``: the entries of an NDTiff dataset's index (None for other datasets).
     """
     # planes of a multi-file dataset carry no time stamps here: only the image's keys
-    meta, _ = file_metadata(tif, chosen.keyframe, chosen.kind, everything.index(chosen), "", (),
-                            ndtiff_index)
+    meta, _ = file_metadata(tif, chosen.keyframe, everything.index(chosen), "", (), ndtiff_index)
     meta.update(kind=chosen.kind, series=series_info(everything))
     return meta
 
