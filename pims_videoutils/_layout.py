@@ -680,17 +680,29 @@ def _check_chain_end(tif: tifffile.TiffFile, path: str) -> None:
     """Raise StackReadError unless the IFD chain that tifffile read ends with a null pointer.
 
     tifffile ends the chain quietly (with a log message) at a loop, at a pointer outside the
-    file or at an unreadable IFD: its series then lack pages (or fill them with zeros).
+    file or at an unreadable IFD: its series then lack pages (or fill them with zeros). A
+    pointer past the end of the file is reported as such: most often a truncated file.
     """
     last = tif.pages[len(tif.pages) - 1]
     fd = tif.filehandle.fileno()
     pointer = _ifd.next_ifd(lambda offset, n: os.pread(fd, n, offset), tif.byteorder,
                             tif.is_bigtiff, last.offset)
-    if pointer != 0:
-        target = "nowhere readable" if pointer is None else f"byte {pointer}"
+    if pointer == 0:
+        return
+    where = f"the IFD of page {len(tif.pages) - 1} (byte {last.offset})"
+    size = os.fstat(fd).st_size
+    if pointer is not None and pointer >= size:
+        # (a Micro-Manager acquisition that stopped while writing: its series lists the
+        # planes the file lacks, which the dataset reader can fill)
+        remedy = ("; TiffSequenceND(path, fill_missing=0) reads the planes it holds"
+                  if tif.is_micromanager else "")
         raise StackReadError(
-            path, f"corrupt IFD chain: the IFD of page {len(tif.pages) - 1} (byte "
-            f"{last.offset}) points to {target}: a loop or a broken IFD")
+            path, f"IFD chain runs past the end of the file: {where} points to byte "
+            f"{pointer}, beyond its {size} bytes (a truncated file, or a corrupt pointer)"
+            f"{remedy}")
+    target = "nowhere readable" if pointer is None else f"byte {pointer}"
+    raise StackReadError(
+        path, f"corrupt IFD chain: {where} points to {target}: a loop or a broken IFD")
 
 
 def _scale_pixel_sizes(meta: dict[str, Any], full, page, level: int) -> None:

@@ -137,7 +137,7 @@ def test_pointer_beyond_end_of_a_compressed_file(tmp_path):
     path = tmp_path / "beyond.tif"
     offset, ntags = _compressed(path)[2]
     _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
-    _assert_read_error(path, "corrupt IFD chain")
+    _assert_read_error(path, "IFD chain runs past the end of the file.*truncated file")
 
 
 def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
@@ -146,7 +146,7 @@ def test_ome_file_whose_chain_breaks_before_its_last_plane(tmp_path):
     pages = _compressed(path, ome=True)
     offset, ntags = pages[4]
     _patch(path, _next_pointer_at(offset, ntags), path.stat().st_size + 1000)
-    _assert_read_error(path, "corrupt IFD chain")
+    _assert_read_error(path, "IFD chain runs past the end of the file")
 
 
 def _edit_description(path, replacements):

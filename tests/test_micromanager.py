@@ -514,6 +514,31 @@ def test_truncated_last_file_of_an_acquisition_has_missing_planes(dataset):
                 np.testing.assert_array_equal(plane, data[p, t, z, c])
 
 
+
+def test_truncated_single_file_acquisition_names_the_reader_that_reads_its_planes(tmp_path):
+    """A one-file acquisition that stopped while writing: TiffStackND says the file is
+    truncated and names the dataset reader, which reads every plane the file holds."""
+    data = _data(3, shape=(1, 6, 2, 2, 5, 7))
+    (path,) = write_mmstack(tmp_path, data)
+    size = path.stat().st_size * 6 // 10
+    os.truncate(path, size)
+    held = {}  # tifffile's decoding of the images whose pixels the file still holds
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            if page.dataoffsets[0] + page.databytecounts[0] <= size:
+                plane = page.asarray()
+                (where,) = [k for k in np.ndindex(6, 2, 2) if (data[0][k] == plane).all()]
+                held[where] = plane
+    assert 0 < len(held) < 24
+    with pytest.raises(StackReadError, match=r"past the end of the file.*truncated file.*"
+                       r"TiffSequenceND\(path, fill_missing=0\)"):
+        TiffStackND(path)
+    with TiffSequenceND(path, fill_missing=0) as reader:
+        assert reader.sizes == {"t": 6, "z": 2, "c": 2, "y": 5, "x": 7}
+        for t, z, c in np.ndindex(6, 2, 2):
+            expected = held.get((t, z, c), np.zeros((5, 7), np.uint16))
+            np.testing.assert_array_equal(reader.get_plane(t=t, z=z, c=c), expected)
+
 # --- resources -------------------------------------------------------------------------------
 
 
