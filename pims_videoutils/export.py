@@ -46,9 +46,15 @@ _MIME = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
 _BROWSER_CODECS = ("libx264", "libvpx-vp9")
 _BYTES_PER_PIXEL = {"gray": 1, "gray16le": 2, "rgb24": 3}
 _GRAY = ("gray", "grey")
-#: Frame rates the containers can time: Matroska, WebM and AVI count in milliseconds, GIF in
-#: hundredths of a second (faster frames would share a timestamp); ffmpeg takes at most 10^6.
-_MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 100}
+#: Frame rates the containers can time: Matroska, WebM and AVI count in milliseconds (faster
+#: frames would share a timestamp); ffmpeg takes at most 10^6. GIF counts in hundredths of a
+#: second, but browsers and most viewers show a frame of 0 or 1 hundredth for 10 hundredths:
+#: over 50 fps (some delays of 1 hundredth) a GIF would play up to 10 times too slow.
+_MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 50}
+_WHY_MAX_FPS = {
+    ".gif": "; browsers and most viewers show a GIF frame shorter than 0.02 s for 0.1 s, so "
+    "the movie would play up to 10 times too slow"
+}
 _MAX_FPS_FFMPEG = 1_000_000
 #: GIF frame delays are whole hundredths of a second, at most 65535 (655.35 s)
 _GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY = 100, 65535
@@ -227,8 +233,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
     if exact > highest:
         raise ExportArgumentError(
-            f"{what} is more than {extension} files can time ({highest} fps): pass a lower "
-            f"fps (the movie plays in slow motion)"
+            f"{what} is more than {extension} files can time ({highest} fps"
+            f"{_WHY_MAX_FPS.get(extension.lower(), '')}): pass a lower fps (the movie plays in "
+            f"slow motion)"
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
@@ -767,9 +774,9 @@ def to_video(
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
         to a millisecond (``.mkv``, ``.webm``, ``.avi``: at most 1000 fps) or a hundredth
-        of a second (``.gif``: 100 fps, and one frame per 655.35 s, 0.0015259 fps, at
-        the slowest); ``.mp4`` and ``.mov`` take up to 10^6 fps; the slowest rate is
-        1/10000 fps.
+        of a second (``.gif``: one frame per 655.35 s, 0.0015259 fps, at the slowest, and
+        50 fps at the fastest, since browsers and most viewers show frames of 0.01 s for
+        0.1 s); ``.mp4`` and ``.mov`` take up to 10^6 fps; the slowest rate is 1/10000 fps.
     codec : str, optional
         ffmpeg encoder the container takes: ``.mp4`` libx264/libx265; ``.mkv``
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
@@ -843,7 +850,7 @@ def to_video(
     ExportArgumentError
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
-        ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
+        ``.avi``, 50 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
         under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
         unwritable folder, a file name over 255 bytes, an existing file with
         ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype

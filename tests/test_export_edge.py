@@ -131,7 +131,7 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
 
 @pytest.mark.parametrize(
     ("ext", "fps"),
-    [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4),
+    [(".mkv", 1000), (".gif", 50), (".mp4", 1e-4),
      # the documented slowest GIF: one frame per 655.35 s, 0.0015259 fps (1/655.35 as a float
      # is a little under 100/65535, and was refused)
      (".gif", 1 / 655.35), (".gif", 0.0015259), (".gif", 100 / 65535), (".gif", 0.00152591)]
@@ -852,3 +852,26 @@ def test_gif_plays_at_the_reported_rate_on_average(tmp_path, fps):
     # every frame shows within half a hundredth of a second of its time at that rate
     expected = np.arange(200) / result.fps
     assert np.abs(np.array(times) - expected).max() <= 0.005 + 1e-9
+
+
+@pytest.mark.parametrize("fps", [51, 60, 100])
+@no_ffmpeg_start
+def test_gif_faster_than_browsers_play_is_refused(tmp_path, fps):
+    """Browsers and most viewers show a GIF frame of 0 or 1 hundredth of a second for 10
+    hundredths: over 50 fps (some delays of 1 hundredth) a GIF played up to 10x too slow."""
+    with pytest.raises(ExportArgumentError, match=r"(?s)50 fps.*browsers.*\.mp4"):
+        to_video(np.zeros((4, 8, 8), np.uint8), tmp_path / "x.gif", fps=fps, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_gif_at_50_fps_has_delays_of_two_hundredths(tmp_path):
+    from PIL import Image
+
+    movie = np.random.default_rng(1).integers(0, 256, (30, 8, 8), np.uint8)
+    to_video(movie, tmp_path / "x.gif", fps=50, progress=False)
+    with Image.open(tmp_path / "x.gif") as gif:
+        delays = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            delays.append(gif.info["duration"])
+    assert delays == [20] * 30  # milliseconds
