@@ -670,7 +670,7 @@ def _one_line(error: BaseException) -> str:
     """Return an error's message on one line (options spelt as on the command line)."""
     if isinstance(error, FFmpegError):
         text = error.message
-        if error.returncode is not None:
+        if error.returncode:  # (0: ffmpeg ended well, the message says what is wrong)
             text += f" ({error.exit_status})"
         # ffmpeg's first error message names the cause (later ones say what failed because
         # of it); the rest of its stderr is for --debug.

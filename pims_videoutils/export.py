@@ -999,7 +999,7 @@ def _encode(
                                   proc.stderr_tail)
             if proc.frames_encoded != n_frames:
                 raise FFmpegError(
-                    f"ffmpeg encoded {counted(proc.frames_encoded, 'frame')} of the "
+                    f"ffmpeg wrote {counted(proc.frames_encoded, 'frame')} of the "
                     f"{n_frames} sent: "
                     f"extra_args must not cut, drop or add frames",
                     command, 0, proc.stderr_tail,

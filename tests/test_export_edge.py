@@ -728,10 +728,16 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path, extra_args):
 
 
 def test_frames_dropped_by_extra_args_are_counted_in_words(tmp_path):
+    """ffmpeg ended well but wrote fewer frames: the message said "(ffmpeg exit code 0)",
+    which read as if ffmpeg had failed."""
     movie = np.zeros((2, 16, 16), np.uint8)
-    with pytest.raises(FFmpegError, match="ffmpeg encoded 1 frame of the 2 sent"):
+    with pytest.raises(FFmpegError) as caught:
         to_video(movie, tmp_path / "x.mp4", progress=False,
                  extra_args=["-vf", "shuffleframes=0 -1"])  # drops the second frame
+    assert str(caught.value).splitlines()[0] == (
+        "ffmpeg wrote 1 frame of the 2 sent: extra_args must not cut, drop or add frames"
+    )
+    assert caught.value.returncode == 0
     assert leftovers(tmp_path) == []
 
 
