@@ -36,7 +36,13 @@ from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from ._wording import counted
 from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
+from .intensity import (
+    DEFAULT_PERCENTILES,
+    IntensityMap,
+    _as_float,
+    _percentile_pair,
+    display_limits,
+)
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -299,10 +305,10 @@ def _optional_attribute(frames: Any, name: str) -> Any:
 
 
 def _positive(value: Any) -> bool:
-    """Return True for a real, finite number > 0 (not a bool)."""
+    """Return True for a real, finite number > 0 (not a bool, nor one too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, int | float | Fraction | np.number):
         return False
-    return bool(math.isfinite(value) and value > 0)
+    return bool(math.isfinite(_as_float(value)) and value > 0)
 
 
 def _file_path(path: str | os.PathLike[str]) -> Path:
