@@ -35,7 +35,7 @@ from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from ._wording import counted
-from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
+from .colour import Compositor, apply_lut, channel_lut, default_channel_colors
 from .intensity import (
     DEFAULT_PERCENTILES,
     IntensityMap,
@@ -188,7 +188,7 @@ def check_arguments(
     factor = _check_options(contrast, projection, scale)
     IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
     if colormap is not None:
-        colormap_lut(colormap)
+        channel_lut(colormap)
     if not isinstance(channel_colors, Iterator):
         for color in _color_list(channel_colors) or ():
             channel_lut(color)
@@ -673,7 +673,7 @@ class _Renderer:
     ) -> None:
         self.maps = maps
         self.channels = channels
-        self.lut = None if colormap is None else colormap_lut(colormap)
+        self.lut = None if colormap is None else channel_lut(colormap)
         self.compositor = None
         gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
@@ -810,9 +810,11 @@ def to_video(
         Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).
     gamma : float
         Display gamma: ``255 * t ** gamma`` of the scaled value ``t`` in [0, 1].
-    colormap : str, cmap.Colormap or (256, 3) array, optional
-        Colour single-channel frames (``"viridis"``, ``"magma"``...); gray stays gray
-        (sent to ffmpeg as one byte per pixel) otherwise.
+    colormap : str, cmap.Colormap, colour or (256, 3) array, optional
+        Colour single-channel frames with a colormap (``"viridis"``, ``"magma"``...) or a
+        colour, as a ramp from black (``"orange"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``): what
+        ``channel_colors`` takes for one channel. Gray stays gray (sent to ffmpeg as one
+        byte per pixel) otherwise.
     channel_axis : int or str, optional
         The channel axis (see ``frames``).
     channel_colors : sequence, optional

@@ -315,6 +315,25 @@ def test_one_channel_with_a_colour_given_as_an_array(tmp_path):
     assert not video[..., 1:].any()
 
 
+@pytest.mark.parametrize(
+    ("colormap", "rgb"),
+    [("#ff8800", (255, 136, 0)), ((1.0, 0.5, 0.0), (255, 127.5, 0)), ("orange", (255, 165, 0))],
+)
+def test_colormap_of_a_colour_is_a_ramp_from_black_as_in_channel_colors(tmp_path, colormap, rgb):
+    """Frames of one channel, refused channel_colors and told to use colormap, could not be
+    coloured with a colour: '#ff8800' and (1, 0.5, 0) were unknown colormaps, and 'orange'
+    was vispy's white-to-orange map (white background), not channel_colors' black-to-orange."""
+    movie = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(2, axis=0)
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, colormap=colormap,
+                      progress=False)
+    expected = np.round(movie[..., None] / 255 * np.array(rgb))
+    np.testing.assert_allclose(read_back(result.path, "rgb24")[0], expected, atol=1)
+    as_channel = to_video(movie[..., None], tmp_path / "a.mkv", lossless=True,
+                          channel_colors=[colormap], progress=False)
+    np.testing.assert_array_equal(read_back(result.path, "rgb24")[0],
+                                  read_back(as_channel.path, "rgb24")[0])
+
+
 # ---- arguments of other types -------------------------------------------------------------
 
 
