@@ -103,7 +103,9 @@ class FFmpegError(PimsVideoutilsError, RuntimeError):
     command : list of str
         The ffmpeg command line that was run (empty when no ffmpeg was found).
     returncode : int or None
-        ffmpeg's exit code, or None when it was stopped by us or never started.
+        ffmpeg's exit code, or None when it was stopped by us or never started. A non-zero
+        code ends the message in words (:attr:`exit_status`); 0 does not (ffmpeg ended
+        well, and the message says what is wrong with what it wrote).
     stderr_tail : str
         The last lines ffmpeg wrote to its standard error.
 
@@ -129,7 +131,7 @@ class FFmpegError(PimsVideoutilsError, RuntimeError):
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         text = message
-        if returncode is not None:
+        if returncode:
             text += f" ({self.exit_status})"
         if stderr_tail:
             text += "\n--- ffmpeg stderr (last lines) ---\n" + stderr_tail

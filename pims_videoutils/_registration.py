@@ -35,6 +35,10 @@ ENTRY_POINT_GROUP = "pims.readers"
 
 _lock = threading.RLock()
 _loaded = False
+#: The thread loading the readers, None when none is: a call it makes from inside the loading
+#: (a plugin whose import opens a file) returns at once. Another thread waits on ``_lock``; a
+#: child forked meanwhile (where that thread does not exist) loads them itself.
+_loading_thread: int | None = None
 
 
 def _renew_locks_after_fork() -> None:
@@ -119,14 +123,21 @@ def load_readers() -> list[type]:
 def ensure_readers_loaded() -> None:
     """Run :func:`load_readers` once per process (thread-safe); later calls do nothing.
 
+    Other threads calling meanwhile wait for the readers; a child forked meanwhile loads
+    them itself (the thread loading them was not copied into it).
+
     Warns
     -----
     PluginLoadWarning
         On the first call, for each registered reader that cannot be loaded.
     """
-    global _loaded
+    global _loaded, _loading_thread
     with _lock:
-        if _loaded:
+        if _loaded or _loading_thread == threading.get_ident():
             return
-        _loaded = True
-        load_readers()
+        _loading_thread = threading.get_ident()
+        try:
+            load_readers()
+        finally:  # (once: a PluginLoadWarning raised under ``-W error`` is not repeated)
+            _loading_thread = None
+            _loaded = True

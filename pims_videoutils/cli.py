@@ -183,7 +183,8 @@ def _video_options(function):
         click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=1.0,
                      show_default=True, help="Gamma applied after the contrast."),
         click.option("--colormap", help="Colormap for single-channel movies, e.g. viridis, "
-                                        "magma, gray (any name the cmap package knows)."),
+                                        "magma, gray (any name the cmap package knows), or a "
+                                        "colour (a ramp from black), e.g. orange, '#ff8800'."),
         click.option("--channels", type=_Channels(), default="all", show_default=True,
                      help="Composite of all channels, or one channel index."),
         click.option("--channel-colors", metavar="COLOR,...",
@@ -670,7 +671,7 @@ def _one_line(error: BaseException) -> str:
     """Return an error's message on one line (options spelt as on the command line)."""
     if isinstance(error, FFmpegError):
         text = error.message
-        if error.returncode is not None:
+        if error.returncode:  # (0: ffmpeg ended well, the message says what is wrong)
             text += f" ({error.exit_status})"
         # ffmpeg's first error message names the cause (later ones say what failed because
         # of it); the rest of its stderr is for --debug.

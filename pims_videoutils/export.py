@@ -35,8 +35,14 @@ from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
 from ._wording import counted
-from .colour import Compositor, apply_lut, channel_lut, colormap_lut, default_channel_colors
-from .intensity import DEFAULT_PERCENTILES, IntensityMap, _percentile_pair, display_limits
+from .colour import Compositor, apply_lut, channel_lut, default_channel_colors
+from .intensity import (
+    DEFAULT_PERCENTILES,
+    IntensityMap,
+    _as_float,
+    _percentile_pair,
+    display_limits,
+)
 
 __all__ = ["DEFAULT_FPS", "EMBED_LIMIT_BYTES", "VideoResult", "to_video"]
 
@@ -46,9 +52,15 @@ _MIME = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
 _BROWSER_CODECS = ("libx264", "libvpx-vp9")
 _BYTES_PER_PIXEL = {"gray": 1, "gray16le": 2, "rgb24": 3}
 _GRAY = ("gray", "grey")
-#: Frame rates the containers can time: Matroska, WebM and AVI count in milliseconds, GIF in
-#: hundredths of a second (faster frames would share a timestamp); ffmpeg takes at most 10^6.
-_MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 100}
+#: Frame rates the containers can time: Matroska, WebM and AVI count in milliseconds (faster
+#: frames would share a timestamp); ffmpeg takes at most 10^6. GIF counts in hundredths of a
+#: second, but browsers and most viewers show a frame of 0 or 1 hundredth for 10 hundredths:
+#: over 50 fps (some delays of 1 hundredth) a GIF would play up to 10 times too slow.
+_MAX_FPS = {".mkv": 1000, ".webm": 1000, ".avi": 1000, ".gif": 50}
+_WHY_MAX_FPS = {
+    ".gif": "; browsers and most viewers show a GIF frame shorter than 0.02 s for 0.1 s, so "
+    "the movie would play up to 10 times too slow"
+}
 _MAX_FPS_FFMPEG = 1_000_000
 #: GIF frame delays are whole hundredths of a second, at most 65535 (655.35 s)
 _GIF_TICKS_PER_SECOND, _GIF_MAX_DELAY = 100, 65535
@@ -176,7 +188,7 @@ def check_arguments(
     factor = _check_options(contrast, projection, scale)
     IntensityMap.per_frame(np.dtype(np.uint8), percentiles, gamma)  # checks both
     if colormap is not None:
-        colormap_lut(colormap)
+        channel_lut(colormap)
     if not isinstance(channel_colors, Iterator):
         for color in _color_list(channel_colors) or ():
             channel_lut(color)
@@ -227,8 +239,9 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
     if exact > highest:
         raise ExportArgumentError(
-            f"{what} is more than {extension} files can time ({highest} fps): pass a lower "
-            f"fps (the movie plays in slow motion)"
+            f"{what} is more than {extension} files can time ({highest} fps"
+            f"{_WHY_MAX_FPS.get(extension.lower(), '')}): pass a lower fps (the movie plays in "
+            f"slow motion)"
             + (", or write .mp4" if highest < _MAX_FPS_FFMPEG else "")
         )
     lowest = _MIN_FPS.get(extension.lower(), _MIN_FPS_FFMPEG)
@@ -292,10 +305,10 @@ def _optional_attribute(frames: Any, name: str) -> Any:
 
 
 def _positive(value: Any) -> bool:
-    """Return True for a real, finite number > 0 (not a bool)."""
+    """Return True for a real, finite number > 0 (not a bool, nor one too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, int | float | Fraction | np.number):
         return False
-    return bool(math.isfinite(value) and value > 0)
+    return bool(math.isfinite(_as_float(value)) and value > 0)
 
 
 def _file_path(path: str | os.PathLike[str]) -> Path:
@@ -660,7 +673,7 @@ class _Renderer:
     ) -> None:
         self.maps = maps
         self.channels = channels
-        self.lut = None if colormap is None else colormap_lut(colormap)
+        self.lut = None if colormap is None else channel_lut(colormap)
         self.compositor = None
         gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
@@ -767,9 +780,9 @@ def to_video(
         times faster than real time). A slow time-lapse (one frame per 10 s) thus gives a
         0.1 fps movie: pass ``fps`` (e.g. 10) to play it faster. Containers time frames
         to a millisecond (``.mkv``, ``.webm``, ``.avi``: at most 1000 fps) or a hundredth
-        of a second (``.gif``: 100 fps, and one frame per 655.35 s, 0.0015259 fps, at
-        the slowest); ``.mp4`` and ``.mov`` take up to 10^6 fps; the slowest rate is
-        1/10000 fps.
+        of a second (``.gif``: one frame per 655.35 s, 0.0015259 fps, at the slowest, and
+        50 fps at the fastest, since browsers and most viewers show frames of 0.01 s for
+        0.1 s); ``.mp4`` and ``.mov`` take up to 10^6 fps; the slowest rate is 1/10000 fps.
     codec : str, optional
         ffmpeg encoder the container takes: ``.mp4`` libx264/libx265; ``.mkv``
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
@@ -797,9 +810,11 @@ def to_video(
         Low and high percentiles for ``"auto"`` and ``"frame"``; default (0.1, 99.9).
     gamma : float
         Display gamma: ``255 * t ** gamma`` of the scaled value ``t`` in [0, 1].
-    colormap : str, cmap.Colormap or (256, 3) array, optional
-        Colour single-channel frames (``"viridis"``, ``"magma"``...); gray stays gray
-        (sent to ffmpeg as one byte per pixel) otherwise.
+    colormap : str, cmap.Colormap, colour or (256, 3) array, optional
+        Colour single-channel frames with a colormap (``"viridis"``, ``"magma"``...) or a
+        colour, as a ramp from black (``"orange"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``): what
+        ``channel_colors`` takes for one channel. Gray stays gray (sent to ffmpeg as one
+        byte per pixel) otherwise.
     channel_axis : int or str, optional
         The channel axis (see ``frames``).
     channel_colors : sequence, optional
@@ -843,7 +858,7 @@ def to_video(
     ExportArgumentError
         Before ffmpeg starts: unknown extension or codec, empty input, ``fps <= 0``, a
         frame rate the container cannot time (over 1000 fps for ``.mkv``, ``.webm`` and
-        ``.avi``, 100 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
+        ``.avi``, 50 for ``.gif``, 10^6 for ``.mp4``/``.mov``; under 1/10000 fps, and
         under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
         unwritable folder, a file name over 255 bytes, an existing file with
         ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
@@ -992,7 +1007,7 @@ def _encode(
                                   proc.stderr_tail)
             if proc.frames_encoded != n_frames:
                 raise FFmpegError(
-                    f"ffmpeg encoded {counted(proc.frames_encoded, 'frame')} of the "
+                    f"ffmpeg wrote {counted(proc.frames_encoded, 'frame')} of the "
                     f"{n_frames} sent: "
                     f"extra_args must not cut, drop or add frames",
                     command, 0, proc.stderr_tail,

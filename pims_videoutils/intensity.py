@@ -53,6 +53,14 @@ class _NoFiniteValues(ExportArgumentError):
     """The values hold no finite number (NaN and infinities only)."""
 
 
+def _as_float(number: float) -> float:
+    """Return ``float(number)``; an integer or fraction too large for a float is +-inf."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
 def check_dtype(dtype: np.dtype) -> np.dtype:
     """Return ``dtype`` in native byte order, or raise for a dtype that has no intensity.
 
@@ -213,7 +221,7 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
     """
     try:
         percentiles = tuple(percentiles)
-        low, high = (float(p) for p in percentiles)
+        low, high = (_as_float(p) for p in percentiles)
     except (TypeError, ValueError):
         low = high = float("nan")
     if not low <= high:
@@ -310,7 +318,7 @@ class IntensityMap:
             If ``lo > hi``, a limit is not finite or ``gamma <= 0``.
         """
         try:
-            lo, hi = float(lo), float(hi)
+            lo, hi = _as_float(lo), _as_float(hi)
         except (TypeError, ValueError):
             raise ExportArgumentError(f"contrast limits must be numbers: {(lo, hi)!r}") from None
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
@@ -370,5 +378,5 @@ def _take(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:
 def _check_gamma(gamma: float) -> None:
     """Raise ExportArgumentError unless ``gamma`` is a finite number > 0."""
     number = isinstance(gamma, int | float | np.number) and not isinstance(gamma, bool)
-    if not (number and np.isfinite(gamma) and gamma > 0):
+    if not (number and math.isfinite(_as_float(gamma)) and gamma > 0):
         raise ExportArgumentError(f"gamma must be a finite number > 0, got {gamma!r}")

@@ -446,6 +446,19 @@ def test_ffmpeg_killed_by_a_signal_says_so(tmp_path):
     assert "exit code" not in result.stderr
 
 
+def test_ffmpeg_that_ended_well_is_not_said_to_exit_with_code_0(tmp_path):
+    """An error found after ffmpeg exited 0 (here: it reported no frames) ended with
+    "(ffmpeg exit code 0)", as if ffmpeg had failed."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 16), np.uint8))
+    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+                 IMAGEIO_FFMPEG_EXE=str(fake))
+    _assert_one_line_error(result, "ffmpeg did not report how many frames it encoded")
+    assert "exit code" not in result.stderr
+
+
 def test_convert_rgba_tiff_shows_its_colours(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (3, 16, 20, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb", extrasamples=[2])

@@ -615,6 +615,13 @@ def test_keyboard_interrupt_from_generator(tmp_path):
         (np.zeros((2, 8, 8, 2), np.uint8), {"colormap": "viridis"}, "colormap"),
         (np.zeros((2, 4, 4), np.uint8), {"colormap": "no-such-map"}, "colormap"),
         (42, {}, "frames must be"),
+        # integers too large for a float: were a bare OverflowError or TypeError
+        (np.zeros((2, 4, 4), np.uint8), {"fps": 10**400}, "fps"),
+        (np.zeros((2, 4, 4), np.uint8), {"scale": 10**400}, "scale"),
+        (np.zeros((2, 4, 4), np.uint8), {"gamma": 10**400}, "gamma"),
+        (np.zeros((2, 4, 4), np.uint8), {"contrast": (0, 10**400)}, "contrast"),
+        (np.zeros((2, 4, 4), np.uint8), {"contrast": [(-10**400, 0)]}, "contrast"),
+        (np.zeros((2, 4, 4), np.uint8), {"percentiles": (0, 10**400)}, "percentiles"),
     ],
 )
 def test_bad_arguments_fail_before_ffmpeg(tmp_path, no_ffmpeg, frames, kwargs, match):

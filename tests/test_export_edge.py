@@ -131,7 +131,7 @@ def test_frame_rate_of_the_input_out_of_range_says_so(tmp_path, interval):
 
 @pytest.mark.parametrize(
     ("ext", "fps"),
-    [(".mkv", 1000), (".gif", 100), (".mp4", 1e-4),
+    [(".mkv", 1000), (".gif", 50), (".mp4", 1e-4),
      # the documented slowest GIF: one frame per 655.35 s, 0.0015259 fps (1/655.35 as a float
      # is a little under 100/65535, and was refused)
      (".gif", 1 / 655.35), (".gif", 0.0015259), (".gif", 100 / 65535), (".gif", 0.00152591)]
@@ -313,6 +313,25 @@ def test_one_channel_with_a_colour_given_as_an_array(tmp_path):
     video, _ = read_back(result.path, "rgb24")
     np.testing.assert_array_equal(video[..., 0], movie[..., 0])
     assert not video[..., 1:].any()
+
+
+@pytest.mark.parametrize(
+    ("colormap", "rgb"),
+    [("#ff8800", (255, 136, 0)), ((1.0, 0.5, 0.0), (255, 127.5, 0)), ("orange", (255, 165, 0))],
+)
+def test_colormap_of_a_colour_is_a_ramp_from_black_as_in_channel_colors(tmp_path, colormap, rgb):
+    """Frames of one channel, refused channel_colors and told to use colormap, could not be
+    coloured with a colour: '#ff8800' and (1, 0.5, 0) were unknown colormaps, and 'orange'
+    was vispy's white-to-orange map (white background), not channel_colors' black-to-orange."""
+    movie = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(2, axis=0)
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, colormap=colormap,
+                      progress=False)
+    expected = np.round(movie[..., None] / 255 * np.array(rgb))
+    np.testing.assert_allclose(read_back(result.path, "rgb24")[0], expected, atol=1)
+    as_channel = to_video(movie[..., None], tmp_path / "a.mkv", lossless=True,
+                          channel_colors=[colormap], progress=False)
+    np.testing.assert_array_equal(read_back(result.path, "rgb24")[0],
+                                  read_back(as_channel.path, "rgb24")[0])
 
 
 # ---- arguments of other types -------------------------------------------------------------
@@ -728,10 +747,16 @@ def test_extra_args_that_keep_every_frame_are_written(tmp_path, extra_args):
 
 
 def test_frames_dropped_by_extra_args_are_counted_in_words(tmp_path):
+    """ffmpeg ended well but wrote fewer frames: the message said "(ffmpeg exit code 0)",
+    which read as if ffmpeg had failed."""
     movie = np.zeros((2, 16, 16), np.uint8)
-    with pytest.raises(FFmpegError, match="ffmpeg encoded 1 frame of the 2 sent"):
+    with pytest.raises(FFmpegError) as caught:
         to_video(movie, tmp_path / "x.mp4", progress=False,
                  extra_args=["-vf", "shuffleframes=0 -1"])  # drops the second frame
+    assert str(caught.value).splitlines()[0] == (
+        "ffmpeg wrote 1 frame of the 2 sent: extra_args must not cut, drop or add frames"
+    )
+    assert caught.value.returncode == 0
     assert leftovers(tmp_path) == []
 
 
@@ -852,3 +877,26 @@ def test_gif_plays_at_the_reported_rate_on_average(tmp_path, fps):
     # every frame shows within half a hundredth of a second of its time at that rate
     expected = np.arange(200) / result.fps
     assert np.abs(np.array(times) - expected).max() <= 0.005 + 1e-9
+
+
+@pytest.mark.parametrize("fps", [51, 60, 100])
+@no_ffmpeg_start
+def test_gif_faster_than_browsers_play_is_refused(tmp_path, fps):
+    """Browsers and most viewers show a GIF frame of 0 or 1 hundredth of a second for 10
+    hundredths: over 50 fps (some delays of 1 hundredth) a GIF played up to 10x too slow."""
+    with pytest.raises(ExportArgumentError, match=r"(?s)50 fps.*browsers.*\.mp4"):
+        to_video(np.zeros((4, 8, 8), np.uint8), tmp_path / "x.gif", fps=fps, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_gif_at_50_fps_has_delays_of_two_hundredths(tmp_path):
+    from PIL import Image
+
+    movie = np.random.default_rng(1).integers(0, 256, (30, 8, 8), np.uint8)
+    to_video(movie, tmp_path / "x.gif", fps=50, progress=False)
+    with Image.open(tmp_path / "x.gif") as gif:
+        delays = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            delays.append(gif.info["duration"])
+    assert delays == [20] * 30  # milliseconds

@@ -394,3 +394,11 @@ def test_frame_count_of_a_progress_report_written_into_a_log_line():
 def test_error_says_how_ffmpeg_ended(returncode, words):
     error = FFmpegError("ffmpeg failed", ["ffmpeg"], returncode)
     assert str(error) == f"ffmpeg failed {words}"
+
+
+def test_error_of_an_ffmpeg_that_ended_well_does_not_say_exit_code_0():
+    """An error found after ffmpeg exited 0 (a file left empty...) ended with "(ffmpeg exit
+    code 0)", as if ffmpeg had failed."""
+    error = FFmpegError("ffmpeg wrote nothing to the file", ["ffmpeg"], 0)
+    assert str(error) == "ffmpeg wrote nothing to the file"
+    assert error.returncode == 0 and error.exit_status == "ffmpeg exit code 0"

@@ -704,6 +704,54 @@ def test_load_readers_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sys.modules, "fakeplug_inproc")
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_child_forked_while_another_thread_loads_the_readers_loads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flag saying the readers are loaded was set before loading them: a child forked
+    while another thread was loading them believed them loaded, and never loaded the rest
+    (pims.open then did not know them)."""
+    import threading
+
+    from pims_videoutils import _registration
+
+    parent = os.getpid()
+    started, release = threading.Event(), threading.Event()
+    loaded_in = []
+
+    class SlowEntryPoint:  # a plugin whose import takes a while (in the parent only)
+        name, value, dist = "Slow", "slowplug:Reader", None
+
+        def load(self) -> type:
+            if os.getpid() == parent:
+                started.set()
+                release.wait(60)
+            loaded_in.append(os.getpid())
+            return pims.FramesSequence
+
+    monkeypatch.setattr(_registration, "_loaded", False)
+    monkeypatch.setattr(_registration, "reader_entry_points", lambda: [SlowEntryPoint()])
+    loader = threading.Thread(target=_registration.ensure_readers_loaded)
+    loader.start()
+    try:
+        assert started.wait(60)
+        with warnings.catch_warnings():  # (Python 3.12 warns of a fork with threads)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:  # the child: only this thread, the loader's load is not in it
+            try:
+                _registration.ensure_readers_loaded()
+                os._exit(0 if loaded_in == [os.getpid()] else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+    finally:
+        release.set()
+        loader.join(60)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert loaded_in == [parent] and _registration._loaded
+
+
 # --------------------------------------------------------------------- pims_videoutils.open
 
 
