@@ -728,9 +728,6 @@ def _parent(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-# slow: in about 1 run of 4 the batch process waits forever (s0's worker still sleeping),
-# although s1's worker is surely killed while it encodes: run it on purpose (pytest -m slow)
-@pytest.mark.slow
 def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_path):
     # s0's movie is written and its result on its way when s1's worker is killed: the
     # broken pool lost s0's result, and s0 was reported as a second dead worker
