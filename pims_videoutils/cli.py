@@ -306,6 +306,17 @@ def _batch_job(number: int, source: str, output: str, selection: dict[str, Any],
         os._exit(128 + signal.SIGTERM)
 
 
+def _nothing() -> None:
+    """Do nothing: the job that makes a batch's process pool watch the workers it started.
+
+    ``ProcessPoolExecutor.submit`` (Python 3.10 to 3.13, "spawn" workers) wakes the pool's
+    manager thread before it starts a new worker: the thread may list the workers to watch
+    without it, and a worker killed then goes unnoticed until the thread wakes again (the
+    batch waited forever when no other job ended). Submitting this job once the workers
+    exist wakes the thread, which then watches them all.
+    """
+
+
 def _output_name(source: str) -> str:
     """Name a batch movie after its input: file stem, folder name or the glob's folder."""
     path = Path(source)
@@ -543,10 +554,13 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     running: dict[Any, int] = {}
     try:
         while waiting or running:
-            while waiting and len(running) < workers:
-                number, source = waiting.pop(0)
+            new_jobs = waiting[: workers - len(running)]
+            del waiting[: len(new_jobs)]
+            for number, source in new_jobs:
                 job = (number, source, outputs[source], selection, export)
                 running[executor.submit(_batch_job, *job)] = number
+            if new_jobs:  # the workers they started are watched (killed: pool broken)
+                executor.submit(_nothing)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
             if broken:  # a worker was killed (out of memory?): the pool stops all the others

@@ -6,6 +6,7 @@ stacks with tifffile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -722,11 +723,24 @@ if __name__ == "__main__":
 """
 
 
+def _state(pid: int) -> str | None:
+    """State letter of process ``pid`` in ``/proc`` (R, S, T stopped, Z zombie), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _has_exited(pid: int) -> bool:
+    return _state(pid) in (None, "Z", "X")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-# slow: on a machine loaded by other work, 1 run in 3 to 5 timed out (the batch process's
-# pipes still open after 120 s, s0's worker still sleeping); alone it passes in 5 s. Under
-# investigation: run it on purpose (pytest -m slow) until that is understood.
-@pytest.mark.slow
 def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_path):
     # s0's movie is written and its result on its way when s1's worker is killed: the
     # broken pool lost s0's result, and s0 was reported as a second dead worker
@@ -740,23 +754,50 @@ def test_batch_keeps_a_movie_finished_just_before_another_worker_is_killed(tmp_p
          "--jobs", "2", "--preset", "veryslow"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    s1_ffmpeg = None
     try:
-        written = tmp_path / "s0.written"
+        # s1 cannot finish: its ffmpeg, writing its movie, is stopped (its worker then waits
+        # to write frames, or for ffmpeg to end)
+        movies = tmp_path / "movies"
         deadline = time.monotonic() + 60
+        while s1_ffmpeg is None and time.monotonic() < deadline and process.poll() is None:
+            if [p for p in movies.glob(".s1.*") if p.stat().st_size > 0]:
+                s1_ffmpeg = next(iter(_processes_naming(".s1.tmp-")), None)
+            time.sleep(0.01)
+        assert s1_ffmpeg is not None, "s1's ffmpeg did not write"
+        os.kill(s1_ffmpeg, signal.SIGSTOP)
+        while _state(s1_ffmpeg) not in ("T", None, "Z"):
+            time.sleep(0.01)
+        assert _state(s1_ffmpeg) == "T", "s1's ffmpeg ended before it could be stopped"
+        s1_worker = _parent(s1_ffmpeg)
+        written = tmp_path / "s0.written"
         while not written.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
-        [s1_worker] = [w for w in _workers(process.pid) if w != int(written.read_text())]
+        s0_worker = int(written.read_text())
+        assert sorted(_workers(process.pid)) == sorted([s0_worker, s1_worker])
         os.kill(s1_worker, signal.SIGKILL)
+        os.kill(s1_ffmpeg, signal.SIGCONT)  # it ends on its own, as after an out-of-memory kill
         stdout, stderr = process.communicate(timeout=120)
     finally:
+        if s1_ffmpeg is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(s1_ffmpeg, signal.SIGCONT)
         if process.poll() is None:
+            for worker in _workers(process.pid):
+                os.kill(worker, signal.SIGKILL)
             process.kill()
             process.wait()
     assert process.returncode == 1, stderr
     assert re.findall(r"FAILED (\S+):", stderr) == ["s1.tif"]
     assert "ok s0.tif -> movies/s0.mp4 (4 frames, 128x128" in stdout
     assert "2 of 3 converted" in stdout and "1 failed: s1.tif" in stdout
-    movies = tmp_path / "movies"
+    # no process left behind: the broken pool ended s0's worker, s1's ffmpeg ended on its own
+    # (the workers of the pool that converted s2 held stdout: communicate() saw them end)
+    assert _has_exited(s0_worker) and _has_exited(s1_worker)
+    deadline = time.monotonic() + 60
+    while not _has_exited(s1_ffmpeg) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _has_exited(s1_ffmpeg)
     assert sorted(p.name for p in movies.iterdir()) == ["s0.mp4", "s2.mp4"]
     for name in ("s0", "s2"):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == 4
