@@ -17,7 +17,9 @@ checks every page must read), their places known and all announced to the kernel
 
 The limit: reading each plane's bytes with os.preadv into a fresh array, or copying it out of a
 raw np.memmap, whichever is faster (compressed files: tifffile's own ``TiffPage.asarray()`` of
-pages all parsed at open, so that the limit is the decode alone).
+pages all parsed at open, so that the limit is the decode alone). The "floor" row reads as the
+pread limit does, into a new ``pims.Frame`` given its ``frame_no`` and ``axes``/``coords``
+metadata: the least any reader returning TiffStackND's frames pays (uncompressed files).
 
 Usage::
 
@@ -90,7 +92,7 @@ def _read_ifd_pages(path, runs):
 
 def _open_reader(name, path, spec):
     """Return (get(i) -> in-memory ndarray, number of frames, close)."""
-    if name in ("limit-pread", "limit-memmap"):
+    if name in ("limit-pread", "limit-memmap", "floor: pims.Frame by preadv"):
         offsets, shape, dtype = spec["offsets"], tuple(spec["shape"]), np.dtype(spec["dtype"])
         nbytes = int(np.prod(shape)) * dtype.itemsize
         if name == "limit-pread":
@@ -99,6 +101,21 @@ def _open_reader(name, path, spec):
             def get(i):
                 out = np.empty(shape, dtype)
                 os.preadv(fd, [out], offsets[i])
+                return out
+
+            return get, len(offsets), lambda: os.close(fd)
+        if name == "floor: pims.Frame by preadv":
+            # what any reader that returns pims Frames as TiffStackND does must do on top of
+            # the limit: a new Frame, its frame_no and the axes/coords metadata (no checks)
+            from pims import Frame
+
+            fd = os.open(path, os.O_RDONLY)
+
+            def get(i):
+                out = np.ndarray.__new__(Frame, shape, dtype)
+                os.preadv(fd, [out], offsets[i])
+                out.frame_no = i
+                out.metadata = {"axes": ["y", "x"], "coords": {"t": i}}
                 return out
 
             return get, len(offsets), lambda: os.close(fd)
@@ -202,7 +219,7 @@ def _import_for(name):
     import importlib
 
     sys.path.insert(0, str(ROOT))
-    modules = {"TiffStackND": ["pims_videoutils.readers"], "pims": ["pims"],
+    modules = {"TiffStackND": ["pims_videoutils.readers"], "pims": ["pims"], "floor": ["pims"],
                "tifffile": ["tifffile"], "tifffile zarr": ["tifffile", "zarr"]}
     for prefix in sorted(modules, key=len, reverse=True):
         if name.startswith(prefix):
@@ -382,9 +399,9 @@ def make_files(folder, frames, size, pages, only=()):
     return files
 
 
-READERS = ["limit-pread", "limit-memmap", "tifffile-page-decode", "TiffStackND",
-           "TiffStackND copy=False", "pims TiffStack", "tifffile.memmap",
-           "tifffile imread(key=i)", "tifffile zarr store"]
+READERS = ["limit-pread", "limit-memmap", "tifffile-page-decode",
+           "floor: pims.Frame by preadv", "TiffStackND", "TiffStackND copy=False",
+           "pims TiffStack", "tifffile.memmap", "tifffile imread(key=i)", "tifffile zarr store"]
 
 
 def _readers_for(kind):
