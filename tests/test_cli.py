@@ -415,21 +415,27 @@ def test_one_line_error_keeps_the_reasons_listed_below_it(tmp_path):
     _assert_one_line_error(result, "could open it: ", "TiffStackND", "not a TIFF file")
 
 
+def _convert_with_fake_ffmpeg(tmp_path, script: str, width: int = 16):
+    """Run ``convert k.tif k.mp4`` (2 frames of 16 x ``width``) with ``script`` as ffmpeg."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, width), np.uint8))
+    return run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
+               IMAGEIO_FFMPEG_EXE=str(fake))
+
+
 def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
     # ffmpeg's first error says why, later ones do not (lines as the bundled ffmpeg writes
     # them when x265 refuses a frame size; what fails for real is refused before ffmpeg)
-    fake = tmp_path / "ffmpeg"
-    fake.write_text(
-        "#!/bin/sh\n"
+    result = _convert_with_fake_ffmpeg(
+        tmp_path,
         "echo 'x265 [warning]: level 6 detected, but CTU size 16 is non-compliant' >&2\n"
         "echo '[libx265 @ 0x1] [error] Cannot open libx265 encoder.' >&2\n"
         "echo '[vost#0:0/libx265 @ 0x2] [error] Error while opening encoder' >&2\n"
-        "exit 1\n"
+        "exit 1\n",
+        width=64,
     )
-    fake.chmod(0o755)
-    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 64), np.uint8))
-    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
-                 IMAGEIO_FFMPEG_EXE=str(fake))
     _assert_one_line_error(result, "ffmpeg", "Cannot open libx265 encoder")
     assert "opening encoder" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "k.tif"]
@@ -437,12 +443,7 @@ def test_ffmpeg_failure_is_one_line_naming_its_cause(tmp_path):
 
 def test_ffmpeg_killed_by_a_signal_says_so(tmp_path):
     """An ffmpeg killed (out of memory...) showed "(ffmpeg exit code -9)"."""
-    fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\nkill -9 $$\n")
-    fake.chmod(0o755)
-    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 16), np.uint8))
-    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
-                 IMAGEIO_FFMPEG_EXE=str(fake))
+    result = _convert_with_fake_ffmpeg(tmp_path, "kill -9 $$\n")
     _assert_one_line_error(result, "(ffmpeg killed by signal 9 (SIGKILL))")
     assert "exit code" not in result.stderr
 
@@ -450,12 +451,7 @@ def test_ffmpeg_killed_by_a_signal_says_so(tmp_path):
 def test_ffmpeg_that_ended_well_is_not_said_to_exit_with_code_0(tmp_path):
     """An error found after ffmpeg exited 0 (here: it reported no frames) ended with
     "(ffmpeg exit code 0)", as if ffmpeg had failed."""
-    fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
-    fake.chmod(0o755)
-    tifffile.imwrite(tmp_path / "k.tif", np.zeros((2, 16, 16), np.uint8))
-    result = run("convert", "k.tif", "k.mp4", "--no-progress", cwd=tmp_path,
-                 IMAGEIO_FFMPEG_EXE=str(fake))
+    result = _convert_with_fake_ffmpeg(tmp_path, "cat >/dev/null\nexit 0\n")
     _assert_one_line_error(result, "ffmpeg did not report how many frames it encoded")
     assert "exit code" not in result.stderr
 
