@@ -517,16 +517,22 @@ def test_closed_reader_does_not_pickle(tmp_path, numbered):
             pickle.dumps(reader)
 
 
+def _pickled_folder_reader(folder, times: int, default_t: int) -> bytes:
+    """Write ``times`` x 2 channels of files, pickle a reader of them iterating over ``c``
+    at ``t = default_t``."""
+    for t in range(times):
+        for c in range(2):
+            _write(folder / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
+    with TiffSequenceND(folder) as reader:
+        reader.iter_axes = "c"
+        reader.default_coords["t"] = default_t
+        return pickle.dumps(reader)
+
+
 def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
     """An axis gone from a folder since its reader was pickled (the files of the second
     channel deleted): pims's "axes ['c'] do not exist", naming no folder, before."""
-    for t in range(2):
-        for c in range(2):
-            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
-    with TiffSequenceND(tmp_path) as reader:
-        reader.iter_axes = "c"
-        reader.default_coords["t"] = 1
-        blob = pickle.dumps(reader)
+    blob = _pickled_folder_reader(tmp_path, times=2, default_t=1)
     for t in range(2):
         (tmp_path / f"img_t{t}_c1.tif").unlink()
     with pytest.raises(StackReadError, match="changed since the reader was pickled: no axis c"):
@@ -536,13 +542,7 @@ def test_unpickled_reader_of_files_that_lost_an_axis(tmp_path):
 def test_unpickled_reader_whose_default_coordinate_no_longer_fits(tmp_path):
     """The folder shrank since the reader was pickled (time points deleted): its default
     coordinate t=2 failed only when a frame was read, with an IndexError naming no folder."""
-    for t in range(3):
-        for c in range(2):
-            _write(tmp_path / f"img_t{t}_c{c}.tif", _planes(t * 2 + c, 1)[0])
-    with TiffSequenceND(tmp_path) as reader:
-        reader.iter_axes = "c"
-        reader.default_coords["t"] = 2
-        blob = pickle.dumps(reader)
+    blob = _pickled_folder_reader(tmp_path, times=3, default_t=2)
     for c in range(2):
         (tmp_path / f"img_t2_c{c}.tif").unlink()
     with pytest.raises(StackReadError, match=re.escape(
