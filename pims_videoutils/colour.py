@@ -204,9 +204,18 @@ def _zeros_and_ones(color: Any) -> bool:
     )
 
 
-def apply_lut(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:
-    """Colour an (H, W) uint8 plane with a (256, 3) table -> (H, W, 3) uint8."""
-    return np.take(lut, plane, axis=0)
+def apply_lut(
+    lut: np.ndarray, plane: np.ndarray, black: np.ndarray | None = None
+) -> np.ndarray:
+    """Colour an (H, W) uint8 plane with a (256, 3) table -> (H, W, 3) uint8.
+
+    ``black``, an (H, W) bool array, marks pixels drawn black whatever the table (pixels
+    without a value: NaN).
+    """
+    rgb = np.take(lut, plane, axis=0)
+    if black is not None:
+        rgb[black] = 0
+    return rgb
 
 
 def _primary(lut: np.ndarray) -> int | None:
@@ -249,8 +258,13 @@ class Compositor:
         distinct = None not in primaries and len(set(primaries)) == len(primaries)
         self.stack_order = tuple(primaries) if distinct else None
 
-    def __call__(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, planes: Sequence[np.ndarray], black: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
         """Composite ``planes`` (one (H, W) uint8 plane per channel) -> (H, W, 3) uint8.
+
+        ``black`` gives, per channel, None or an (H, W) bool array of the pixels where the
+        channel adds nothing (black: pixels without a value, NaN).
 
         Raises
         ------
@@ -261,16 +275,17 @@ class Compositor:
             raise ExportArgumentError(
                 f"{len(planes)} channels but {len(self.luts)} channel colours"
             )
+        black = [None] * len(planes) if black is None else black
         height, width = planes[0].shape
         if self.stack_order is not None:
             out = np.zeros((height, width, 3), np.uint8)
-            for k, plane in zip(self.stack_order, planes, strict=True):
-                out[..., k] = plane
+            for k, plane, mask in zip(self.stack_order, planes, black, strict=True):
+                out[..., k] = plane if mask is None else np.where(mask, 0, plane)
             return out
         if len(planes) == 1:
-            return apply_lut(self.luts[0], planes[0])
+            return apply_lut(self.luts[0], planes[0], black[0])
         acc = np.zeros((height, width, 3), np.uint16)
-        for lut, plane in zip(self.luts, planes, strict=True):
-            acc += apply_lut(lut, plane)
+        for lut, plane, mask in zip(self.luts, planes, black, strict=True):
+            acc += apply_lut(lut, plane, mask)
         np.minimum(acc, 255, out=acc)
         return acc.astype(np.uint8)

@@ -703,9 +703,28 @@ class _Renderer:
         if self.direct_rgb:
             return frame
         if self.compositor is None:  # one plane: gray, or coloured by the colormap
-            plane = self.maps[0](frame[..., 0] if self.channels else frame)
-            return plane if self.lut is None else apply_lut(self.lut, plane)
-        return self.compositor([m(frame[..., c]) for c, m in enumerate(self.maps)])
+            values = frame[..., 0] if self.channels else frame
+            plane = self.maps[0](values)
+            if self.lut is None:
+                return plane  # NaN is level 0: black
+            return apply_lut(self.lut, plane, _nan_pixels(values, self.lut))
+        channels = [frame[..., c] for c in range(len(self.maps))]
+        return self.compositor(
+            [m(values) for m, values in zip(self.maps, channels, strict=True)],
+            [_nan_pixels(values, lut) for values, lut in
+             zip(channels, self.compositor.luts, strict=True)],
+        )
+
+
+def _nan_pixels(values: np.ndarray, lut: np.ndarray) -> np.ndarray | None:
+    """Return where float ``values`` are NaN, to be drawn black; None when nothing to do.
+
+    NaN is mapped to the level 0, which ``lut`` colours black already when its first colour
+    is black (gray, ramps from black): None then, as for data that cannot hold NaN.
+    """
+    if values.dtype.kind != "f" or not lut[0].any():
+        return None
+    return np.isnan(values)
 
 
 # ---- the export ---------------------------------------------------------------------------
@@ -801,8 +820,10 @@ def to_video(
         spaced frames (the first 50 of an iterable; at most 256 MiB of them, fewer frames
         when they are large); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
-        With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
-        (``+inf`` white): the range is ``(0, 0)``.
+        NaN pixels are black whatever the ``colormap`` (in a composite, a channel adds
+        nothing where it is NaN); ``-inf`` and ``+inf`` are the lowest and highest values
+        (the colormap's first and last colours: black and white in gray). With ``"auto"``
+        and ``"frame"``, values without a finite one are given the range ``(0, 0)``.
         None: no scaling (uint8; uint16 with ``lossless``). Bool data are the numbers 0
         and 1: a fixed ``(lo, hi)`` maps them as such; with the other settings False is
         black and True white (0/255).
@@ -813,8 +834,8 @@ def to_video(
     colormap : str, cmap.Colormap, colour or (256, 3) array, optional
         Colour single-channel frames with a colormap (``"viridis"``, ``"magma"``...) or a
         colour, as a ramp from black (``"orange"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``): what
-        ``channel_colors`` takes for one channel. Gray stays gray (sent to ffmpeg as one
-        byte per pixel) otherwise.
+        ``channel_colors`` takes for one channel; NaN stays black. Gray stays gray (sent to
+        ffmpeg as one byte per pixel) otherwise.
     channel_axis : int or str, optional
         The channel axis (see ``frames``).
     channel_colors : sequence, optional

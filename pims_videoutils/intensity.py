@@ -12,10 +12,11 @@ The mapping of a value ``v`` is::
     out = round(255 * t ** gamma)
 
 so ``gamma < 1`` brightens the dark values and ``gamma > 1`` darkens them. When ``hi == lo``
-(a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0,
-``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames for
-``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and ``-inf``
-black, ``+inf`` white (:func:`display_limits`).
+(a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0
+(:func:`~pims_videoutils.to_video` draws NaN black also where a colormap colours 0
+otherwise), ``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames
+for ``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and
+``-inf`` black, ``+inf`` white (:func:`display_limits`).
 """
 
 from __future__ import annotations

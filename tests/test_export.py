@@ -208,6 +208,75 @@ def test_float_nan_is_black(tmp_path):
     np.testing.assert_array_equal(frames[:, 1:], display(movie[:, 1:], 0, 1))
 
 
+def colour_table(tmp_path, **colour):
+    """The 256 colours a movie shows for the 8-bit levels 0-255, read back from a movie."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    result = to_video(ramp, tmp_path / "table.mkv", lossless=True, progress=False, **colour)
+    return read_back(result.path, "rgb24")[0][0].reshape(256, 3)
+
+
+def special_values_movie(dtype):
+    """Frames of values 0-1 with NaN, +inf and -inf pixels (NaN over a whole first row)."""
+    movie = np.linspace(0, 1, 3 * 8 * 10).reshape(3, 8, 10).astype(dtype)
+    movie[:, 0, :] = np.nan
+    movie[:, 1, 0], movie[:, 1, 1] = np.inf, -np.inf
+    return movie
+
+
+@pytest.mark.parametrize(
+    "dtype, contrast",
+    [(np.float16, (0, 1)), (np.float32, (0, 1)), (np.float64, (0, 1)),
+     (np.float32, "auto"), (np.float32, "frame"), (np.float64, (0.2, 0.2))],
+)
+@pytest.mark.parametrize(
+    "colormap", ["viridis", "gray_r", "orange", np.full((256, 3), 200, np.uint8)]
+)
+def test_nan_is_black_whatever_the_colormap(tmp_path, dtype, contrast, colormap):
+    """NaN was drawn in the colormap's first colour (viridis: 68, 1, 84; gray_r: white); the
+    other values, infinities included, take the colour of their gray level."""
+    movie = special_values_movie(dtype)
+    options = {"lossless": True, "contrast": contrast, "progress": False}
+    gray, _ = read_back(to_video(movie, tmp_path / "gray.mkv", **options).path)
+    coloured, _ = read_back(
+        to_video(movie, tmp_path / "c.mkv", colormap=colormap, **options).path, "rgb24"
+    )
+    expected = colour_table(tmp_path, colormap=colormap)[gray]
+    expected[np.isnan(movie)] = 0
+    np.testing.assert_array_equal(coloured, expected)
+    assert (gray[:, 1, :2] == [255, 0]).all()  # +inf the highest level, -inf the lowest
+
+
+def test_nan_adds_nothing_to_a_composite(tmp_path):
+    """A channel whose value is NaN adds black to the composite, not its first colour."""
+    movie = np.stack([special_values_movie(np.float32)] * 2, axis=-1)
+    movie[:, 2, :, 1] = np.nan  # NaN in channel 1 only
+    movie[:, 0, :5, 1] = 0.5  # NaN in channel 0 only
+    colors = ["viridis", "magenta"]
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, contrast=(0, 1),
+                      channel_axis=-1, channel_colors=colors, progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    expected = np.zeros(video.shape, np.int64)
+    for c, color in enumerate(colors):
+        levels = display(np.nan_to_num(movie[..., c]), 0, 1).astype(np.intp)
+        coloured = colour_table(tmp_path, colormap=color)[levels].astype(np.int64)
+        coloured[np.isnan(movie[..., c])] = 0
+        expected += coloured
+    np.testing.assert_array_equal(video, np.minimum(expected, 255))
+
+
+def test_nan_of_a_max_projection_is_black_with_a_colormap(tmp_path):
+    movie = np.random.default_rng(5).random((3, 4, 8, 10)).astype(np.float32)  # T, Z, Y, X
+    movie[:, 2, :3] = np.nan  # part of one plane masked out: its max is NaN (numpy's max)
+    result = to_video(movie, tmp_path / "p.mkv", lossless=True, contrast=(0, 1),
+                      projection="max", projection_axis=1, colormap="viridis", progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    projected = movie.max(axis=1)
+    levels = display(np.nan_to_num(projected), 0, 1).astype(np.intp)
+    expected = colour_table(tmp_path, colormap="viridis")[levels]
+    expected[np.isnan(projected)] = 0
+    np.testing.assert_array_equal(video, expected)
+
+
 def test_bool_is_0_or_255(tmp_path):
     movie = np.zeros((3, 10, 12), bool)
     movie[:, 2:5, 3:9] = True
