@@ -36,6 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ._errors import ExportArgumentError, FFmpegError
+from ._wording import shown
 
 __all__ = [
     "CODECS_BY_EXTENSION",
@@ -146,7 +147,7 @@ def choose_codec(extension: str, codec: str | None = None, lossless: bool = Fals
     allowed = CODECS_BY_EXTENSION[ext]
     if lossless:
         if codec not in (None, LOSSLESS_CODEC):
-            raise ExportArgumentError(f"lossless=True needs codec ffv1, not {codec!r}")
+            raise ExportArgumentError(f"lossless=True needs codec ffv1, not {shown(codec)}")
         codec = LOSSLESS_CODEC
     chosen = codec or allowed[0]
     if chosen not in allowed:
@@ -155,7 +156,7 @@ def choose_codec(extension: str, codec: str | None = None, lossless: bool = Fals
                 f"lossless=True writes ffv1, which {ext} cannot hold: use .mkv or .avi"
             )
         raise ExportArgumentError(
-            f"codec {chosen!r} cannot be written to {ext}: use one of {', '.join(allowed)}"
+            f"codec {shown(chosen)} cannot be written to {ext}: use one of {', '.join(allowed)}"
         )
     return chosen
 
@@ -276,12 +277,14 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
     if crf is not None and not (
         isinstance(crf, numbers.Real) and not isinstance(crf, bool) and 0 <= crf <= _MAX_CRF[codec]
     ):
-        raise ExportArgumentError(f"crf of {codec} must be 0 to {_MAX_CRF[codec]}, not {crf!r}")
+        raise ExportArgumentError(
+            f"crf of {codec} must be 0 to {_MAX_CRF[codec]}, not {shown(crf)}"
+        )
     if preset is not None and codec not in _PRESET_CODECS:
         raise ExportArgumentError(f"preset only applies to {', '.join(_PRESET_CODECS)}")
     if preset is not None and preset not in _PRESETS:
         raise ExportArgumentError(
-            f"invalid preset {preset!r} for {codec}: use one of {', '.join(_PRESETS)}"
+            f"invalid preset {shown(preset)} for {codec}: use one of {', '.join(_PRESETS)}"
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 from .intensity import MAX_SAMPLE_FRAMES, check_dtype, sample_indices
 
 __all__ = ["FrameLayout", "FrameSource", "frame_layout"]
@@ -209,7 +210,7 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
             raise ExportArgumentError(f"axis {axis!r} is not a bundled axis {''.join(names)}")
         return names.index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-        raise ExportArgumentError(f"axis must be an axis letter or an integer, not {axis!r}")
+        raise ExportArgumentError(f"axis must be an axis letter or an integer, not {shown(axis)}")
     given = axis = int(axis)
     if array_axes and axis >= 0:
         if axis == 0:
@@ -217,7 +218,7 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
         axis -= 1
     if not -ndim <= axis < ndim:
         counted_in = f"arrays of {ndim + 1} axes" if array_axes else f"frames of {ndim} axes"
-        raise ExportArgumentError(f"axis {given} is out of range for {counted_in}")
+        raise ExportArgumentError(f"axis {shown(given)} is out of range for {counted_in}")
     return axis % ndim
 
 

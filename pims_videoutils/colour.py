@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 
 __all__ = [
     "Compositor",
@@ -151,7 +152,7 @@ def channel_lut(color: Any) -> np.ndarray:
         isinstance(color, tuple | list | np.ndarray) and _ndim(color) == 2
     ):
         return colormap_lut(color)
-    raise ExportArgumentError(f"{color!r} is neither a colour nor a colormap")
+    raise ExportArgumentError(f"{shown(color)} is neither a colour nor a colormap")
 
 
 def _color_rgb(color: Any) -> np.ndarray | None:
@@ -174,16 +175,20 @@ def _color_rgb(color: Any) -> np.ndarray | None:
         return np.array(color[:3], dtype=np.float64)
     values = np.asarray(color) if isinstance(color, tuple | list | np.ndarray) else None
     kind = None if values is None else values.dtype.kind
+    if kind == "O" and all(isinstance(v, int | np.integer) for v in values.ravel()):
+        kind = "i"  # integers too large for int64 (numpy keeps them as Python objects)
     if kind == "f" and not ((values >= 0) & (values <= 1)).all():
         raise ExportArgumentError(
-            f"a colour of floats must hold values 0-1, not {color!r} (0-255 values: pass "
+            f"a colour of floats must hold values 0-1, not {shown(color)} (0-255 values: pass "
             f"integers)"
         )
     if kind in ("i", "u") and not ((values >= 0) & (values <= 255)).all():
-        raise ExportArgumentError(f"a colour of integers must hold values 0-255, not {color!r}")
+        raise ExportArgumentError(
+            f"a colour of integers must hold values 0-255, not {shown(color)}"
+        )
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # (a number too large for a float)
         return None  # not a colour (maybe a colormap name)
 
 

@@ -34,7 +34,7 @@ from . import _ffmpeg
 from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
-from ._wording import counted
+from ._wording import counted, shown
 from .colour import Compositor, apply_lut, channel_lut, default_channel_colors
 from .intensity import (
     DEFAULT_PERCENTILES,
@@ -210,7 +210,7 @@ def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fractio
         or (factor < 1 and factor.numerator != 1)
     ):
         raise ExportArgumentError(
-            f"scale must be an integer >= 1 (up) or 1/n (down, e.g. 0.5), not {scale!r}"
+            f"scale must be an integer >= 1 (up) or 1/n (down, e.g. 0.5), not {shown(scale)}"
         )
     return factor
 
@@ -233,7 +233,7 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
         rates = (_reader_rate(source) for source in _rate_sources(frames))
         fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
-        raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
+        raise ExportArgumentError(f"fps must be a finite number > 0, got {shown(fps)}")
     exact = Fraction(float(fps))  # checked before it is rounded (1/20000 would be 1/10000)
     what = f"fps={float(fps):g}" if given else f"the frame rate of the input, {float(fps):g} fps,"
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
@@ -587,7 +587,7 @@ def _contrast_limits(contrast: Any) -> tuple[float, float] | list[tuple[float, f
     if not pairs or any(pair is None or len(pair) != 2 for pair in pairs):
         raise ExportArgumentError(
             f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
-            f"got {contrast!r}"
+            f"got {shown(contrast)}"
         )
     return [IntensityMap.fixed(np.dtype(np.float64), *pair).limits for pair in pairs]
 
@@ -609,7 +609,7 @@ def _channel_contrasts(contrast: Any, n_channels: int) -> list[Any]:
     if len(limits) != n_channels:
         raise ExportArgumentError(
             f"contrast must be (lo, hi) or one (lo, hi) per channel ({n_channels}), "
-            f"got {contrast!r}"
+            f"got {shown(contrast)}"
         )
     return limits
 
@@ -650,7 +650,7 @@ def _color_list(colors: Any) -> list[Any] | None:
         return None
     if isinstance(colors, str) or not isinstance(colors, Iterable):
         raise ExportArgumentError(
-            f"channel_colors must be a list of one colour per channel, not {colors!r}"
+            f"channel_colors must be a list of one colour per channel, not {shown(colors)}"
         )
     return list(colors)
 

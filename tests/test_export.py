@@ -699,6 +699,28 @@ def test_bad_arguments_fail_before_ffmpeg(tmp_path, no_ffmpeg, frames, kwargs, m
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"fps": 10**400}, "1e+400"),
+        ({"fps": -(10**400)}, "-1e+400"),
+        ({"scale": 10**400}, "1e+400"),
+        ({"gamma": 10**400}, "1e+400"),
+        ({"percentiles": (0, 10**400)}, "(0, 1e+400)"),
+        ({"contrast": [(0, 1, 10**5000)]}, "[(0, 1, 1e+5000)]"),  # repr would fail
+        ({"crf": 10**400}, "1e+400"),
+        ({"colormap": (10**400, 0, 0)}, "(1e+400, 0, 0)"),  # was a bare OverflowError
+        ({"channel_axis": 10**400}, "1e+400"),
+    ],
+)
+def test_huge_numbers_are_shown_short_in_messages(tmp_path, no_ffmpeg, kwargs, shown):
+    """A 400-digit argument was printed in full in its message."""
+    with pytest.raises(ExportArgumentError) as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / "x.mp4", progress=False, **kwargs)
+    assert shown in str(error.value)
+    assert len(str(error.value)) < 150
+
+
 def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
     movie = np.zeros((2, 4, 4), np.uint8)
     (tmp_path / "file").write_bytes(b"")
