@@ -44,6 +44,7 @@ __all__ = [
     "build_command",
     "check_extra_args",
     "check_frame_size",
+    "check_picture_size",
     "check_quality",
     "choose_codec",
     "ffmpeg_exe",
@@ -206,12 +207,42 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 
-def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
-    """Refuse frames larger than ``codec`` or the container of ``extension`` can store.
+def check_picture_size(height: int, width: int, encoded: bool) -> None:
+    """Refuse a picture larger than ffmpeg takes, read or encoded, whatever the codec.
 
-    libx264 takes at most 16384 pixels a side, libvpx-vp9 65536, GIF and ProRes 65535, and
-    ``.mp4``, ``.mov`` and ``.avi`` files (any codec) 65535; ffv1 and x265 in Matroska have
-    no limit checked here.
+    libavutil's ``av_image_check_size`` refuses pictures of ``8 * (width + 128) *
+    (height + 128)`` bytes or more than ``2**31 - 1`` ("Picture size ... is invalid"): at most
+    16255 x 16255 pixels for a square, 100000 x 2000 pass.
+
+    Parameters
+    ----------
+    height, width : int
+        The size of the pictures.
+    encoded : bool
+        True for the frames ffmpeg encodes (scaled and padded), False for those it reads.
+
+    Raises
+    ------
+    ExportArgumentError
+        If ffmpeg would refuse the size.
+    """
+    if 8 * (width + 128) * (height + 128) >= 2**31 - 1:
+        size = f"frames of {shown(width)}x{shown(height)} pixels"
+        raise ExportArgumentError(
+            (f"{size} (as encoded) are larger than ffmpeg encodes: shrink them (scale)"
+             if encoded else f"{size} are larger than ffmpeg reads: crop or bin them first")
+            + " ((width + 128) x (height + 128) must be under 2**28 pixels; 16255 x 16255 at "
+            "most for a square)"
+        )
+
+
+def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
+    """Refuse frames larger than ffmpeg, ``codec`` or the container of ``extension`` stores.
+
+    ffmpeg itself takes less than 2**28 pixels counted as ``(width + 128) x (height + 128)``
+    (:func:`check_picture_size`); libx264 takes at most 16384 pixels a side, libvpx-vp9
+    65536, GIF and ProRes 65535, and ``.mp4``, ``.mov`` and ``.avi`` files (any codec)
+    65535; ffv1 and x265 in Matroska have no other limit checked here.
 
     Parameters
     ----------
@@ -227,6 +258,7 @@ def check_frame_size(extension: str, codec: str, height: int, width: int) -> Non
     ExportArgumentError
         If a side is over the limit.
     """
+    check_picture_size(height, width, encoded=True)
     ext = extension.lower()
     for what, limit in [(codec, _MAX_SIDE_CODEC.get(codec)),
                         (f"{ext} files", _MAX_SIDE_CONTAINER.get(ext))]:

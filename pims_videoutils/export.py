@@ -883,9 +883,11 @@ def to_video(
         under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
         unwritable folder, a file name over 255 bytes, an existing file with
         ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
-        (complex, object...) or shape, frames larger than the
-        codec or container stores (after scaling and padding: libx264 16384 pixels a side,
-        VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
+        (complex, object...) or shape, frames larger than ffmpeg reads or encodes (any
+        codec: ``(width + 128) x (height + 128)`` under 2^28 pixels, 16255 x 16255 for a
+        square) or than the codec or container stores (after scaling and padding: libx264
+        16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi``
+        65535), inconsistent
         options, ``extra_args`` that change the number of frames (listed above). During the
         export: a frame whose shape or dtype differs from the first one, or with masked
         values. At the end, with ``overwrite=False``: a file created at ``path`` while
@@ -918,6 +920,7 @@ def to_video(
             return sample_cache
 
         first = layout(source.first)
+        _ffmpeg.check_picture_size(*first.shape[:2], encoded=False)
         channels = first.ndim == 3
         n_channels = first.shape[2] if channels else 1
         colors = _color_list(channel_colors)
