@@ -620,12 +620,15 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it; the folder above a
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it (from a file whose
+        planes are all of one position, such as ``acq_MMStack_Pos1.ome.tif``, frames show
+        that position: ``default_coords['p']``); the folder above a
         pycro-manager or Micro-Magellan dataset's ``Full resolution`` folder opens its
         full-resolution images (a pyramid's ``Downsampled_x2``... open by their folder).
         So does any one image of a Micro-Manager "separate image files" acquisition (an
         image name with ``metadata.txt`` beside it): its folder, or all its position
-        folders when the ``metadata.txt`` counts several positions.
+        folders when the ``metadata.txt`` counts several positions (frames then show the
+        image's position).
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -778,6 +781,7 @@ class TiffSequenceND(PlanesND):
             if folders is not None:
                 self.metadata["file_axes"] = {"p": natural_sorted(set(folders))}
             self._files = _OpenFiles(max_open_files, self._open_raw, self.files)
+            self._show_the_position_of_the_source()
             return
         try:
             self.grid = arrange_files(
@@ -801,6 +805,33 @@ class TiffSequenceND(PlanesND):
             raise
         self._files = _OpenFiles(max_open_files, self._open_file, self.files)
         self._files.add(0, first)
+        self._show_the_position_of_the_source()
+
+    def _show_the_position_of_the_source(self) -> None:
+        """Make the position of the file the reader was opened from the default ``p``.
+
+        A reader opened from one file of an acquisition of several positions (a
+        Micro-Manager ``acq_MMStack_Pos1.ome.tif``, an image in ``Pos1/``) spans every
+        position; when all the planes of that file are of one position, its frames show that
+        position (they showed position 0) unless ``default_coords`` says otherwise.
+        """
+        source = self._abs_source
+        if self.sizes.get("p", 1) < 2 or not isinstance(source, str):
+            return
+        names = {source, os.path.realpath(source)}  # (a dataset may list its real paths)
+        number = next((n for n, name in enumerate(self.files) if name in names), None)
+        if number is None:  # a folder, a glob, an NDTiff.index or a .companion.ome
+            return
+        if self._table is not None and "p" in self._table.axes:
+            where = np.nonzero(self._table.file_index == number)
+            positions = set(where[self._table.axes.index("p")].tolist())
+        elif self.grid is not None and "p" in self.grid.axes:
+            axis = self.grid.axes.index("p")
+            positions = {index[axis] for index, n in self.grid.cells.items() if n == number}
+        else:  # positions inside every file
+            return
+        if len(positions) == 1:
+            self.default_coords = {"p": positions.pop()}
 
     def _dataset_of_all(
         self, label: str, series: int, files: Sequence[str] | None = None
