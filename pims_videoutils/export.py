@@ -673,7 +673,7 @@ class _Renderer:
     ) -> None:
         self.maps = maps
         self.channels = channels
-        self.lut = None if colormap is None else channel_lut(colormap)
+        self.lut = None if colormap is None or _gray([colormap]) else channel_lut(colormap)
         self.compositor = None
         gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
@@ -807,8 +807,9 @@ def to_video(
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
-        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (also one
-        channel shown gray, frames ``(Y, X, 1)``) are stored unscaled (gray, gray16le)
+        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (no
+        ``colormap`` or a gray one; also one channel shown gray, frames ``(Y, X, 1)``) are
+        stored unscaled (gray, gray16le)
         unless ``contrast`` is a fixed range or ``"frame"``, or ``gamma`` is not 1 (then
         mapped to 8 bits like any other data).
     crf : float, optional
@@ -834,8 +835,9 @@ def to_video(
     colormap : str, cmap.Colormap, colour or (256, 3) array, optional
         Colour single-channel frames with a colormap (``"viridis"``, ``"magma"``...) or a
         colour, as a ramp from black (``"orange"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``): what
-        ``channel_colors`` takes for one channel; NaN stays black. Gray stays gray (sent to
-        ffmpeg as one byte per pixel) otherwise.
+        ``channel_colors`` takes for one channel; NaN stays black. Gray (no colormap,
+        ``"gray"`` or ``"grey"``) stays gray: sent to ffmpeg as one byte per pixel (two
+        with ``lossless``, see there).
     channel_axis : int or str, optional
         The channel axis (see ``frames``).
     channel_colors : sequence, optional
@@ -925,7 +927,8 @@ def to_video(
         n_channels = first.shape[2] if channels else 1
         colors = _color_list(channel_colors)
         one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
-        keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
+        keep_16bit = (chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane
+                      and (colormap is None or _gray([colormap])))
         maps = [
             _intensity_map(
                 first.dtype,

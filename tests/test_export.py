@@ -105,10 +105,13 @@ def test_fixed_contrast_and_gamma(tmp_path):
     np.testing.assert_array_equal(frames, np.floor(255 * np.sqrt(t) + 0.5))
 
 
-def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"colormap": "gray"}, {"colormap": "Grey"}])
+def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path, options):
+    """colormap='gray' (pims-video --colormap gray) was mapped to 8 bits and sent as RGB,
+    whereas channel_colors=['gray'] keeps the gray path: gray is gray."""
     rng = np.random.default_rng(1)
     movie = rng.integers(0, 65536, (7, 33, 45), dtype=np.uint16)
-    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False)
+    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False, **options)
     assert (result.codec, result.pixel_format) == ("ffv1", "gray16le")
     assert result.intensity_range == (0.0, 65535.0)
     frames, _ = read_back(result.path, "gray16le")

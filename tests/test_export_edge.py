@@ -241,7 +241,8 @@ def test_generator_filling_one_array_for_every_frame(tmp_path):
             buffer[:] = 100 * t
             yield buffer
 
-    result = to_video(frames(), tmp_path / "r.mkv", lossless=True, colormap="gray",
+    # a ramp to white: mapped to 8 bits by the contrast (a gray colormap keeps 16 bits)
+    result = to_video(frames(), tmp_path / "r.mkv", lossless=True, colormap="white",
                       progress=False)
     expected = 100 * np.arange(60.0)
     first_50 = np.broadcast_to(expected[:50, None, None], (50, 6, 8))  # sampled frames
