@@ -620,9 +620,9 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it (from a file whose
-        planes are all of one position, such as ``acq_MMStack_Pos1.ome.tif``, frames show
-        that position: ``default_coords['p']``); the folder above a
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it (from a file of a
+        dataset split by position, such as ``acq_MMStack_Pos1.ome.tif``, frames show that
+        file's position: ``default_coords['p']``); the folder above a
         pycro-manager or Micro-Magellan dataset's ``Full resolution`` folder opens its
         full-resolution images (a pyramid's ``Downsampled_x2``... open by their folder).
         So does any one image of a Micro-Manager "separate image files" acquisition (an
@@ -812,8 +812,11 @@ class TiffSequenceND(PlanesND):
 
         A reader opened from one file of an acquisition of several positions (a
         Micro-Manager ``acq_MMStack_Pos1.ome.tif``, an image in ``Pos1/``) spans every
-        position; when all the planes of that file are of one position, its frames show that
-        position (they showed position 0) unless ``default_coords`` says otherwise.
+        position; when the files are split by position (each holds planes of one position),
+        its frames show that file's position (they showed position 0) unless
+        ``default_coords`` says otherwise. Files split by size (NDTiff, the continuations
+        of a Micro-Manager file of every position) keep position 0, even where one of them
+        happens to hold one position.
         """
         source = self._abs_source
         if self.sizes.get("p", 1) < 2 or not isinstance(source, str):
@@ -823,15 +826,23 @@ class TiffSequenceND(PlanesND):
         if number is None:  # a folder, a glob, an NDTiff.index or a .companion.ome
             return
         if self._table is not None and "p" in self._table.axes:
-            where = np.nonzero(self._table.file_index == number)
-            positions = set(where[self._table.axes.index("p")].tolist())
-        elif self.grid is not None and "p" in self.grid.axes:
+            file_index = self._table.file_index
+            axis = self._table.axes.index("p")
+            position = np.arange(file_index.shape[axis]).reshape(
+                [-1 if k == axis else 1 for k in range(file_index.ndim)])
+            position = np.broadcast_to(position, file_index.shape)
+            # each (file, position) pair that holds a plane
+            pairs = np.unique(np.stack([file_index.ravel(), position.ravel()]), axis=1)
+            files, positions = pairs[:, pairs[0] >= 0]
+        elif self.grid is not None and "p" in self.grid.axes:  # a file is one cell
             axis = self.grid.axes.index("p")
-            positions = {index[axis] for index, n in self.grid.cells.items() if n == number}
+            cells = self.grid.cells.items()
+            files = np.array([n for _, n in cells])
+            positions = np.array([index[axis] for index, _ in cells])
         else:  # positions inside every file
             return
-        if len(positions) == 1:
-            self.default_coords = {"p": positions.pop()}
+        if len(np.unique(files)) == len(files):  # each file holds planes of one position
+            self.default_coords = {"p": int(positions[files == number][0])}
 
     def _dataset_of_all(
         self, label: str, series: int, files: Sequence[str] | None = None

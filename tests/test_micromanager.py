@@ -297,6 +297,16 @@ def test_all_positions_in_one_file(tmp_path):
         TiffSequenceND(files[1])
 
 
+def test_a_continuation_of_a_file_of_every_position_shows_position_0(tmp_path):
+    """Positions in one file: a continuation file holding position 1's last images only is
+    no file of position 1 (files are not split by position): frames show position 0."""
+    files = write_mmstack(tmp_path, _data(7), split_positions=False, max_images_per_file=20)
+    with tifffile.TiffFile(files[1]) as tif:  # the last 4 images: t=2, p=1
+        assert {page.tags[51123].value["PositionIndex"] for page in tif.pages} == {1}
+    with TiffSequenceND(files[1]) as reader:
+        _check_whole_dataset(reader, files, position=0)
+
+
 def test_all_positions_in_one_file_is_a_plain_stack(tmp_path):
     data = _data(8)
     (path,) = write_mmstack(tmp_path, data, split_positions=False)
