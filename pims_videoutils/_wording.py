@@ -32,21 +32,24 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
 
 
 def shown(value: Any) -> str:
-    """Return ``repr(value)`` for a message, with numbers too long to read shortened.
+    """Return ``value`` as a message shows it: numbers as ``str``, other values as ``repr``.
 
-    An integer or fraction of more than about 39 digits (``10**400``) is shown to 6 significant
-    digits (``1e+400``), also inside a tuple or list; anything else as ``repr``.
+    Numbers read as written (``5``, ``2.5``, ``2/3``, not ``np.int64(5)``), and an integer or
+    fraction of more than about 39 digits (``10**400``) to 6 significant digits
+    (``1e+400``), also inside a tuple or list.
     """
     if isinstance(value, tuple | list):
         items = [shown(item) for item in value]
         if isinstance(value, list):
             return f"[{', '.join(items)}]"
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-    if not isinstance(value, numbers.Rational):
+    if not isinstance(value, numbers.Number):
         return repr(value)
+    if not isinstance(value, numbers.Rational):
+        return str(value)
     fraction = Fraction(int(value.numerator), int(value.denominator))
     if max(abs(fraction.numerator), fraction.denominator).bit_length() <= _LONGEST_NUMBER_BITS:
-        return repr(value)
+        return str(value)
     quotient = decimal.Decimal(fraction.numerator) / fraction.denominator
     mantissa, exponent = f"{quotient:.5e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"

@@ -724,6 +724,16 @@ def test_huge_numbers_are_shown_short_in_messages(tmp_path, no_ffmpeg, kwargs, s
     assert len(str(error.value)) < 150
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [({"gamma": np.float64(-2)}, "got -2.0"), ({"percentiles": (np.int64(5), 200)}, "(5, 200)")],
+)
+def test_numpy_numbers_read_as_written_in_messages(tmp_path, no_ffmpeg, kwargs, shown):
+    with pytest.raises(ExportArgumentError) as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / "x.mp4", progress=False, **kwargs)
+    assert shown in str(error.value) and "np." not in str(error.value)
+
+
 def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):
     movie = np.zeros((2, 4, 4), np.uint8)
     (tmp_path / "file").write_bytes(b"")
