@@ -418,6 +418,26 @@ def test_max_and_mean_projection(tmp_path):
     assert np.abs(read_back(result.path)[0] - expected).max() <= 1
 
 
+@pytest.mark.parametrize(
+    "movie",
+    [
+        1e9 + np.random.default_rng(8).random((2, 3, 8, 10)),  # a range of 1 over 1e9
+        np.random.default_rng(8).random((2, 3, 8, 10)) * 1e39,  # beyond float32
+        np.random.default_rng(8).integers(2**30, 2**30 + 300, (2, 3, 8, 10), dtype=np.int64),
+    ],
+    ids=["float64-offset", "float64-huge", "int64"],
+)
+def test_mean_projection_keeps_the_precision_of_wide_data(tmp_path, movie):
+    """The mean was computed in float32: float64 data with a small range on a large offset
+    came out flat (black), values beyond float32's range infinite."""
+    result = to_video(movie, tmp_path / "m.mkv", lossless=True, projection="mean",
+                      projection_axis=1, progress=False)
+    projected = movie.mean(axis=1)  # numpy's float64 mean
+    lo, hi = np.percentile(projected, (0.1, 99.9))
+    assert result.intensity_range == pytest.approx((lo, hi), rel=1e-12)
+    assert np.abs(read_back(result.path)[0] - display(projected, lo, hi)).max() <= 1
+
+
 def test_scaling(tmp_path):
     movie = np.random.default_rng(4).integers(0, 256, (2, 6, 8), dtype=np.uint8)
     up = to_video(movie, tmp_path / "up.mkv", lossless=True, scale=3, progress=False)
