@@ -841,8 +841,9 @@ class TiffSequenceND(PlanesND):
             positions = np.array([index[axis] for index, _ in cells])
         else:  # positions inside every file
             return
-        if len(np.unique(files)) == len(files):  # each file holds planes of one position
-            self.default_coords = {"p": int(positions[files == number][0])}
+        held = positions[files == number]  # (none: a file whose planes are all missing)
+        if len(np.unique(files)) == len(files) and held.size:  # one position per file
+            self.default_coords = {"p": int(held[0])}
 
     def _dataset_of_all(
         self, label: str, series: int, files: Sequence[str] | None = None
