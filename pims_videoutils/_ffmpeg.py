@@ -36,6 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ._errors import ExportArgumentError, FFmpegError
+from ._wording import shown
 
 __all__ = [
     "CODECS_BY_EXTENSION",
@@ -43,6 +44,7 @@ __all__ = [
     "build_command",
     "check_extra_args",
     "check_frame_size",
+    "check_picture_size",
     "check_quality",
     "choose_codec",
     "ffmpeg_exe",
@@ -146,7 +148,7 @@ def choose_codec(extension: str, codec: str | None = None, lossless: bool = Fals
     allowed = CODECS_BY_EXTENSION[ext]
     if lossless:
         if codec not in (None, LOSSLESS_CODEC):
-            raise ExportArgumentError(f"lossless=True needs codec ffv1, not {codec!r}")
+            raise ExportArgumentError(f"lossless=True needs codec ffv1, not {shown(codec)}")
         codec = LOSSLESS_CODEC
     chosen = codec or allowed[0]
     if chosen not in allowed:
@@ -155,7 +157,7 @@ def choose_codec(extension: str, codec: str | None = None, lossless: bool = Fals
                 f"lossless=True writes ffv1, which {ext} cannot hold: use .mkv or .avi"
             )
         raise ExportArgumentError(
-            f"codec {chosen!r} cannot be written to {ext}: use one of {', '.join(allowed)}"
+            f"codec {shown(chosen)} cannot be written to {ext}: use one of {', '.join(allowed)}"
         )
     return chosen
 
@@ -205,12 +207,42 @@ def padded_size(codec: str, pixel_format: str, height: int, width: int) -> tuple
     return max(least, -(-height // my) * my), max(least, -(-width // mx) * mx)
 
 
-def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
-    """Refuse frames larger than ``codec`` or the container of ``extension`` can store.
+def check_picture_size(height: int, width: int, encoded: bool) -> None:
+    """Refuse a picture larger than ffmpeg takes, read or encoded, whatever the codec.
 
-    libx264 takes at most 16384 pixels a side, libvpx-vp9 65536, GIF and ProRes 65535, and
-    ``.mp4``, ``.mov`` and ``.avi`` files (any codec) 65535; ffv1 and x265 in Matroska have
-    no limit checked here.
+    libavutil's ``av_image_check_size`` refuses pictures of ``8 * (width + 128) *
+    (height + 128)`` bytes or more than ``2**31 - 1`` ("Picture size ... is invalid"): at most
+    16255 x 16255 pixels for a square, 100000 x 2000 pass.
+
+    Parameters
+    ----------
+    height, width : int
+        The size of the pictures.
+    encoded : bool
+        True for the frames ffmpeg encodes (scaled and padded), False for those it reads.
+
+    Raises
+    ------
+    ExportArgumentError
+        If ffmpeg would refuse the size.
+    """
+    if 8 * (width + 128) * (height + 128) >= 2**31 - 1:
+        size = f"frames of {shown(width)}x{shown(height)} pixels"
+        raise ExportArgumentError(
+            (f"{size} (as encoded) are larger than ffmpeg encodes: shrink them (scale)"
+             if encoded else f"{size} are larger than ffmpeg reads: crop or bin them first")
+            + " ((width + 128) x (height + 128) must be under 2**28 pixels; 16255 x 16255 at "
+            "most for a square)"
+        )
+
+
+def check_frame_size(extension: str, codec: str, height: int, width: int) -> None:
+    """Refuse frames larger than ffmpeg, ``codec`` or the container of ``extension`` stores.
+
+    ffmpeg itself takes less than 2**28 pixels counted as ``(width + 128) x (height + 128)``
+    (:func:`check_picture_size`); libx264 takes at most 16384 pixels a side, libvpx-vp9
+    65536, GIF and ProRes 65535, and ``.mp4``, ``.mov`` and ``.avi`` files (any codec)
+    65535; ffv1 and x265 in Matroska have no other limit checked here.
 
     Parameters
     ----------
@@ -226,6 +258,7 @@ def check_frame_size(extension: str, codec: str, height: int, width: int) -> Non
     ExportArgumentError
         If a side is over the limit.
     """
+    check_picture_size(height, width, encoded=True)
     ext = extension.lower()
     for what, limit in [(codec, _MAX_SIDE_CODEC.get(codec)),
                         (f"{ext} files", _MAX_SIDE_CONTAINER.get(ext))]:
@@ -276,12 +309,14 @@ def check_quality(codec: str, crf: float | None, preset: str | None) -> None:
     if crf is not None and not (
         isinstance(crf, numbers.Real) and not isinstance(crf, bool) and 0 <= crf <= _MAX_CRF[codec]
     ):
-        raise ExportArgumentError(f"crf of {codec} must be 0 to {_MAX_CRF[codec]}, not {crf!r}")
+        raise ExportArgumentError(
+            f"crf of {codec} must be 0 to {_MAX_CRF[codec]}, not {shown(crf)}"
+        )
     if preset is not None and codec not in _PRESET_CODECS:
         raise ExportArgumentError(f"preset only applies to {', '.join(_PRESET_CODECS)}")
     if preset is not None and preset not in _PRESETS:
         raise ExportArgumentError(
-            f"invalid preset {preset!r} for {codec}: use one of {', '.join(_PRESETS)}"
+            f"invalid preset {shown(preset)} for {codec}: use one of {', '.join(_PRESETS)}"
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 from .intensity import MAX_SAMPLE_FRAMES, check_dtype, sample_indices
 
 __all__ = ["FrameLayout", "FrameSource", "frame_layout"]
@@ -188,7 +189,7 @@ class FrameLayout:
         if self.projection == "max":
             frame = frame.max(axis=self.projection_axis)
         elif self.projection == "mean":
-            frame = frame.mean(axis=self.projection_axis, dtype=np.float32)
+            frame = frame.mean(axis=self.projection_axis, dtype=_mean_dtype(frame.dtype))
         if self.order != tuple(range(frame.ndim)):
             frame = frame.transpose(self.order)
         if self.colour_samples is not None:
@@ -196,6 +197,16 @@ class FrameLayout:
         if not frame.dtype.isnative:
             frame = frame.astype(frame.dtype.newbyteorder("="))
         return frame
+
+
+def _mean_dtype(dtype: np.dtype) -> type[np.floating]:
+    """Return the float type a mean projection of ``dtype`` data is computed in.
+
+    float32 for data of up to 16 bits and for float32 data (it holds them exactly), float64
+    for wider data: float32 would round 32- and 64-bit integers above 2**24, turn float64
+    data beyond its range into infinities and flatten a small range on a large offset.
+    """
+    return np.float32 if dtype.itemsize <= 2 or dtype == np.float32 else np.float64
 
 
 def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes: bool) -> int:
@@ -209,7 +220,7 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
             raise ExportArgumentError(f"axis {axis!r} is not a bundled axis {''.join(names)}")
         return names.index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-        raise ExportArgumentError(f"axis must be an axis letter or an integer, not {axis!r}")
+        raise ExportArgumentError(f"axis must be an axis letter or an integer, not {shown(axis)}")
     given = axis = int(axis)
     if array_axes and axis >= 0:
         if axis == 0:
@@ -217,7 +228,7 @@ def _axis_index(axis: Any, names: tuple[str, ...] | None, ndim: int, array_axes:
         axis -= 1
     if not -ndim <= axis < ndim:
         counted_in = f"arrays of {ndim + 1} axes" if array_axes else f"frames of {ndim} axes"
-        raise ExportArgumentError(f"axis {given} is out of range for {counted_in}")
+        raise ExportArgumentError(f"axis {shown(given)} is out of range for {counted_in}")
     return axis % ndim
 
 

@@ -199,7 +199,8 @@ def _video_options(function):
                      help="Axis (or axes, outermost first) to animate [default: the reader's "
                           "iteration axes, usually t]."),
         click.option("--coords", type=_Coords(), default={}, show_default=False,
-                     help="Fixed coordinates of the other axes, e.g. z=1,c=0 [default: 0]."),
+                     help="Fixed coordinates of the other axes, e.g. z=1,c=0 [default: 0; p: "
+                          "the position of a file of one position of a dataset]."),
         click.option("--start", type=click.IntRange(min=0), help="First frame (0-based)."),
         click.option("--stop", type=click.IntRange(min=0), help="Frame to stop before."),
         click.option("--step", type=click.IntRange(min=1), help="Take every STEP-th frame."),
@@ -469,10 +470,11 @@ def convert(source: str, output: str, **options: Any) -> int:
     .gif). By default the movie animates the reader's iteration axis (time; z for a z-stack),
     shows all channels as one colour composite, and max-projects over z when there are several
     z planes and z is not animated; every other axis stays at index 0 unless given with
-    --coords. One contrast is computed for the whole movie (--contrast auto), so brightness
-    changes stay visible. A movie of time points plays in real time (the file's frame
-    interval), other movies at 10 fps, unless --fps says otherwise: use --fps for slow
-    time-lapses.
+    --coords (the position p at that of INPUT when INPUT is the file of one position of a
+    multi-position dataset, e.g. acq_MMStack_Pos1.ome.tif). One contrast is computed for the
+    whole movie (--contrast auto), so brightness changes stay visible. A movie of time points
+    plays in real time (the file's frame interval), other movies at 10 fps, unless --fps says
+    otherwise: use --fps for slow time-lapses.
     """
     selection, export = _split_options(options)
     result = _convert(source, output, selection, export)

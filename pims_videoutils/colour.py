@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 
 __all__ = [
     "Compositor",
@@ -151,7 +152,7 @@ def channel_lut(color: Any) -> np.ndarray:
         isinstance(color, tuple | list | np.ndarray) and _ndim(color) == 2
     ):
         return colormap_lut(color)
-    raise ExportArgumentError(f"{color!r} is neither a colour nor a colormap")
+    raise ExportArgumentError(f"{shown(color)} is neither a colour nor a colormap")
 
 
 def _color_rgb(color: Any) -> np.ndarray | None:
@@ -174,16 +175,20 @@ def _color_rgb(color: Any) -> np.ndarray | None:
         return np.array(color[:3], dtype=np.float64)
     values = np.asarray(color) if isinstance(color, tuple | list | np.ndarray) else None
     kind = None if values is None else values.dtype.kind
+    if kind == "O" and all(isinstance(v, int | np.integer) for v in values.ravel()):
+        kind = "i"  # integers too large for int64 (numpy keeps them as Python objects)
     if kind == "f" and not ((values >= 0) & (values <= 1)).all():
         raise ExportArgumentError(
-            f"a colour of floats must hold values 0-1, not {color!r} (0-255 values: pass "
+            f"a colour of floats must hold values 0-1, not {shown(color)} (0-255 values: pass "
             f"integers)"
         )
     if kind in ("i", "u") and not ((values >= 0) & (values <= 255)).all():
-        raise ExportArgumentError(f"a colour of integers must hold values 0-255, not {color!r}")
+        raise ExportArgumentError(
+            f"a colour of integers must hold values 0-255, not {shown(color)}"
+        )
     try:
         return np.asarray(cmap.Color(color).rgba)[:3]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # (a number too large for a float)
         return None  # not a colour (maybe a colormap name)
 
 
@@ -204,9 +209,18 @@ def _zeros_and_ones(color: Any) -> bool:
     )
 
 
-def apply_lut(lut: np.ndarray, plane: np.ndarray) -> np.ndarray:
-    """Colour an (H, W) uint8 plane with a (256, 3) table -> (H, W, 3) uint8."""
-    return np.take(lut, plane, axis=0)
+def apply_lut(
+    lut: np.ndarray, plane: np.ndarray, black: np.ndarray | None = None
+) -> np.ndarray:
+    """Colour an (H, W) uint8 plane with a (256, 3) table -> (H, W, 3) uint8.
+
+    ``black``, an (H, W) bool array, marks pixels drawn black whatever the table (pixels
+    without a value: NaN).
+    """
+    rgb = np.take(lut, plane, axis=0)
+    if black is not None:
+        rgb[black] = 0
+    return rgb
 
 
 def _primary(lut: np.ndarray) -> int | None:
@@ -249,8 +263,13 @@ class Compositor:
         distinct = None not in primaries and len(set(primaries)) == len(primaries)
         self.stack_order = tuple(primaries) if distinct else None
 
-    def __call__(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, planes: Sequence[np.ndarray], black: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
         """Composite ``planes`` (one (H, W) uint8 plane per channel) -> (H, W, 3) uint8.
+
+        ``black`` gives, per channel, None or an (H, W) bool array of the pixels where the
+        channel adds nothing (black: pixels without a value, NaN).
 
         Raises
         ------
@@ -261,16 +280,17 @@ class Compositor:
             raise ExportArgumentError(
                 f"{len(planes)} channels but {len(self.luts)} channel colours"
             )
+        black = [None] * len(planes) if black is None else black
         height, width = planes[0].shape
         if self.stack_order is not None:
             out = np.zeros((height, width, 3), np.uint8)
-            for k, plane in zip(self.stack_order, planes, strict=True):
-                out[..., k] = plane
+            for k, plane, mask in zip(self.stack_order, planes, black, strict=True):
+                out[..., k] = plane if mask is None else np.where(mask, 0, plane)
             return out
         if len(planes) == 1:
-            return apply_lut(self.luts[0], planes[0])
+            return apply_lut(self.luts[0], planes[0], black[0])
         acc = np.zeros((height, width, 3), np.uint16)
-        for lut, plane in zip(self.luts, planes, strict=True):
-            acc += apply_lut(lut, plane)
+        for lut, plane, mask in zip(self.luts, planes, black, strict=True):
+            acc += apply_lut(lut, plane, mask)
         np.minimum(acc, 255, out=acc)
         return acc.astype(np.uint8)

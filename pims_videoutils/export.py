@@ -34,7 +34,7 @@ from . import _ffmpeg
 from ._errors import ExportArgumentError, FFmpegError
 from ._filenames import NAME_MAX, shortened_to
 from ._frames import FrameLayout, FrameSource, frame_layout
-from ._wording import counted
+from ._wording import counted, shown
 from .colour import Compositor, apply_lut, channel_lut, default_channel_colors
 from .intensity import (
     DEFAULT_PERCENTILES,
@@ -210,7 +210,7 @@ def _check_options(contrast: Any, projection: str | None, scale: Any) -> Fractio
         or (factor < 1 and factor.numerator != 1)
     ):
         raise ExportArgumentError(
-            f"scale must be an integer >= 1 (up) or 1/n (down, e.g. 0.5), not {scale!r}"
+            f"scale must be an integer >= 1 (up) or 1/n (down, e.g. 0.5), not {shown(scale)}"
         )
     return factor
 
@@ -233,7 +233,7 @@ def _resolve_fps(fps: float | None, frames: Any, extension: str) -> Fraction:
         rates = (_reader_rate(source) for source in _rate_sources(frames))
         fps = next((rate for rate in rates if rate is not None), DEFAULT_FPS)
     if not _positive(fps):
-        raise ExportArgumentError(f"fps must be a finite number > 0, got {fps!r}")
+        raise ExportArgumentError(f"fps must be a finite number > 0, got {shown(fps)}")
     exact = Fraction(float(fps))  # checked before it is rounded (1/20000 would be 1/10000)
     what = f"fps={float(fps):g}" if given else f"the frame rate of the input, {float(fps):g} fps,"
     highest = _MAX_FPS.get(extension.lower(), _MAX_FPS_FFMPEG)
@@ -587,7 +587,7 @@ def _contrast_limits(contrast: Any) -> tuple[float, float] | list[tuple[float, f
     if not pairs or any(pair is None or len(pair) != 2 for pair in pairs):
         raise ExportArgumentError(
             f"contrast must be 'auto', 'frame', None, (lo, hi) or a list of (lo, hi); "
-            f"got {contrast!r}"
+            f"got {shown(contrast)}"
         )
     return [IntensityMap.fixed(np.dtype(np.float64), *pair).limits for pair in pairs]
 
@@ -609,7 +609,7 @@ def _channel_contrasts(contrast: Any, n_channels: int) -> list[Any]:
     if len(limits) != n_channels:
         raise ExportArgumentError(
             f"contrast must be (lo, hi) or one (lo, hi) per channel ({n_channels}), "
-            f"got {contrast!r}"
+            f"got {shown(contrast)}"
         )
     return limits
 
@@ -650,7 +650,7 @@ def _color_list(colors: Any) -> list[Any] | None:
         return None
     if isinstance(colors, str) or not isinstance(colors, Iterable):
         raise ExportArgumentError(
-            f"channel_colors must be a list of one colour per channel, not {colors!r}"
+            f"channel_colors must be a list of one colour per channel, not {shown(colors)}"
         )
     return list(colors)
 
@@ -673,7 +673,7 @@ class _Renderer:
     ) -> None:
         self.maps = maps
         self.channels = channels
-        self.lut = None if colormap is None else channel_lut(colormap)
+        self.lut = None if colormap is None or _gray([colormap]) else channel_lut(colormap)
         self.compositor = None
         gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
@@ -703,9 +703,28 @@ class _Renderer:
         if self.direct_rgb:
             return frame
         if self.compositor is None:  # one plane: gray, or coloured by the colormap
-            plane = self.maps[0](frame[..., 0] if self.channels else frame)
-            return plane if self.lut is None else apply_lut(self.lut, plane)
-        return self.compositor([m(frame[..., c]) for c, m in enumerate(self.maps)])
+            values = frame[..., 0] if self.channels else frame
+            plane = self.maps[0](values)
+            if self.lut is None:
+                return plane  # NaN is level 0: black
+            return apply_lut(self.lut, plane, _nan_pixels(values, self.lut))
+        channels = [frame[..., c] for c in range(len(self.maps))]
+        return self.compositor(
+            [m(values) for m, values in zip(self.maps, channels, strict=True)],
+            [_nan_pixels(values, lut) for values, lut in
+             zip(channels, self.compositor.luts, strict=True)],
+        )
+
+
+def _nan_pixels(values: np.ndarray, lut: np.ndarray) -> np.ndarray | None:
+    """Return where float ``values`` are NaN, to be drawn black; None when nothing to do.
+
+    NaN is mapped to the level 0, which ``lut`` colours black already when its first colour
+    is black (gray, ramps from black): None then, as for data that cannot hold NaN.
+    """
+    if values.dtype.kind != "f" or not lut[0].any():
+        return None
+    return np.isnan(values)
 
 
 # ---- the export ---------------------------------------------------------------------------
@@ -788,8 +807,9 @@ def to_video(
         libx264/libx265/ffv1/libvpx-vp9/prores_ks; ``.avi`` libx264/ffv1; ``.webm``
         libvpx-vp9; ``.mov`` prores_ks/libx264/libx265; ``.gif`` gif.
     lossless : bool
-        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (also one
-        channel shown gray, frames ``(Y, X, 1)``) are stored unscaled (gray, gray16le)
+        Write ffv1 (``.mkv``/``.avi``): bit-exact; uint8 and uint16 gray data (no
+        ``colormap`` or a gray one; also one channel shown gray, frames ``(Y, X, 1)``) are
+        stored unscaled (gray, gray16le)
         unless ``contrast`` is a fixed range or ``"frame"``, or ``gamma`` is not 1 (then
         mapped to 8 bits like any other data).
     crf : float, optional
@@ -801,8 +821,10 @@ def to_video(
         spaced frames (the first 50 of an iterable; at most 256 MiB of them, fewer frames
         when they are large); uint8 data are not scaled. ``(lo, hi)``
         fixed (one per channel allowed). ``"frame"``: each frame on its own (flickers).
-        With ``"auto"`` and ``"frame"``, values without a finite one (all NaN) are black
-        (``+inf`` white): the range is ``(0, 0)``.
+        NaN pixels are black whatever the ``colormap`` (in a composite, a channel adds
+        nothing where it is NaN); ``-inf`` and ``+inf`` are the lowest and highest values
+        (the colormap's first and last colours: black and white in gray). With ``"auto"``
+        and ``"frame"``, values without a finite one are given the range ``(0, 0)``.
         None: no scaling (uint8; uint16 with ``lossless``). Bool data are the numbers 0
         and 1: a fixed ``(lo, hi)`` maps them as such; with the other settings False is
         black and True white (0/255).
@@ -813,15 +835,18 @@ def to_video(
     colormap : str, cmap.Colormap, colour or (256, 3) array, optional
         Colour single-channel frames with a colormap (``"viridis"``, ``"magma"``...) or a
         colour, as a ramp from black (``"orange"``, ``"#ff8800"``, ``(1.0, 0.5, 0.0)``): what
-        ``channel_colors`` takes for one channel. Gray stays gray (sent to ffmpeg as one
-        byte per pixel) otherwise.
+        ``channel_colors`` takes for one channel; NaN stays black. Gray (no colormap,
+        ``"gray"`` or ``"grey"``) stays gray: sent to ffmpeg as one byte per pixel (two
+        with ``lossless``, see there).
     channel_axis : int or str, optional
         The channel axis (see ``frames``).
     channel_colors : sequence, optional
         One colour or colormap per channel; default 1: gray, 2: green/magenta,
         3: red/green/blue, 4-7: + gray, cyan, magenta, yellow. Channels are added.
     projection : {"max", "mean"}, optional
-        Project every frame over ``projection_axis`` (e.g. a max projection over z).
+        Project every frame over ``projection_axis`` (e.g. a max projection over z). The
+        mean is computed in float32 for data of up to 16 bits and float32 data, in float64
+        for wider data (float64, 32- and 64-bit integers).
     projection_axis : int or str, optional
         Axis to project (see ``frames``).
     scale : int or float
@@ -862,9 +887,11 @@ def to_video(
         under 1/655.35 fps for ``.gif``), a path ending in a separator, a missing or
         unwritable folder, a file name over 255 bytes, an existing file with
         ``overwrite=False``, a symbolic link to nothing, frames of an unsupported dtype
-        (complex, object...) or shape, frames larger than the
-        codec or container stores (after scaling and padding: libx264 16384 pixels a side,
-        VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi`` 65535), inconsistent
+        (complex, object...) or shape, frames larger than ffmpeg reads or encodes (any
+        codec: ``(width + 128) x (height + 128)`` under 2^28 pixels, 16255 x 16255 for a
+        square) or than the codec or container stores (after scaling and padding: libx264
+        16384 pixels a side, VP9 65536, ProRes, ``.gif``, ``.mp4``, ``.mov`` and ``.avi``
+        65535), inconsistent
         options, ``extra_args`` that change the number of frames (listed above). During the
         export: a frame whose shape or dtype differs from the first one, or with masked
         values. At the end, with ``overwrite=False``: a file created at ``path`` while
@@ -897,11 +924,13 @@ def to_video(
             return sample_cache
 
         first = layout(source.first)
+        _ffmpeg.check_picture_size(*first.shape[:2], encoded=False)
         channels = first.ndim == 3
         n_channels = first.shape[2] if channels else 1
         colors = _color_list(channel_colors)
         one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
-        keep_16bit = chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane and colormap is None
+        keep_16bit = (chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane
+                      and (colormap is None or _gray([colormap])))
         maps = [
             _intensity_map(
                 first.dtype,

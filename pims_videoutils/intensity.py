@@ -12,10 +12,11 @@ The mapping of a value ``v`` is::
     out = round(255 * t ** gamma)
 
 so ``gamma < 1`` brightens the dark values and ``gamma > 1`` darkens them. When ``hi == lo``
-(a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0,
-``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames for
-``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and ``-inf``
-black, ``+inf`` white (:func:`display_limits`).
+(a constant image) values ``<= lo`` map to 0 and values ``> lo`` to 255. NaN maps to 0
+(:func:`~pims_videoutils.to_video` draws NaN black also where a colormap colours 0
+otherwise), ``+inf`` to 255, ``-inf`` to 0. Data without a finite value (a sample of frames
+for ``contrast="auto"``, a frame for ``"frame"``) get the limits ``(0, 0)``: NaN and
+``-inf`` black, ``+inf`` white (:func:`display_limits`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -144,9 +146,12 @@ def exact_percentiles(
     ExportArgumentError
         If there are no values, no finite values, or a percentile is outside [0, 100].
     """
-    qs = np.asarray(percentiles, dtype=np.float64)
+    percentiles = tuple(percentiles)
+    qs = np.array([_as_float(q) for q in percentiles], dtype=np.float64)
     if np.any((qs < 0) | (qs > 100)) or not np.all(np.isfinite(qs)):
-        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {tuple(percentiles)}")
+        raise ExportArgumentError(
+            f"percentiles must lie in [0, 100], got {shown(percentiles)}"
+        )
     if not planes or sum(p.size for p in planes) == 0:
         raise ExportArgumentError("no pixel values to compute the contrast from")
     dtype = planes[0].dtype
@@ -226,10 +231,10 @@ def _percentile_pair(percentiles: Sequence[float]) -> tuple[float, float]:
         low = high = float("nan")
     if not low <= high:
         raise ExportArgumentError(
-            f"percentiles must be two increasing values (low, high), got {percentiles!r}"
+            f"percentiles must be two increasing values (low, high), got {shown(percentiles)}"
         )
     if low < 0 or high > 100:
-        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {percentiles}")
+        raise ExportArgumentError(f"percentiles must lie in [0, 100], got {shown(percentiles)}")
     return low, high
 
 
@@ -320,7 +325,9 @@ class IntensityMap:
         try:
             lo, hi = _as_float(lo), _as_float(hi)
         except (TypeError, ValueError):
-            raise ExportArgumentError(f"contrast limits must be numbers: {(lo, hi)!r}") from None
+            raise ExportArgumentError(
+                f"contrast limits must be numbers: {shown((lo, hi))}"
+            ) from None
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
             raise ExportArgumentError(f"contrast limits must be finite with lo <= hi: {lo, hi}")
         _check_gamma(gamma)
@@ -379,4 +386,4 @@ def _check_gamma(gamma: float) -> None:
     """Raise ExportArgumentError unless ``gamma`` is a finite number > 0."""
     number = isinstance(gamma, int | float | np.number) and not isinstance(gamma, bool)
     if not (number and math.isfinite(_as_float(gamma)) and gamma > 0):
-        raise ExportArgumentError(f"gamma must be a finite number > 0, got {gamma!r}")
+        raise ExportArgumentError(f"gamma must be a finite number > 0, got {shown(gamma)}")

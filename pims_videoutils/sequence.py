@@ -620,12 +620,15 @@ class TiffSequenceND(PlanesND):
         whose OME-XML references other files or holds several positions, NDTiff,
         Micro-Manager stacks), the reader spans that dataset instead, with positions as the
         ``p`` axis; any one file of the dataset, or its folder (or an NDTiff dataset's
-        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it; the folder above a
+        ``NDTiff.index``, or an OME ``.companion.ome`` file), opens it (from a file of a
+        dataset split by position, such as ``acq_MMStack_Pos1.ome.tif``, frames show that
+        file's position: ``default_coords['p']``); the folder above a
         pycro-manager or Micro-Magellan dataset's ``Full resolution`` folder opens its
         full-resolution images (a pyramid's ``Downsampled_x2``... open by their folder).
         So does any one image of a Micro-Manager "separate image files" acquisition (an
         image name with ``metadata.txt`` beside it): its folder, or all its position
-        folders when the ``metadata.txt`` counts several positions.
+        folders when the ``metadata.txt`` counts several positions (frames then show the
+        image's position).
     pattern : str or re.Pattern, optional
         Regular expression with named groups among ``t``, ``z``, ``c``, ``p`` searched in each
         file name (without extension), e.g. ``r"cell(?P<p>\d+)_(?P<t>\d+)"``. By default the
@@ -778,6 +781,7 @@ class TiffSequenceND(PlanesND):
             if folders is not None:
                 self.metadata["file_axes"] = {"p": natural_sorted(set(folders))}
             self._files = _OpenFiles(max_open_files, self._open_raw, self.files)
+            self._show_the_position_of_the_source()
             return
         try:
             self.grid = arrange_files(
@@ -801,6 +805,45 @@ class TiffSequenceND(PlanesND):
             raise
         self._files = _OpenFiles(max_open_files, self._open_file, self.files)
         self._files.add(0, first)
+        self._show_the_position_of_the_source()
+
+    def _show_the_position_of_the_source(self) -> None:
+        """Make the position of the file the reader was opened from the default ``p``.
+
+        A reader opened from one file of an acquisition of several positions (a
+        Micro-Manager ``acq_MMStack_Pos1.ome.tif``, an image in ``Pos1/``) spans every
+        position; when the files are split by position (each holds planes of one position),
+        its frames show that file's position (they showed position 0) unless
+        ``default_coords`` says otherwise. Files split by size (NDTiff, the continuations
+        of a Micro-Manager file of every position) keep position 0, even where one of them
+        happens to hold one position.
+        """
+        source = self._abs_source
+        if self.sizes.get("p", 1) < 2 or not isinstance(source, str):
+            return
+        names = {source, os.path.realpath(source)}  # (a dataset may list its real paths)
+        number = next((n for n, name in enumerate(self.files) if name in names), None)
+        if number is None:  # a folder, a glob, an NDTiff.index or a .companion.ome
+            return
+        if self._table is not None and "p" in self._table.axes:
+            file_index = self._table.file_index
+            axis = self._table.axes.index("p")
+            position = np.arange(file_index.shape[axis]).reshape(
+                [-1 if k == axis else 1 for k in range(file_index.ndim)])
+            position = np.broadcast_to(position, file_index.shape)
+            # each (file, position) pair that holds a plane
+            pairs = np.unique(np.stack([file_index.ravel(), position.ravel()]), axis=1)
+            files, positions = pairs[:, pairs[0] >= 0]
+        elif self.grid is not None and "p" in self.grid.axes:  # a file is one cell
+            axis = self.grid.axes.index("p")
+            cells = self.grid.cells.items()
+            files = np.array([n for _, n in cells])
+            positions = np.array([index[axis] for index, _ in cells])
+        else:  # positions inside every file
+            return
+        held = positions[files == number]  # (none: a file whose planes are all missing)
+        if len(np.unique(files)) == len(files) and held.size:  # one position per file
+            self.default_coords = {"p": int(held[0])}
 
     def _dataset_of_all(
         self, label: str, series: int, files: Sequence[str] | None = None

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from ._errors import ExportArgumentError
+from ._wording import shown
 
 __all__ = ["describe", "open_stack", "select_frames", "summarize"]
 
@@ -149,7 +150,7 @@ def select_frames(
             raise ExportArgumentError(f"--coords: axis {name!r} is animated or in the image")
         if not 0 <= index < sizes[name]:
             raise ExportArgumentError(
-                f"--coords: {name}={index} is out of range (size of {name}: {sizes[name]})"
+                f"--coords: {name}={shown(index)} is out of range (size of {name}: {sizes[name]})"
             )
 
     bundle = [a for a in reader.bundle_axes if a in _IMAGE_AXES]
@@ -161,7 +162,7 @@ def select_frames(
                 raise ExportArgumentError("give the channel with --channels or --coords, not both")
             if not 0 <= channel < sizes["c"]:
                 raise ExportArgumentError(
-                    f"--channels: channel {channel} is out of range ({sizes['c']} channels)"
+                    f"--channels: channel {shown(channel)} is out of range ({sizes['c']} channels)"
                 )
             coords["c"] = channel
         elif composite is None and "c" not in coords and sizes["c"] > 1:
@@ -201,7 +202,7 @@ def _frame_range(frames: Any, frame_range: slice) -> Any:
         return frames
     selected = range(len(frames))[frame_range]
     if not selected:
-        bounds = ["" if value is None else str(value)
+        bounds = ["" if value is None else shown(value)
                   for value in (frame_range.start, frame_range.stop, frame_range.step)]
         written = ":".join(bounds if frame_range.step is not None else bounds[:2])
         raise ExportArgumentError(f"frames {written} select no frame of {len(frames)}")

@@ -304,6 +304,21 @@ def test_batch_reports_a_bad_input_and_converts_the_others(tmp_path):
         assert imageio_ffmpeg.count_frames_and_secs(str(movies / f"{name}.mp4"))[0] == frames
 
 
+def test_batch_of_the_files_of_each_position_makes_one_movie_per_position(tmp_path):
+    """Each file of a Micro-Manager dataset opens the whole dataset: the movies of
+    acq_MMStack_Pos0 and acq_MMStack_Pos1 both showed position 0."""
+    from mmwriter import write_mmstack
+
+    data = np.random.default_rng(3).integers(0, 4000, (2, 3, 1, 1, 16, 20), np.uint16)
+    files = write_mmstack(tmp_path, data)  # P, T, Z, C, Y, X
+    result = run("batch", *map(str, files), "--out", "movies", "--ext", "mkv", "--lossless",
+                 "--contrast", "none", "--no-progress", "--jobs", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for position, path in enumerate(files):
+        _, frames = read_video(tmp_path / "movies" / f"{path.name[:-8]}.mkv", "gray16le")
+        np.testing.assert_array_equal(frames, data[position, :, 0, 0])
+
+
 def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     result = run("batch", str(stack), "--out", "movies", "--ext", "xyz", cwd=tmp_path)
     _assert_one_line_error(result, "unknown video extension '.xyz'")

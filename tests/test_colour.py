@@ -102,6 +102,23 @@ def test_composite_adds_and_saturates():
     assert not out[..., 2].any()
 
 
+@pytest.mark.parametrize("colors", [["red", "green", "blue"], ["viridis", "magenta", "gray_r"]])
+def test_pixels_marked_black_add_nothing_to_a_composite(colors):
+    p = planes(3, seed=5)
+    black = [p[0] > 200, None, p[2] < 30]
+    out = Compositor(colors)(p, black)
+    expected = np.zeros(out.shape, np.int64)
+    for plane, mask, color in zip(p, black, colors, strict=True):
+        coloured = channel_lut(color)[plane].astype(np.int64)
+        if mask is not None:
+            coloured[mask] = 0
+        expected += coloured
+    np.testing.assert_array_equal(out, np.minimum(expected, 255))
+    single = apply_lut(colormap_lut("viridis"), p[0], black[0])
+    assert not single[black[0]].any() and (single[~black[0]] == colormap_lut("viridis")[
+        p[0][~black[0]]]).all()
+
+
 def test_single_channel_with_colormap_and_wrong_count():
     (a,) = planes(1)
     np.testing.assert_array_equal(Compositor(["viridis"])([a]), colormap_lut("viridis")[a])

@@ -105,10 +105,13 @@ def test_fixed_contrast_and_gamma(tmp_path):
     np.testing.assert_array_equal(frames, np.floor(255 * np.sqrt(t) + 0.5))
 
 
-def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"colormap": "gray"}, {"colormap": "Grey"}])
+def test_uint16_ffv1_round_trip_is_bit_exact(tmp_path, options):
+    """colormap='gray' (pims-video --colormap gray) was mapped to 8 bits and sent as RGB,
+    whereas channel_colors=['gray'] keeps the gray path: gray is gray."""
     rng = np.random.default_rng(1)
     movie = rng.integers(0, 65536, (7, 33, 45), dtype=np.uint16)
-    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False)
+    result = to_video(movie, tmp_path / "exact.mkv", lossless=True, progress=False, **options)
     assert (result.codec, result.pixel_format) == ("ffv1", "gray16le")
     assert result.intensity_range == (0.0, 65535.0)
     frames, _ = read_back(result.path, "gray16le")
@@ -206,6 +209,75 @@ def test_float_nan_is_black(tmp_path):
     frames, _ = read_back(result.path)
     assert (frames[:, 0, 0] == 0).all()
     np.testing.assert_array_equal(frames[:, 1:], display(movie[:, 1:], 0, 1))
+
+
+def colour_table(tmp_path, **colour):
+    """The 256 colours a movie shows for the 8-bit levels 0-255, read back from a movie."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    result = to_video(ramp, tmp_path / "table.mkv", lossless=True, progress=False, **colour)
+    return read_back(result.path, "rgb24")[0][0].reshape(256, 3)
+
+
+def special_values_movie(dtype):
+    """Frames of values 0-1 with NaN, +inf and -inf pixels (NaN over a whole first row)."""
+    movie = np.linspace(0, 1, 3 * 8 * 10).reshape(3, 8, 10).astype(dtype)
+    movie[:, 0, :] = np.nan
+    movie[:, 1, 0], movie[:, 1, 1] = np.inf, -np.inf
+    return movie
+
+
+@pytest.mark.parametrize(
+    "dtype, contrast",
+    [(np.float16, (0, 1)), (np.float32, (0, 1)), (np.float64, (0, 1)),
+     (np.float32, "auto"), (np.float32, "frame"), (np.float64, (0.2, 0.2))],
+)
+@pytest.mark.parametrize(
+    "colormap", ["viridis", "gray_r", "orange", np.full((256, 3), 200, np.uint8)]
+)
+def test_nan_is_black_whatever_the_colormap(tmp_path, dtype, contrast, colormap):
+    """NaN was drawn in the colormap's first colour (viridis: 68, 1, 84; gray_r: white); the
+    other values, infinities included, take the colour of their gray level."""
+    movie = special_values_movie(dtype)
+    options = {"lossless": True, "contrast": contrast, "progress": False}
+    gray, _ = read_back(to_video(movie, tmp_path / "gray.mkv", **options).path)
+    coloured, _ = read_back(
+        to_video(movie, tmp_path / "c.mkv", colormap=colormap, **options).path, "rgb24"
+    )
+    expected = colour_table(tmp_path, colormap=colormap)[gray]
+    expected[np.isnan(movie)] = 0
+    np.testing.assert_array_equal(coloured, expected)
+    assert (gray[:, 1, :2] == [255, 0]).all()  # +inf the highest level, -inf the lowest
+
+
+def test_nan_adds_nothing_to_a_composite(tmp_path):
+    """A channel whose value is NaN adds black to the composite, not its first colour."""
+    movie = np.stack([special_values_movie(np.float32)] * 2, axis=-1)
+    movie[:, 2, :, 1] = np.nan  # NaN in channel 1 only
+    movie[:, 0, :5, 1] = 0.5  # NaN in channel 0 only
+    colors = ["viridis", "magenta"]
+    result = to_video(movie, tmp_path / "c.mkv", lossless=True, contrast=(0, 1),
+                      channel_axis=-1, channel_colors=colors, progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    expected = np.zeros(video.shape, np.int64)
+    for c, color in enumerate(colors):
+        levels = display(np.nan_to_num(movie[..., c]), 0, 1).astype(np.intp)
+        coloured = colour_table(tmp_path, colormap=color)[levels].astype(np.int64)
+        coloured[np.isnan(movie[..., c])] = 0
+        expected += coloured
+    np.testing.assert_array_equal(video, np.minimum(expected, 255))
+
+
+def test_nan_of_a_max_projection_is_black_with_a_colormap(tmp_path):
+    movie = np.random.default_rng(5).random((3, 4, 8, 10)).astype(np.float32)  # T, Z, Y, X
+    movie[:, 2, :3] = np.nan  # part of one plane masked out: its max is NaN (numpy's max)
+    result = to_video(movie, tmp_path / "p.mkv", lossless=True, contrast=(0, 1),
+                      projection="max", projection_axis=1, colormap="viridis", progress=False)
+    video, _ = read_back(result.path, "rgb24")
+    projected = movie.max(axis=1)
+    levels = display(np.nan_to_num(projected), 0, 1).astype(np.intp)
+    expected = colour_table(tmp_path, colormap="viridis")[levels]
+    expected[np.isnan(projected)] = 0
+    np.testing.assert_array_equal(video, expected)
 
 
 def test_bool_is_0_or_255(tmp_path):
@@ -344,6 +416,26 @@ def test_max_and_mean_projection(tmp_path):
     )
     expected = display(movie.mean(axis=1), 0, 255)
     assert np.abs(read_back(result.path)[0] - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "movie",
+    [
+        1e9 + np.random.default_rng(8).random((2, 3, 8, 10)),  # a range of 1 over 1e9
+        np.random.default_rng(8).random((2, 3, 8, 10)) * 1e39,  # beyond float32
+        np.random.default_rng(8).integers(2**30, 2**30 + 300, (2, 3, 8, 10), dtype=np.int64),
+    ],
+    ids=["float64-offset", "float64-huge", "int64"],
+)
+def test_mean_projection_keeps_the_precision_of_wide_data(tmp_path, movie):
+    """The mean was computed in float32: float64 data with a small range on a large offset
+    came out flat (black), values beyond float32's range infinite."""
+    result = to_video(movie, tmp_path / "m.mkv", lossless=True, projection="mean",
+                      projection_axis=1, progress=False)
+    projected = movie.mean(axis=1)  # numpy's float64 mean
+    lo, hi = np.percentile(projected, (0.1, 99.9))
+    assert result.intensity_range == pytest.approx((lo, hi), rel=1e-12)
+    assert np.abs(read_back(result.path)[0] - display(projected, lo, hi)).max() <= 1
 
 
 def test_scaling(tmp_path):
@@ -628,6 +720,38 @@ def test_bad_arguments_fail_before_ffmpeg(tmp_path, no_ffmpeg, frames, kwargs, m
     with pytest.raises(ExportArgumentError, match=match):
         to_video(frames, tmp_path / "x.mp4", progress=False, **kwargs)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"fps": 10**400}, "1e+400"),
+        ({"fps": -(10**400)}, "-1e+400"),
+        ({"scale": 10**400}, "1e+400"),
+        ({"gamma": 10**400}, "1e+400"),
+        ({"percentiles": (0, 10**400)}, "(0, 1e+400)"),
+        ({"contrast": [(0, 1, 10**5000)]}, "[(0, 1, 1e+5000)]"),  # repr would fail
+        ({"crf": 10**400}, "1e+400"),
+        ({"colormap": (10**400, 0, 0)}, "(1e+400, 0, 0)"),  # was a bare OverflowError
+        ({"channel_axis": 10**400}, "1e+400"),
+    ],
+)
+def test_huge_numbers_are_shown_short_in_messages(tmp_path, no_ffmpeg, kwargs, shown):
+    """A 400-digit argument was printed in full in its message."""
+    with pytest.raises(ExportArgumentError) as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / "x.mp4", progress=False, **kwargs)
+    assert shown in str(error.value)
+    assert len(str(error.value)) < 150
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [({"gamma": np.float64(-2)}, "got -2.0"), ({"percentiles": (np.int64(5), 200)}, "(5, 200)")],
+)
+def test_numpy_numbers_read_as_written_in_messages(tmp_path, no_ffmpeg, kwargs, shown):
+    with pytest.raises(ExportArgumentError) as error:
+        to_video(np.zeros((2, 4, 4), np.uint8), tmp_path / "x.mp4", progress=False, **kwargs)
+    assert shown in str(error.value) and "np." not in str(error.value)
 
 
 def test_bad_targets_fail_before_ffmpeg(tmp_path, no_ffmpeg):

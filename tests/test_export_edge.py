@@ -241,7 +241,8 @@ def test_generator_filling_one_array_for_every_frame(tmp_path):
             buffer[:] = 100 * t
             yield buffer
 
-    result = to_video(frames(), tmp_path / "r.mkv", lossless=True, colormap="gray",
+    # a ramp to white: mapped to 8 bits by the contrast (a gray colormap keeps 16 bits)
+    result = to_video(frames(), tmp_path / "r.mkv", lossless=True, colormap="white",
                       progress=False)
     expected = 100 * np.arange(60.0)
     first_50 = np.broadcast_to(expected[:50, None, None], (50, 6, 8))  # sampled frames
@@ -425,6 +426,33 @@ def test_frames_over_the_codec_size_limit_fail_before_ffmpeg(tmp_path, name, cod
     with pytest.raises(ExportArgumentError, match=match):
         to_video(movie, tmp_path / name, codec=codec, progress=False)
     assert leftovers(tmp_path) == []
+
+
+# The bundled ffmpeg refuses 16256 x 16256 frames, read or encoded ("Picture size ... is
+# invalid"), and takes 16255 x 16255 (seen piping /dev/zero to it).
+@pytest.mark.parametrize(
+    ("shape", "scale", "match"),
+    [
+        ((16256, 16256), 1, r"frames of 16256x16256 pixels are larger than ffmpeg reads"),
+        ((8, 8), 2032, r"frames of 16256x16256 pixels \(as encoded\) are larger than ffmpeg"),
+        # was a silent 8 x 8 movie, its VideoResult saying a width of 301 digits
+        pytest.param((8, 8), 10**300, r"frames of 8e\+300x8e\+300 pixels \(as encoded\)",
+                     id="scale-10**300"),
+    ],
+)
+@no_ffmpeg_start
+def test_frames_larger_than_ffmpeg_takes_fail_before_ffmpeg(tmp_path, shape, scale, match):
+    movie = np.zeros((1, *shape), np.uint8)  # (not written to: no memory taken)
+    with pytest.raises(ExportArgumentError, match=match):
+        to_video(movie, tmp_path / "x.mkv", lossless=True, scale=scale, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_ffmpeg_picture_size_limit():
+    export._ffmpeg.check_picture_size(16255, 16255, encoded=False)
+    export._ffmpeg.check_picture_size(100_000, 2000, encoded=True)
+    with pytest.raises(ExportArgumentError, match="16256x16256"):
+        export._ffmpeg.check_picture_size(16256, 16256, encoded=False)
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,8 @@ def test_tifffile_reads_the_synthetic_dataset_as_micromanager(tmp_path, byteorde
 # --- one reader for the whole dataset --------------------------------------------------------
 
 
-def _check_whole_dataset(reader, files) -> None:
+def _check_whole_dataset(reader, files, position: int = 0) -> None:
+    """``position``: the default p, that of the file the reader was opened from."""
     expected = _pages_by_coords(files)
     assert isinstance(reader, TiffSequenceND)
     assert reader.sizes == SIZES
@@ -136,15 +137,18 @@ def _check_whole_dataset(reader, files) -> None:
     assert reader.iter_axes == ["t"] and len(reader) == 3
     for (p, t, z, c), plane in expected.items():
         np.testing.assert_array_equal(reader.get_plane(p=p, t=t, z=z, c=c), plane)
-    np.testing.assert_array_equal(reader[2], expected[0, 2, 0, 0])  # default p=z=c=0
+    assert reader.default_coords["p"] == position
+    np.testing.assert_array_equal(reader[2], expected[position, 2, 0, 0])  # default z=c=0
 
 
-@pytest.mark.parametrize("entry", [0, 1, 2, 3, "folder"])
-def test_any_file_or_the_folder_opens_the_whole_dataset(dataset, entry):
+@pytest.mark.parametrize(("entry", "position"), [(0, 0), (1, 0), (2, 1), (3, 1), ("folder", 0)])
+def test_any_file_or_the_folder_opens_the_whole_dataset(dataset, entry, position):
+    """Opened from a file of position 1 (acq_MMStack_Pos1.ome.tif or its continuation
+    _Pos1_1), frames showed position 0: now that file's position, by default."""
     folder, files, _ = dataset
     source = folder if entry == "folder" else files[entry]
     with TiffSequenceND(source) as reader:
-        _check_whole_dataset(reader, files)
+        _check_whole_dataset(reader, files, position)
 
 
 @pytest.mark.parametrize("opener", ["pims.open file", "pims_videoutils.open file",
@@ -154,13 +158,13 @@ def test_open_functions_give_the_whole_dataset(dataset, opener):
     # TiffStackND (priority 20) refuses the file, whose series continues in other files;
     # TiffSequenceND (19) then reads the whole dataset
     if opener == "pims.open file":
-        reader = pims.open(str(files[3]))
+        reader, position = pims.open(str(files[3])), 1
     elif opener == "pims_videoutils.open file":
-        reader = pims_videoutils.open(files[1])
+        reader, position = pims_videoutils.open(files[1]), 0
     else:
-        reader = pims_videoutils.open(folder)
+        reader, position = pims_videoutils.open(folder), 0
     with reader:
-        _check_whole_dataset(reader, files)
+        _check_whole_dataset(reader, files, position)
 
 
 @pytest.mark.parametrize(("byteorder", "dtype"), [(">", np.uint16), ("<", np.uint8)])
@@ -169,7 +173,7 @@ def test_big_endian_and_uint8_datasets(tmp_path, byteorder, dtype):
                           byteorder=byteorder)
     with TiffSequenceND(files[3]) as reader:
         assert reader.pixel_type == dtype
-        _check_whole_dataset(reader, files)
+        _check_whole_dataset(reader, files, position=1)
 
 
 def test_mixed_byte_orders_are_refused(tmp_path):
@@ -293,6 +297,16 @@ def test_all_positions_in_one_file(tmp_path):
         TiffSequenceND(files[1])
 
 
+def test_a_continuation_of_a_file_of_every_position_shows_position_0(tmp_path):
+    """Positions in one file: a continuation file holding position 1's last images only is
+    no file of position 1 (files are not split by position): frames show position 0."""
+    files = write_mmstack(tmp_path, _data(7), split_positions=False, max_images_per_file=20)
+    with tifffile.TiffFile(files[1]) as tif:  # the last 4 images: t=2, p=1
+        assert {page.tags[51123].value["PositionIndex"] for page in tif.pages} == {1}
+    with TiffSequenceND(files[1]) as reader:
+        _check_whole_dataset(reader, files, position=0)
+
+
 def test_all_positions_in_one_file_is_a_plain_stack(tmp_path):
     data = _data(8)
     (path,) = write_mmstack(tmp_path, data, split_positions=False)
@@ -348,9 +362,9 @@ def test_micromanager_ome_master_and_binaryonly_parts(tmp_path):
     with tifffile.TiffFile(files[3]) as tif:
         assert {"ome", "mmstack"} <= tif.flags
         assert 'BinaryOnly MetadataFile="acq_MMStack_Pos0.ome.tif"' in tif.ome_metadata
-    for source in (files[0], files[3]):
+    for source, position in ((files[0], 0), (files[3], 1)):
         with TiffSequenceND(source) as reader:
-            _check_whole_dataset(reader, files)
+            _check_whole_dataset(reader, files, position)
             assert reader.metadata["pixel_size_x"] == 0.65
             assert reader.metadata["ome_companion"] is None
     with pytest.raises(StackReadError, match="spans several files"):

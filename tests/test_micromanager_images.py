@@ -94,6 +94,9 @@ def test_any_one_image_opens_the_whole_acquisition(acquisition):
     image = acquisition / "Pos1" / image_name(2, 1, 0, 1, version=1)
     with TiffSequenceND(image) as reader:
         assert_every_plane(reader, acquisition, ["Pos0", "Pos1", "Pos2"])
+        # frames show the image's position (they showed Pos0), at t, z, c 0 as by default
+        assert reader.default_coords["p"] == 1
+        np.testing.assert_array_equal(reader[2], expected_plane(acquisition, "Pos1", 2, 0, 0, 1))
 
 
 @pytest.mark.parametrize("opener", [pims.open, pims_videoutils.open])

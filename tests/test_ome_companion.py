@@ -130,6 +130,8 @@ def test_any_tiff_or_the_folder_opens_the_whole_dataset(companion_dataset, entry
     folder, _, _ = companion_dataset
     source = folder if entry == "folder" else folder / entry
     with TiffSequenceND(source) as reader:
+        # a file of position 1 shows position 1 by default (files are split by position)
+        assert reader.default_coords["p"] == (1 if entry.startswith("pos1") else 0)
         _check_whole_dataset(reader, folder, folder / COMPANION)
 
 

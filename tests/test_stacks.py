@@ -107,3 +107,17 @@ def test_summarize_and_describe_follow_tifffile(tmp_path):
     assert "  axes:           t=4 c=2 y=16 x=20" in lines
     assert f"  frame interval: {interval:.6g} s" in lines
     assert "  channels:       2 (no names in the file)" in lines
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"coords": {"z": 10**400}}, {"channel": 10**400}, {"frame_range": slice(10**400, None)}],
+)
+def test_huge_numbers_are_shown_short_in_selection_messages(tmp_path, options):
+    """pims-video --coords z=<400 digits> (also --channels, --start) printed every digit."""
+    from pims_videoutils import ExportArgumentError
+
+    path = _write(tmp_path / "s.tif", (2, 3, 2, 16, 20), "TZCYX")
+    with open_stack(str(path)) as reader, pytest.raises(ExportArgumentError) as error:
+        select_frames(reader, project="none", **options)
+    assert "1e+400" in str(error.value) and len(str(error.value)) < 100
