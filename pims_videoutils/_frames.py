@@ -186,8 +186,8 @@ class FrameLayout:
                 f"frame of shape {frame.shape} and dtype {frame.dtype} differs from the "
                 f"first frame ({self.shape}, {self.dtype})"
             )
-        if self.projection == "max":
-            frame = frame.max(axis=self.projection_axis)
+        if self.projection == "max":  # (NaN is no value: a plane's NaN leaves the others')
+            frame = np.fmax.reduce(frame, axis=self.projection_axis)
         elif self.projection == "mean":
             frame = frame.mean(axis=self.projection_axis, dtype=_mean_dtype(frame.dtype))
         if self.order != tuple(range(frame.ndim)):

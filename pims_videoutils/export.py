@@ -845,8 +845,9 @@ def to_video(
         3: red/green/blue, 4-7: + gray, cyan, magenta, yellow. Channels are added.
     projection : {"max", "mean"}, optional
         Project every frame over ``projection_axis`` (e.g. a max projection over z). The
-        mean is computed in float32 for data of up to 16 bits and float32 data, in float64
-        for wider data (float64, 32- and 64-bit integers).
+        max ignores NaN, as ImageJ's does (NaN only where every plane is NaN); the mean does
+        not. The mean is computed in float32 for data of up to 16 bits and float32 data, in
+        float64 for wider data (float64, 32- and 64-bit integers).
     projection_axis : int or str, optional
         Axis to project (see ``frames``).
     scale : int or float

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -267,13 +268,19 @@ def test_nan_adds_nothing_to_a_composite(tmp_path):
     np.testing.assert_array_equal(video, np.minimum(expected, 255))
 
 
-def test_nan_of_a_max_projection_is_black_with_a_colormap(tmp_path):
+def test_max_projection_ignores_nan_and_draws_all_nan_black_with_a_colormap(tmp_path):
+    """A NaN in one z plane made the projected pixel NaN (black) whatever the other planes
+    held (numpy's max); ImageJ's max projection ignores NaN."""
     movie = np.random.default_rng(5).random((3, 4, 8, 10)).astype(np.float32)  # T, Z, Y, X
-    movie[:, 2, :3] = np.nan  # part of one plane masked out: its max is NaN (numpy's max)
+    movie[:, 2, :3] = np.nan  # part of one plane masked out: the other planes' max shows
+    movie[:, :, 5, :4] = np.nan  # no value in any plane: NaN, black
     result = to_video(movie, tmp_path / "p.mkv", lossless=True, contrast=(0, 1),
                       projection="max", projection_axis=1, colormap="viridis", progress=False)
     video, _ = read_back(result.path, "rgb24")
-    projected = movie.max(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the all-NaN pixels)
+        projected = np.nanmax(movie, axis=1)
+    assert np.isnan(projected).sum() == 3 * 4 and not np.isnan(projected[:, :3]).any()
     levels = display(np.nan_to_num(projected), 0, 1).astype(np.intp)
     expected = colour_table(tmp_path, colormap="viridis")[levels]
     expected[np.isnan(projected)] = 0
