@@ -62,6 +62,7 @@ __all__ = [
     "FileIdentity",
     "PlaneTable",
     "companion_file",
+    "continued_file",
     "files_indexed_by",
     "files_named_by",
     "find_dataset",
@@ -75,6 +76,8 @@ _DATASET_FLAGS = ("ome", "ndtiff", "mmstack", "micromanager")
 _MM_PART = re.compile(
     r"^(?P<base>.+_MMStack(?:_Pos\d+)?)_(?P<part>\d+)(?P<ext>(?:\.ome)?\.tiff?)$"
 )
+#: an NDTiff continuation file: ``{base}_{part}.tif`` continues ``{base}.tif``
+_NDTIFF_PART = re.compile(r"^(?P<base>.+_NDTiffStack)_(?P<part>\d+)(?P<ext>\.tiff?)$")
 _OME_START = re.compile(r"<(?:[\w.-]+:)?OME\b[^>]*>")
 _IMAGE_START = re.compile(r"<(?:[\w.-]+:)?Image[\s/>]")
 _UUID_ATTRIBUTE = re.compile(r"""\sUUID\s*=\s*(?:"([^"]*)"|'([^']*)')""")
@@ -458,6 +461,21 @@ def _as_seen_from(xml: str, description: str, companion: str) -> str:
     if own:
         tag = f"{tag[:-1]} UUID={quoteattr(own)}>"
     return xml[: start.start()] + tag + xml[start.end() :]
+
+
+def continued_file(path: str) -> str | None:
+    """Return the first file of what ``path`` continues, or None.
+
+    Micro-Manager splits a position, and NDTiff a dataset, over files of at most 4 GB:
+    ``acq_MMStack_Pos0_1.ome.tif`` continues ``acq_MMStack_Pos0.ome.tif`` (beside it),
+    ``acq_NDTiffStack_1.tif`` continues ``acq_NDTiffStack.tif``. From the names only: no file
+    is opened.
+    """
+    name = os.path.basename(path)
+    match = _MM_PART.match(name) or _NDTIFF_PART.match(name)
+    if match is None:
+        return None
+    return os.path.join(os.path.dirname(path), f"{match['base']}{match['ext']}")
 
 
 def _check_mm_parts(path: str) -> None:

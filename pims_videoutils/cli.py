@@ -507,17 +507,26 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     movie is OUT/<name>.<ext> with the file's stem, the folder's name or the glob's folder name
     (two inputs whose names differ only in case are refused: one file on macOS and Windows).
     An input that fails is reported and the others go on; a summary ends the run and the exit
-    code is 1 if any input failed. Takes the options of "convert".
+    code is 1 if any input failed. A continuation file of a Micro-Manager position or an
+    NDTiff dataset (acq_MMStack_Pos0_1.ome.tif) whose first file (acq_MMStack_Pos0.ome.tif)
+    is also an input is skipped: that file's movie holds it. Takes the options of "convert".
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
+    from ._multifile import continued_file
     from .export import check_arguments, remove_unheld_temporaries
 
     selection, export = _split_options(options)
     export["progress"] = False
     check_arguments(f".{ext.lstrip('.')}", **export)  # fail once, before any work
+    inputs = {os.path.abspath(source) for source in sources}
+    continuations = [s for s in sources if continued_file(os.path.abspath(s)) in inputs]
+    for source in continuations:
+        click.echo(f"skipped {source}: it continues {os.path.basename(continued_file(source))}"
+                   ", whose movie holds it")
+    sources = tuple(s for s in sources if s not in continuations)
     outputs: dict[str, str] = {}
     for source in sources:
         output = str(Path(out) / f"{_output_name(source)}.{ext.lstrip('.')}")
@@ -613,6 +622,8 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
         job_events.close()
     done = len(sources) - len(failed)
     summary = f"{done} of {len(sources)} converted into {out}"
+    if continuations:
+        summary += f" ({counted(len(continuations), 'continuation file')} skipped)"
     if failed:
         summary += f"; {len(failed)} failed: {', '.join(failed)}"
     click.echo(summary)

@@ -319,6 +319,39 @@ def test_batch_of_the_files_of_each_position_makes_one_movie_per_position(tmp_pa
         np.testing.assert_array_equal(frames, data[position, :, 0, 0])
 
 
+def test_batch_skips_the_continuation_files_of_a_position_given_with_its_first(tmp_path):
+    """Each file of a position split over several files opens the whole position: batch of
+    acq_MMStack_Pos*.ome.tif made one more movie per continuation file, the same as its
+    position's (twice the work on an acquisition of files over 4 GB)."""
+    from mmwriter import write_mmstack
+
+    data = np.random.default_rng(4).integers(0, 4000, (2, 5, 1, 1, 16, 20), np.uint16)
+    files = write_mmstack(tmp_path, data, max_images_per_file=2)  # P, T, Z, C, Y, X
+    names = sorted(p.name for p in files)
+    assert names == [f"acq_MMStack_Pos{p}{part}.ome.tif" for p in (0, 1)
+                     for part in ("", "_1", "_2")]
+    (tmp_path / "alone").mkdir()  # a continuation without its first file: its own movie
+    for name in ("acq_MMStack_Pos0.ome.tif", "acq_MMStack_Pos0_1.ome.tif",
+                 "acq_MMStack_Pos0_2.ome.tif"):
+        shutil.copy(tmp_path / name, tmp_path / "alone" / name)
+    inputs = [*names, "alone/acq_MMStack_Pos0_2.ome.tif"]
+    result = run("batch", *inputs, "--out", "movies", "--ext", "mkv", "--lossless",
+                 "--contrast", "none", "--no-progress", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    skipped = re.findall(r"skipped (\S+): it continues (\S+), whose movie holds it",
+                         result.stdout)
+    assert sorted(skipped) == [(f"acq_MMStack_Pos{p}_{k}.ome.tif", f"acq_MMStack_Pos{p}.ome.tif")
+                               for p in (0, 1) for k in (1, 2)]
+    assert "3 of 3 converted into movies (4 continuation files skipped)" in result.stdout
+    movies = tmp_path / "movies"
+    assert sorted(p.name for p in movies.iterdir()) == [
+        "acq_MMStack_Pos0.mkv", "acq_MMStack_Pos0_2.mkv", "acq_MMStack_Pos1.mkv"]
+    for movie, position in (("acq_MMStack_Pos0", 0), ("acq_MMStack_Pos0_2", 0),
+                            ("acq_MMStack_Pos1", 1)):
+        _, frames = read_video(movies / f"{movie}.mkv", "gray16le")
+        np.testing.assert_array_equal(frames, data[position, :, 0, 0])
+
+
 def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     result = run("batch", str(stack), "--out", "movies", "--ext", "xyz", cwd=tmp_path)
     _assert_one_line_error(result, "unknown video extension '.xyz'")
