@@ -352,6 +352,22 @@ def test_batch_skips_the_continuation_files_of_a_position_given_with_its_first(t
         np.testing.assert_array_equal(frames, data[position, :, 0, 0])
 
 
+def test_batch_skips_an_ndtiff_continuation_file_given_with_its_first(real_data, tmp_path):
+    from test_sequence import _split_ndtiff_dataset
+
+    _split_ndtiff_dataset(real_data, tmp_path)  # ds_NDTiffStack.tif, ds_NDTiffStack_1.tif
+    result = run("batch", "ds_NDTiffStack_1.tif", "ds_NDTiffStack.tif", "--out", "movies",
+                 "--ext", "mkv", "--no-progress", "--jobs", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("skipped ds_NDTiffStack_1.tif: it continues ds_NDTiffStack.tif, whose movie holds "
+            "it") in result.stdout
+    assert "1 of 1 converted into movies (1 continuation file skipped)" in result.stdout
+    movies = tmp_path / "movies"
+    assert [p.name for p in movies.iterdir()] == ["ds_NDTiffStack.mkv"]
+    # every time point, half of them in the skipped file
+    assert imageio_ffmpeg.count_frames_and_secs(str(movies / "ds_NDTiffStack.mkv"))[0] == 8
+
+
 def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     result = run("batch", str(stack), "--out", "movies", "--ext", "xyz", cwd=tmp_path)
     _assert_one_line_error(result, "unknown video extension '.xyz'")
