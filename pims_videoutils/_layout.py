@@ -312,7 +312,8 @@ def pims_axes(codes: str) -> str:
     return "".join(names)  # type: ignore[arg-type]
 
 
-def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0) -> Layout:
+def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0,
+             size: int | None = None) -> Layout:
     """Describe where the planes of ``series`` (pyramid ``level``) are in an open TIFF file.
 
     Parameters
@@ -325,6 +326,9 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0)
         Index of the series to describe.
     level : int
         Pyramid level of the series (0: full resolution).
+    size : int, optional
+        The file's size in bytes (default: what the system says); a larger one describes a
+        truncated file as if whole (see :func:`cut_imagej_size`).
 
     Returns
     -------
@@ -342,7 +346,8 @@ def discover(tif: tifffile.TiffFile, path: str, series: int = 0, level: int = 0)
     if not math.prod(page0.shape):  # (tifffile >= 2026.11 leaves such a page out of its series)
         raise StackReadError(path, f"the first image has no pixels (shape {page0.shape})")
     flags = set(page0.flags)
-    size = os.fstat(tif.filehandle.fileno()).st_size
+    if size is None:
+        size = os.fstat(tif.filehandle.fileno()).st_size
     try:
         # compressed pages differ in size, so their IFDs are irregular: nothing to gain
         if (not flags.intersection(_FLAGS_WITH_SERIES) and page0.compression == 1
@@ -639,6 +644,31 @@ def _ome_dataset_of_several_files(tif: tifffile.TiffFile, all_series: list, path
     return any((uuid.text or "").strip() != own_uuid
                and uuid.attrib.get("FileName", "").lower() != own_name
                for uuid in root.iter() if uuid.tag.rpartition("}")[2] == "UUID")
+
+
+def cut_imagej_size(tif: tifffile.TiffFile) -> int | None:
+    """Return the size an ImageJ file cut in its pixel data had whole, or None.
+
+    ImageJ writes the IFD of the first image, all the pixels, then the other IFDs: cut in its
+    pixels, such a file keeps one IFD and a header that counts the images. None: not such a
+    file, or a header whose images (over 2**27) no file could hold.
+    """
+    ij = tif.imagej_metadata or {}
+    if not tif.is_imagej or len(tif.pages) != 1:
+        return None
+    page = tif.pages.first
+    counts = [ij.get(name, 1) for name in ("images", "frames", "slices", "channels")]
+    if not all(isinstance(n, int) and n >= 1 for n in counts):
+        return None
+    images, frames, slices, channels = counts
+    # the planes as tifffile counts them (channels may be a page's samples)
+    samples_are_channels = page.shaped[0] == channels or (
+        images == frames * slices and page.shaped[4] == channels)
+    planes = frames * slices * (1 if samples_are_channels else channels)
+    if planes < 2 or planes > 2**27 or page.compression != 1 or not page.dataoffsets:
+        return None
+    whole = page.dataoffsets[0] + planes * page.nbytes
+    return whole if whole > os.fstat(tif.filehandle.fileno()).st_size else None
 
 
 def _check_imagej_count(tif: tifffile.TiffFile, key, nplanes: int, size: int,

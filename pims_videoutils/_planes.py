@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pims import Frame, FramesSequenceND
@@ -17,7 +18,7 @@ from ._errors import ReaderClosedError, StackReadError
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["Allocate", "PlanesND", "c_order_strides", "new_frame"]
+__all__ = ["Allocate", "PlanesND", "c_order_strides", "fill_value", "new_frame"]
 
 #: Makes a new, uninitialised array of a shape and dtype (``numpy.empty``, :data:`new_frame`).
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
@@ -35,6 +36,32 @@ def c_order_strides(sizes: list[tuple[str, int]]) -> dict[str, int]:
         strides[axis] = stride
         stride *= size
     return strides
+
+
+def fill_value(value: Any, dtype: np.dtype) -> np.ndarray:
+    """Return ``value`` as a 0-d array of ``dtype`` (floats rounded to the type's precision).
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not a real number, or ``dtype`` cannot hold it (out of range, a fraction
+        or not finite for an integer type; beyond the range of a floating-point type).
+    """
+    message = f"fill_missing={value!r} does not fit {dtype}"
+    if not isinstance(value, (numbers.Real, np.bool_)):
+        raise ValueError(message)
+    if dtype.kind in "biu":
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(message)
+        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if not low <= int(value) <= high:
+            raise ValueError(message)
+        return np.array(int(value), dtype)
+    with np.errstate(over="ignore"):
+        fill = np.array(float(value), dtype)  # rounded to the nearest value of the type
+    if math.isfinite(value) and not np.isfinite(fill):
+        raise ValueError(message)
+    return fill
 
 
 class PlanesND(FramesSequenceND):

@@ -17,8 +17,8 @@ from ._decode import PageDecoder
 from ._errors import MALFORMED_TIFF_ERRORS, ReaderClosedError, StackNotFoundError, StackReadError
 from ._filenames import absolute_path
 from ._fork import renew_locks_after_fork
-from ._layout import MAPPED, Layout, discover, open_tiff
-from ._planes import Allocate, PlanesND, c_order_strides
+from ._layout import MAPPED, Layout, cut_imagej_size, discover, open_tiff
+from ._planes import Allocate, PlanesND, c_order_strides, fill_value
 from ._pread import PlaneReads, PositionalFile
 
 __all__ = ["TiffStackND"]
@@ -60,6 +60,14 @@ class TiffStackND(PlanesND):
         file's byte order to be native; decoded planes are fresh arrays anyway). As with any
         memory map (``tifffile.memmap`` too), truncating the file while views of it are used
         kills the process (SIGBUS); with True, a truncated file raises StackReadError.
+    fill_missing : int or float, optional
+        Read an ImageJ file cut in its pixels (a save that crashed, a copy that stopped:
+        ImageJ writes the first image's IFD, every image, then the other IFDs), which is
+        otherwise refused: every image it holds whole is read, the others are this value
+        (``metadata['missing_planes']`` counts them). Other truncated files are still
+        refused (a Micro-Manager file: :class:`~pims_videoutils.sequence.TiffSequenceND`
+        takes the same option). tifffile, and so pims's ``TiffStack``, read one image of
+        such a file.
 
     Attributes
     ----------
@@ -85,7 +93,8 @@ class TiffStackND(PlanesND):
         units are converted to it). Plus ``imagej_metadata``, ``ome_xml``,
         ``micromanager_metadata`` and a palette's ``colormap`` where present, and for a
         Micro-Manager stack ``missing_positions``: the acquisition's positions without a file
-        here (a file of one position alone: read with an :class:`IncompleteDatasetWarning`).
+        here (a file of one position alone: read with an :class:`IncompleteDatasetWarning`),
+        and with ``fill_missing`` the count of ``missing_planes``.
     frame_rate : float or None
         ``1 / metadata['frame_interval']`` when known.
     storage : str
@@ -105,7 +114,8 @@ class TiffStackND(PlanesND):
         ``path`` is not a ``str`` or ``os.PathLike[str]``; ``series`` or ``level`` is not an
         integer.
     ValueError
-        ``copy=False`` on a file whose byte order is not native.
+        ``copy=False`` on a file whose byte order is not native; a ``fill_missing`` that the
+        pixel type cannot hold.
 
     Notes
     -----
@@ -140,7 +150,7 @@ class TiffStackND(PlanesND):
         return {"tif", "tiff", "ome.tif", "ome.tiff"}
 
     def __init__(self, path: str | os.PathLike[str], *, series: int = 0, level: int = 0,
-                 copy: bool = True) -> None:
+                 copy: bool = True, fill_missing: float | None = None) -> None:
         super().__init__()
         self._path = os.fspath(path)
         if not isinstance(self._path, str):
@@ -149,12 +159,15 @@ class TiffStackND(PlanesND):
         self._abspath = absolute_path(self._path)
         self._options = {"series": integer_option("series", series),
                          "level": integer_option("level", level),
-                         "copy": bool(copy)}
+                         "copy": bool(copy), "fill_missing": fill_missing}
         self._lock = threading.RLock()  # tifffile's page parsing; close() and _release()
         self._file, self._tif, self._mmap = None, None, None
         self._decoder: PageDecoder | None = None  # decoded storage
         self._closed = False
         self._reads_in_flight: list[int] = []  # one entry per read under way (see _read_plane)
+        # planes a truncated file lacks (read as the fill value), or None
+        self._missing: np.ndarray | None = None
+        self._fill: np.ndarray | None = None
         renew_locks_after_fork(self)
         self._layout = self._open()
         try:
@@ -177,6 +190,16 @@ class TiffStackND(PlanesND):
         for name, size in zip(layout.plane_axes, layout.plane_shape, strict=True):
             self._init_axis(name, size)
         self._native = layout.dtype.newbyteorder("=")
+        fill_missing = self._options["fill_missing"]
+        if fill_missing is not None:
+            self._fill = fill_value(fill_missing, self._native)
+            if layout.storage == MAPPED:  # (decoded pages are all in the file: their IFDs are)
+                size = os.fstat(self._file.fileno()).st_size
+                missing = layout.plane_offsets + layout.plane_nbytes > size
+                if missing.any():
+                    self._missing = missing
+            layout.metadata["missing_planes"] = (
+                0 if self._missing is None else int(self._missing.sum()))
         self._init_planes(layout.plane_axes)
         for default in ("t", "z", *layout.axes):
             if default in layout.axes:
@@ -206,8 +229,11 @@ class TiffStackND(PlanesND):
             except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"not a readable TIFF file ({exc})") from None
             try:
-                layout = discover(self._tif, self._path, self._options["series"],
-                                  self._options["level"])
+                try:
+                    layout = discover(self._tif, self._path, self._options["series"],
+                                      self._options["level"])
+                except StackReadError as error:
+                    layout = self._discover_cut_imagej(error)
             except MALFORMED_TIFF_ERRORS as exc:
                 raise StackReadError(self._path, f"corrupt TIFF structure ({exc})") from None
             if layout.storage == MAPPED:
@@ -219,6 +245,29 @@ class TiffStackND(PlanesND):
         except BaseException:
             self.close()
             raise
+
+    def _discover_cut_imagej(self, error: StackReadError) -> Layout:
+        """Return the layout of an ImageJ file cut in its pixels, as if whole, or raise.
+
+        tifffile is told the file has the size it had whole, so that it makes the series the
+        ImageJ header describes; the planes past the real end are then missing (see
+        ``_init_reader``). Without ``fill_missing``, ``error`` (what the file's layout
+        failed with) is raised, naming the option where it reads the file.
+        """
+        whole = cut_imagej_size(self._tif)
+        if whole is None:
+            raise error
+        self._tif.close()
+        self._tif = open_tiff(PositionalFile(self._file), size=whole)
+        try:
+            layout = discover(self._tif, self._path, self._options["series"],
+                              self._options["level"], size=whole)
+        except StackReadError:
+            raise error from None
+        if self._options["fill_missing"] is None:
+            raise StackReadError(self._path, f"{error.reason}; TiffStackND(path, "
+                                 "fill_missing=0) reads the images it holds") from None
+        return layout
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -286,7 +335,10 @@ class TiffStackND(PlanesND):
         try:
             if self._closed:
                 raise ReaderClosedError(f"{self._path}: reader is closed")
-            if layout.storage != MAPPED:
+            if self._missing is not None and self._missing[index]:
+                plane = allocate(layout.plane_shape, self._native)
+                plane[...] = self._fill
+            elif layout.storage != MAPPED:
                 plane = self._decode(layout.ifd_offsets.item(index), index)
             elif self._mmap is not None:
                 plane = np.ndarray(layout.plane_shape, layout.dtype, self._mmap,

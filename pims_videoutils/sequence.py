@@ -23,7 +23,6 @@ import fnmatch
 import glob
 import json
 import math
-import numbers
 import os
 import re
 import sys
@@ -60,7 +59,7 @@ from ._multifile import (
     stack_positions,
 )
 from ._open import folder_contents
-from ._planes import Allocate, PlanesND, c_order_strides
+from ._planes import Allocate, PlanesND, c_order_strides, fill_value
 from .readers import TiffStackND, integer_option
 
 __all__ = ["TiffSequenceND"]
@@ -327,32 +326,6 @@ def _position_labels(files: Sequence[str]) -> list[str] | None:
     if len(set(folders)) < 2:
         return None
     return [os.path.basename(folder) for folder in folders]
-
-
-def _fill_value(value: Any, dtype: np.dtype) -> np.ndarray:
-    """Return ``value`` as a 0-d array of ``dtype`` (floats rounded to the type's precision).
-
-    Raises
-    ------
-    ValueError
-        ``value`` is not a real number, or ``dtype`` cannot hold it (out of range, a fraction
-        or not finite for an integer type; beyond the range of a floating-point type).
-    """
-    message = f"fill_missing={value!r} does not fit {dtype}"
-    if not isinstance(value, (numbers.Real, np.bool_)):
-        raise ValueError(message)
-    if dtype.kind in "biu":
-        if not math.isfinite(value) or value != int(value):
-            raise ValueError(message)
-        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
-        if not low <= int(value) <= high:
-            raise ValueError(message)
-        return np.array(int(value), dtype)
-    with np.errstate(over="ignore"):
-        fill = np.array(float(value), dtype)  # rounded to the nearest value of the type
-    if math.isfinite(value) and not np.isfinite(fill):
-        raise ValueError(message)
-    return fill
 
 
 def _unnamed_axes(reader: TiffStackND, series: int) -> set[str]:
@@ -922,7 +895,7 @@ class TiffSequenceND(PlanesND):
         self._dtype = np.dtype(dtype).newbyteorder("=")
         self._plane_axes = "".join(axis for axis, _ in plane)
         self._plane_shape = tuple(size for _, size in plane)
-        self._fill = None if fill_missing is None else _fill_value(fill_missing, self._dtype)
+        self._fill = None if fill_missing is None else fill_value(fill_missing, self._dtype)
         for axis, size in (*outer, *plane):
             self._init_axis(axis, size)
         self._outer_sizes = tuple(outer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import struct
 import tracemalloc
 
@@ -411,3 +412,83 @@ def test_ome_xml_claiming_more_planes_than_the_file_can_hold(tmp_path, monkeypat
     with pytest.raises(StackReadError, match=r"claim 10000000 planes.*can hold") as info:
         reader_type(path)
     assert info.value.path == os.fspath(path)
+
+
+# --- an ImageJ file cut in its pixels, read with fill_missing ---------------------------------
+
+
+def _cut_imagej(path, data, cut_fraction):
+    """Write ``data`` (T, C, Y, X) as an ImageJ hyperstack, cut it; return where its pixels
+    start and the cut (ImageJ's layout: IFD 0, every image, the other IFDs)."""
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TCYX"})
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages.first.dataoffsets[0]
+        assert all(page.offset > start + data.nbytes - 1 for page in tif.pages[1:])
+    cut = start + int(data.nbytes * cut_fraction)
+    os.truncate(path, cut)
+    return start, cut
+
+
+@pytest.mark.parametrize("cut_fraction", [0.5, 0.1, 29 / 30, 1 / 30])
+def test_imagej_file_cut_in_its_pixels_reads_with_fill_missing(tmp_path, cut_fraction):
+    """A crashed save or an incomplete copy: tifffile (and so pims) read one plane of it;
+    we refused it. With fill_missing, every image it holds whole is read, the others filled."""
+    data = np.random.default_rng(8).integers(0, 60000, (10, 3, 16, 20), dtype=np.uint16)
+    path = tmp_path / "cut.tif"
+    start, cut = _cut_imagej(path, data, cut_fraction)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == 1 and tif.series[0].shape == (16, 20)  # tifffile's reading
+    before = _digest(path)
+    with pytest.raises(StackReadError, match=r"declares 30 images .*truncated or corrupt "
+                       r"file\); TiffStackND\(path, fill_missing=0\) reads the images it holds"):
+        TiffStackND(path)
+    whole = (cut - start) // data[0, 0].nbytes  # planes held whole
+    for copy in (True, False):
+        with TiffStackND(path, fill_missing=7, copy=copy) as reader:
+            assert reader.sizes == {"t": 10, "c": 3, "y": 16, "x": 20}
+            assert reader.metadata["missing_planes"] == 30 - whole
+            for k, (t, c) in enumerate(np.ndindex(10, 3)):
+                expected = data[t, c] if k < whole else np.full((16, 20), 7, np.uint16)
+                np.testing.assert_array_equal(reader.get_plane(t=t, c=c), expected)
+            reader.bundle_axes = "cyx"
+            clone = pickle.loads(pickle.dumps(reader))
+            with clone:
+                np.testing.assert_array_equal(clone[9], reader[9])
+                assert clone.metadata["missing_planes"] == 30 - whole
+    assert _digest(path) == before
+
+
+def test_real_imagej_stack_cut_in_its_pixels_reads_with_fill_missing(real_data, tmp_path):
+    """Bead_Image1_crop.tif (ImageJ 1.53f, 41 z planes), cut as a copy that stopped."""
+    source = real_data / "imagej" / "Bead_Image1_crop.tif"
+    expected = tifffile.imread(source)
+    path = tmp_path / "beads.tif"
+    path.write_bytes(source.read_bytes()[: source.stat().st_size * 3 // 5])
+    with tifffile.TiffFile(source) as tif:
+        start, plane_bytes = tif.pages.first.dataoffsets[0], expected[0].nbytes
+    whole = (path.stat().st_size - start) // plane_bytes
+    assert 0 < whole < 41
+    with pytest.raises(StackReadError, match="fill_missing=0"):
+        TiffStackND(path)
+    with TiffStackND(path, fill_missing=0) as reader:
+        assert reader.sizes == {"z": 41, "y": 150, "x": 150}
+        assert reader.metadata["pixel_size_x"] == pytest.approx(0.0224919, rel=1e-5)
+        for z in range(41):
+            np.testing.assert_array_equal(reader[z], expected[z] if z < whole else 0)
+
+
+def test_fill_missing_on_a_whole_file_reads_it_as_without(tmp_path):
+    path = tmp_path / "whole.tif"
+    data = np.arange(4 * 6 * 8, dtype=np.uint8).reshape(4, 6, 8)
+    tifffile.imwrite(path, data, imagej=True)
+    with TiffStackND(path, fill_missing=0) as reader:
+        assert reader.metadata["missing_planes"] == 0
+        np.testing.assert_array_equal(np.stack(list(reader)), data)
+
+
+@pytest.mark.parametrize("value", [300, -1, 0.5, "0", float("nan")])
+def test_fill_missing_that_the_pixel_type_cannot_hold(tmp_path, value):
+    path = tmp_path / "u8.tif"
+    tifffile.imwrite(path, np.zeros((3, 6, 8), np.uint8), imagej=True)
+    with pytest.raises(ValueError, match=r"fill_missing=.* does not fit uint8"):
+        TiffStackND(path, fill_missing=value)
