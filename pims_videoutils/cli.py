@@ -23,13 +23,22 @@ import threading
 import time
 import traceback
 import unicodedata
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ._errors import ExportArgumentError, FFmpegError, PimsVideoutilsError
+from ._errors import (
+    ExportArgumentError,
+    FFmpegError,
+    IncompleteDatasetWarning,
+    PimsVideoutilsError,
+    PluginLoadWarning,
+    ReaderFallbackWarning,
+    StackReadError,
+)
 from ._filenames import TIFF_SUFFIXES
 from ._version import __version__
 from ._wording import counted
@@ -57,6 +66,18 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     # the clean-up of the first short (ffmpeg left running, its file left behind)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Terminated
+
+
+def _show_warning_on_one_line(message, category, filename, lineno, file=None, line=None):
+    """Show a warning as the CLI does (its ``warnings.showwarning``).
+
+    The package's warnings are one line each, ``pims-video: warning: ...``, options spelt
+    as on the command line; others are shown as Python shows them.
+    """
+    if issubclass(category, _PACKAGE_WARNINGS):
+        click.echo(f"{_PROG}: warning: {_cli_spelling(str(message))}", err=True)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 @contextlib.contextmanager
@@ -157,6 +178,13 @@ class _Channels(click.ParamType):
         self.fail(f"expected 'all' or a channel index, got {value!r}", param, ctx)
 
 
+#: Shared by ``info``, ``convert`` and ``batch``
+_FILL_MISSING_OPTION = click.option(
+    "--fill-missing", type=float, metavar="VALUE",
+    help="Read the planes that a dataset or a cut file lacks as VALUE (e.g. 0): an "
+         "acquisition stopped early, a Micro-Manager or ImageJ file cut short.")
+
+
 def _video_options(function):
     """Add the options shared by ``convert`` and ``batch`` (those of ``to_video``)."""
     options = [
@@ -207,6 +235,7 @@ def _video_options(function):
         click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1,
                      show_default=True, help="Integer n >= 1 to enlarge, or 1/n (0.5, 0.25...) to "
                                              "shrink by n x n block means."),
+        _FILL_MISSING_OPTION,
         click.option("--no-progress", is_flag=True, help="Do not show a progress bar."),
     ]
     for option in reversed(options):
@@ -223,6 +252,7 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         "project": options["project"],
         "project_axis": options["project_axis"].lower(),
         "frame_range": slice(options["start"], options["stop"], options["step"]),
+        "fill_missing": options["fill_missing"],
     }
     colors = options["channel_colors"]
     export = {
@@ -256,9 +286,10 @@ def _convert(source: str, output: str, selection: dict[str, Any], export: dict[s
     if os.path.isfile(source) and os.path.exists(output) and os.path.samefile(source, output):
         raise ExportArgumentError(f"{output} is the input {source}: the movie would replace "
                                   "it; choose another output")
-    reader = open_stack(source)
+    choice = dict(selection)
+    reader = open_stack(source, fill_missing=choice.pop("fill_missing"))
     try:
-        frames, layout = select_frames(reader, **selection)
+        frames, layout = select_frames(reader, **choice)
         return to_video(frames, output, **export, **layout)
     finally:
         reader.close()
@@ -277,6 +308,7 @@ def _start_worker(job_events: Any) -> None:
     """
     global _job_events
     _skip_display_imports()
+    warnings.showwarning = _show_warning_on_one_line
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _job_events = job_events
 
@@ -412,8 +444,10 @@ def cli(state: dict[str, bool], debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list with one object per PATH instead of text (for a PATH "
                    "that cannot be read: its path and error).")
+@_FILL_MISSING_OPTION
 @click.pass_obj
-def info(state: dict[str, bool], paths: tuple[str, ...], as_json: bool) -> int:
+def info(state: dict[str, bool], paths: tuple[str, ...], as_json: bool,
+         fill_missing: float | None) -> int:
     """Show what a reader sees in each PATH (file, folder or glob).
 
     Axes and sizes, dtype, storage (mapped: planes read straight from their place in the file;
@@ -427,7 +461,7 @@ def info(state: dict[str, bool], paths: tuple[str, ...], as_json: bool) -> int:
     failed = shown = False
     for source in paths:
         try:
-            reader = open_stack(source)
+            reader = open_stack(source, fill_missing=fill_missing)
             try:
                 record = summarize(source, reader)
             finally:
@@ -671,6 +705,9 @@ def sample(output: str, seed: int, n_frames: int, n_z: int, n_channels: int,
 # Entry point
 
 
+_PACKAGE_WARNINGS = (IncompleteDatasetWarning, PluginLoadWarning, ReaderFallbackWarning)
+_PYTHON_SHOWWARNING = warnings.showwarning
+
 #: How the Python arguments named in error messages are spelt on the command line
 _CLI_SPELLINGS = [
     (r"\bcontrast=None", "--contrast none"),
@@ -684,6 +721,9 @@ _CLI_SPELLINGS = [
     (r"^colormap is for\b", "--colormap is for"),
     (r"\bwith colormap \(", "with --colormap ("),
     (r"\bneeds codec ffv1\b", "needs --codec ffv1"),
+    (r"\bTiff(?:Sequence|Stack)ND\(path, fill_missing=([^)]*)\)", r"--fill-missing \1"),
+    (r"\bfill_missing=(?= )", "--fill-missing VALUE"),
+    (r"\bfill_missing=", "--fill-missing "),
 ]
 
 
@@ -717,7 +757,7 @@ def _one_line(error: BaseException) -> str:
             reasons = (line.removeprefix("- ") for line in lines[1:])
             lines = [lines[0] + " " + "; ".join(reasons)]
         text = lines[0] if lines else type(error).__name__
-        if isinstance(error, ExportArgumentError):
+        if isinstance(error, (ExportArgumentError, StackReadError)):
             text = _cli_spelling(text)
     if not isinstance(error, (PimsVideoutilsError, OSError)):
         text = f"{type(error).__name__}: {text}"
@@ -742,7 +782,11 @@ def main(argv: list[str] | None = None) -> int:
     state = {"debug": False}
     try:
         with _sigterm_raises():
-            code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
+            warnings.showwarning = _show_warning_on_one_line
+            try:
+                code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
+            finally:
+                warnings.showwarning = _PYTHON_SHOWWARNING
     except click.ClickException as error:
         error.show()
         return error.exit_code

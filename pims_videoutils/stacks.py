@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._errors import ExportArgumentError
+from ._errors import ExportArgumentError, StackReadError
+from ._filenames import TIFF_SUFFIXES
 from ._wording import shown
 
 __all__ = ["describe", "open_stack", "select_frames", "summarize"]
@@ -33,16 +34,24 @@ _INFO_METADATA = (
     "kind",
     "files",
     "series",
+    "missing_planes",
+    "missing_files",
 )
 
 
-def open_stack(source: str) -> Any:
+def open_stack(source: str, fill_missing: float | None = None) -> Any:
     """Open a file, a folder of TIFFs or a glob as one pims reader (the opener of every command).
 
     Parameters
     ----------
     source : str
         A file (any format :func:`pims_videoutils.open` reads), a folder, or a glob pattern.
+    fill_missing : int or float, optional
+        Passed to the reader (see :class:`~pims_videoutils.sequence.TiffSequenceND` and
+        :class:`~pims_videoutils.readers.TiffStackND`): planes a dataset or a cut file lacks
+        read as this value. A TIFF file that the reader :func:`pims_videoutils.open` picks
+        refuses even so is opened as a ``TiffSequenceND`` (planes its OME-XML puts in IFDs
+        it lacks).
 
     Returns
     -------
@@ -59,12 +68,22 @@ def open_stack(source: str) -> Any:
         If the stack cannot be read.
     """
     from ._open import open as open_file
+    from .sequence import TiffSequenceND
 
     if os.path.isdir(source):
-        from .sequence import TiffSequenceND
-
-        return TiffSequenceND(source)
-    return open_file(source)
+        return TiffSequenceND(source, fill_missing=fill_missing)
+    if fill_missing is None:
+        return open_file(source)
+    try:
+        return open_file(source, fill_missing=fill_missing)
+    except StackReadError:
+        if not (os.path.isfile(source) and source.lower().endswith(TIFF_SUFFIXES)):
+            raise
+        try:
+            return TiffSequenceND(source, fill_missing=fill_missing)
+        except StackReadError:
+            pass  # (the first reader's reason is the one to show)
+        raise
 
 
 def select_frames(
@@ -298,6 +317,9 @@ def describe(record: dict[str, Any]) -> list[str]:
         lines.append(f"  software:       {record['software']}")
     if record["kind"]:
         lines.append(f"  kind:           {record['kind']}")
+    for key in ("missing_planes", "missing_files"):  # (read as --fill-missing's value)
+        if record[key]:
+            lines.append(f"  {key.replace('_', ' ') + ':':16}{record[key]}")
     for series in record["series"] or ():
         shape_text = "x".join(str(n) for n in series.get("shape", ()))
         lines.append(

@@ -368,6 +368,31 @@ def test_batch_skips_an_ndtiff_continuation_file_given_with_its_first(real_data,
     assert imageio_ffmpeg.count_frames_and_secs(str(movies / "ds_NDTiffStack.mkv"))[0] == 8
 
 
+def test_fill_missing_reads_an_imagej_file_cut_in_its_pixels(tmp_path):
+    """A cut ImageJ stack: without --fill-missing the error says how to read it (pims's own
+    reader then shows one plane, with a warning); with it, info counts the missing planes and
+    convert writes every time point, those the file lacks as the value."""
+    data = np.random.default_rng(6).integers(1, 200, (10, 32, 40), np.uint8)
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TYX"})
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages.first.dataoffsets[0]
+    os.truncate(path, start + 4 * data[0].nbytes + 100)  # 4 images whole
+    result = run("info", "cut.tif", cwd=tmp_path)
+    assert "pims-video: warning: " in result.stderr  # pims's own reader shows one plane
+    assert "--fill-missing 0 reads the images it holds" in result.stderr
+    result = run("info", "cut.tif", "--fill-missing", "0", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["sizes"] == {"t": 10, "y": 32, "x": 40} and record["missing_planes"] == 6
+    result = run("convert", "cut.tif", "cut.mkv", "--fill-missing", "0", "--lossless",
+                 "--contrast", "none", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, frames = read_video(tmp_path / "cut.mkv", "gray")
+    np.testing.assert_array_equal(frames[:4], data[:4])
+    assert not frames[4:].any()
+
+
 def test_batch_refuses_an_unknown_extension_before_any_work(tmp_path, stack):
     result = run("batch", str(stack), "--out", "movies", "--ext", "xyz", cwd=tmp_path)
     _assert_one_line_error(result, "unknown video extension '.xyz'")
