@@ -24,7 +24,7 @@ import time
 import traceback
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +68,20 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
-def _show_warning_on_one_line(message, category, filename, lineno, file=None, line=None):
-    """Show a warning as the CLI does (its ``warnings.showwarning``).
+def _one_line_warnings(others: Callable[..., None]) -> Callable[..., None]:
+    """Return the CLI's ``warnings.showwarning``, which replaces ``others``.
 
-    The package's warnings are one line each, ``pims-video: warning: ...``, options spelt
-    as on the command line; others are shown as Python shows them.
+    The package's warnings are shown as one line each, ``pims-video: warning: ...``, with
+    options spelt as on the command line; other warnings by ``others``.
     """
-    if issubclass(category, _PACKAGE_WARNINGS):
-        click.echo(f"{_PROG}: warning: {_cli_spelling(str(message))}", err=True)
-    else:
-        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, _PACKAGE_WARNINGS):
+            click.echo(f"{_PROG}: warning: {_cli_spelling(str(message))}", err=True)
+        else:
+            others(message, category, filename, lineno, file, line)
+
+    return show
 
 
 @contextlib.contextmanager
@@ -308,7 +312,7 @@ def _start_worker(job_events: Any) -> None:
     """
     global _job_events
     _skip_display_imports()
-    warnings.showwarning = _show_warning_on_one_line
+    warnings.showwarning = _one_line_warnings(warnings.showwarning)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _job_events = job_events
 
@@ -706,7 +710,6 @@ def sample(output: str, seed: int, n_frames: int, n_z: int, n_channels: int,
 
 
 _PACKAGE_WARNINGS = (IncompleteDatasetWarning, PluginLoadWarning, ReaderFallbackWarning)
-_PYTHON_SHOWWARNING = warnings.showwarning
 
 #: How the Python arguments named in error messages are spelt on the command line
 _CLI_SPELLINGS = [
@@ -782,11 +785,12 @@ def main(argv: list[str] | None = None) -> int:
     state = {"debug": False}
     try:
         with _sigterm_raises():
-            warnings.showwarning = _show_warning_on_one_line
+            python_showwarning = warnings.showwarning
+            warnings.showwarning = _one_line_warnings(python_showwarning)
             try:
                 code = cli.main(args=argv, prog_name=_PROG, standalone_mode=False, obj=state)
             finally:
-                warnings.showwarning = _PYTHON_SHOWWARNING
+                warnings.showwarning = python_showwarning
     except click.ClickException as error:
         error.show()
         return error.exit_code
