@@ -560,10 +560,11 @@ def batch(state: dict[str, bool], sources: tuple[str, ...], out: str, jobs: int 
     export["progress"] = False
     check_arguments(f".{ext.lstrip('.')}", **export)  # fail once, before any work
     inputs = {os.path.abspath(source) for source in sources}
-    continuations = [s for s in sources if continued_file(os.path.abspath(s)) in inputs]
+    firsts = {source: continued_file(os.path.abspath(source)) for source in sources}
+    continuations = [source for source, first in firsts.items() if first in inputs]
     for source in continuations:
-        click.echo(f"skipped {source}: it continues {os.path.basename(continued_file(source))}"
-                   ", whose movie holds it")
+        click.echo(f"skipped {source}: it continues {os.path.basename(firsts[source])}, whose "
+                   "movie holds it")
     sources = tuple(s for s in sources if s not in continuations)
     outputs: dict[str, str] = {}
     for source in sources:
