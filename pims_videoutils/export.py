@@ -662,6 +662,11 @@ def _gray(colors: list[Any] | None) -> bool:
     )
 
 
+def _gray_colormap(colormap: Any) -> bool:
+    """Return True when ``colormap`` leaves a single channel gray (None, ``"gray"``)."""
+    return colormap is None or _gray([colormap])
+
+
 class _Renderer:
     """Turns a canonical frame into the bytes ffmpeg reads (gray, gray16le or rgb24).
 
@@ -673,7 +678,7 @@ class _Renderer:
     ) -> None:
         self.maps = maps
         self.channels = channels
-        self.lut = None if colormap is None or _gray([colormap]) else channel_lut(colormap)
+        self.lut = None if _gray_colormap(colormap) else channel_lut(colormap)
         self.compositor = None
         gray_channel = channels and len(maps) == 1 and _gray(colors)
         if channels and not gray_channel:  # a composite (channel colours on every channel)
@@ -931,7 +936,7 @@ def to_video(
         colors = _color_list(channel_colors)
         one_gray_plane = not channels or (n_channels == 1 and _gray(colors))
         keep_16bit = (chosen == _ffmpeg.LOSSLESS_CODEC and one_gray_plane
-                      and (colormap is None or _gray([colormap])))
+                      and _gray_colormap(colormap))
         maps = [
             _intensity_map(
                 first.dtype,
